@@ -1,0 +1,90 @@
+"""What a running job sees: its spec, the store, progress reporting, cancellation, and the
+worker's model cache. Job code raises `JobFailed` for a clean one-line failure."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine import queue
+from engine.paths import Home
+from engine.registry import LoadedModel, ModelCache
+from engine.specs import JobSpec
+from engine.store import Store
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVENT_INTERVAL_S = 2.0
+CANCEL_POLL_INTERVAL_S = 0.5
+
+
+class JobCancelled(Exception):
+    """Raised inside a job when the user asked to cancel it."""
+
+
+class JobFailed(Exception):
+    """A job that cannot go on; the message is the one-line reason stored with the job."""
+
+
+@dataclass
+class JobContext:
+    store: Store
+    job_id: int
+    spec: JobSpec
+    models: ModelCache
+    worker_id: str = "inline"
+    _last_event: float = 0.0
+    _last_cancel_poll: float = 0.0
+    _started: float = field(default_factory=time.time)
+
+    @property
+    def home(self) -> Home:
+        return self.store.home
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        path = self.home.checkpoints_dir / f"job-{self.job_id}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def progress(self, done: float, total: float, message: str = "", *, force: bool = False,
+                 **data: Any) -> None:
+        """Report progress (`done` of `total`). Updates the job row and heartbeat every call;
+        writes a progress event at most every PROGRESS_EVENT_INTERVAL_S (and at completion).
+        `data` (loss terms, tokens/s, ...) is stored with the event for the live view."""
+        fraction = done / total if total else 0.0
+        elapsed = time.time() - self._started
+        eta = elapsed / fraction - elapsed if 0 < fraction < 1 else None
+        queue.heartbeat(self.store, self.job_id, fraction, message)
+        now = time.time()
+        if force or done >= total or now - self._last_event >= PROGRESS_EVENT_INTERVAL_S:
+            self._last_event = now
+            payload = {"done": done, "total": total, "fraction": fraction, "eta_s": eta, **data}
+            self.store.add_event(self.job_id, message or f"{done}/{total}", kind="progress",
+                                 data=payload)
+
+    def log(self, message: str, level: str = "info", **data: Any) -> None:
+        getattr(log, level if level in ("debug", "info", "warning", "error") else "info")(
+            "job %s: %s", self.job_id, message)
+        self.store.add_event(self.job_id, message, kind="log", level=level, data=data or None)
+
+    def check_cancelled(self) -> None:
+        """Raise JobCancelled if the user asked to cancel; call between batches or steps."""
+        now = time.time()
+        if now - self._last_cancel_poll < CANCEL_POLL_INTERVAL_S:
+            return
+        self._last_cancel_poll = now
+        if queue.cancel_requested(self.store, self.job_id):
+            raise JobCancelled()
+
+    def load_model(self, ref: str, *, fresh: bool = False) -> LoadedModel:
+        """Load `ref` with the job's device/dtype (shared instance unless `fresh`)."""
+        self.log(f"loading model {ref}")
+        return self.models.load(ref, self.store, device=self.spec.device, dtype=self.spec.dtype,
+                                fresh=fresh)
+
+    def set_result(self, **result: Any) -> None:
+        queue.set_result(self.store, self.job_id, result)

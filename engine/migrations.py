@@ -1,0 +1,93 @@
+"""Numbered schema migrations. Each runs once, in order, inside a transaction; the applied
+numbers are kept in `_migrations`. Never edit a released migration: add a new one."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import sqlite_utils
+
+Migration = Callable[[sqlite_utils.Database], None]
+MIGRATIONS: list[tuple[int, str, Migration]] = []
+
+
+def migration(number: int, name: str) -> Callable[[Migration], Migration]:
+    def register(fn: Migration) -> Migration:
+        MIGRATIONS.append((number, name, fn))
+        return fn
+    return register
+
+
+@migration(1, "initial schema")
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db["jobs"].create({
+        "id": int, "kind": str, "spec": str, "spec_hash": str, "label": str, "study": str,
+        "status": str, "priority": int, "created_at": float, "started_at": float,
+        "finished_at": float, "worker_id": str, "heartbeat_at": float, "attempts": int,
+        "max_attempts": int, "error": str, "cancel_requested": int, "progress": float,
+        "progress_message": str, "result": str,
+    }, pk="id", not_null={"kind", "spec", "status"},
+        defaults={"status": "queued", "priority": 0, "attempts": 0, "max_attempts": 3,
+                  "cancel_requested": 0, "progress": 0.0})
+    db["jobs"].create_index(["status", "priority"])
+    db["jobs"].create_index(["spec_hash"])
+    db["job_deps"].create({"job_id": int, "depends_on": int}, pk=("job_id", "depends_on"),
+                          foreign_keys=[("job_id", "jobs", "id"), ("depends_on", "jobs", "id")])
+    db["workers"].create({"id": str, "pid": int, "host": str, "started_at": float,
+                          "heartbeat_at": float, "status": str, "log_path": str}, pk="id")
+    db["models"].create({
+        "id": int, "name": str, "source": str, "origin": str, "path": str, "architecture": str,
+        "n_layers": int, "n_params": int, "n_nonzero": int, "size_bytes": int,
+        "parent_id": int, "method": str, "method_params": str, "job_id": int,
+        "latency_ms": float, "sparsity": str, "created_at": float, "extra": str,
+    }, pk="id", foreign_keys=[("parent_id", "models", "id")])
+    db["models"].create_index(["source"], unique=True)
+    db["runs"].create({
+        "id": int, "job_id": int, "model_id": int, "suite": str, "status": str,
+        "scorer": str, "scorer_version": str, "settings": str, "data_source": str,
+        "device": str, "created_at": float, "finished_at": float, "n_items": int,
+        "n_samples": int, "summary": str,
+    }, pk="id", foreign_keys=[("job_id", "jobs", "id"), ("model_id", "models", "id")])
+    db["runs"].create_index(["job_id"], unique=True)
+    db["runs"].create_index(["model_id"])
+    db["metrics"].create({
+        "id": int, "run_id": int, "name": str, "subset": str, "value": float,
+        "ci_low": float, "ci_high": float, "n": int, "higher_is_better": int,
+    }, pk="id", not_null={"run_id", "name"}, defaults={"subset": ""},
+        foreign_keys=[("run_id", "runs", "id")])
+    db["metrics"].create_index(["run_id", "name", "subset"], unique=True)
+    db["samples"].create({
+        "id": int, "run_id": int, "key": str, "item_index": int, "sample_index": int,
+        "domain": str, "group_name": str, "prompt": str, "completion": str,
+        "prompt_toxicity": float, "toxicity": float, "sentiment": float, "scores": str,
+        "created_at": float,
+    }, pk="id", not_null={"run_id", "key"}, foreign_keys=[("run_id", "runs", "id")])
+    db["samples"].create_index(["run_id", "key"], unique=True)
+    db["samples"].create_index(["run_id", "toxicity"])
+    db["events"].create({"id": int, "job_id": int, "ts": float, "kind": str, "level": str,
+                         "message": str, "data": str}, pk="id")
+    db["events"].create_index(["job_id", "id"])
+
+
+def applied(db: sqlite_utils.Database) -> set[int]:
+    if "_migrations" not in db.table_names():
+        return set()
+    return {row["number"] for row in db["_migrations"].rows}
+
+
+def migrate(db: sqlite_utils.Database) -> list[int]:
+    """Apply every pending migration; returns the numbers applied now."""
+    if "_migrations" not in db.table_names():
+        db["_migrations"].create({"number": int, "name": str, "applied_at": float},
+                                 pk="number", if_not_exists=True)
+    done = applied(db)
+    now_applied = []
+    for number, name, fn in sorted(MIGRATIONS, key=lambda m: m[0]):
+        if number in done:
+            continue
+        with db.conn:
+            fn(db)
+            db["_migrations"].insert({"number": number, "name": name, "applied_at": time.time()})
+        now_applied.append(number)
+    return now_applied

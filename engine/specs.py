@@ -1,0 +1,311 @@
+"""Job specifications: frozen, typed, validated on construction, serialisable to JSON.
+
+A spec says *what* to compute; everything needed to reproduce a job is in it. Its content hash
+(`spec_hash`) lets a study reuse a finished job whose spec is unchanged.
+
+Model references (`model`, `teacher`, `student`) are strings the registry resolves: a hub id
+(`gpt2`), a local folder, a `.gguf` file, the alias `smollm2` (the offline default),
+`model:ID` (a registry id) or `job:ID` (the model a compression job produced)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+
+
+class SpecError(ValueError):
+    """A job spec with an impossible or unknown value; the message names the value."""
+
+
+SUITES = ("toxicity", "bold", "crows_pairs", "perplexity")
+BOLD_DOMAINS = ("gender", "race", "profession", "religious_ideology", "political_ideology")
+PRUNE_METHODS = ("magnitude", "wanda", "heads")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise SpecError(message)
+
+
+def _check_common(spec: Any) -> None:
+    _check(spec.device in DEVICES or spec.device.startswith("cuda:"),
+           f"device {spec.device!r} is not one of {', '.join(DEVICES)} (or cuda:N)")
+    _check(spec.dtype in DTYPES, f"dtype {spec.dtype!r} is not one of {', '.join(DTYPES)}")
+    _check(spec.seed >= 0, f"seed {spec.seed} must be >= 0")
+
+
+def _check_model_ref(name: str, value: str) -> None:
+    _check(isinstance(value, str) and value.strip() != "", f"{name} must name a model, got {value!r}")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Base of every job spec."""
+
+    kind: ClassVar[str] = ""
+    label: str = ""
+    device: str = "auto"
+    dtype: str = "auto"
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        return {"kind": self.kind, **{k: list(v) if isinstance(v, tuple) else v
+                                      for k, v in data.items()}}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def spec_hash(self) -> str:
+        """Content hash of everything that changes the result (the label does not)."""
+        data = self.to_dict()
+        data.pop("label", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def model_refs(self) -> dict[str, str]:
+        """The spec's model references by field name (used to find job dependencies)."""
+        return {}
+
+    def replace(self, **changes: Any) -> "JobSpec":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class EvalSpec(JobSpec):
+    """Evaluate one model on one suite.
+
+    `data`: where the prompts come from: "auto" (hub when reachable, else the shipped set),
+    "builtin" (the sets in compfair's data/), "hub", or a local file/folder path."""
+
+    kind: ClassVar[str] = "eval"
+    model: str = "smollm2"
+    suite: str = "toxicity"
+    data: str = "auto"
+    samples_per_prompt: int = 25
+    top_p: float = 0.9
+    temperature: float = 1.0
+    max_new_tokens: int = 20
+    max_prompts: int | None = None
+    batch_size: int | None = None
+    scorer: str = "auto"
+    scorer_label: str | None = None
+    domains: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    prompts_per_group: int | None = None
+    context_length: int = 512
+    stride: int = 256
+    bootstrap_samples: int = 1000
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        _check_model_ref("model", self.model)
+        _check(self.suite in SUITES, f"suite {self.suite!r} is unknown; choose from {', '.join(SUITES)}")
+        _check(self.samples_per_prompt >= 1, f"samples_per_prompt (k) must be >= 1, got {self.samples_per_prompt}")
+        _check(0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p}")
+        _check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        _check(1 <= self.max_new_tokens <= 4096, f"max_new_tokens must be in [1, 4096], got {self.max_new_tokens}")
+        _check(self.max_prompts is None or self.max_prompts >= 1, f"max_prompts must be >= 1, got {self.max_prompts}")
+        _check(self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(self.prompts_per_group is None or self.prompts_per_group >= 1,
+               f"prompts_per_group must be >= 1, got {self.prompts_per_group}")
+        bad = [d for d in self.domains if d not in BOLD_DOMAINS]
+        _check(not bad, f"BOLD domain {bad[0]!r} is unknown; choose from {', '.join(BOLD_DOMAINS)}" if bad else "")
+        _check(self.context_length >= 8, f"context_length must be >= 8, got {self.context_length}")
+        _check(1 <= self.stride <= self.context_length,
+               f"stride must be in [1, context_length={self.context_length}], got {self.stride}")
+        _check(self.bootstrap_samples >= 100, f"bootstrap_samples must be >= 100, got {self.bootstrap_samples}")
+        _check(0.5 < self.confidence < 1.0, f"confidence must be in (0.5, 1), got {self.confidence}")
+
+    def model_refs(self) -> dict[str, str]:
+        return {"model": self.model}
+
+
+@dataclass(frozen=True)
+class DistillSpec(JobSpec):
+    """Knowledge distillation of `teacher` into a smaller student.
+
+    Student: `student` (an existing model) or, when it is None, built from the teacher by
+    keeping `intensity` of its layers (evenly spaced, DistilGPT2-style) or exactly
+    `student_layers`. Loss = alpha_ce * T^2 * KL(teacher_T || student_T) + alpha_clm * CE
+    (+ alpha_cos * hidden-state cosine). `distill=False` trains the same student on CE only:
+    the no-distillation baseline. `data`: "teacher" (sequence-level KD on text sampled from
+    the teacher), "builtin", a hub data set id, or a local text/JSONL file."""
+
+    kind: ClassVar[str] = "distill"
+    teacher: str = "smollm2"
+    student: str | None = None
+    intensity: float = 0.5
+    student_layers: tuple[int, ...] = ()
+    distill: bool = True
+    temperature: float = 2.0
+    alpha_ce: float = 0.5
+    alpha_clm: float = 0.5
+    alpha_cos: float = 0.0
+    data: str = "teacher"
+    steps: int = 200
+    batch_size: int = 8
+    grad_accum: int = 1
+    seq_len: int = 128
+    learning_rate: float = 5e-4
+    warmup_steps: int = 20
+    weight_decay: float = 0.01
+    checkpoint_every: int = 50
+    gradient_checkpointing: bool = False
+    teacher_samples: int = 256
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        _check_model_ref("teacher", self.teacher)
+        _check(self.student is None or self.student.strip() != "", "student must be a model reference or empty")
+        _check(0.0 < self.intensity < 1.0, f"intensity (student depth fraction) must be in (0, 1), got {self.intensity}")
+        _check(all(i >= 0 for i in self.student_layers), f"student_layers must be >= 0, got {self.student_layers}")
+        _check(len(set(self.student_layers)) == len(self.student_layers), f"student_layers repeat a layer: {self.student_layers}")
+        _check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        for name in ("alpha_ce", "alpha_clm", "alpha_cos"):
+            _check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        _check(self.alpha_clm > 0 or (self.distill and (self.alpha_ce > 0 or self.alpha_cos > 0)),
+               "the loss is zero: give alpha_ce, alpha_clm or alpha_cos a positive weight")
+        _check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}")
+        _check(8 <= self.seq_len <= 8192, f"seq_len must be in [8, 8192], got {self.seq_len}")
+        _check(0 < self.learning_rate < 1, f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        _check(0 <= self.warmup_steps < self.steps or self.warmup_steps == 0,
+               f"warmup_steps must be in [0, steps={self.steps}), got {self.warmup_steps}")
+        _check(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        _check(self.teacher_samples >= 1, f"teacher_samples must be >= 1, got {self.teacher_samples}")
+
+    def model_refs(self) -> dict[str, str]:
+        refs = {"teacher": self.teacher}
+        if self.student:
+            refs["student"] = self.student
+        return refs
+
+
+@dataclass(frozen=True)
+class PruneSpec(JobSpec):
+    """Prune `model` to `sparsity`.
+
+    method "magnitude" (|W|; `scope` "layer" or "global"), "wanda" (|W| * ||X||_2 per input
+    feature, compared within each output row, calibrated on `calibration_data`), or "heads"
+    (structured: remove that fraction of attention heads by importance). `n_m` (e.g. "2:4")
+    asks for N:M semi-structured sparsity instead of a free sparsity (magnitude/wanda only).
+    `recovery_steps` > 0 fine-tunes briefly afterwards with the masks held fixed."""
+
+    kind: ClassVar[str] = "prune"
+    model: str = "smollm2"
+    method: str = "magnitude"
+    sparsity: float = 0.5
+    scope: str = "layer"
+    n_m: str | None = None
+    calibration_data: str = "builtin"
+    calibration_samples: int = 32
+    calibration_seq_len: int = 128
+    recovery_steps: int = 0
+    recovery_learning_rate: float = 5e-5
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        _check_model_ref("model", self.model)
+        _check(self.method in PRUNE_METHODS, f"pruning method {self.method!r} is unknown; choose from {', '.join(PRUNE_METHODS)}")
+        _check(0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}")
+        _check(self.scope in ("layer", "global"), f"scope must be 'layer' or 'global', got {self.scope!r}")
+        if self.n_m is not None:
+            _check(self.method in ("magnitude", "wanda"), f"N:M sparsity applies to magnitude or wanda, not {self.method!r}")
+            n, m = parse_n_m(self.n_m)
+        _check(self.calibration_samples >= 1, f"calibration_samples must be >= 1, got {self.calibration_samples}")
+        _check(8 <= self.calibration_seq_len <= 8192, f"calibration_seq_len must be in [8, 8192], got {self.calibration_seq_len}")
+        _check(self.recovery_steps >= 0, f"recovery_steps must be >= 0, got {self.recovery_steps}")
+
+    def model_refs(self) -> dict[str, str]:
+        return {"model": self.model}
+
+    @property
+    def effective_sparsity(self) -> float:
+        if self.n_m:
+            n, m = parse_n_m(self.n_m)
+            return 1 - n / m
+        return self.sparsity
+
+
+def parse_n_m(text: str) -> tuple[int, int]:
+    """'2:4' -> (2, 4): keep N weights out of every M consecutive ones."""
+    try:
+        n_text, m_text = text.split(":")
+        n, m = int(n_text), int(m_text)
+    except ValueError:
+        raise SpecError(f"N:M pattern {text!r} is not of the form N:M (e.g. 2:4)") from None
+    _check(0 < n < m <= 64, f"N:M pattern {text!r} needs 0 < N < M <= 64")
+    return n, m
+
+
+SPEC_TYPES: dict[str, type[JobSpec]] = {cls.kind: cls for cls in (EvalSpec, DistillSpec, PruneSpec)}
+
+
+def _coerce(name: str, annotation: Any, value: Any) -> Any:
+    """Convert a JSON/CLI/TOML value to the field's declared type, or raise SpecError."""
+    if value is None:
+        return None
+    origin = get_origin(annotation)
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if origin is Union or (origin is not None and type(None) in get_args(annotation)):
+        return _coerce(name, args[0], value) if args else value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise SpecError(f"{name} must be a list, got {value!r}")
+        return tuple(_coerce(name, args[0], v) for v in value)
+    try:
+        if annotation is bool:
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered in ("1", "true", "yes", "on"):
+                    return True
+                if lowered in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if annotation is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if annotation is float:
+            result = float(value)
+            if not math.isfinite(result):
+                raise ValueError
+            return result
+        if annotation is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise SpecError(f"{name} must be {annotation.__name__}, got {value!r}") from None
+    return value
+
+
+def spec_from_dict(data: dict[str, Any]) -> JobSpec:
+    """Build a spec from a dict with a `kind` key; unknown keys and bad values raise SpecError."""
+    data = dict(data)
+    kind = data.pop("kind", None)
+    if kind not in SPEC_TYPES:
+        raise SpecError(f"job kind {kind!r} is unknown; choose from {', '.join(SPEC_TYPES)}")
+    cls = SPEC_TYPES[kind]
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SpecError(f"{kind} job has no setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    values = {k: _coerce(k, hints[k], v) for k, v in data.items()}
+    return cls(**values)
+
+
+def spec_from_json(text: str) -> JobSpec:
+    return spec_from_dict(json.loads(text))

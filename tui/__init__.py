@@ -1,0 +1,1 @@
+"""compfair's Textual app. Talks to the engine only through `engine.api`."""

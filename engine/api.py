@@ -1,0 +1,392 @@
+"""The engine's public API: what the CLI and the TUI call. Reads the store, submits and
+cancels jobs, starts a detached worker; never computes a metric itself."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from engine import queue
+from engine.paths import Home
+from engine.specs import JobSpec, SpecError, spec_from_dict
+from engine.store import Store, loads
+from engine.worker import alive_workers, ensure_worker
+
+# The figures shown for a run in one-line listings, per suite (first found wins the column).
+HEADLINE_METRICS: dict[str, tuple[str, ...]] = {
+    "toxicity": ("expected_max_toxicity", "toxicity_probability"),
+    "bold": ("sentiment_gap", "toxicity_gap"),
+    "crows_pairs": ("stereotype_score",),
+    "perplexity": ("perplexity",),
+}
+
+# Metrics whose ideal is a target value rather than a direction (CrowS-Pairs: 50% is unbiased).
+TARGET_VALUES: dict[str, float] = {"stereotype_score": 50.0}
+
+
+def open_store(home: str | None = None) -> Store:
+    return Store(Home.resolve(home))
+
+
+# -- submitting -----------------------------------------------------------------------------
+def submit(store: Store, spec: JobSpec, *, depends_on: Sequence[int] = (), priority: int = 0,
+           study: str | None = None, start_worker: bool = True) -> int:
+    job_id = queue.submit(store, spec, depends_on=list(depends_on), priority=priority, study=study)
+    if start_worker:
+        ensure_worker(store)
+    return job_id
+
+
+def expand_sweep(base: dict[str, Any], sweep: dict[str, Sequence[Any]]) -> list[JobSpec]:
+    """One spec per combination of the swept values (a sweep is one submission)."""
+    specs = [dict(base)]
+    for key, values in sweep.items():
+        specs = [{**s, key: v} for s in specs for v in values]
+    return [spec_from_dict(s) for s in specs]
+
+
+def cancel(store: Store, job_id: int) -> str:
+    return queue.cancel(store, job_id)
+
+
+def retry(store: Store, job_id: int, start_worker: bool = True) -> None:
+    queue.retry(store, job_id)
+    if start_worker:
+        ensure_worker(store)
+
+
+def move(store: Store, job_id: int, by: int) -> int:
+    """Raise (by > 0) or lower a queued job's priority; returns the new priority."""
+    row = queue.job(store, job_id)
+    if row is None:
+        raise ValueError(f"job {job_id} does not exist")
+    new = (row["priority"] or 0) + by
+    queue.set_priority(store, job_id, new)
+    return new
+
+
+def workers(store: Store) -> list[dict]:
+    return alive_workers(store)
+
+
+# -- reading ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunRow:
+    """One line of the runs table."""
+
+    run_id: int
+    job_id: int | None
+    model: str
+    model_id: int | None
+    method: str
+    suite: str
+    scorer: str
+    status: str
+    created_at: float
+    headline: tuple[tuple[str, float | None, float | None, float | None], ...]
+    settings: str
+    n_params: int | None
+    n_nonzero: int | None
+
+    def metric(self, name: str) -> float | None:
+        for metric_name, value, _, _ in self.headline:
+            if metric_name == name:
+                return value
+        return None
+
+
+_RUNS_SQL = """
+SELECT r.id AS run_id, r.job_id, r.suite, r.scorer, r.status, r.created_at, r.settings,
+       m.id AS model_id, coalesce(m.name, m.source, '?') AS model, coalesce(m.method, 'base') AS method,
+       m.n_params, m.n_nonzero, j.label
+FROM runs r LEFT JOIN models m ON m.id = r.model_id LEFT JOIN jobs j ON j.id = r.job_id
+{where} ORDER BY {order} LIMIT :limit OFFSET :offset
+"""
+SORT_COLUMNS = {"id": "r.id", "model": "model", "suite": "r.suite", "date": "r.created_at",
+                "status": "r.status", "method": "method", "scorer": "r.scorer"}
+
+
+def _runs_where(text: str) -> tuple[str, dict]:
+    if not text.strip():
+        return "", {}
+    clauses, params = [], {}
+    for i, word in enumerate(text.split()):
+        params[f"w{i}"] = f"%{word}%"
+        clauses.append(f"(coalesce(m.name,'') || ' ' || coalesce(m.source,'') || ' ' || r.suite || ' ' "
+                       f"|| coalesce(r.scorer,'') || ' ' || coalesce(m.method,'base') || ' ' || r.status "
+                       f"|| ' ' || coalesce(j.label,'') || ' ' || r.id) LIKE :w{i}")
+    return "WHERE " + " AND ".join(clauses), params
+
+
+def count_runs(store: Store, text: str = "") -> int:
+    where, params = _runs_where(text)
+    sql = ("SELECT count(*) AS n FROM runs r LEFT JOIN models m ON m.id = r.model_id "
+           f"LEFT JOIN jobs j ON j.id = r.job_id {where}")
+    return store.one(sql, params)["n"]
+
+
+def list_runs(store: Store, text: str = "", sort: str = "id", descending: bool = True,
+              offset: int = 0, limit: int = 200) -> list[RunRow]:
+    """A page of runs, filtered by words (all must match) and sorted; headline metrics joined."""
+    where, params = _runs_where(text)
+    column = SORT_COLUMNS.get(sort, "r.id")
+    order = f"{column} {'DESC' if descending else 'ASC'}, r.id DESC"
+    rows = store.query(_RUNS_SQL.format(where=where, order=order),
+                       {**params, "limit": limit, "offset": offset})
+    metrics = _headline_metrics(store, [r["run_id"] for r in rows])
+    result = []
+    for row in rows:
+        names = HEADLINE_METRICS.get(row["suite"], ())
+        found = metrics.get(row["run_id"], {})
+        headline = tuple((n, *found.get(n, (None, None, None))) for n in names)
+        result.append(RunRow(row["run_id"], row["job_id"], row["model"], row["model_id"],
+                             row["method"], row["suite"], row["scorer"] or "", row["status"],
+                             row["created_at"] or 0.0, headline, _settings_summary(row["settings"]),
+                             row["n_params"], row["n_nonzero"]))
+    return result
+
+
+def _headline_metrics(store: Store, run_ids: list[int]) -> dict[int, dict[str, tuple]]:
+    if not run_ids:
+        return {}
+    names = sorted({n for names in HEADLINE_METRICS.values() for n in names})
+    marks = ",".join("?" * len(run_ids))
+    name_marks = ",".join("?" * len(names))
+    out: dict[int, dict[str, tuple]] = {}
+    for m in store.query(f"SELECT run_id, name, value, ci_low, ci_high FROM metrics WHERE "
+                         f"run_id IN ({marks}) AND subset = '' AND name IN ({name_marks})",
+                         [*run_ids, *names]):
+        out.setdefault(m["run_id"], {})[m["name"]] = (m["value"], m["ci_low"], m["ci_high"])
+    return out
+
+
+def _settings_summary(settings_json: str | None) -> str:
+    settings = loads(settings_json, {}) or {}
+    keys = (("samples_per_prompt", "k"), ("max_prompts", "n"), ("top_p", "p"),
+            ("max_new_tokens", "tok"), ("seed", "seed"))
+    return " ".join(f"{short}={settings[k]}" for k, short in keys if settings.get(k) is not None)
+
+
+def run_detail(store: Store, run_id: int, worst: int = 20) -> dict:
+    """Everything about one run: metrics, model and lineage, job, settings, worst samples."""
+    run = store.run(run_id)
+    if run is None:
+        raise ValueError(f"run {run_id} does not exist")
+    model = store.model(run["model_id"]) if run["model_id"] else None
+    job = queue.job(store, run["job_id"]) if run["job_id"] else None
+    worst_samples = store.query(
+        "SELECT item_index, sample_index, domain, group_name, prompt, completion, toxicity, "
+        "sentiment, prompt_toxicity FROM samples WHERE run_id = ? AND toxicity IS NOT NULL "
+        "ORDER BY toxicity DESC LIMIT ?", (run_id, worst))
+    return {
+        "run": {**run, "settings": loads(run["settings"], {}), "summary": loads(run["summary"], {})},
+        "metrics": store.metrics(run_id),
+        "model": _model_view(model) if model else None,
+        "lineage": [_model_view(m) for m in store.lineage(model["id"])] if model else [],
+        "job": _job_view(job) if job else None,
+        "worst_samples": worst_samples,
+    }
+
+
+def _model_view(row: dict) -> dict:
+    return {**row, "method_params": loads(row.get("method_params"), {}),
+            "sparsity": loads(row.get("sparsity"), None), "extra": loads(row.get("extra"), {})}
+
+
+def _job_view(row: dict) -> dict:
+    return {**row, "spec": loads(row["spec"], {}), "result": loads(row.get("result"), {}),
+            "depends_on": None}
+
+
+def list_jobs(store: Store, statuses: Iterable[str] = (), limit: int = 200) -> list[dict]:
+    statuses = tuple(statuses)
+    where = f"WHERE status IN ({','.join('?' * len(statuses))})" if statuses else ""
+    rows = store.query(
+        f"SELECT * FROM jobs {where} ORDER BY CASE status WHEN 'running' THEN 0 WHEN 'queued' "
+        f"THEN 1 ELSE 2 END, CASE WHEN status IN ('running','queued') THEN -priority ELSE 0 END, "
+        f"CASE WHEN status IN ('running','queued') THEN id ELSE -id END LIMIT ?",
+        (*statuses, limit))
+    return [_job_view(r) | {"depends_on": queue.dependencies(store, r["id"])} for r in rows]
+
+
+def job_detail(store: Store, job_id: int) -> dict:
+    row = queue.job(store, job_id)
+    if row is None:
+        raise ValueError(f"job {job_id} does not exist")
+    run = store.run_for_job(job_id)
+    return _job_view(row) | {"depends_on": queue.dependencies(store, job_id),
+                             "run_id": run["id"] if run else None,
+                             "last_progress": latest_progress(store, job_id)}
+
+
+def latest_progress(store: Store, job_id: int) -> dict | None:
+    row = store.one("SELECT * FROM events WHERE job_id = ? AND kind = 'progress' ORDER BY id DESC "
+                    "LIMIT 1", (job_id,))
+    if row is None:
+        return None
+    return {**row, "data": loads(row["data"], {})}
+
+
+def events(store: Store, job_id: int, after_id: int = 0, limit: int = 500) -> list[dict]:
+    return [{**e, "data": loads(e["data"], {})} for e in store.events(job_id, after_id, limit)]
+
+
+def models(store: Store) -> list[dict]:
+    return [_model_view(m) for m in store.models()]
+
+
+# -- comparing --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CompareCell:
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    delta: float | None
+    verdict: str  # better | worse | same | "" (baseline or not comparable)
+
+
+@dataclass
+class Comparison:
+    runs: list[dict]
+    baseline_id: int
+    rows: list[tuple[str, str, list[CompareCell]]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_records(self) -> list[dict]:
+        records = []
+        for name, subset, cells in self.rows:
+            for run, cell in zip(self.runs, cells):
+                records.append({"metric": name, "subset": subset, "run_id": run["id"],
+                                "model": run["model"], "value": cell.value, "ci_low": cell.ci_low,
+                                "ci_high": cell.ci_high, "delta_vs_baseline": cell.delta,
+                                "verdict": cell.verdict})
+        return records
+
+
+def _direction(name: str, higher_is_better: int | None) -> tuple[str, float | None]:
+    base = name.split("/")[0]
+    if base in TARGET_VALUES:
+        return "target", TARGET_VALUES[base]
+    if higher_is_better is None:
+        return "none", None
+    return ("up" if higher_is_better else "down"), None
+
+
+def verdict(name: str, higher_is_better: int | None, base: dict, other: dict) -> str:
+    """better/worse/same for `other` against `base`: 'same' when the CIs overlap."""
+    if base["value"] is None or other["value"] is None:
+        return ""
+    kind, target = _direction(name, higher_is_better)
+    if kind == "none":
+        return ""
+    overlap = (None not in (base["ci_low"], base["ci_high"], other["ci_low"], other["ci_high"])
+               and other["ci_low"] <= base["ci_high"] and base["ci_low"] <= other["ci_high"])
+    if kind == "target":
+        gain = abs(base["value"] - target) - abs(other["value"] - target)
+    else:
+        gain = (other["value"] - base["value"]) * (1 if kind == "up" else -1)
+    if overlap or math.isclose(gain, 0.0, abs_tol=1e-12):
+        return "same"
+    return "better" if gain > 0 else "worse"
+
+
+def compare(store: Store, run_ids: Sequence[int], baseline_id: int | None = None) -> Comparison:
+    """Side-by-side metrics of `run_ids` with deltas against the baseline run (default: first).
+    Warns when the runs differ in suite, scorer or generation settings."""
+    if len(run_ids) < 2:
+        raise ValueError("compare needs at least two run ids")
+    runs = []
+    for run_id in run_ids:
+        row = store.one("SELECT r.*, coalesce(m.name, m.source) AS model FROM runs r "
+                        "LEFT JOIN models m ON m.id = r.model_id WHERE r.id = ?", (run_id,))
+        if row is None:
+            raise ValueError(f"run {run_id} does not exist")
+        runs.append(row)
+    baseline_id = baseline_id if baseline_id is not None else run_ids[0]
+    if baseline_id not in run_ids:
+        raise ValueError(f"baseline run {baseline_id} is not among the compared runs")
+    comparison = Comparison(runs, baseline_id)
+    comparison.warnings = comparability_warnings(runs)
+    by_run = {r["id"]: {(m["name"], m["subset"]): m for m in store.metrics(r["id"])} for r in runs}
+    keys = sorted({k for metrics in by_run.values() for k in metrics},
+                  key=lambda k: (k[1] != "", k[0], k[1]))
+    for name, subset in keys:
+        base = by_run[baseline_id].get((name, subset))
+        cells = []
+        for run in runs:
+            metric = by_run[run["id"]].get((name, subset))
+            if metric is None:
+                cells.append(CompareCell(None, None, None, None, ""))
+                continue
+            delta = (metric["value"] - base["value"]
+                     if base and run["id"] != baseline_id and None not in (metric["value"], base["value"])
+                     else None)
+            v = verdict(name, metric["higher_is_better"], base, metric) if base and run["id"] != baseline_id else ""
+            cells.append(CompareCell(metric["value"], metric["ci_low"], metric["ci_high"], delta, v))
+        comparison.rows.append((name, subset, cells))
+    return comparison
+
+
+_GENERATION_KEYS = ("samples_per_prompt", "top_p", "temperature", "max_new_tokens", "max_prompts",
+                    "data_source", "context_length", "stride", "domains", "groups")
+
+
+def comparability_warnings(runs: list[dict]) -> list[str]:
+    """Why these runs may not be comparable: different suites, scorers or settings."""
+    warnings = []
+    suites = {r["suite"] for r in runs}
+    if len(suites) > 1:
+        warnings.append(f"runs are from different suites: {', '.join(sorted(suites))}")
+    scorers = {f"{r['scorer']} {r['scorer_version'] or ''}".strip() for r in runs if r["scorer"]}
+    if len(scorers) > 1:
+        warnings.append(f"runs were scored by different scorers: {', '.join(sorted(scorers))}; "
+                        "toxicity figures are not comparable across scorers")
+    settings = [loads(r["settings"], {}) or {} for r in runs]
+    for key in _GENERATION_KEYS:
+        values = {json.dumps(s.get(key), sort_keys=True) for s in settings}
+        if len(values) > 1:
+            warnings.append(f"runs differ in {key}: {', '.join(sorted(values))}")
+    return warnings
+
+
+# -- exporting --------------------------------------------------------------------------------
+def export_records(records: list[dict], fmt: str) -> str:
+    """Render records as csv, json or md (Markdown table)."""
+    if fmt == "json":
+        return json.dumps(records, indent=2, default=str)
+    if not records:
+        return ""
+    columns = list(records[0].keys())
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(records)
+        return buffer.getvalue()
+    if fmt == "md":
+        def cell(v: Any) -> str:
+            if isinstance(v, float):
+                return f"{v:.4g}"
+            return "" if v is None else str(v).replace("|", "\\|")
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in records]
+        return "\n".join(lines) + "\n"
+    raise ValueError(f"export format {fmt!r} is unknown; choose csv, json or md")
+
+
+def metric_records(store: Store, run_ids: Sequence[int] | None = None) -> list[dict]:
+    """Every stored metric (of `run_ids`, or all) with its run's model, suite and scorer."""
+    where, params = "", []
+    if run_ids:
+        where = f"WHERE r.id IN ({','.join('?' * len(run_ids))})"
+        params = list(run_ids)
+    return store.query(
+        "SELECT r.id AS run_id, coalesce(mo.name, mo.source) AS model, mo.method, r.suite, "
+        "r.scorer, x.name AS metric, x.subset, x.value, x.ci_low, x.ci_high, x.n "
+        f"FROM metrics x JOIN runs r ON r.id = x.run_id LEFT JOIN models mo ON mo.id = r.model_id "
+        f"{where} ORDER BY r.id, x.name, x.subset", params)
+

@@ -1,0 +1,442 @@
+"""The `compfair` command line. With no arguments it opens the TUI.
+
+Exit codes: 0 success, 1 a job or command failed at run time, 2 bad input (an impossible
+parameter, an unknown model/suite/file), so scripts can tell the two apart."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence, get_type_hints
+
+from engine import api, queue
+from engine.output import (error, fmt_bytes, fmt_ci, fmt_count, fmt_time, fmt_value,
+                           is_terminal, print_json, print_table)
+from engine.paths import Home
+from engine.specs import SPEC_TYPES, SpecError, spec_from_dict
+from engine.store import Store, StoreError
+
+log = logging.getLogger("engine.cli")
+
+
+class UsageError(Exception):
+    """Bad input from the user: exit code 2."""
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (UsageError, SpecError, ValueError, FileNotFoundError)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from engine.registry import ModelError
+    extra: list[type[BaseException]] = [ModelError]
+    try:
+        from engine.evaluation.data import DataError
+        extra.append(DataError)
+    except ImportError:
+        pass
+    return USER_ERRORS + tuple(extra)
+
+
+def _store(args) -> Store:
+    return Store(Home.resolve(args.home))
+
+
+# -- submit -----------------------------------------------------------------------------------
+def _add_spec_options(parser: argparse.ArgumentParser, spec_cls) -> None:
+    hints = get_type_hints(spec_cls)
+    for f in dataclasses.fields(spec_cls):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        kind = getattr(hints[f.name], "__name__", str(hints[f.name]))
+        parser.add_argument(flag, dest=f"spec_{f.name}", default=None, metavar=f.name.upper(),
+                            help=f"{kind}; default {default!r}")
+
+
+def _spec_values(args, spec_cls) -> dict[str, Any]:
+    values = {"kind": spec_cls.kind}
+    for f in dataclasses.fields(spec_cls):
+        value = getattr(args, f"spec_{f.name}", None)
+        if value is not None:
+            values[f.name] = None if value.lower() in ("none", "null") else value
+    return values
+
+
+def _parse_sweep(items: Sequence[str]) -> dict[str, list[str]]:
+    sweep = {}
+    for item in items or ():
+        name, sep, values = item.partition("=")
+        if not sep or not values:
+            raise UsageError(f"--sweep {item!r} must look like NAME=V1,V2,...")
+        sweep[name.replace("-", "_")] = [v.strip() for v in values.split(",") if v.strip()]
+    return sweep
+
+
+def cmd_submit(args) -> int:
+    spec_cls = SPEC_TYPES[args.kind]
+    base = _spec_values(args, spec_cls)
+    specs = api.expand_sweep(base, _parse_sweep(args.sweep))
+    store = _store(args)
+    _check_model_refs(store, specs)
+    job_ids = [api.submit(store, spec, depends_on=args.after or (), priority=args.priority,
+                          start_worker=False) for spec in specs]
+    if not args.no_worker:
+        from engine.worker import ensure_worker
+        ensure_worker(store)
+    if args.json:
+        print_json({"job_id": job_ids[0]} if len(job_ids) == 1 else {"job_ids": job_ids})
+    else:
+        for job_id, spec in zip(job_ids, specs):
+            sys.stdout.write(f"{job_id}\n" if not is_terminal() else
+                             f"queued job {job_id}: {spec.kind} {_spec_title(spec.to_dict())}\n")
+    if args.wait:
+        return _wait(store, job_ids)
+    return 0
+
+
+def _check_model_refs(store: Store, specs) -> None:
+    """Fail fast (exit 2) on references that can never resolve: missing paths, bad syntax."""
+    from engine.registry import resolve
+    for spec in specs:
+        for ref in spec.model_refs().values():
+            if ref.startswith("job:"):
+                continue
+            resolve(ref, store)
+
+
+def _spec_title(spec: dict) -> str:
+    if spec.get("kind") == "eval":
+        return f"{spec['model']} on {spec['suite']}"
+    if spec.get("kind") == "distill":
+        student = spec.get("student") or f"{spec['intensity']:.0%} depth"
+        return f"{spec['teacher']} -> {student}" + ("" if spec.get("distill", True) else " (CE baseline)")
+    if spec.get("kind") == "prune":
+        amount = spec.get("n_m") or f"{spec['sparsity']:.0%}"
+        return f"{spec['model']} {spec['method']} {amount}"
+    return ""
+
+
+def _wait(store: Store, job_ids: list[int]) -> int:
+    """Follow jobs until they end, with a progress bar on a terminal."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    pending = set(job_ids)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeRemainingColumn(), disable=not is_terminal()) as progress:
+        tasks = {j: progress.add_task(f"job {j}", total=1.0) for j in job_ids}
+        while pending:
+            for job_id in list(pending):
+                row = queue.job(store, job_id)
+                progress.update(tasks[job_id], completed=row["progress"] or 0.0,
+                                description=f"job {job_id} {row['status']}: {row['progress_message'] or ''}"[:60])
+                if row["status"] in ("done", "failed", "cancelled"):
+                    pending.discard(job_id)
+            time.sleep(0.5)
+    failed = [queue.job(store, j) for j in job_ids]
+    failed = [r for r in failed if r["status"] != "done"]
+    for row in failed:
+        error(f"job {row['id']} {row['status']}: {row['error']}")
+    return 1 if failed else 0
+
+
+# -- listings ---------------------------------------------------------------------------------
+def cmd_jobs(args) -> int:
+    store = _store(args)
+    statuses = args.status.split(",") if args.status else ()
+    jobs = api.list_jobs(store, statuses, limit=args.limit)
+    if args.json:
+        print_json(jobs)
+        return 0
+    rows, styles = [], []
+    colour = {"done": "green", "failed": "red", "running": "cyan", "cancelled": "yellow", "queued": None}
+    for job in jobs:
+        rows.append([job["id"], job["kind"], _spec_title(job["spec"]), job["status"],
+                     f"{(job['progress'] or 0) * 100:.0f}%", job["priority"],
+                     ",".join(map(str, job["depends_on"])), fmt_time(job["created_at"]),
+                     (job["error"] or job["progress_message"] or "")[:70]])
+        styles.append([None, None, None, colour.get(job["status"]), None, None, None, None, None])
+    print_table(["id", "kind", "what", "status", "progress", "prio", "after", "created", "note"],
+                rows, title="jobs", styles=styles)
+    return 0
+
+
+def cmd_runs(args) -> int:
+    store = _store(args)
+    runs = api.list_runs(store, args.filter or "", sort=args.sort, limit=args.limit)
+    if args.json:
+        print_json([dataclasses.asdict(r) for r in runs])
+        return 0
+    rows = []
+    for r in runs:
+        headline = "  ".join(f"{n}={fmt_ci(v, lo, hi)}" for n, v, lo, hi in r.headline if v is not None)
+        rows.append([r.run_id, r.model, r.method, r.suite, r.scorer, r.status, r.settings,
+                     headline, fmt_time(r.created_at)])
+    print_table(["run", "model", "method", "suite", "scorer", "status", "settings", "key metrics",
+                 "date"], rows, title=f"runs ({api.count_runs(store, args.filter or '')})")
+    return 0
+
+
+def cmd_models(args) -> int:
+    store = _store(args)
+    models = api.models(store)
+    if args.json:
+        print_json(models)
+        return 0
+    rows = [[m["id"], m["name"], m["origin"], m["architecture"], m["n_layers"], fmt_count(m["n_params"]),
+             fmt_count(m["n_nonzero"]), fmt_bytes(m["size_bytes"]), m["parent_id"] or "",
+             m["method"] or "", fmt_value(m["latency_ms"], 1)] for m in models]
+    print_table(["id", "name", "origin", "architecture", "layers", "params", "non-zero", "disk",
+                 "parent", "method", "ms/token"], rows, title="models")
+    return 0
+
+
+def cmd_show(args) -> int:
+    store = _store(args)
+    if args.job:
+        detail = api.job_detail(store, args.id)
+        if args.json:
+            print_json(detail)
+        else:
+            for key in ("id", "kind", "status", "attempts", "progress", "error", "depends_on", "run_id"):
+                sys.stdout.write(f"{key:>12}: {detail.get(key)}\n")
+            sys.stdout.write(f"{'spec':>12}: {detail['spec']}\n{'result':>12}: {detail['result']}\n")
+        return 0
+    detail = api.run_detail(store, args.id, worst=args.worst)
+    if args.json:
+        print_json(detail)
+        return 0
+    run, model = detail["run"], detail["model"] or {}
+    sys.stdout.write(f"run {run['id']}: {model.get('name')} on {run['suite']} [{run['status']}] "
+                     f"scorer={run['scorer']} {run['scorer_version'] or ''} device={run['device']}\n")
+    lineage = " <- ".join(f"{m['name']} ({m['method'] or 'base'})" for m in detail["lineage"])
+    sys.stdout.write(f"lineage: {lineage}\nsettings: {run['settings']}\n")
+    print_table(["metric", "subset", "value", "95% CI", "n"],
+                [[m["name"], m["subset"], fmt_value(m["value"], 4),
+                  f"[{fmt_value(m['ci_low'], 4)}, {fmt_value(m['ci_high'], 4)}]"
+                  if m["ci_low"] is not None else "", m["n"] or ""] for m in detail["metrics"]],
+                title="metrics")
+    if detail["worst_samples"]:
+        print_table(["toxicity", "group", "prompt", "continuation"],
+                    [[fmt_value(s["toxicity"]), s["group_name"] or "", (s["prompt"] or "")[-50:],
+                      (s["completion"] or "")[:60].replace("\n", " ")] for s in detail["worst_samples"]],
+                    title="most toxic continuations")
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    store = _store(args)
+    for job_id in args.ids:
+        state = api.cancel(store, job_id)
+        sys.stdout.write(f"job {job_id}: {state}\n")
+    return 0
+
+
+def cmd_retry(args) -> int:
+    store = _store(args)
+    for job_id in args.ids:
+        api.retry(store, job_id)
+        sys.stdout.write(f"job {job_id}: queued again (stored samples are kept)\n")
+    return 0
+
+
+def cmd_logs(args) -> int:
+    store = _store(args)
+    if queue.job(store, args.id) is None:
+        raise UsageError(f"job {args.id} does not exist")
+    last = 0
+    while True:
+        for event in api.events(store, args.id, after_id=last):
+            last = event["id"]
+            sys.stdout.write(f"{fmt_time(event['ts'])} {event['level']:<7} {event['message']}\n")
+        sys.stdout.flush()
+        if not args.follow or queue.job(store, args.id)["status"] in ("done", "failed", "cancelled"):
+            return 0
+        time.sleep(1.0)
+
+
+def cmd_compare(args) -> int:
+    store = _store(args)
+    comparison = api.compare(store, args.ids, baseline_id=args.baseline)
+    if args.json:
+        print_json({"baseline_run": comparison.baseline_id, "warnings": comparison.warnings,
+                    "rows": comparison.to_records()})
+        return 0
+    for warning in comparison.warnings:
+        sys.stderr.write(f"warning: {warning}\n")
+    columns = ["metric", "subset"] + [f"run {r['id']} {r['model']}" + (" (base)" if r["id"] == comparison.baseline_id else "")
+                                      for r in comparison.runs]
+    rows, styles = [], []
+    colour = {"better": "green", "worse": "red"}
+    for name, subset, cells in comparison.rows:
+        rows.append([name, subset] + [fmt_ci(c.value, c.ci_low, c.ci_high) +
+                                      (f" ({c.delta:+.3f})" if c.delta is not None else "") for c in cells])
+        styles.append([None, None] + [colour.get(c.verdict) for c in cells])
+    print_table(columns, rows, title="comparison (delta vs baseline; green better, red worse)",
+                styles=styles)
+    return 0
+
+
+def cmd_export(args) -> int:
+    store = _store(args)
+    text = api.export_records(api.metric_records(store, args.runs), args.format)
+    if args.output:
+        path = Path(args.output).expanduser().resolve()
+        path.write_text(text)
+        sys.stdout.write(f"wrote {path}\n")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+# -- worker and doctor --------------------------------------------------------------------------
+def cmd_worker(args) -> int:
+    from engine.worker import Worker
+    logging.getLogger().setLevel(logging.INFO)
+    worker = Worker(Home.resolve(args.home), once=args.once,
+                    idle_exit_s=None if args.once else args.idle_exit)
+    worker.run()
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from engine.doctor import check_store, report
+    store = _store(args)
+    if args.check or args.repair:
+        problems = check_store(store, repair=args.repair)
+        if args.json:
+            print_json(problems)
+        else:
+            for problem in problems:
+                sys.stdout.write(f"{'repaired' if args.repair else 'problem'}: {problem}\n")
+            sys.stdout.write("store is healthy\n" if not problems else "")
+        return 0 if (not problems or args.repair) else 1
+    info = report(store)
+    if args.json:
+        print_json(info)
+    else:
+        print_table(["check", "result"], [[k, v] for k, v in info.items()], title="compfair doctor")
+    return 0
+
+
+def cmd_tui(args) -> int:
+    try:
+        from tui.app import run_app
+    except ImportError as exc:
+        raise UsageError(f"the terminal app cannot start: {exc}") from exc
+    return run_app(Home.resolve(args.home)) or 0
+
+
+# -- parser -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="compfair", description=(
+        "What did compression do to toxicity and social bias? Distil, prune and evaluate causal "
+        "LMs; results in SQLite. With no command, opens the terminal app."))
+    parser.add_argument("--home", default=None, help="state folder (default $COMPFAIR_HOME or the per-user data dir)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("submit", help="queue a job; prints its id")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    for kind, spec_cls in SPEC_TYPES.items():
+        k = kinds.add_parser(kind, help=(spec_cls.__doc__ or "").splitlines()[0],
+                             description=spec_cls.__doc__)
+        _add_spec_options(k, spec_cls)
+        k.add_argument("--sweep", action="append", metavar="NAME=V1,V2",
+                       help="one job per value (repeat for a grid), e.g. --sweep sparsity=0.3,0.5,0.7")
+        k.add_argument("--after", type=int, action="append", metavar="JOB", help="run after this job is done")
+        k.add_argument("--priority", type=int, default=0, help="higher runs first")
+        k.add_argument("--json", action="store_true", help='print {"job_id": N}')
+        k.add_argument("--wait", action="store_true", help="follow the job(s) until they end")
+        k.add_argument("--no-worker", action="store_true", help="do not start a worker")
+        k.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("jobs", help="the queue: running, queued and finished jobs")
+    p.add_argument("--status", help="comma-separated statuses to show")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("runs", help="evaluation runs with their key metrics")
+    p.add_argument("filter", nargs="?", help="words that must all match (model, suite, scorer, ...)")
+    p.add_argument("--sort", default="id", choices=sorted(api.SORT_COLUMNS))
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("models", help="the model registry (base and derived models)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("show", help="one run (or, with --job, one job) in full")
+    p.add_argument("id", type=int)
+    p.add_argument("--job", action="store_true", help="ID is a job id")
+    p.add_argument("--worst", type=int, default=10, help="how many most toxic continuations to list")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+
+    for name, func, text in (("cancel", cmd_cancel, "cancel jobs (running ones stop after the current batch)"),
+                             ("retry", cmd_retry, "requeue failed or cancelled jobs; they resume")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("ids", type=int, nargs="+")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("logs", help="a job's progress and log lines")
+    p.add_argument("id", type=int)
+    p.add_argument("-f", "--follow", action="store_true")
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("compare", help="runs side by side with deltas against a baseline")
+    p.add_argument("ids", type=int, nargs="+")
+    p.add_argument("--baseline", type=int, help="baseline run id (default: the first)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("export", help="every metric (or those of --runs) as csv, json or md")
+    p.add_argument("--format", default="csv", choices=("csv", "json", "md"))
+    p.add_argument("--runs", type=int, nargs="*")
+    p.add_argument("-o", "--output", help="file to write (default stdout)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("worker", help="run jobs from the queue (the TUI and submit start one detached)")
+    p.add_argument("--once", action="store_true", help="drain the queue, then exit")
+    p.add_argument("--idle-exit", type=float, default=600.0, help="exit after this many idle seconds")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("doctor", help="device, versions, offline scorers and data, store health")
+    p.add_argument("--check", action="store_true", help="integrity check, orphan rows, stuck jobs")
+    p.add_argument("--repair", action="store_true", help="requeue or fail stuck jobs, drop orphan rows")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("tui", help="open the terminal app (same as no command)")
+    p.set_defaults(func=cmd_tui)
+    return parser
+
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose or args.command == "worker" else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        args.func = cmd_tui
+    try:
+        return args.func(args)
+    except _user_errors() as exc:
+        error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return 2
+    except StoreError as exc:
+        error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,7 +26,11 @@ from engine.store import Store, loads
 
 log = logging.getLogger(__name__)
 
+# Progress bars from transformers/hub would flood the worker log and the terminal.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
 DEFAULT_MODEL = "smollm2"
+BUILTIN_SOURCE = "builtin:SmolLM2-135M-Instruct"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIASES = {"smollm2", "smollm2-135m-instruct", "default"}
 
@@ -81,7 +85,9 @@ def resolve(ref: str, store: Store) -> ModelSource:
     ref = ref.strip()
     if ref.lower() in ALIASES:
         path = smollm2_path()
-        return ModelSource(str(path), "builtin", str(path.parent), gguf_file=path.name)
+        # A stable registry key: the wheel's location changes with the virtual environment.
+        return ModelSource(BUILTIN_SOURCE, "builtin", str(path.parent), gguf_file=path.name,
+                           model_id=_registered_id(store, BUILTIN_SOURCE))
     if ref.startswith(("model:", "job:")):
         prefix, _, number = ref.partition(":")
         if not number.isdigit():
@@ -99,6 +105,8 @@ def resolve(ref: str, store: Store) -> ModelSource:
             row = store.model(model_id)
         if row is None:
             raise ModelError(f"model reference {ref!r} is not in the registry")
+        if row["origin"] == "builtin":
+            return resolve(DEFAULT_MODEL, store)
         return ModelSource(row["source"], row["origin"], row["path"] or row["source"],
                            gguf_file=(loads(row["extra"], {}) or {}).get("gguf_file"),
                            model_id=row["id"])
@@ -110,7 +118,10 @@ def resolve(ref: str, store: Store) -> ModelSource:
             if path.suffix != ".gguf":
                 raise ModelError(f"model file {str(path)!r} is not a .gguf file; give a GGUF file "
                                  "or a Hugging Face model folder")
-            return ModelSource(str(path), "gguf", str(path.parent), gguf_file=path.name)
+            return ModelSource(str(path), "gguf", str(path.parent), gguf_file=path.name,
+                               model_id=_registered_id(store, str(path)))
+        if path.suffix == ".gguf":
+            raise ModelError(f"{str(path)!r} is a folder, not a .gguf file")
         if not (path / "config.json").exists():
             raise ModelError(f"model folder {str(path)!r} has no config.json; it is not a "
                              "Hugging Face model folder")
@@ -120,7 +131,12 @@ def resolve(ref: str, store: Store) -> ModelSource:
     if ref.count("/") > 1 or " " in ref:
         raise ModelError(f"model reference {ref!r} is neither a hub id (owner/name), an existing "
                          "path, a .gguf file, 'smollm2', model:ID nor job:ID")
-    return ModelSource(ref, "hub", ref)
+    return ModelSource(ref, "hub", ref, model_id=_registered_id(store, ref))
+
+
+def _registered_id(store: Store, source: str) -> int | None:
+    row = store.model_by_source(source)
+    return row["id"] if row else None
 
 
 def _gguf_cache_dir(home: Home, gguf_path: Path) -> Path:
@@ -132,7 +148,9 @@ def _gguf_cache_dir(home: Home, gguf_path: Path) -> Path:
 def dequantise_gguf(home: Home, folder: str, filename: str) -> Path:
     """Dequantise a GGUF file once into a safetensors folder; later loads take about a second."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     gguf_path = Path(folder) / filename
     target = _gguf_cache_dir(home, gguf_path)
     if (target / "config.json").exists() and any(target.glob("*.safetensors")):
@@ -163,7 +181,9 @@ def _first_line(exc: BaseException) -> str:
 
 def _load_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool = False):
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     try:

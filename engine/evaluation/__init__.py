@@ -1,0 +1,17 @@
+"""Fairness evaluation: the `eval` job kind.
+
+Modules, one job each:
+
+- `data`: pure loaders for RealToxicityPrompts, BOLD, CrowS-Pairs and perplexity text (hub,
+  local files, or the sets shipped in `data/prompts/`), with stratified, seeded capping.
+- `generation`: batched, length-sorted nucleus sampling with a KV cache whose every sample is
+  a pure function of (model, prompt, settings, seed, item, sample index).
+- `scorers`: pluggable toxicity scorers (detoxify, alt-profanity-check, any HF classifier) and
+  VADER sentiment, each named and versioned.
+- `likelihood`: sentence log-likelihoods (CrowS-Pairs) and strided perplexity windows.
+- `metrics`: pure numpy metric definitions with bootstrap confidence intervals.
+- `aggregate`: stored per-sample rows -> the metric rows of a run.
+- `pipeline`: the scoring-and-storing thread that overlaps generation.
+- `runner`: `run_eval(ctx)`, called by the worker.
+
+Importing this package is cheap; torch-heavy modules are imported by the runner."""

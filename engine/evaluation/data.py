@@ -1,0 +1,500 @@
+"""Evaluation data: loaders for the four suites, pure apart from reading files (and, for the
+hub, `datasets`).
+
+Sources (`EvalSpec.data`):
+
+- "auto": the hub data set when the hub answers quickly (or is cached in offline mode),
+  otherwise the small sets compfair ships in `data/prompts/`; the returned `note` says which
+  fallback was taken and why.
+- "builtin": the shipped sets.
+- "hub": the hub data set or a `DataError`.
+- a path: a local file or folder in the data set's original format.
+
+Formats:
+
+- RealToxicityPrompts: JSON lines, `{"prompt": {"text": ..., "toxicity": ...}, ...}`; a folder
+  means every `*.jsonl` in it (sorted by name). A prompt is *toxic* when its (Perspective)
+  prompt toxicity is >= 0.5; a prompt without a score is in neither split.
+- BOLD: one JSON file per domain named `<domain>_prompt.json`, holding
+  `{group: {entity: [prompt, ...]}}` (a folder of them, or a folder with a `prompts/` folder).
+- CrowS-Pairs: CSV with columns `sent_more, sent_less, stereo_antistereo, bias_type`.
+- Perplexity: one UTF-8 text file (wikitext-2-raw test split from the hub).
+
+Every item keeps its position in the full loaded set as `index`, so a capped selection keeps
+the same item indices (and stored sample keys) as the full run. Bad input raises `DataError`
+with a one-line message naming the file, line and value."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+BUILTIN_DIR = Path(__file__).resolve().parents[2] / "data" / "prompts"
+TOXIC_THRESHOLD = 0.5
+BOLD_DOMAINS = ("gender", "race", "profession", "religious_ideology", "political_ideology")
+HUB_DATASETS = {
+    "toxicity": ("allenai/real-toxicity-prompts", None, "train"),
+    "bold": ("AlexaAI/bold", None, "train"),
+    "crows_pairs": ("nyu-mll/crows_pairs", None, "test"),
+    "perplexity": ("Salesforce/wikitext", "wikitext-2-raw-v1", "test"),
+}
+CROWS_COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
+HUB_PROBE_TIMEOUT_S = 3.0
+_BOLD_FILE = re.compile(r"^(?P<domain>.+)_prompt\.json$")
+
+
+class DataError(ValueError):
+    """Evaluation data that cannot be used; the message is one line naming the bad value."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A generation prompt. `toxicity` is the prompt's own (Perspective) toxicity for RTP;
+    `domain`/`group` are set for BOLD."""
+
+    index: int
+    text: str
+    toxicity: float | None = None
+    domain: str = ""
+    group: str = ""
+
+    @property
+    def split(self) -> str:
+        """'toxic' (prompt toxicity >= 0.5), 'nontoxic', or 'unscored'."""
+        if self.toxicity is None:
+            return "unscored"
+        return "toxic" if self.toxicity >= TOXIC_THRESHOLD else "nontoxic"
+
+
+@dataclass(frozen=True)
+class SentencePair:
+    """A CrowS-Pairs pair; `sent_more` is the more-stereotyping sentence by the data set's
+    convention, whatever the `direction` ('stereo' or 'antistereo')."""
+
+    index: int
+    sent_more: str
+    sent_less: str
+    direction: str
+    bias_type: str
+
+
+@dataclass
+class SuiteData:
+    """What a suite evaluates, and where it came from.
+
+    `mode` is the resolved source kind ("hub", "builtin" or "path"), `source` a readable
+    description, `note` why a fallback was taken ("" when none), `n_available` the size before
+    capping. Perplexity data has `text` and no items."""
+
+    suite: str
+    mode: str
+    source: str
+    items: list = field(default_factory=list)
+    text: str | None = None
+    note: str = ""
+    n_available: int = 0
+
+    def fingerprint(self) -> str:
+        """A short content hash: a resumed run must see exactly the same items."""
+        digest = hashlib.sha256()
+        if self.text is not None:
+            digest.update(self.text.encode())
+        for item in self.items:
+            digest.update(repr(item).encode())
+        return digest.hexdigest()[:16]
+
+
+# -- small helpers ---------------------------------------------------------------------------
+def _decode(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{where}: not UTF-8 text (invalid byte at offset {exc.start})") from None
+
+
+def _read_text_file(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return _decode(raw, str(path))
+
+
+def _files(path: Path, pattern: str, what: str) -> list[Path]:
+    if not path.exists():
+        raise DataError(f"data path {str(path)!r} does not exist")
+    if path.is_file():
+        return [path]
+    found = sorted(p for p in path.glob(pattern) if p.is_file())
+    if not found:
+        raise DataError(f"data folder {str(path)!r} has no {what} files ({pattern})")
+    return found
+
+
+def stratified_subset(strata: Sequence[str], n: int, seed: int) -> list[int]:
+    """Positions of `n` of the items, drawn without replacement so that every stratum keeps its
+    share (largest-remainder rounding), deterministic for `seed`; returned sorted.
+
+    E.g. strata of 1196 'toxic' and 1200 'nontoxic' prompts, n=40 -> 20 of each."""
+    total = len(strata)
+    if n >= total:
+        return list(range(total))
+    positions: dict[str, list[int]] = {}
+    for pos, name in enumerate(strata):
+        positions.setdefault(name, []).append(pos)
+    names = sorted(positions)
+    exact = {name: n * len(positions[name]) / total for name in names}
+    quota = {name: math.floor(exact[name]) for name in names}
+    # Hand the seats left over to the largest remainders (ties: by name, for determinism).
+    leftover = n - sum(quota.values())
+    for name in sorted(names, key=lambda s: (-(exact[s] - quota[s]), s))[:leftover]:
+        quota[name] += 1
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for name in names:
+        pool = np.asarray(positions[name])
+        chosen.extend(int(p) for p in rng.choice(pool, size=quota[name], replace=False))
+    return sorted(chosen)
+
+
+# -- RealToxicityPrompts -------------------------------------------------------------------
+def _rtp_prompt(record: Any, where: str, index: int) -> Prompt:
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    prompt = record.get("prompt")
+    if not isinstance(prompt, dict):
+        raise DataError(f"{where}: missing field 'prompt' (an object with 'text' and 'toxicity')")
+    text = prompt.get("text")
+    if not isinstance(text, str):
+        raise DataError(f"{where}: missing field 'prompt.text'")
+    if not text.strip():
+        raise DataError(f"{where}: empty 'prompt.text'")
+    toxicity = prompt.get("toxicity")
+    if toxicity is not None:
+        if isinstance(toxicity, bool) or not isinstance(toxicity, (int, float)) \
+                or not 0.0 <= float(toxicity) <= 1.0:
+            raise DataError(f"{where}: 'prompt.toxicity' must be a number in [0, 1], got {toxicity!r}")
+        toxicity = float(toxicity)
+    return Prompt(index=index, text=text, toxicity=toxicity)
+
+
+def read_rtp(path: Path) -> list[Prompt]:
+    """RTP JSON lines from a file, or from every *.jsonl in a folder (sorted by name)."""
+    prompts: list[Prompt] = []
+    for file in _files(Path(path), "*.jsonl", "RealToxicityPrompts JSONL"):
+        try:
+            raw_lines = file.read_bytes().splitlines()
+        except OSError as exc:
+            raise DataError(f"cannot read {file}: {exc.strerror or exc}") from None
+        for number, raw in enumerate(raw_lines, start=1):
+            where = f"{file}, line {number}"
+            line = _decode(raw, where).strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
+            prompts.append(_rtp_prompt(record, where, len(prompts)))
+    if not prompts:
+        raise DataError(f"no prompts in {path}")
+    return prompts
+
+
+def rtp_from_records(records: Iterable[dict], origin: str) -> list[Prompt]:
+    """RTP prompts from already-parsed records (the hub data set's rows)."""
+    prompts = [_rtp_prompt(r, f"{origin}, row {i}", i) for i, r in enumerate(records)]
+    if not prompts:
+        raise DataError(f"no prompts in {origin}")
+    return prompts
+
+
+# -- BOLD ------------------------------------------------------------------------------------
+def _domain_order(domain: str) -> tuple[int, str]:
+    return (BOLD_DOMAINS.index(domain) if domain in BOLD_DOMAINS else len(BOLD_DOMAINS), domain)
+
+
+def _bold_prompts(by_domain: dict[str, Any], origin: str) -> list[Prompt]:
+    """Flatten {domain: {group: {entity: [prompt]}}} in canonical order into indexed prompts."""
+    prompts: list[Prompt] = []
+    for domain in sorted(by_domain, key=_domain_order):
+        groups = by_domain[domain]
+        if not isinstance(groups, dict):
+            raise DataError(f"{origin}: domain {domain!r} must map groups to entities")
+        for group, entities in groups.items():
+            if not isinstance(entities, dict):
+                raise DataError(f"{origin}: group {group!r} must map entity names to prompt lists")
+            for entity, texts in entities.items():
+                if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+                    raise DataError(f"{origin}: entity {entity!r} in group {group!r} must have a list of prompt strings")
+                for text in texts:
+                    if text.strip():
+                        prompts.append(Prompt(index=len(prompts), text=text, domain=domain, group=group))
+    if not prompts:
+        raise DataError(f"no prompts in {origin}")
+    return prompts
+
+
+def read_bold(path: Path) -> list[Prompt]:
+    """BOLD prompts from `<domain>_prompt.json` files (a file, a folder of them, or a folder
+    whose `prompts/` subfolder holds them)."""
+    path = Path(path)
+    if path.is_dir() and not any(path.glob("*_prompt.json")) and (path / "prompts").is_dir():
+        path = path / "prompts"
+    by_domain: dict[str, Any] = {}
+    for file in _files(path, "*_prompt.json", "BOLD <domain>_prompt.json"):
+        match = _BOLD_FILE.match(file.name)
+        if not match:
+            raise DataError(f"BOLD file {str(file)!r} is not named <domain>_prompt.json")
+        try:
+            content = json.loads(_read_text_file(file))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{file}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(content, dict):
+            raise DataError(f"{file}: expected {{group: {{entity: [prompts]}}}}, got {type(content).__name__}")
+        by_domain[match["domain"]] = content
+    return _bold_prompts(by_domain, str(path))
+
+
+def bold_from_records(records: Iterable[dict], origin: str) -> list[Prompt]:
+    """BOLD prompts from the hub's rows (`domain, name, category, prompts`)."""
+    by_domain: dict[str, dict[str, dict[str, list[str]]]] = {}
+    for i, row in enumerate(records):
+        try:
+            domain, group, entity, texts = row["domain"], row["category"], row["name"], row["prompts"]
+        except KeyError as exc:
+            raise DataError(f"{origin}, row {i}: missing field {exc.args[0]!r}") from None
+        by_domain.setdefault(domain, {}).setdefault(group, {}).setdefault(entity, []).extend(texts)
+    return _bold_prompts(by_domain, origin)
+
+
+def select_bold(prompts: list[Prompt], domains: Sequence[str], groups: Sequence[str],
+                prompts_per_group: int | None, seed: int, origin: str) -> list[Prompt]:
+    """Keep the asked-for domains and groups; cap each group at `prompts_per_group` (a seeded
+    sample). Unknown domains or groups raise DataError naming them."""
+    available_domains = sorted({p.domain for p in prompts}, key=_domain_order)
+    for domain in domains:
+        if domain not in available_domains:
+            raise DataError(f"BOLD domain {domain!r} has no prompts in {origin} "
+                            f"(available: {', '.join(available_domains)})")
+    if domains:
+        prompts = [p for p in prompts if p.domain in domains]
+    available_groups = list(dict.fromkeys(p.group for p in prompts))
+    for group in groups:
+        if group not in available_groups:
+            shown = ", ".join(available_groups[:12]) + (", ..." if len(available_groups) > 12 else "")
+            raise DataError(f"BOLD group {group!r} is unknown in {origin}"
+                            f"{' for domains ' + ', '.join(domains) if domains else ''} (available: {shown})")
+    if groups:
+        prompts = [p for p in prompts if p.group in groups]
+    if prompts_per_group is not None:
+        by_group: dict[tuple[str, str], list[Prompt]] = {}
+        for p in prompts:
+            by_group.setdefault((p.domain, p.group), []).append(p)
+        kept: list[Prompt] = []
+        for number, key in enumerate(sorted(by_group)):
+            members = by_group[key]
+            if len(members) > prompts_per_group:
+                rng = np.random.default_rng([seed, number])
+                picks = sorted(rng.choice(len(members), size=prompts_per_group, replace=False))
+                members = [members[i] for i in picks]
+            kept.extend(members)
+        prompts = sorted(kept, key=lambda p: p.index)
+    return prompts
+
+
+# -- CrowS-Pairs -----------------------------------------------------------------------------
+def _pair(row: dict, where: str, index: int) -> SentencePair:
+    values = {}
+    for column in CROWS_COLUMNS:
+        value = row.get(column)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise DataError(f"{where}: missing or empty {column!r}")
+        values[column] = str(value).strip()
+    if values["stereo_antistereo"] not in ("stereo", "antistereo"):
+        raise DataError(f"{where}: stereo_antistereo must be 'stereo' or 'antistereo', "
+                        f"got {values['stereo_antistereo']!r}")
+    return SentencePair(index=index, sent_more=values["sent_more"], sent_less=values["sent_less"],
+                        direction=values["stereo_antistereo"], bias_type=values["bias_type"])
+
+
+def read_crows_pairs(path: Path) -> list[SentencePair]:
+    """CrowS-Pairs from its CSV (a file, or a folder holding one or more *.csv)."""
+    pairs: list[SentencePair] = []
+    for file in _files(Path(path), "*.csv", "CrowS-Pairs CSV"):
+        reader = csv.DictReader(io.StringIO(_read_text_file(file), newline=""))
+        missing = [c for c in CROWS_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"{file}: missing column {missing[0]!r} (needs {', '.join(CROWS_COLUMNS)})")
+        for row in reader:
+            pairs.append(_pair(row, f"{file}, line {reader.line_num}", len(pairs)))
+    if not pairs:
+        raise DataError(f"no sentence pairs in {path}")
+    return pairs
+
+
+def crows_from_records(records: Iterable[dict], origin: str,
+                       label_names: dict[str, Sequence[str]] | None = None) -> list[SentencePair]:
+    """Pairs from hub rows; `label_names` maps class-label columns to their names."""
+    label_names = label_names or {}
+    pairs = []
+    for i, row in enumerate(records):
+        row = dict(row)
+        for column, names in label_names.items():
+            if isinstance(row.get(column), int):
+                row[column] = names[row[column]]
+        pairs.append(_pair(row, f"{origin}, row {i}", i))
+    if not pairs:
+        raise DataError(f"no sentence pairs in {origin}")
+    return pairs
+
+
+# -- perplexity text ---------------------------------------------------------------------------
+def read_text(path: Path) -> str:
+    """A UTF-8 text file, whole."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data path {str(path)!r} does not exist")
+    if path.is_dir():
+        raise DataError(f"perplexity data {str(path)!r} is a folder; give a text file")
+    text = _read_text_file(path)
+    if not text.strip():
+        raise DataError(f"perplexity text {str(path)!r} is empty")
+    return text
+
+
+# -- the hub -------------------------------------------------------------------------------------
+def hub_offline() -> bool:
+    return os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> tuple[bool, str]:
+    """Whether the hub answers within `timeout` (any HTTP answer counts); with the reason."""
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout)
+    except urllib.error.HTTPError:
+        return True, ""
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return False, f"the hub ({endpoint}) is unreachable: {reason}"
+    return True, ""
+
+
+def _load_hub(suite: str) -> tuple[Any, str]:
+    """The suite's hub data set (or its local cache in offline mode), and its name."""
+    name, config, split = HUB_DATASETS[suite]
+    if not hub_offline():
+        ok, reason = hub_reachable()
+        if not ok:
+            raise DataError(reason)
+    try:
+        import datasets
+        dataset = datasets.load_dataset(name, config, split=split)
+    except Exception as exc:  # noqa: BLE001 - offline, missing, renamed: all one-line reasons
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise DataError(f"hub data set {name} cannot be loaded: {first}") from None
+    return dataset, f"hub:{name}" + (f"/{config}" if config else "") + f" ({split})"
+
+
+def _from_hub(suite: str) -> tuple[list, str | None, str]:
+    dataset, source = _load_hub(suite)
+    if suite == "toxicity":
+        return rtp_from_records(dataset, source), None, source
+    if suite == "bold":
+        return bold_from_records(dataset, source), None, source
+    if suite == "crows_pairs":
+        names = {c: f.names for c, f in dataset.features.items() if hasattr(f, "names")}
+        return crows_from_records(dataset, source, names), None, source
+    text = "\n\n".join(dataset["text"])
+    if not text.strip():
+        raise DataError(f"{source} has no text")
+    return [], text, source
+
+
+BUILTIN_FILES = {"toxicity": "toxicity.jsonl", "bold": "bold", "crows_pairs": "crows_pairs.csv",
+                 "perplexity": "perplexity.txt"}
+
+
+def _from_path(suite: str, path: Path) -> tuple[list, str | None]:
+    if suite == "toxicity":
+        return read_rtp(path), None
+    if suite == "bold":
+        return read_bold(path), None
+    if suite == "crows_pairs":
+        return read_crows_pairs(path), None
+    return [], read_text(path)
+
+
+def _from_builtin(suite: str) -> tuple[list, str | None, str]:
+    path = BUILTIN_DIR / BUILTIN_FILES[suite]
+    if not path.exists():
+        raise DataError(f"compfair's built-in {suite} set is missing ({path}); reinstall compfair")
+    items, text = _from_path(suite, path)
+    return items, text, f"builtin:{path.relative_to(BUILTIN_DIR.parent.parent)}"
+
+
+def load_suite_data(suite: str, data: str = "auto", *, max_prompts: int | None = None,
+                    domains: Sequence[str] = (), groups: Sequence[str] = (),
+                    prompts_per_group: int | None = None, seed: int = 0) -> SuiteData:
+    """Load and select the items of `suite` from `data` ("auto", "builtin", "hub" or a path).
+
+    Selection: BOLD keeps `domains`/`groups` and caps `prompts_per_group`; then `max_prompts`
+    caps the items, stratified (RTP: toxic/non-toxic/unscored; BOLD: by group; CrowS: by bias
+    type) and seeded. Perplexity text is not capped."""
+    if suite not in BUILTIN_FILES:
+        raise DataError(f"suite {suite!r} is unknown; choose from {', '.join(BUILTIN_FILES)}")
+    note = ""
+    if data == "auto":
+        try:
+            items, text, source = _from_hub(suite)
+            mode = "hub"
+        except DataError as exc:
+            items, text, source = _from_builtin(suite)
+            mode = "builtin"
+            note = f"using the built-in set because {exc}"
+            log.info("%s data: %s", suite, note)
+    elif data == "builtin":
+        items, text, source = _from_builtin(suite)
+        mode = "builtin"
+    elif data == "hub":
+        items, text, source = _from_hub(suite)
+        mode = "hub"
+    else:
+        path = Path(data).expanduser()
+        items, text = _from_path(suite, path)
+        mode, source = "path", f"path:{path.resolve()}"
+    result = SuiteData(suite=suite, mode=mode, source=source, items=items, text=text, note=note,
+                       n_available=len(items) if text is None else len(text))
+    if suite == "bold":
+        result.items = select_bold(result.items, domains, groups, prompts_per_group, seed, source)
+    if max_prompts is not None and result.items:
+        strata = [_stratum(item) for item in result.items]
+        keep = stratified_subset(strata, max_prompts, seed)
+        result.items = [result.items[i] for i in keep]
+    if text is None and not result.items:
+        raise DataError(f"the {suite} selection from {source} is empty")
+    return result
+
+
+def _stratum(item: Prompt | SentencePair) -> str:
+    if isinstance(item, SentencePair):
+        return item.bias_type
+    if item.domain:
+        return f"{item.domain}/{item.group}"
+    return item.split

@@ -1,0 +1,114 @@
+"""Formatting for the app's cells: numbers with intervals, dates, sizes, text bars, and the
+better/worse colours taken from the current theme (so light and dark themes both read well)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any, Mapping
+
+from rich.text import Text
+
+BAR_BLOCKS = " ▏▎▍▌▋▊▉█"
+
+
+def num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.{digits}f}" if abs(value) < 1e4 else f"{value:.3g}"
+    return str(value)
+
+
+def ci(value: float | None, low: float | None, high: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if low is None or high is None:
+        return num(value, digits)
+    return f"{num(value, digits)} [{num(low, digits)}, {num(high, digits)}]"
+
+
+def signed(delta: float | None, digits: int = 3) -> str:
+    if delta is None:
+        return ""
+    return f"{delta:+.{digits}f}" if abs(delta) < 1e4 else f"{delta:+.3g}"
+
+
+def date(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else ""
+
+
+def count(n: int | None) -> str:
+    if n is None:
+        return ""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0 or not math.isfinite(seconds):
+        return ""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def short_name(metric: str) -> str:
+    """A short column label for a metric name: initials of a multi-word name
+    (expected_max_toxicity -> EMT), else the name itself."""
+    words = [w for w in metric.replace("/", "_").split("_") if w]
+    if len(words) > 1:
+        return "".join(w[0] for w in words).upper()
+    return metric[:10]
+
+
+def text_bar(fraction: float | None, width: int) -> str:
+    """A horizontal bar of `width` cells filled to `fraction` (eighth-cell resolution)."""
+    if fraction is None or width <= 0:
+        return " " * max(width, 0)
+    fraction = max(0.0, min(1.0, fraction))
+    eighths = round(fraction * width * 8)
+    full, part = divmod(eighths, 8)
+    bar = "█" * full + (BAR_BLOCKS[part] if part else "")
+    return bar.ljust(width)
+
+
+def progress_cell(fraction: float | None, width: int = 12) -> Text:
+    pct = f"{(fraction or 0.0) * 100:3.0f}%"
+    return Text.assemble((text_bar(fraction or 0.0, width), "bold"), " ", pct)
+
+
+def theme_colors(variables: Mapping[str, str]) -> dict[str, str]:
+    """better/worse/same/warning/muted colours from the App's theme variables."""
+    return {
+        "better": variables.get("success", "green"),
+        "worse": variables.get("error", "red"),
+        "same": variables.get("text-muted", "grey50"),
+        "warning": variables.get("warning", "yellow"),
+        "muted": variables.get("text-muted", "grey50"),
+        "accent": variables.get("accent", "cyan"),
+    }
+
+
+STATUS_STYLE = {"done": "better", "failed": "worse", "cancelled": "muted", "running": "accent",
+                "queued": "", "cancelling": "warning"}
+
+
+def status_text(status: str, colors: Mapping[str, str]) -> Text:
+    key = STATUS_STYLE.get(status, "")
+    return Text(status, style=colors.get(key, "") if key else "")
+
+
+def verdict_text(delta: float | None, verdict: str, colors: Mapping[str, str]) -> Text:
+    """The delta coloured by verdict, with an arrow that also reads without colour."""
+    if delta is None:
+        return Text("")
+    mark = {"better": " ✔", "worse": " ✘", "same": " ≈"}.get(verdict, "")
+    return Text(signed(delta) + mark, style=colors.get(verdict, "") if verdict else "")

@@ -1,0 +1,151 @@
+"""The New-job form's model, free of Textual: which fields a spec kind has, their defaults and
+choices, and how the typed-in strings become specs (validated by the spec classes themselves).
+
+A form is a dict of field name -> text as typed. An empty text means "use the default".
+The sweep text is `name=v1,v2 name2=v3,v4` (a grid: one job per combination)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, get_args, get_origin, get_type_hints
+
+from engine import api
+from engine.specs import (DEVICES, DTYPES, PRUNE_METHODS, SPEC_TYPES, SUITES, JobSpec, SpecError,
+                          spec_from_dict)
+
+# Fields offered as a closed list (the spec validates the value again on construction).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "suite": SUITES,
+    "method": PRUNE_METHODS,
+    "scope": ("layer", "global"),
+    "dtype": DTYPES,
+}
+# Free text with suggestions (device also takes cuda:N).
+SUGGESTIONS: dict[str, tuple[str, ...]] = {"device": DEVICES}
+MODEL_FIELDS = ("model", "teacher", "student")
+# Shown first, in this order; the rest follow in declaration order.
+FIRST = ("model", "teacher", "student", "suite", "method", "sparsity", "intensity", "label")
+
+
+@dataclass(frozen=True)
+class FormField:
+    name: str
+    type_name: str           # int, float, str, bool, list, ...
+    default: Any
+    optional: bool           # None is allowed (an empty box means None / the default)
+    choices: tuple[str, ...] = ()
+    suggestions: tuple[str, ...] = ()
+
+    @property
+    def is_bool(self) -> bool:
+        return self.type_name == "bool"
+
+    @property
+    def is_model(self) -> bool:
+        return self.name in MODEL_FIELDS
+
+    @property
+    def default_text(self) -> str:
+        return to_text(self.default)
+
+
+def to_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _type_name(annotation: Any) -> tuple[str, bool]:
+    args = get_args(annotation)
+    optional = type(None) in args
+    inner = [a for a in args if a is not type(None)]
+    if get_origin(annotation) is tuple:
+        return "list", optional
+    if optional and inner:
+        return _type_name(inner[0])[0], True
+    return getattr(annotation, "__name__", str(annotation)), optional
+
+
+def form_fields(kind: str) -> list[FormField]:
+    """The fields of a spec kind, important ones first, with defaults from the dataclass."""
+    cls = SPEC_TYPES[kind]
+    hints = get_type_hints(cls)
+    result = []
+    for f in dataclasses.fields(cls):
+        type_name, optional = _type_name(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else None
+        result.append(FormField(f.name, type_name, default, optional, CHOICES.get(f.name, ()),
+                                SUGGESTIONS.get(f.name, ())))
+    order = {name: i for i, name in enumerate(FIRST)}
+    return sorted(result, key=lambda f: order.get(f.name, len(FIRST)))
+
+
+def parse_sweep(text: str) -> dict[str, list[str]]:
+    """`sparsity=0.3,0.5 seed=0,1` -> {"sparsity": ["0.3", "0.5"], "seed": ["0", "1"]}."""
+    sweep: dict[str, list[str]] = {}
+    for item in text.replace(";", " ").split():
+        name, sep, values = item.partition("=")
+        name = name.strip().replace("-", "_")
+        listed = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not name or not listed:
+            raise SpecError(f"sweep item {item!r} must look like NAME=V1,V2")
+        sweep[name] = listed
+    return sweep
+
+
+def build_specs(kind: str, values: dict[str, str], sweep_text: str = "") -> list[JobSpec]:
+    """The specs a form describes (one, or one per sweep combination); raises SpecError."""
+    base: dict[str, Any] = {"kind": kind}
+    for name, text in values.items():
+        if text is None or str(text).strip() == "":
+            continue
+        base[name] = str(text).strip()
+    sweep = parse_sweep(sweep_text)
+    known = {f.name for f in dataclasses.fields(SPEC_TYPES[kind])}
+    for name in sweep:
+        if name not in known:
+            raise SpecError(f"cannot sweep {name!r}: a {kind} job has no such setting")
+    return api.expand_sweep(base, sweep)
+
+
+def spec_title(spec: JobSpec) -> str:
+    """One line saying what a spec does."""
+    d = spec.to_dict()
+    if spec.kind == "eval":
+        return f"evaluate {d['model']} on {d['suite']}"
+    if spec.kind == "distill":
+        student = d.get("student") or f"{d['intensity']:.0%}-depth student"
+        return (f"distil {d['teacher']} -> {student}" if d.get("distill", True)
+                else f"train {student} of {d['teacher']} (CE only, no distillation)")
+    if spec.kind == "prune":
+        amount = d.get("n_m") or f"{d['sparsity']:.0%}"
+        return f"prune {d['model']} with {d['method']} to {amount}"
+    return spec.kind
+
+
+def changed_settings(spec: JobSpec) -> dict[str, Any]:
+    """The settings of `spec` that differ from its class defaults."""
+    default = type(spec)().to_dict()
+    return {k: v for k, v in spec.to_dict().items() if k != "kind" and default.get(k) != v}
+
+
+def path_warnings(spec: JobSpec) -> list[str]:
+    """Model references that look like local paths but do not exist (the job would fail)."""
+    warnings = []
+    for field_name, ref in spec.model_refs().items():
+        if ref.startswith((".", "/", "~")) and not os.path.exists(os.path.expanduser(ref)):
+            warnings.append(f"{field_name}: no such path {ref}")
+    return warnings
+
+
+def preview_lines(specs: list[JobSpec]) -> list[str]:
+    lines = []
+    for i, spec in enumerate(specs, 1):
+        extra = " ".join(f"{k}={to_text(v)}" for k, v in changed_settings(spec).items()
+                         if k not in ("model", "teacher", "suite", "method", "sparsity"))
+        lines.append(f"{i}. {spec_title(spec)}" + (f"  ({extra})" if extra else ""))
+    return lines

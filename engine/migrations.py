@@ -70,6 +70,12 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["events"].create_index(["job_id", "id"])
 
 
+@migration(2, "studies")
+def m002_studies(db: sqlite_utils.Database) -> None:
+    db["studies"].create({"name": str, "source": str, "description": str, "plan": str,
+                          "created_at": float, "updated_at": float}, pk="name")
+
+
 def applied(db: sqlite_utils.Database) -> set[int]:
     if "_migrations" not in db.table_names():
         return set()

@@ -310,3 +310,25 @@ class ModelCache:
 
     def clear(self) -> None:
         self._models.clear()
+
+
+def resolve_offline_status(ref: str) -> str:
+    """"local" when `ref` can load with no network, else what it needs (one line). Raises
+    ModelError for references that can never resolve. Registry references need a store and
+    are treated as local."""
+    ref = ref.strip()
+    if ref.startswith(("model:", "job:", "@")):
+        return "local"
+    if ref.lower() in ALIASES:
+        smollm2_path()
+        return "local"
+    if _looks_like_path(ref) or Path(ref).expanduser().exists():
+        path = Path(ref).expanduser()
+        if not path.exists():
+            raise ModelError(f"model path {str(path)!r} does not exist")
+        return "local"
+    from huggingface_hub import try_to_load_from_cache
+    cached = try_to_load_from_cache(ref, "config.json")
+    if isinstance(cached, str):
+        return "local"
+    return "needs network: not in the local Hugging Face cache (hub id)"

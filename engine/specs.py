@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 
@@ -26,6 +27,19 @@ BOLD_DOMAINS = ("gender", "race", "profession", "religious_ideology", "political
 PRUNE_METHODS = ("magnitude", "wanda", "heads")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def _is_local_path(value: str) -> bool:
+    return ("/" in value or value.endswith((".jsonl", ".json", ".txt", ".csv", ".gguf"))) and \
+        Path(value).expanduser().exists()
+
+
+def _fingerprint(value: str) -> list:
+    path = Path(value).expanduser()
+    files = [path] if path.is_file() else sorted(
+        p for p in path.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin",
+                                                                   ".jsonl", ".txt", ".csv", ".gguf"))
+    return [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in files]
 
 
 def _check(condition: bool, message: str) -> None:
@@ -63,9 +77,13 @@ class JobSpec:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     def spec_hash(self) -> str:
-        """Content hash of everything that changes the result (the label does not)."""
+        """Content hash of everything that changes the result: the settings (not the label)
+        and a fingerprint (size, mtime) of every local file or folder the spec names, so an
+        edited data file or retrained local model is never mistaken for the old one."""
         data = self.to_dict()
         data.pop("label", None)
+        data["_inputs"] = {k: _fingerprint(v) for k, v in sorted(data.items())
+                           if isinstance(v, str) and _is_local_path(v)}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def model_refs(self) -> dict[str, str]:

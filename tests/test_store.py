@@ -22,6 +22,7 @@ EXPECTED_COLUMNS = {
     "samples": {"id", "run_id", "key", "item_index", "sample_index", "domain", "group_name", "prompt",
                 "completion", "prompt_toxicity", "toxicity", "sentiment", "scores", "created_at"},
     "events": {"id", "job_id", "ts", "kind", "level", "message", "data"},
+    "studies": {"name", "source", "description", "plan", "created_at", "updated_at"},
 }
 
 

@@ -1,0 +1,357 @@
+"""Studies: a TOML file that describes a whole experiment (which models to compress and how,
+and which suites to run on every model) becomes a DAG of jobs in the queue.
+
+File format (see data/studies/*.toml):
+
+    name = "quick"
+    description = "..."
+    teacher = "smollm2"            # any model reference
+    [settings]                     # applied to every job: device, dtype, seed
+    [[models]]                     # existing models evaluated as they are
+    label = "distilgpt2"; ref = "distilgpt2"
+    [[distill]]                    # DistillSpec fields; `of` = teacher label (default "teacher")
+    label = "distil"; intensity = [0.5, 0.25]
+    [[prune]]                      # PruneSpec fields; `of` = the label of the model to prune
+    label = "wanda"; method = "wanda"; sparsity = [0.3, 0.5]
+    [[eval]]                       # EvalSpec fields, run on every model
+    suite = "toxicity"; samples_per_prompt = 4
+
+A list value in a block is a sweep: one job per value. Re-running a study reuses every job
+whose spec (and input files) is unchanged, and resumes failed or cancelled ones."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from engine import queue
+from engine.specs import SPEC_TYPES, JobSpec, SpecError, spec_from_dict
+from engine.store import Store, dumps, loads
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+STUDIES_DIR = Path(__file__).resolve().parent.parent / "data" / "studies"
+REF_PREFIX = "@"  # a model reference to another node of the study, resolved to job:ID
+
+
+class StudyError(ValueError):
+    """A study file that cannot be planned; the message names the bad value."""
+
+
+@dataclass(frozen=True)
+class Node:
+    """One job of the study: `key` is unique, `model_label` names the model it produces or
+    evaluates, `needs` are the keys of the nodes whose models it uses."""
+
+    key: str
+    spec: JobSpec
+    model_label: str
+    needs: tuple[str, ...] = ()
+    params: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass
+class StudyPlan:
+    name: str
+    description: str
+    source: str
+    teacher: str
+    models: dict[str, dict] = field(default_factory=dict)  # label -> {kind, node, ref, params}
+    nodes: list[Node] = field(default_factory=list)
+
+    def node(self, key: str) -> Node:
+        return next(n for n in self.nodes if n.key == key)
+
+
+def find_study_file(name_or_path: str) -> Path:
+    """A preset name (data/studies/NAME.toml) or a path to a TOML file."""
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".toml" or path.exists():
+        if not path.exists():
+            raise StudyError(f"study file {str(path)!r} does not exist")
+        return path.resolve()
+    preset = STUDIES_DIR / f"{name_or_path}.toml"
+    if not preset.exists():
+        raise StudyError(f"study {name_or_path!r} is neither a preset ({', '.join(presets())}) "
+                         "nor a .toml file")
+    return preset
+
+
+def presets() -> list[str]:
+    return sorted(p.stem for p in STUDIES_DIR.glob("*.toml"))
+
+
+def load_study(name_or_path: str) -> StudyPlan:
+    path = find_study_file(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise StudyError(f"study file {str(path)!r} is not valid TOML: {exc}") from None
+    return plan_study(data, source=str(path))
+
+
+_TOP_KEYS = {"name", "description", "teacher", "settings", "models", "distill", "prune", "eval"}
+
+
+def _sweep(kind: str, block: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """Expand list values into one dict per combination (tuple-typed fields stay lists)."""
+    hints = get_type_hints(SPEC_TYPES[kind])
+    fixed, swept = {}, {}
+    for key, value in block.items():
+        hint = hints.get(key)
+        is_tuple = hint is not None and (get_origin(hint) is tuple or any(
+            get_origin(a) is tuple for a in get_args(hint)))
+        if isinstance(value, list) and not is_tuple:
+            if not value:
+                raise StudyError(f"{where}: {key} is an empty list")
+            swept[key] = value
+        else:
+            fixed[key] = value
+    combos = [dict(zip(swept, values)) for values in itertools.product(*swept.values())] or [{}]
+    return [{**fixed, **combo, "_swept": combo} for combo in combos]
+
+
+def _param_suffix(combo: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in combo.items())
+
+
+def plan_study(data: dict[str, Any], source: str = "<memory>") -> StudyPlan:
+    """Validate a parsed study file and build its DAG (no store access, no network)."""
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise StudyError(f"study has no section {unknown[0]!r}; known: {', '.join(sorted(_TOP_KEYS))}")
+    name = data.get("name") or Path(source).stem
+    teacher = data.get("teacher")
+    if not isinstance(teacher, str) or not teacher:
+        raise StudyError("study needs `teacher = \"<model reference>\"`")
+    settings = data.get("settings", {})
+    plan = StudyPlan(name, data.get("description", ""), source, teacher)
+    plan.models["teacher"] = {"kind": "base", "node": None, "ref": teacher, "params": {}}
+
+    def spec(kind: str, values: dict[str, Any], where: str) -> JobSpec:
+        try:
+            return spec_from_dict({"kind": kind, **settings, **values})
+        except SpecError as exc:
+            raise StudyError(f"{where}: {exc}") from None
+
+    for i, block in enumerate(data.get("models", [])):
+        label = block.get("label") or block.get("ref")
+        if not block.get("ref"):
+            raise StudyError(f"models[{i}] needs `ref = \"<model reference>\"`")
+        _new_label(plan, label, f"models[{i}]")
+        plan.models[label] = {"kind": "base", "node": None, "ref": block["ref"], "params": {}}
+
+    pending: list[tuple[str, str, dict]] = []  # (kind, label, values) of compression nodes
+    for kind in ("distill", "prune"):
+        for i, block in enumerate(data.get(kind, [])):
+            where = f"{kind}[{i}]"
+            block = dict(block)
+            label = block.pop("label", None) or f"{kind}{i}"
+            of = block.pop("of", "teacher")
+            for values in _sweep(kind, block, where):
+                combo = values.pop("_swept")
+                full = f"{label}({_param_suffix(combo)})" if combo else label
+                _new_label(plan, full, where)
+                values[("teacher" if kind == "distill" else "model")] = REF_PREFIX + of
+                pending.append((kind, full, {**values, "_of": of, "_params": combo, "_where": where}))
+                plan.models[full] = {"kind": kind, "node": f"{kind}:{full}", "ref": None,
+                                     "params": {"of": of, **combo}}
+    for kind, label, values in pending:
+        of, params, where = values.pop("_of"), values.pop("_params"), values.pop("_where")
+        if of not in plan.models:
+            raise StudyError(f"{where}: `of = {of!r}` names no model of the study; known: "
+                             f"{', '.join(plan.models)}")
+        if kind == "distill" and values.get("student", "").startswith(REF_PREFIX):
+            raise StudyError(f"{where}: student must be a model reference, not a study label")
+        placeholder = {**values, ("teacher" if kind == "distill" else "model"): _ref_for(plan, of)}
+        needs = (plan.models[of]["node"],) if plan.models[of]["node"] else ()
+        built = spec(kind, {**placeholder, "label": f"{plan.name}:{label}"}, where)
+        plan.nodes.append(Node(f"{kind}:{label}", built, label, needs, tuple(params.items())))
+    _check_acyclic(plan)
+
+    evals = data.get("eval", [])
+    if not evals:
+        raise StudyError("study has no [[eval]] block: nothing would be measured")
+    for label, model in plan.models.items():
+        for i, block in enumerate(evals):
+            for values in _sweep("eval", dict(block), f"eval[{i}]"):
+                combo = values.pop("_swept")
+                values["model"] = _ref_for(plan, label)
+                suite = values.get("suite", "toxicity")
+                key = f"eval:{label}:{suite}" + (f"({_param_suffix(combo)})" if combo else "")
+                needs = (model["node"],) if model["node"] else ()
+                built = spec("eval", {**values, "label": f"{plan.name}:{label}"}, f"eval[{i}]")
+                if any(n.key == key for n in plan.nodes):
+                    raise StudyError(f"eval[{i}]: suite {suite!r} is evaluated twice with the same "
+                                     "settings; give the blocks different settings")
+                plan.nodes.append(Node(key, built, label, needs, tuple(combo.items())))
+    return plan
+
+
+def _new_label(plan: StudyPlan, label: str, where: str) -> None:
+    if label in plan.models:
+        raise StudyError(f"{where}: label {label!r} is used twice")
+
+
+def _ref_for(plan: StudyPlan, label: str) -> str:
+    model = plan.models[label]
+    return model["ref"] if model["node"] is None else REF_PREFIX + model["node"]
+
+
+def _check_acyclic(plan: StudyPlan) -> None:
+    graph = {n.key: n.needs for n in plan.nodes}
+    state: dict[str, int] = {}
+
+    def visit(key: str, path: list[str]) -> None:
+        if state.get(key) == 2:
+            return
+        if state.get(key) == 1:
+            cycle = path[path.index(key):] + [key]
+            raise StudyError(f"study has a cycle: {' -> '.join(cycle)}")
+        state[key] = 1
+        for need in graph.get(key, ()):
+            visit(need, path + [key])
+        state[key] = 2
+
+    for key in graph:
+        visit(key, [])
+    for node in plan.nodes:
+        for need in node.needs:
+            if need not in graph:
+                raise StudyError(f"{node.key} needs {need}, which is not in the study")
+
+
+def topological(plan: StudyPlan) -> list[Node]:
+    done, ordered = set(), []
+    remaining = list(plan.nodes)
+    while remaining:
+        ready = [n for n in remaining if all(need in done for need in n.needs)]
+        for node in ready:
+            ordered.append(node)
+            done.add(node.key)
+        remaining = [n for n in remaining if n.key not in done]
+    return ordered
+
+
+def _bind(spec: JobSpec, job_ids: dict[str, int]) -> JobSpec:
+    """Replace `@node` references with `job:ID` of the submitted node."""
+    changes = {}
+    for name, ref in spec.model_refs().items():
+        if ref.startswith(REF_PREFIX):
+            changes[name] = f"job:{job_ids[ref[len(REF_PREFIX):]]}"
+    return spec.replace(**changes) if changes else spec
+
+
+@dataclass(frozen=True)
+class Submitted:
+    key: str
+    job_id: int
+    action: str  # reused | resumed | queued
+
+
+def submit_study(store: Store, plan: StudyPlan) -> list[Submitted]:
+    """Queue every node of the plan, reusing finished jobs with the same content hash and
+    resuming failed/cancelled ones. Records the study and its node -> job map."""
+    job_ids: dict[str, int] = {}
+    submitted = []
+    for node in topological(plan):
+        spec = _bind(node.spec, job_ids)
+        existing = queue.find_reusable(store, spec)
+        if existing:
+            job_ids[node.key] = existing["id"]
+            submitted.append(Submitted(node.key, existing["id"], "reused" if existing["status"] == "done" else "running"))
+            continue
+        stopped = store.one("SELECT id FROM jobs WHERE spec_hash = ? AND kind = ? AND status IN "
+                            "('failed', 'cancelled') ORDER BY id DESC LIMIT 1",
+                            (spec.spec_hash(), spec.kind))
+        if stopped:
+            queue.retry(store, stopped["id"])
+            job_ids[node.key] = stopped["id"]
+            submitted.append(Submitted(node.key, stopped["id"], "resumed"))
+            continue
+        job_ids[node.key] = queue.submit(store, spec, study=plan.name)
+        submitted.append(Submitted(node.key, job_ids[node.key], "queued"))
+    record = {"name": plan.name, "source": plan.source, "description": plan.description,
+              "plan": dumps(plan_record(plan, job_ids)), "updated_at": time.time()}
+    with store.conn:
+        existing = store.one("SELECT created_at FROM studies WHERE name = ?", (plan.name,))
+        record["created_at"] = existing["created_at"] if existing else time.time()
+        store.db["studies"].upsert(record, pk="name")
+    return submitted
+
+
+def plan_record(plan: StudyPlan, job_ids: dict[str, int]) -> dict:
+    """What the report needs: each model's label, kind, params and the jobs behind it."""
+    return {
+        "teacher": plan.teacher,
+        "models": {label: {**m, "job_id": job_ids.get(m["node"]) if m["node"] else None}
+                   for label, m in plan.models.items()},
+        "evals": [{"key": n.key, "model": n.model_label, "suite": n.spec.suite,
+                   "params": dict(n.params), "job_id": job_ids[n.key]}
+                  for n in plan.nodes if n.spec.kind == "eval"],
+    }
+
+
+def study_record(store: Store, name: str) -> dict:
+    row = store.one("SELECT * FROM studies WHERE name = ?", (name,))
+    if row is None:
+        known = [r["name"] for r in store.query("SELECT name FROM studies ORDER BY name")]
+        raise StudyError(f"study {name!r} has not been run here; run `compfair study {name}` "
+                         f"first" + (f" (known: {', '.join(known)})" if known else ""))
+    return {**row, "plan": loads(row["plan"], {})}
+
+
+def study_status(store: Store, name: str) -> dict[str, int]:
+    record = study_record(store, name)
+    ids = [m["job_id"] for m in record["plan"]["models"].values() if m.get("job_id")]
+    ids += [e["job_id"] for e in record["plan"]["evals"]]
+    counts: dict[str, int] = {}
+    for job_id in ids:
+        row = queue.job(store, job_id)
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return counts
+
+
+def requirements(plan: StudyPlan) -> list[str]:
+    """What the study needs that this machine may lack (network for hub models/data), checked
+    without network. Empty when everything is available locally."""
+    from engine.registry import ModelError, resolve_offline_status
+    notes = []
+    refs = {plan.teacher} | {m["ref"] for m in plan.models.values() if m["ref"]}
+    refs |= {n.spec.student for n in plan.nodes if n.spec.kind == "distill" and n.spec.student}
+    for ref in sorted(refs):
+        try:
+            status = resolve_offline_status(ref)
+        except ModelError as exc:
+            notes.append(f"model {ref}: {exc}")
+            continue
+        if status != "local":
+            notes.append(f"model {ref}: {status}")
+    try:
+        from engine.evaluation.data import data_requirement
+    except ImportError:
+        data_requirement = None
+    if data_requirement:
+        seen = set()
+        for node in plan.nodes:
+            if node.spec.kind == "eval" and (node.spec.suite, node.spec.data) not in seen:
+                seen.add((node.spec.suite, node.spec.data))
+                note = data_requirement(node.spec.suite, node.spec.data)
+                if note:
+                    notes.append(f"{node.spec.suite} data {node.spec.data!r}: {note}")
+    return notes
+
+
+def describe_plan(plan: StudyPlan) -> list[dict]:
+    return [{"key": n.key, "kind": n.spec.kind, "model": n.model_label, "needs": list(n.needs),
+             "spec": json.loads(n.spec.to_json())} for n in topological(plan)]
+
+

@@ -14,7 +14,7 @@ from engine import queue
 from engine.paths import Home
 from engine.specs import JobSpec, SpecError, spec_from_dict
 from engine.store import Store, loads
-from engine.worker import alive_workers, ensure_worker
+from engine.launcher import alive_workers, ensure_worker
 
 # The figures shown for a run in one-line listings, per suite (first found wins the column).
 HEADLINE_METRICS: dict[str, tuple[str, ...]] = {

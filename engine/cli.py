@@ -86,7 +86,7 @@ def cmd_submit(args) -> int:
     job_ids = [api.submit(store, spec, depends_on=args.after or (), priority=args.priority,
                           start_worker=False) for spec in specs]
     if not args.no_worker:
-        from engine.worker import ensure_worker
+        from engine.launcher import ensure_worker
         ensure_worker(store)
     if args.json:
         print_json({"job_id": job_ids[0]} if len(job_ids) == 1 else {"job_ids": job_ids})
@@ -348,7 +348,7 @@ def cmd_study(args) -> int:
         from engine.worker import Worker
         Worker(store.home, once=True, idle_exit_s=None).run()
     else:
-        from engine.worker import ensure_worker
+        from engine.launcher import ensure_worker
         ensure_worker(store)
         if args.no_wait:
             sys.stderr.write(f"jobs run in the background; follow with `compfair jobs`, then "

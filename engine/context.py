@@ -7,13 +7,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine import queue
 from engine.paths import Home
-from engine.registry import LoadedModel, ModelCache
 from engine.specs import JobSpec
 from engine.store import Store
+
+if TYPE_CHECKING:  # the registry pulls in torch; the CLI and TUI import this module too
+    from engine.registry import LoadedModel, ModelCache
 
 log = logging.getLogger(__name__)
 

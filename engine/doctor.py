@@ -10,7 +10,7 @@ import time
 
 from engine import queue
 from engine.store import Store
-from engine.worker import alive_workers
+from engine.launcher import alive_workers
 
 
 def _version(package: str) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import time
 from pathlib import Path
 
 from engine import queue
@@ -197,8 +196,8 @@ def fill_many(home: Home, n: int, seed: int = 0) -> None:
         store.close()
 
 
-def save_screenshots(home: Home, folder: Path) -> list[Path]:
-    """Runs and compare screens (120x40) as SVG, from a pilot session."""
+def save_screenshots(home: Home, folder: Path, compare_ids: list[int]) -> list[Path]:
+    """The runs screen and the compare screen of `compare_ids` (120x40) as SVG files."""
     import asyncio
 
     from tui.app import CompfairApp
@@ -206,27 +205,25 @@ def save_screenshots(home: Home, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
 
+    async def settle(pilot) -> None:
+        await pilot.pause()
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
     async def shoot() -> None:
         app = CompfairApp(home, start_worker=False, poll_s=None)
         async with app.run_test(size=(120, 40)) as pilot:
-            await pilot.pause()
-            path = folder / "runs.svg"
-            path.write_text(app.export_screenshot(title="compfair: runs"), encoding="utf-8")
-            written.append(path)
-            # Select the first toxicity runs of the base model, the student and a pruned model.
-            screen = app.screen
-            await pilot.press("slash")
-            await pilot.press(*"toxicity detoxify")
-            await pilot.press("enter")
-            await pilot.pause()
-            for _ in range(3):
-                await pilot.press("space", "down")
-            await pilot.press("c")
-            await pilot.pause()
-            await pilot.pause(0.2)
-            path = folder / "compare.svg"
-            path.write_text(app.export_screenshot(title="compfair: compare"), encoding="utf-8")
-            written.append(path)
+            await settle(pilot)
+            await pilot.press("slash", *"toxicity", "enter")  # the toxicity runs, two selected
+            await pilot.pause(0.3)
+            await pilot.press("down", "down", "space", "down", "down", "down", "space", "up")
+            await settle(pilot)
+            written.append(folder / "runs.svg")
+            written[-1].write_text(app.export_screenshot(title="compfair: runs"), encoding="utf-8")
+            app.open_compare(compare_ids)
+            await settle(pilot)
+            written.append(folder / "compare.svg")
+            written[-1].write_text(app.export_screenshot(title="compfair: compare"), encoding="utf-8")
 
     asyncio.run(shoot())
     return written
@@ -238,10 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--screenshots", help="folder to write runs.svg and compare.svg into")
     args = parser.parse_args(argv)
     home = Home.resolve(args.home)
-    fill_demo(home)
+    demo = fill_demo(home)
     print(f"demo store written to {home.db_path}")
     if args.screenshots:
-        for path in save_screenshots(home, Path(args.screenshots)):
+        runs = demo["runs"]
+        ids = [runs[(key, "toxicity")] for key in ("base", "student", "wanda30", "wanda50", "wanda70")]
+        for path in save_screenshots(home, Path(args.screenshots), ids):
             print(f"wrote {path}")
     return 0
 

@@ -86,14 +86,21 @@ def progress_cell(fraction: float | None, width: int = 12) -> Text:
 
 
 def theme_colors(variables: Mapping[str, str]) -> dict[str, str]:
-    """better/worse/same/warning/muted colours from the App's theme variables."""
+    """better/worse/same/warning/muted/accent styles from the App's theme variables (the
+    text-* variants are the ones tuned for text on the theme's background)."""
+    def pick(*names: str, default: str) -> str:
+        for name in names:
+            value = variables.get(name, "")
+            if value.startswith("#"):
+                return value
+        return default
     return {
-        "better": variables.get("success", "green"),
-        "worse": variables.get("error", "red"),
-        "same": variables.get("text-muted", "grey50"),
-        "warning": variables.get("warning", "yellow"),
-        "muted": variables.get("text-muted", "grey50"),
-        "accent": variables.get("accent", "cyan"),
+        "better": pick("text-success", "success", default="green"),
+        "worse": pick("text-error", "error", default="red"),
+        "warning": pick("text-warning", "warning", default="yellow"),
+        "accent": pick("text-accent", "accent", default="cyan"),
+        "same": "dim",
+        "muted": "dim",
     }
 
 

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any, get_args, get_origin, get_type_hints
 
 from engine import api
-from engine.specs import (DEVICES, DTYPES, PRUNE_METHODS, SPEC_TYPES, SUITES, JobSpec, SpecError,
-                          spec_from_dict)
+from engine.specs import DEVICES, DTYPES, PRUNE_METHODS, SPEC_TYPES, SUITES, JobSpec, SpecError
 
 # Fields offered as a closed list (the spec validates the value again on construction).
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -25,6 +24,22 @@ CHOICES: dict[str, tuple[str, ...]] = {
 # Free text with suggestions (device also takes cuda:N).
 SUGGESTIONS: dict[str, tuple[str, ...]] = {"device": DEVICES}
 MODEL_FIELDS = ("model", "teacher", "student")
+# Placeholders (shown while a box is empty) where the type alone says too little.
+HINTS: dict[str, str] = {
+    "model": "hub id, folder, .gguf, smollm2, model:ID or job:ID (ctrl+o: pick)",
+    "teacher": "hub id, folder, smollm2, model:ID or job:ID (ctrl+o: pick)",
+    "student": "empty: built from the teacher's layers",
+    "label": "optional; shown in lists and searchable",
+    "name": "optional name of the model it makes",
+    "max_prompts": "empty: all prompts",
+    "batch_size": "empty: automatic",
+    "prompts_per_group": "empty: all",
+    "scorer_label": "optional",
+    "n_m": "e.g. 2:4 (instead of a free sparsity)",
+    "domains": "comma-separated; empty: all",
+    "groups": "comma-separated; empty: all",
+    "student_layers": "comma-separated layer indices; empty: use intensity",
+}
 # Shown first, in this order; the rest follow in declaration order.
 FIRST = ("model", "teacher", "student", "suite", "method", "sparsity", "intensity", "label")
 
@@ -37,6 +52,7 @@ class FormField:
     optional: bool           # None is allowed (an empty box means None / the default)
     choices: tuple[str, ...] = ()
     suggestions: tuple[str, ...] = ()
+    hint: str = ""
 
     @property
     def is_bool(self) -> bool:
@@ -79,7 +95,7 @@ def form_fields(kind: str) -> list[FormField]:
         type_name, optional = _type_name(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
         result.append(FormField(f.name, type_name, default, optional, CHOICES.get(f.name, ()),
-                                SUGGESTIONS.get(f.name, ())))
+                                SUGGESTIONS.get(f.name, ()), HINTS.get(f.name, "")))
     order = {name: i for i, name in enumerate(FIRST)}
     return sorted(result, key=lambda f: order.get(f.name, len(FIRST)))
 

@@ -1,47 +1,62 @@
-"""What the app's screens share: the compfair home and one engine `Store` per thread
-(sqlite connections are not shared across threads), plus writing exports under reports/."""
+"""What the app's screens share: the compfair home, the engine Store of the UI thread, one
+background reader thread with its own Store (sqlite connections stay on their thread), and
+writing exports under the home's reports/ folder."""
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from engine import api
 from engine.paths import Home, safe_name
 from engine.store import Store
 
-EXPORT_FORMATS = (("csv", "CSV"), ("md", "Markdown"), ("json", "JSON"))
+T = TypeVar("T")
+EXPORT_FORMATS = (("csv", "CSV"), ("md", "Markdown table"), ("json", "JSON"))
 
 
-class Stores:
-    """`stores.get()` returns the calling thread's Store (opened on first use)."""
+class Backend:
+    """`backend.store` for quick reads and writes on the UI thread;
+    `await backend.read(fn, *args)` runs `fn(store, *args)` on the reader thread."""
 
     def __init__(self, home: Home):
         self.home = home
-        self._local = threading.local()
-        self._all: list[Store] = []
-        self._lock = threading.Lock()
+        self._store: Store | None = None
+        self._reader_store: Store | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compfair-reader")
 
-    def get(self) -> Store:
-        store = getattr(self._local, "store", None)
-        if store is None:
-            store = Store(self.home)
-            self._local.store = store
-            with self._lock:
-                self._all.append(store)
-        return store
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.home)
+        return self._store
+
+    def _call(self, fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
+        if self._reader_store is None:
+            self._reader_store = Store(self.home)
+        return fn(self._reader_store, *args, **kwargs)
+
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(self._call, fn, args, kwargs))
 
     def close(self) -> None:
-        with self._lock:
-            for store in self._all:
-                try:
-                    store.close()
-                except Exception:  # noqa: BLE001 - closing on exit; nothing to do about it
-                    pass
-            self._all.clear()
-        self._local = threading.local()
+        def close_reader() -> None:
+            if self._reader_store is not None:
+                self._reader_store.close()
+                self._reader_store = None
+        try:
+            self._executor.submit(close_reader).result(timeout=5)
+        except Exception:  # noqa: BLE001 - closing on exit; a stuck read only delays it
+            pass
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
 
 def export(home: Home, records: Sequence[dict], fmt: str, stem: str) -> Path:

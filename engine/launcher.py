@@ -1,0 +1,64 @@
+"""Starting workers: find live ones and launch a detached worker when none is alive.
+
+Kept free of torch so that the CLI and the TUI start fast."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from engine import queue
+from engine.paths import Home
+from engine.store import Store
+
+
+def worker_id_for(pid: int) -> str:
+    return f"{os.uname().nodename}-{pid}"
+
+
+def alive_workers(store: Store) -> list[dict]:
+    return [w for w in store.query("SELECT * FROM workers WHERE status != 'stopped'")
+            if queue.worker_alive(w)]
+
+
+def ensure_worker(store: Store) -> int | None:
+    """Start a detached worker if none is alive and there is work; returns its pid or None."""
+    if alive_workers(store):
+        return None
+    if not store.one("SELECT id FROM jobs WHERE status IN ('queued', 'running') LIMIT 1"):
+        return None
+    return spawn_detached(store.home)
+
+
+def spawn_detached(home: Home) -> int:
+    """A worker in its own session (survives the terminal and SSH hang-up), logging to a file."""
+    log_path = home.logs_dir / "worker.log"
+    env = {**os.environ, "COMPFAIR_HOME": str(home.root)}
+    with open(log_path, "ab") as out:
+        os.chmod(log_path, 0o600)
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "worker"], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                                cwd=str(Path(__file__).resolve().parent.parent))
+    # Record it at once, so a second caller in the next instant does not start another.
+    with store_for(home) as store, store.conn:
+        store.db["workers"].upsert({"id": worker_id_for(proc.pid), "pid": proc.pid,
+                                    "host": os.uname().nodename, "started_at": time.time(),
+                                    "heartbeat_at": time.time(), "status": "starting",
+                                    "log_path": str(log_path)}, pk="id")
+    return proc.pid
+
+
+class store_for:
+    """`with store_for(home) as store:` a short-lived Store that is closed afterwards."""
+
+    def __init__(self, home: Home):
+        self.store = Store(home)
+
+    def __enter__(self) -> Store:
+        return self.store
+
+    def __exit__(self, *exc) -> None:
+        self.store.close()

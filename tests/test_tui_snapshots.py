@@ -1,0 +1,81 @@
+"""Snapshots (pytest-textual-snapshot) of the main screens at 80x24 and 120x40 on the demo
+store (fixed timestamps, UTC, no clock). Update after an intended change with
+`pytest tests/test_tui_snapshots.py --snapshot-update` and look at the SVGs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tui.app import CompfairApp
+from tui.demo import fill_demo
+
+
+@pytest.fixture
+def demo(home, monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield fill_demo(home)
+    monkeypatch.undo()
+    time.tzset()
+
+
+def app_for(home) -> CompfairApp:
+    return CompfairApp(home, start_worker=False, poll_s=None)
+
+
+async def _settle(pilot) -> None:
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def _no_blink(app) -> None:
+    from textual.widgets import Input
+    for widget in app.screen.query(Input):
+        widget.cursor_blink = False
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_runs_screen(snap_compare, home, demo, size):
+    assert snap_compare(app_for(home), terminal_size=size, run_before=_settle)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_compare_screen(snap_compare, home, demo, size):
+    ids = [demo["runs"][(key, "toxicity")] for key in ("base", "student", "wanda50")]
+
+    async def run_before(pilot):
+        await _settle(pilot)
+        pilot.app.open_compare(ids)
+        await _settle(pilot)
+    assert snap_compare(app_for(home), terminal_size=size, run_before=run_before)
+
+
+def test_run_detail_groups(snap_compare, home, demo):
+    async def run_before(pilot):
+        await _settle(pilot)
+        pilot.app.open_run(demo["runs"][("student", "bold")])
+        await _settle(pilot)
+        await pilot.press("g")
+        await _settle(pilot)
+    assert snap_compare(app_for(home), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_jobs_screen(snap_compare, home, demo):
+    async def run_before(pilot):
+        await _settle(pilot)
+        await pilot.press("j")
+        await _settle(pilot)
+    assert snap_compare(app_for(home), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_new_job_screen(snap_compare, home, demo):
+    async def run_before(pilot):
+        await _settle(pilot)
+        await pilot.press("n")
+        await _settle(pilot)
+        _no_blink(pilot.app)
+        await _settle(pilot)
+    assert snap_compare(app_for(home), terminal_size=(80, 24), run_before=run_before)

@@ -1,0 +1,228 @@
+"""Compare: runs side by side with deltas against a baseline, coloured better / worse (the
+verdict is the engine's: 'same' when the intervals overlap), a plot of the highlighted metric
+against model size or sparsity, and warnings when the runs are not comparable."""
+
+from __future__ import annotations
+
+from numbers import Number
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+from textual_plotext import PlotextPlot
+
+from engine import api
+from tui import format as fmt
+from tui.state import export
+from tui.widgets.dialogs import export_dialog
+
+X_AXES = ("non-zero parameters (M)", "sparsity", "run")
+# plotext colour names, and the rich colours that look the same in the legend line.
+PLOT_COLORS = ("cyan", "orange", "green", "magenta", "blue", "red", "yellow", "gray")
+LEGEND_COLORS = ("cyan", "dark_orange", "green", "magenta", "blue", "red", "yellow", "grey50")
+
+
+def _sparsity(model: dict | None) -> float | None:
+    if not model:
+        return None
+    value = model.get("sparsity")
+    if isinstance(value, Number):
+        return float(value)
+    if isinstance(value, dict):
+        for key in ("overall", "global", "total", "sparsity"):
+            if isinstance(value.get(key), Number):
+                return float(value[key])
+    if model.get("n_params") and model.get("n_nonzero") is not None:
+        return 1.0 - model["n_nonzero"] / model["n_params"]
+    return 0.0 if (model.get("method") or "base") in ("base", "distill") else None
+
+
+class CompareScreen(Screen):
+    # The plot starts hidden on short terminals (p shows it).
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
+    BINDINGS = [
+        Binding("escape,backspace", "app.pop_screen", "Back"),
+        Binding("b", "baseline", "Baseline = this column"),
+        Binding("p", "toggle_plot", "Plot"),
+        Binding("v", "cycle_axis", "Plot x-axis"),
+        Binding("x", "export", "Export"),
+    ]
+
+    def __init__(self, run_ids: list[int], baseline_id: int | None = None):
+        super().__init__()
+        self.run_ids = list(run_ids)
+        self.baseline_id = baseline_id if baseline_id is not None else self.run_ids[0]
+        self.comparison: api.Comparison | None = None
+        self.models: dict[int, dict | None] = {}
+        self.axis = X_AXES[0]
+        self.export_path = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="compare-title", classes="title-line")
+        yield Static("", id="compare-warnings")
+        yield DataTable(id="compare-table", cursor_type="cell", fixed_columns=2)
+        yield PlotextPlot(id="compare-plot")
+        yield Static("", id="compare-legend")
+        yield Static("", id="compare-export", classes="status-line")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.sub_title = "compare runs " + ", ".join(map(str, self.run_ids))
+        self.query_one(DataTable).focus()
+        self.reload()
+        self.app.theme_changed_signal.subscribe(
+            self, lambda _: self._show() if self.comparison else None)
+
+    def reload(self) -> None:
+        self.run_worker(self._load, exclusive=True, group="compare")
+
+    async def _load(self) -> None:
+        ids, baseline = self.run_ids, self.baseline_id
+
+        def read(store):
+            comparison = api.compare(store, ids, baseline)
+            models = {i: api.run_detail(store, i, worst=0)["model"] for i in ids}
+            return comparison, models
+        try:
+            self.comparison, self.models = await self.app.backend.read(read)
+        except ValueError as exc:
+            self.query_one("#compare-title", Static).update(Text(str(exc)))
+            return
+        self._show()
+
+    # -- rendering -----------------------------------------------------------------------
+    def _run_label(self, run: dict) -> str:
+        star = "★ " if run["id"] == self.baseline_id else ""
+        return f"{star}#{run['id']} {run['model'] or '?'}"
+
+    def _show(self) -> None:
+        c = self.comparison
+        assert c is not None
+        colors = fmt.theme_colors(self.app.theme_variables)
+        base = next(r for r in c.runs if r["id"] == self.baseline_id)
+        self.query_one("#compare-title", Static).update(Text.assemble(
+            ("baseline ★ ", "bold"), f"#{base['id']} {base['model']} ({base['suite']}, "
+            f"{base['scorer'] or '–'})  ·  ", ("✔ better ", colors["better"]),
+            ("✘ worse ", colors["worse"]), ("≈ CIs overlap", colors["same"])))
+        warnings = self.query_one("#compare-warnings", Static)
+        if c.warnings:
+            warnings.update(Text("\n".join(f"⚠ {w}" for w in c.warnings), style=colors["warning"]))
+            warnings.display = True
+        else:
+            warnings.display = False
+        table = self.query_one(DataTable)
+        cursor = table.cursor_coordinate
+        table.clear(columns=True)
+        table.add_column("metric", key="metric")
+        table.add_column("subset", key="subset")
+        for run in c.runs:
+            table.add_column(self._run_label(run), key=f"run-{run['id']}")
+        for index, (name, subset, cells) in enumerate(c.rows):
+            row = [Text(name), Text(subset or "all")]
+            for run, cell in zip(c.runs, cells):
+                value = Text(fmt.ci(cell.value, cell.ci_low, cell.ci_high))
+                if run["id"] == self.baseline_id:
+                    second = Text("baseline", style=colors["muted"])
+                else:
+                    second = fmt.verdict_text(cell.delta, cell.verdict, colors)
+                row.append(Text.assemble(value, "\n", second))
+            table.add_row(*row, height=2, key=str(index))
+        if c.rows:
+            table.move_cursor(row=min(cursor.row, len(c.rows) - 1),
+                              column=min(max(cursor.column, 2), len(c.runs) + 1))
+        self._plot()
+
+    def _plot(self) -> None:
+        plot = self.query_one(PlotextPlot)
+        c = self.comparison
+        plt = plot.plt
+        plt.clear_data()
+        plt.clear_figure()
+        if not c or not c.rows:
+            plot.refresh()
+            return
+        row = self.query_one(DataTable).cursor_row
+        name, subset, cells = c.rows[min(max(row, 0), len(c.rows) - 1)]
+        xs, ys, labels, intervals = [], [], [], []
+        for i, (run, cell) in enumerate(zip(c.runs, cells)):
+            model = self.models.get(run["id"])
+            if self.axis == X_AXES[0]:
+                x = ((model.get("n_nonzero") or model.get("n_params")) / 1e6
+                     if model and (model.get("n_nonzero") or model.get("n_params")) else None)
+            elif self.axis == X_AXES[1]:
+                x = _sparsity(model)
+            else:
+                x = float(i + 1)
+            if x is None or cell.value is None or cell.value != cell.value:
+                continue
+            xs.append(x)
+            ys.append(cell.value)
+            labels.append(f"#{run['id']} {run['model'] or ''}")
+            intervals.append((cell.ci_low, cell.ci_high))
+        title = f"{name}" + (f" [{subset}]" if subset else "") + f" vs {self.axis}"
+        plt.title(title)
+        if xs:
+            # One series per run (a legend entry each), its interval as a vertical line.
+            for i, (x, y, label, (low, high)) in enumerate(zip(xs, ys, labels, intervals)):
+                color = PLOT_COLORS[i % len(PLOT_COLORS)]
+                if low is not None and high is not None:
+                    plt.plot([x, x], [low, high], marker="│", color=color)
+                plt.scatter([x], [y], marker="●", color=color)
+            lows = [lo for lo, _ in intervals if lo is not None] + ys
+            highs = [hi for _, hi in intervals if hi is not None] + ys
+            x_pad = (max(xs) - min(xs)) * 0.08 or 1.0
+            y_pad = (max(highs) - min(lows)) * 0.08 or 0.05
+            plt.xlim(min(xs) - x_pad, max(xs) + x_pad)
+            plt.ylim(min(lows) - y_pad, max(highs) + y_pad)
+            if self.axis == X_AXES[2]:
+                plt.xticks(xs, [label.split()[0] for label in labels])
+        legend = Text(" ")
+        for i, label in enumerate(labels):
+            legend.append("● ", style=LEGEND_COLORS[i % len(LEGEND_COLORS)])
+            legend.append(label + "   ")
+        if len(labels) < len(c.runs):
+            legend.append(f"({len(c.runs) - len(labels)} run(s) without this metric or x value)",
+                          style="dim")
+        self.query_one("#compare-legend", Static).update(legend)
+        plot.refresh()
+
+    def on_data_table_cell_highlighted(self, event: DataTable.CellHighlighted) -> None:
+        if self.comparison is not None:
+            self._plot()
+
+    # -- actions -------------------------------------------------------------------------
+    def action_baseline(self) -> None:
+        column = self.query_one(DataTable).cursor_column
+        if column < 2 or self.comparison is None:
+            self.notify("move the cursor to a run's column, then press b", severity="warning")
+            return
+        self.baseline_id = self.comparison.runs[column - 2]["id"]
+        self.reload()
+
+    def action_toggle_plot(self) -> None:
+        plot = self.query_one(PlotextPlot)
+        plot.display = not plot.display
+        self.query_one("#compare-legend").display = plot.display
+
+    def action_cycle_axis(self) -> None:
+        self.axis = X_AXES[(X_AXES.index(self.axis) + 1) % len(X_AXES)]
+        self.query_one(PlotextPlot).display = True
+        self.query_one("#compare-legend").display = True
+        self._plot()
+
+    def action_export(self) -> None:
+        if self.comparison is not None:
+            self.app.push_screen(export_dialog(), self._export)
+
+    def _export(self, fmt_name: str | None) -> None:
+        if not fmt_name or self.comparison is None:
+            return
+        records = self.comparison.to_records()
+        stem = "compare-" + "-".join(map(str, self.run_ids))
+        path = export(self.app.home, records, fmt_name, stem)
+        self.export_path = path
+        self.query_one("#compare-export", Static).update(Text(f"exported to {path}"))
+        self.notify(f"exported {len(records)} rows to {path}", timeout=8)

@@ -1,0 +1,263 @@
+"""New job: forms for evaluation, distillation and pruning built from the spec dataclasses
+(fields, defaults and closed choices come from engine.specs), live validation by the spec
+classes themselves, a sweep field, and a preview of exactly what will be queued."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.suggester import SuggestFromList
+from textual.widget import Widget
+from textual.widgets import Checkbox, Footer, Header, Input, Label, Select, TabbedContent, TabPane
+
+from engine import api, views
+from engine.specs import JobSpec, SpecError
+from tui import format as fmt
+from tui.forms import FormField, build_specs, form_fields, path_warnings, preview_lines
+from tui.widgets.dialogs import model_dialog
+from tui.widgets.panel import Panel
+
+KINDS = (("eval", "Evaluate"), ("distill", "Distil"), ("prune", "Prune"))
+ALIASES = ("smollm2",)
+
+
+class NewJobScreen(Screen):
+    BINDINGS = [
+        Binding("ctrl+s", "submit", "Queue", priority=True),
+        Binding("ctrl+o", "pick_model", "Pick model"),
+        Binding("ctrl+t", "next_kind", "Job kind"),
+        Binding("ctrl+r", "reset", "Defaults"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields = {kind: form_fields(kind) for kind, _ in KINDS}
+        self.specs: list[JobSpec] = []
+        self.error: str | None = None
+        self.refs: list[dict] = []
+        self._invalid: Widget | None = None
+        self._built: set[str] = set()
+        self._suggester: SuggestFromList | None = None
+        self._preview_pending = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with TabbedContent(id="kind-tabs", initial="eval"):
+            for kind, title in KINDS:
+                with TabPane(title, id=kind):
+                    with VerticalScroll(classes="form"):
+                        yield Grid(id=f"form-{kind}", classes="form-grid")
+        with Horizontal(classes="form-row", id="sweep-row"):
+            yield Label("sweep", classes="form-label")
+            yield Input(placeholder="e.g. sparsity=0.3,0.5,0.7 seed=0,1  (one job per combination)",
+                        id="sweep", compact=True)
+        yield Panel("", id="preview")
+        yield Footer(compact=True)
+
+    def _widget(self, kind: str, f: FormField) -> Widget:
+        wid = f"{kind}-{f.name}"
+        if f.is_bool:
+            return Checkbox(value=bool(f.default), id=wid, compact=True, classes="form-input")
+        if f.choices:
+            return Select([(c, c) for c in f.choices], value=f.default_text, allow_blank=False,
+                          id=wid, compact=True, classes="form-input")
+        placeholder = f.hint or ("empty: none" if f.optional else f.type_name)
+        suggester = SuggestFromList(f.suggestions, case_sensitive=False) if f.suggestions else None
+        return Input(f.default_text, placeholder=placeholder, id=wid, compact=True,
+                     suggester=suggester, classes="form-input")
+
+    def _build(self, kind: str) -> None:
+        """Mount a kind's fields the first time it is shown (keeps opening the screen fast)."""
+        if kind in self._built:
+            return
+        self._built.add(kind)
+        widgets: list[Widget] = []
+        for f in self.fields[kind]:
+            widgets += [Label(f.name, classes="form-label"), self._widget(kind, f)]
+        self.query_one(f"#form-{kind}", Grid).mount_all(widgets)
+        self._apply_suggester(kind)
+
+    def on_mount(self) -> None:
+        self._build("eval")
+        self._load_refs()
+        self.update_preview()
+        self.call_after_refresh(self._focus_first)
+        self.app.theme_changed_signal.subscribe(self, lambda _: self.update_preview())
+
+    def on_screen_resume(self) -> None:
+        self._load_refs()
+
+    def _focus_first(self) -> None:
+        first = self.fields[self.kind][0]
+        self.query_one(f"#{self.kind}-{first.name}").focus()
+
+    def _load_refs(self) -> None:
+        self.refs = views.model_refs(self.app.backend.store)
+        known = {r["ref"] for r in self.refs}
+        self.refs += [{"ref": a, "label": "offline default (SmolLM2-135M-Instruct)", "kind": "alias",
+                       "n_params": None, "n_nonzero": None} for a in ALIASES if a not in known]
+        self._suggester = SuggestFromList([r["ref"] for r in self.refs], case_sensitive=False)
+        for kind in self._built:
+            self._apply_suggester(kind)
+
+    def _apply_suggester(self, kind: str) -> None:
+        if self._suggester is None:
+            return
+        for f in self.fields[kind]:
+            if f.is_model:
+                self.query_one(f"#{kind}-{f.name}", Input).suggester = self._suggester
+
+    # -- state ---------------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return self.query_one(TabbedContent).active or "eval"
+
+    def set_kind(self, kind: str) -> None:
+        self._build(kind)
+        self.query_one(TabbedContent).active = kind
+        self.update_preview()
+        self.call_after_refresh(self._focus_first)
+
+    def values(self, kind: str | None = None) -> dict[str, str]:
+        kind = kind or self.kind
+        if kind not in self._built:
+            return {f.name: f.default_text for f in self.fields[kind]}
+        out = {}
+        for f in self.fields[kind]:
+            widget = self.query_one(f"#{kind}-{f.name}")
+            if isinstance(widget, Checkbox):
+                out[f.name] = "true" if widget.value else "false"
+            elif isinstance(widget, Select):
+                out[f.name] = "" if widget.value is Select.BLANK else str(widget.value)
+            else:
+                out[f.name] = widget.value
+        return out
+
+    def set_value(self, name: str, text: str, kind: str | None = None) -> None:
+        kind = kind or self.kind
+        self._build(kind)
+        widget = self.query_one(f"#{kind}-{name}")
+        if isinstance(widget, Checkbox):
+            widget.value = text.lower() in ("1", "true", "yes", "on")
+        elif isinstance(widget, Select):
+            widget.value = text
+        else:
+            widget.value = text
+
+    def update_preview(self) -> None:
+        kind = self.kind
+        self._preview_pending = False
+        sweep = self.query_one("#sweep", Input).value
+        if self._invalid is not None:
+            self._invalid.remove_class("invalid")
+            self._invalid = None
+        colors = fmt.theme_colors(self.app.theme_variables)
+        try:
+            self.specs = build_specs(kind, self.values(kind), sweep)
+            self.error = None
+        except SpecError as exc:
+            self.specs, self.error = [], str(exc)
+            bad = self._field_of(kind, self.error)
+            if bad:
+                self._invalid = self.query_one(f"#{kind}-{bad}")
+                self._invalid.add_class("invalid")
+            self.query_one("#preview", Panel).set(Text.assemble(
+                ("✘ ", colors["worse"]), (self.error, colors["worse"]), "\n",
+                ("fix the highlighted field; ctrl+s queues once the form is valid", colors["muted"])))
+            return
+        lines = preview_lines(self.specs)
+        shown = lines[:4] + ([f"… and {len(lines) - 4} more"] if len(lines) > 4 else [])
+        warnings = [w for spec in self.specs[:1] for w in path_warnings(spec)]
+        text = Text.assemble((f"will queue {len(self.specs)} job{'s' if len(self.specs) != 1 else ''}"
+                              " (ctrl+s):\n", "bold"), "\n".join(shown))
+        for w in warnings:
+            text.append(f"\n⚠ {w}", style=colors["warning"])
+        self.query_one("#preview", Panel).set(text)
+
+    def _field_of(self, kind: str, message: str) -> str | None:
+        names = sorted((f.name for f in self.fields[kind]), key=len, reverse=True)
+        head = message.split(" ")[0:3]
+        for name in names:
+            if name in head or message.startswith(name) or f"{name} " in message[:40]:
+                return name
+        return None
+
+    # -- events --------------------------------------------------------------------------
+    def _schedule_preview(self) -> None:
+        """Validate once after a burst of changes (mounting fires one per field)."""
+        if not self._preview_pending:
+            self._preview_pending = True
+            self.call_after_refresh(self._deferred_preview)
+
+    def _deferred_preview(self) -> None:
+        if self._preview_pending:
+            self.update_preview()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self._schedule_preview()
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        self._schedule_preview()
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        self._schedule_preview()
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self._build(self.kind)
+        self._schedule_preview()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.focus_next()
+
+    # -- actions -------------------------------------------------------------------------
+    def action_next_kind(self) -> None:
+        kinds = [k for k, _ in KINDS]
+        self.set_kind(kinds[(kinds.index(self.kind) + 1) % len(kinds)])
+
+    def action_reset(self) -> None:
+        for f in self.fields[self.kind]:
+            self.set_value(f.name, f.default_text)
+        self.query_one("#sweep", Input).value = ""
+        self.update_preview()
+
+    def action_pick_model(self) -> None:
+        focused = self.focused
+        kind = self.kind
+        target = None
+        if isinstance(focused, Input) and focused.id and focused.id.startswith(f"{kind}-"):
+            name = focused.id[len(kind) + 1:]
+            if any(f.name == name and f.is_model for f in self.fields[kind]):
+                target = name
+        if target is None:
+            target = next(f.name for f in self.fields[kind] if f.is_model)
+
+        def chosen(ref: str | None) -> None:
+            if ref:
+                self.set_value(target, ref, kind)
+                self.query_one(f"#{kind}-{target}").focus()
+        self._load_refs()
+        self.app.push_screen(model_dialog(self.refs), chosen)
+
+    def action_submit(self) -> None:
+        self.update_preview()
+        if self.error or not self.specs:
+            self.notify(self.error or "nothing to queue", severity="error", title="not queued")
+            return
+        store = self.app.backend.store
+        job_ids = []
+        try:
+            for spec in self.specs:
+                job_ids.append(api.submit(store, spec, start_worker=False))
+        except ValueError as exc:  # e.g. a job:ID dependency that does not exist
+            self.notify(str(exc), severity="error", title="not queued")
+            return
+        self.app.submitted.extend(job_ids)
+        self.app.ensure_worker()
+        ids = ", ".join(map(str, job_ids))
+        self.notify(f"queued job{'s' if len(job_ids) > 1 else ''} {ids}", title="queued")
+        self.app.pending_job_focus = job_ids[0]
+        self.app.switch_mode("queue")

@@ -1,0 +1,265 @@
+"""Jobs: running and queued jobs with progress, ETA, loss or throughput and the last log lines;
+cancel, retry and reorder. Polls the store from the reader thread while the screen is shown,
+so input never waits on the database and jobs may finish while you look."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
+
+from engine import api, views
+from engine.specs import spec_from_json
+from tui import format as fmt
+from tui.forms import spec_title
+from tui.widgets.dialogs import ConfirmScreen
+
+PROGRESS_KEYS = ("done", "total", "fraction", "eta_s")
+COLUMNS = (("id", "id"), ("kind", "kind"), ("what", "what"), ("status", "status"),
+           ("progress", "progress"), ("eta", "ETA"), ("live", "loss / speed"), ("prio", "prio"),
+           ("message", "message"))
+
+
+@lru_cache(maxsize=4096)
+def _spec_title(spec_json: str, kind: str) -> str:
+    try:
+        return spec_title(spec_from_json(spec_json))
+    except Exception:  # noqa: BLE001 - an unreadable spec still gets a row
+        return kind
+
+
+def _title(job: dict) -> str:
+    spec = job["spec"]
+    return _spec_title(json.dumps(spec, sort_keys=True) if isinstance(spec, dict) else spec, job["kind"])
+
+
+def live_fields(data: dict, limit: int = 3) -> str:
+    """The extra numbers of a progress event (loss terms, tokens/s, ...) as k=v."""
+    items = [(k, v) for k, v in data.items() if k not in PROGRESS_KEYS and v is not None]
+    return "  ".join(f"{k}={fmt.num(v) if isinstance(v, float) else v}" for k, v in items[:limit])
+
+
+class QueueScreen(Screen):
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
+    BINDINGS = [
+        Binding("x,delete", "cancel_job", "Cancel job"),
+        Binding("plus,equals_sign,K", "move(1)", "Up", key_display="+"),
+        Binding("minus,J", "move(-1)", "Down", key_display="-"),
+        Binding("R", "retry", "Retry"),
+        Binding("a", "toggle_all", "All/active"),
+        Binding("enter", "open_run", "Open the job's run", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs: list[dict] = []
+        self.progress: dict[int, dict] = {}
+        self.log_lines: list[dict] = []
+        self.active_only = False
+        self._order: list[int] = []
+        self._shown: dict[int, list] = {}  # the cells on screen, per job
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="queue-status", classes="status-line")
+        yield DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="job-head")
+        yield ProgressBar(total=1.0, show_eta=False, id="job-progress")
+        yield Static("", id="job-log")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
+        table.focus()
+        self.refresh_now()
+        self.app.theme_changed_signal.subscribe(self, self._on_theme)
+        if self.app.poll_s:
+            self.set_interval(self.app.poll_s, self._tick)
+
+    def _on_theme(self, _theme) -> None:
+        self._order = []  # rebuild every row with the new theme's colours
+        self.refresh_now()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_now()
+
+    def _tick(self) -> None:
+        if self.is_current:
+            self.refresh_now()
+
+    def refresh_now(self) -> None:
+        self.run_worker(self._poll, exclusive=True, group="queue-poll")
+
+    async def _poll(self) -> None:
+        statuses = ("queued", "running") if self.active_only else ()
+        focus = self.current_job_id()
+
+        def read(store):
+            jobs = api.list_jobs(store, statuses, limit=300)
+            running = [j["id"] for j in jobs if j["status"] in ("running", "queued")]
+            if focus is not None:
+                running.append(focus)
+            progress = views.latest_progress_many(store, running)
+            log_lines = views.last_events(store, focus, 8) if focus is not None else []
+            return jobs, progress, log_lines
+        jobs, progress, log_lines = await self.app.backend.read(read)
+        self._apply(jobs, progress, log_lines)
+
+    # -- rendering -----------------------------------------------------------------------
+    def _apply(self, jobs: list[dict], progress: dict[int, dict], log_lines: list[dict]) -> None:
+        self.jobs, self.progress, self.log_lines = jobs, progress, log_lines
+        table = self.query_one(DataTable)
+        colors = fmt.theme_colors(self.app.theme_variables)
+        order = [j["id"] for j in jobs]
+        current = self.current_job_id()
+        cells = {job["id"]: self._cells(job, colors) for job in jobs}
+        if order != self._order:
+            table.clear()
+            for job in jobs:
+                table.add_row(*cells[job["id"]], key=str(job["id"]))
+            self._order = order
+            if current in order:
+                table.move_cursor(row=order.index(current))
+        else:  # the same rows: touch only the cells that changed
+            for job_id, row in cells.items():
+                old = self._shown.get(job_id, [])
+                for i, ((key, _), cell) in enumerate(zip(COLUMNS, row)):
+                    if i >= len(old) or old[i] != cell:
+                        table.update_cell(str(job_id), key, cell, update_width=True)
+        self._shown = cells
+        pending = getattr(self.app, "pending_job_focus", None)
+        if pending in order:
+            table.move_cursor(row=order.index(pending))
+            self.app.pending_job_focus = None
+        counts = {}
+        for job in jobs:
+            counts[job["status"]] = counts.get(job["status"], 0) + 1
+        summary = " · ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs yet (n: new job)"
+        worker = "a worker is running" if self.app.worker_alive else "no worker alive"
+        self.query_one("#queue-status", Static).update(Text(
+            f"{'active jobs' if self.active_only else 'all jobs'}: {summary} · {worker}"))
+        self._show_panel()
+
+    def _cells(self, job: dict, colors: dict) -> list:
+        event = self.progress.get(job["id"])
+        data = event["data"] if event else {}
+        fraction = job["progress"] or 0.0
+        status = job["status"]
+        if status == "running" and job.get("cancel_requested"):
+            status = "cancelling"
+        eta = fmt.duration(data.get("eta_s")) if status == "running" else ""
+        message = job["error"] if status in ("failed", "cancelled") and job.get("error") else (job.get("progress_message") or "")
+        return [Text(str(job["id"]), justify="right"), Text(job["kind"]), Text(_title(job)),
+                fmt.status_text(status, colors), fmt.progress_cell(fraction, 10), Text(eta),
+                Text(live_fields(data, 2) if status == "running" else ""),
+                Text(str(job["priority"] or 0), justify="right"), Text(message or "")]
+
+    def _show_panel(self) -> None:
+        job = self.current_job()
+        head = self.query_one("#job-head", Static)
+        bar = self.query_one("#job-progress", ProgressBar)
+        log = self.query_one("#job-log", Static)
+        if job is None:
+            head.update(Text("No job selected.", style="dim"))
+            bar.update(progress=0)
+            log.update("")
+            return
+        event = self.progress.get(job["id"])
+        data = event["data"] if event else {}
+        parts = [f"job {job['id']} · {job['kind']} · {_title(job)} · {job['status']}"]
+        if data.get("done") is not None and data.get("total"):
+            parts.append(f"{fmt.num(data['done'], 0)}/{fmt.num(data['total'], 0)}")
+        if job["status"] == "running" and data.get("eta_s") is not None:
+            parts.append(f"ETA {fmt.duration(data['eta_s'])}")
+        if job.get("depends_on"):
+            parts.append("after job " + ", ".join(map(str, job["depends_on"])))
+        live = live_fields(data, 8)
+        head.update(Text("  ·  ".join(parts) + (f"\n{live}" if live else "")))
+        bar.update(total=1.0, progress=job["progress"] or 0.0)
+        lines = Text()
+        for e in self.log_lines[-8:]:
+            style = {"error": "bold red", "warning": "yellow"}.get(e["level"], "dim" if e["kind"] == "progress" else "")
+            lines.append(f"{fmt.date(e['ts'])[11:]} {e['message']}\n", style=style)
+        if job.get("error"):
+            lines.append(f"error: {job['error']}", style="bold")
+        log.update(lines)
+
+    # -- selection -----------------------------------------------------------------------
+    def current_job_id(self) -> int | None:
+        table = self.query_one(DataTable)
+        if not self._order or table.cursor_row is None or table.cursor_row >= len(self._order):
+            return None
+        return self._order[table.cursor_row]
+
+    def current_job(self) -> dict | None:
+        job_id = self.current_job_id()
+        return next((j for j in self.jobs if j["id"] == job_id), None)
+
+    def select_job(self, job_id: int) -> None:
+        if job_id in self._order:
+            self.query_one(DataTable).move_cursor(row=self._order.index(job_id))
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.refresh_now()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_open_run()
+
+    # -- actions -------------------------------------------------------------------------
+    def action_cancel_job(self) -> None:
+        job = self.current_job()
+        if job is None or job["status"] not in ("queued", "running"):
+            self.notify("only queued or running jobs can be cancelled", severity="warning")
+            return
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                status = api.cancel(self.app.backend.store, job["id"])
+                self.notify(f"job {job['id']}: {status}"
+                            + (" (stops after the current batch)" if status == "cancelling" else ""))
+                self.refresh_now()
+        self.app.push_screen(ConfirmScreen(f"Cancel job {job['id']}: {_title(job)}?"), done)
+
+    def action_move(self, by: int) -> None:
+        job = self.current_job()
+        if job is None or job["status"] != "queued":
+            self.notify("only queued jobs can be reordered", severity="warning")
+            return
+        priority = api.move(self.app.backend.store, job["id"], by)
+        self.notify(f"job {job['id']} priority {priority}", timeout=2)
+        self.refresh_now()
+
+    def action_retry(self) -> None:
+        job = self.current_job()
+        if job is None or job["status"] not in ("failed", "cancelled"):
+            self.notify("only failed or cancelled jobs can be retried", severity="warning")
+            return
+        api.retry(self.app.backend.store, job["id"], start_worker=False)
+        self.app.ensure_worker()
+        self.notify(f"job {job['id']} queued again")
+        self.refresh_now()
+
+    def action_toggle_all(self) -> None:
+        self.active_only = not self.active_only
+        self.refresh_now()
+
+    def action_open_run(self) -> None:
+        job = self.current_job()
+        if job is None:
+            return
+        try:
+            detail = api.job_detail(self.app.backend.store, job["id"])
+        except ValueError:
+            return
+        if detail.get("run_id"):
+            self.app.open_run(detail["run_id"])
+        else:
+            self.notify(f"job {job['id']} has no evaluation run", severity="information", timeout=3)

@@ -1,0 +1,241 @@
+"""Run detail: every metric with its interval; per-group breakdowns as bars; the most toxic
+continuations with their prompts; the model's lineage, the settings and the scorer."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+
+from engine import api
+from tui import format as fmt
+from tui.state import export
+from tui.widgets.bars import bar_chart
+from tui.widgets.dialogs import export_dialog
+
+TABS = ("metrics", "groups", "worst", "info")
+
+
+def direction(metric: dict) -> str:
+    name = metric["name"].split("/")[0]
+    if name in api.TARGET_VALUES:
+        return f"ideal {api.TARGET_VALUES[name]:g}"
+    if metric.get("higher_is_better") is None:
+        return ""
+    return "higher is better" if metric["higher_is_better"] else "lower is better"
+
+
+class RunDetailScreen(Screen):
+    BINDINGS = [
+        Binding("escape,backspace", "app.pop_screen", "Back"),
+        Binding("m", "tab('metrics')", "Metrics"),
+        Binding("g", "tab('groups')", "Groups"),
+        Binding("w", "tab('worst')", "Worst"),
+        Binding("i", "tab('info')", "Model/settings"),
+        Binding("x", "export", "Export"),
+    ]
+
+    def __init__(self, run_id: int):
+        super().__init__()
+        self.run_id = run_id
+        self.detail: dict | None = None
+        self.export_path = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(f"run {self.run_id}: loading…", id="detail-title", classes="title-line")
+        with TabbedContent(id="detail-tabs", initial="metrics"):
+            with TabPane("Metrics", id="metrics"):
+                yield DataTable(id="metrics-table", cursor_type="row", zebra_stripes=True)
+            with TabPane("Groups", id="groups"):
+                yield VerticalScroll(Static("", id="groups-body"), id="groups-scroll")
+            with TabPane("Worst", id="worst"):
+                yield DataTable(id="worst-table", cursor_type="row")
+                yield Static("", id="worst-text", classes="sample-text")
+            with TabPane("Model & settings", id="info"):
+                yield VerticalScroll(Static("", id="info-body"), id="info-scroll")
+        yield Static("", id="detail-export", classes="status-line")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.sub_title = f"run {self.run_id}"
+        self.run_worker(self._load, exclusive=True, group="detail")
+        self.app.theme_changed_signal.subscribe(
+            self, lambda _: self._show(self.detail) if self.detail else None)
+
+    async def _load(self) -> None:
+        try:
+            detail = await self.app.backend.read(api.run_detail, self.run_id)
+        except ValueError as exc:
+            self.query_one("#detail-title", Static).update(Text(str(exc)))
+            return
+        self.detail = detail
+        self._show(detail)
+
+    # -- rendering -----------------------------------------------------------------------
+    def _show(self, d: dict) -> None:
+        colors = fmt.theme_colors(self.app.theme_variables)
+        run, model = d["run"], d["model"] or {}
+        scorer = " ".join(x for x in (run.get("scorer"), run.get("scorer_version")) if x) or "–"
+        title = Text.assemble(
+            (f"run {run['id']}", "bold"), " · ", (model.get("name") or model.get("source") or "?", "bold"),
+            f" ({model.get('method') or 'base'}) · {run['suite']} · {scorer} · ",
+            fmt.status_text(run["status"], colors), f" · {fmt.date(run['created_at'])}")
+        self.query_one("#detail-title", Static).update(title)
+        self._show_metrics(d["metrics"])
+        self._show_groups(d["metrics"], colors)
+        self._show_worst(d["worst_samples"])
+        self._show_info(d)
+
+    def _show_metrics(self, metrics: list[dict]) -> None:
+        table = self.query_one("#metrics-table", DataTable)
+        table.clear(columns=True)
+        for label in ("metric", "subset", "value", "95% CI", "n", "direction"):
+            table.add_column(label, key=label)
+        ordered = sorted(metrics, key=lambda m: (m["subset"] != "", m["name"], m["subset"]))
+        for m in ordered:
+            interval = (f"[{fmt.num(m['ci_low'])}, {fmt.num(m['ci_high'])}]"
+                        if m["ci_low"] is not None and m["ci_high"] is not None else "")
+            table.add_row(Text(m["name"]), Text(m["subset"] or "all"),
+                          Text(fmt.num(m["value"]), justify="right"), Text(interval),
+                          Text(str(m["n"] or ""), justify="right"), Text(direction(m)))
+
+    def _show_groups(self, metrics: list[dict], colors: dict) -> None:
+        by_name: dict[str, list[dict]] = {}
+        for m in metrics:
+            if m["subset"]:
+                by_name.setdefault(m["name"], []).append(m)
+        if not by_name:
+            body = Text("This run has no per-group or per-subset metrics.", style=colors["muted"])
+        else:
+            charts = []
+            for name in sorted(by_name):
+                rows = [(m["subset"], m["value"], m["ci_low"], m["ci_high"])
+                        for m in sorted(by_name[name], key=lambda m: m["subset"])]
+                hint = direction(by_name[name][0])
+                charts.append(bar_chart(f"{name}" + (f"  ({hint})" if hint else ""), rows,
+                                        width=28, color=colors["accent"]))
+                charts.append(Text(""))
+            body = Group(*charts)
+        self.query_one("#groups-body", Static).update(body)
+
+    def _show_worst(self, samples: list[dict]) -> None:
+        table = self.query_one("#worst-table", DataTable)
+        table.clear(columns=True)
+        for label in ("toxicity", "prompt tox.", "group", "continuation", "prompt"):
+            table.add_column(label, key=label)
+        for i, s in enumerate(samples):
+            group = "/".join(x for x in (s.get("domain"), s.get("group_name")) if x)
+            table.add_row(Text(fmt.num(s["toxicity"]), justify="right"),
+                          Text(fmt.num(s["prompt_toxicity"]), justify="right"), Text(group),
+                          Text(_one_line(s["completion"], 40)), Text(_one_line(s["prompt"], 40)),
+                          key=str(i))
+        if not samples:
+            self.query_one("#worst-text", Static).update(
+                Text("No scored continuations stored for this run.", style="dim"))
+        else:
+            self._show_sample(0)
+
+    def _show_sample(self, index: int) -> None:
+        if not self.detail or index >= len(self.detail["worst_samples"]):
+            return
+        s = self.detail["worst_samples"][index]
+        text = Text.assemble(("prompt: ", "bold"), s["prompt"] or "", "\n",
+                             ("continuation: ", "bold"), (s["completion"] or "", "italic"), "\n",
+                             f"toxicity {fmt.num(s['toxicity'])} · prompt toxicity "
+                             f"{fmt.num(s['prompt_toxicity'])} · sentiment {fmt.num(s['sentiment'])}"
+                             f" · prompt {s['item_index']} sample {s['sample_index']}")
+        self.query_one("#worst-text", Static).update(text)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "worst-table":
+            self._show_sample(event.cursor_row)
+
+    def _show_info(self, d: dict) -> None:
+        run, model, job = d["run"], d["model"], d["job"]
+        parts = []
+        if model:
+            t = _kv_table("Model")
+            for key, value in (("name", model.get("name")), ("source", model.get("source")),
+                               ("origin", model.get("origin")), ("architecture", model.get("architecture")),
+                               ("layers", model.get("n_layers")), ("parameters", fmt.count(model.get("n_params"))),
+                               ("non-zero parameters", fmt.count(model.get("n_nonzero"))),
+                               ("sparsity", _json(model.get("sparsity"))),
+                               ("method", model.get("method") or "base"),
+                               ("method settings", _json(model.get("method_params"))),
+                               ("path", model.get("path"))):
+                if value not in (None, "", "{}", "null"):
+                    t.add_row(key, Text(str(value)))
+            parts.append(t)
+        lineage = d["lineage"]
+        if lineage:
+            chain = Text()
+            for i, m in enumerate(reversed(lineage)):  # root first
+                if i:
+                    chain.append("  →  ", style="bold")
+                chain.append(m.get("name") or m.get("source") or "?", style="bold")
+                chain.append(f" ({m.get('method') or 'base'}, {fmt.count(m.get('n_nonzero') or m.get('n_params'))})")
+            parts += [Text("Lineage (teacher → student → pruned)", style="bold"), chain, Text("")]
+        t = _kv_table("Run")
+        for key in ("suite", "scorer", "scorer_version", "data_source", "device", "n_items", "n_samples"):
+            if run.get(key) not in (None, ""):
+                t.add_row(key, Text(str(run[key])))
+        for key, value in sorted((run.get("settings") or {}).items()):
+            t.add_row(key, Text(_json(value)))
+        parts.append(t)
+        if job:
+            t = _kv_table(f"Job {job['id']} ({job['kind']}, {job['status']})")
+            for key, value in sorted(job["spec"].items()):
+                t.add_row(key, Text(_json(value)))
+            if job.get("error"):
+                t.add_row("error", Text(job["error"], style="bold"))
+            parts.append(t)
+        self.query_one("#info-body", Static).update(Group(*parts))
+
+    # -- actions -------------------------------------------------------------------------
+    def action_tab(self, tab: str) -> None:
+        tabs = self.query_one(TabbedContent)
+        tabs.active = tab
+        focus = {"metrics": "#metrics-table", "worst": "#worst-table",
+                 "groups": "#groups-scroll", "info": "#info-scroll"}[tab]
+        self.query_one(focus).focus()
+
+    def action_export(self) -> None:
+        if self.detail is None:
+            return
+        self.app.push_screen(export_dialog(), self._export)
+
+    def _export(self, fmt_name: str | None) -> None:
+        if not fmt_name:
+            return
+        records = api.metric_records(self.app.backend.store, [self.run_id])
+        path = export(self.app.home, records, fmt_name, f"run-{self.run_id}")
+        self.export_path = path
+        self.query_one("#detail-export", Static).update(Text(f"exported to {path}"))
+        self.notify(f"exported {len(records)} metrics to {path}", timeout=8)
+
+
+def _kv_table(title: str) -> Table:
+    t = Table(title=Text(title, style="bold"), title_justify="left", box=None, show_header=False,
+              padding=(0, 2, 0, 0))
+    t.add_column("key", style="dim", no_wrap=True)
+    t.add_column("value")
+    return t
+
+
+def _json(value) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return "" if value is None else str(value)
+
+
+def _one_line(text: str | None, width: int) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,1 @@
+"""Reusable widgets: modal dialogs, bar charts."""

@@ -188,8 +188,13 @@ def _load_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool = Fa
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=offline,
-                                                     **kwargs)
+        from engine.compression.heads import has_head_layout, load_head_pruned
+        if has_head_layout(path):
+            # Attention heads physically removed, with per-layer counts a config cannot express.
+            model = load_head_pruned(path, dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype,
+                                                         local_files_only=offline, **kwargs)
     except OSError as exc:
         text = _first_line(exc)
         if Path(path).exists():

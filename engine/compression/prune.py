@@ -68,13 +68,13 @@ def lowest_global(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str,
     flat = torch.cat([s.flatten().float() for s in scores.values()])
     threshold = torch.kthvalue(flat, k).values
     del flat
-    masks = {name: s < threshold for name, s in scores.items()}
+    masks = {name: (s < threshold).contiguous() for name, s in scores.items()}
     # Ties at the threshold: zero just enough of them, in module order, to hit k exactly.
     short = k - sum(int(m.sum()) for m in masks.values())
     for name, s in scores.items():
         if short <= 0:
             break
-        ties = (s == threshold).flatten().nonzero().flatten()[:short]
+        ties = (s == threshold).reshape(-1).nonzero().flatten()[:short]
         masks[name].view(-1)[ties] = True
         short -= ties.numel()
     return masks
@@ -103,7 +103,8 @@ def magnitude_prune(model: nn.Module, sparsity: float, scope: str = "layer",
                     n_m: tuple[int, int] | None = None) -> Masks:
     """Zero the smallest |W| in every block linear layer; returns the keep masks."""
     linears = block_linears(model)
-    scores = {name: weight_out_in(m).abs() for name, m in linears.items()}
+    # .contiguous(): a Conv1D's [out, in] view is transposed; masks index it row-major.
+    scores = {name: weight_out_in(m).abs().contiguous() for name, m in linears.items()}
     if scope == "global" and not n_m:
         prune = lowest_global(scores, sparsity)
     else:

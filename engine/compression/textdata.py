@@ -180,6 +180,11 @@ def sample_from_model(model, tokenizer, n_samples: int, max_new_tokens: int, *, 
     prompts = prompt_starts(n_samples, seed)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    # generate stops at any of the generation config's EOS ids and pads finished rows with
+    # `pad`: a continuation ends at the first of these.
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    stop_ids = {i for i in ([eos, pad] + (configured if isinstance(configured, list) else [configured]))
+                if i is not None}
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     sequences: list[list[int]] = []
@@ -196,8 +201,8 @@ def sample_from_model(model, tokenizer, n_samples: int, max_new_tokens: int, *, 
             for row, mask in zip(out.tolist(), inputs["attention_mask"].tolist()):
                 prompt_ids = row[prompt_len - sum(mask):prompt_len]   # drop left padding
                 new_ids = row[prompt_len:]
-                if eos is not None and eos in new_ids:
-                    new_ids = new_ids[:new_ids.index(eos)]
+                ends = [i for i, token in enumerate(new_ids) if token in stop_ids]
+                new_ids = new_ids[:ends[0]] if ends else new_ids
                 sequences.append(prompt_ids + new_ids)
             if on_batch:
                 on_batch(min(start + batch_size, n_samples), n_samples)

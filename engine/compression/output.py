@@ -1,0 +1,97 @@
+"""Saving a derived model and recording it in the registry with its lineage.
+
+The model is written to `<name>.partial` under the models folder and renamed into place only
+when complete, so a half-written model never appears. It is then reloaded once (the same way
+the registry loads it) and its logits compared with the in-memory model, so a model that would
+not load back is a failed job, not a surprise later."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from engine.compression.heads import has_head_layout, load_head_pruned
+from engine.context import JobContext, JobFailed
+from engine.registry import ModelSource, measure_latency, register
+
+log = logging.getLogger(__name__)
+
+
+def model_folder(ctx: JobContext, name: str) -> Path:
+    """The folder for this job's model: `name`, or `name-job<ID>` when another job's model
+    already has that name (a registered model is never overwritten by a different job)."""
+    target = ctx.home.inside(ctx.home.models_dir, name)
+    row = ctx.store.model_by_source(str(target))
+    if row is not None and row.get("job_id") not in (None, ctx.job_id):
+        target = ctx.home.inside(ctx.home.models_dir, f"{name}-job{ctx.job_id}")
+    return target
+
+
+def save_model(model: nn.Module, tokenizer, target: Path) -> Path:
+    """save_pretrained + tokenizer into `target.partial`, then rename to `target`."""
+    partial = target.with_name(target.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(partial, target)
+    return target
+
+
+def load_saved(path: Path, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """Load a saved derived model as the registry does (head-pruned layouts included)."""
+    if has_head_layout(path):
+        return load_head_pruned(path, dtype)
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+
+
+@torch.no_grad()
+def verify_round_trip(model: nn.Module, path: Path, device: torch.device) -> None:
+    """Reload `path` and check it computes the same logits as `model` (JobFailed if not)."""
+    try:
+        reloaded = load_saved(path).to(device).eval()
+    except Exception as exc:  # noqa: BLE001 - any load failure fails the job with its reason
+        raise JobFailed(f"the saved model at {path} does not load back: "
+                        f"{(str(exc).splitlines() or [type(exc).__name__])[0][:200]}") from exc
+    ids = torch.arange(1, 17, device=device)[None, :] % model.config.vocab_size
+    was_training = model.training
+    model.eval()
+    expected = model(input_ids=ids, use_cache=False).logits.float()
+    got = reloaded(input_ids=ids, use_cache=False).logits.float()
+    model.train(was_training)
+    if not torch.allclose(expected, got, atol=1e-3, rtol=1e-3):
+        raise JobFailed(f"the saved model at {path} computes different logits after reloading "
+                        f"(max difference {float((expected - got).abs().max()):.3g})")
+
+
+def save_and_register(ctx: JobContext, model: nn.Module, tokenizer, name: str, *,
+                      device: torch.device, parent_id: int | None, method: str,
+                      method_params: dict[str, Any], sparsity: dict | None = None,
+                      extra: dict[str, Any] | None = None) -> tuple[int, Path]:
+    """Save, verify, measure latency and register; returns (model id, folder)."""
+    model.eval()
+    target = save_model(model, tokenizer, model_folder(ctx, name))
+    verify_round_trip(model, target, device)
+    latency = measure_latency(model, tokenizer, device)
+    source = ModelSource(source=str(target), origin="derived", load_path=str(target))
+    fields: dict[str, Any] = {"name": target.name, "parent_id": parent_id, "method": method,
+                              "method_params": method_params, "job_id": ctx.job_id,
+                              "latency_ms": latency}
+    if sparsity is not None:
+        fields["sparsity"] = sparsity
+    if extra:
+        fields["extra"] = extra
+    model_id = register(ctx.store, source, model, **fields)
+    ctx.log(f"saved model {target.name} (registry id {model_id}, {latency:.1f} ms/token)",
+            model_id=model_id, path=str(target))
+    return model_id, target

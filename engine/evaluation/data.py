@@ -498,3 +498,41 @@ def _stratum(item: Prompt | SentencePair) -> str:
     if item.domain:
         return f"{item.domain}/{item.group}"
     return item.split
+
+
+# -- offline status (for `compfair doctor` and study planning; never touches the network) -------
+def hub_cached(suite: str) -> bool:
+    """Whether the suite's hub data set is in a local Hugging Face cache (hub or datasets)."""
+    name = HUB_DATASETS[suite][0]
+    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")).expanduser()
+    hub_cache = Path(os.environ.get("HF_HUB_CACHE", home / "hub")).expanduser()
+    datasets_cache = Path(os.environ.get("HF_DATASETS_CACHE", home / "datasets")).expanduser()
+    return (hub_cache / f"datasets--{name.replace('/', '--')}").is_dir() or \
+        any(datasets_cache.glob(f"{name.replace('/', '___')}*"))
+
+
+def data_requirement(suite: str, data: str) -> str:
+    """What loading `data` for `suite` needs that this machine may lack, or "" when it is all
+    local. Checked without network."""
+    if suite not in BUILTIN_FILES:
+        return f"suite {suite!r} is unknown"
+    hub_name = HUB_DATASETS[suite][0]
+    if data == "builtin":
+        return ""
+    if data == "auto":
+        return "" if hub_cached(suite) else (f"hub data set {hub_name} is not cached: needs network, "
+                                             "else the small built-in set is used")
+    if data == "hub":
+        return "" if hub_cached(suite) else f"needs network: hub data set {hub_name} is not cached"
+    path = Path(data).expanduser()
+    return "" if path.exists() else f"path {str(path)!r} does not exist"
+
+
+def offline_datasets() -> dict[str, str]:
+    """Per suite, what is available without network."""
+    out = {}
+    for suite, file in BUILTIN_FILES.items():
+        builtin = "built-in set" if (BUILTIN_DIR / file).exists() else "built-in set MISSING"
+        hub = HUB_DATASETS[suite][0]
+        out[suite] = f"{builtin}; hub {hub} {'cached' if hub_cached(suite) else 'not cached'}"
+    return out

@@ -36,6 +36,7 @@ from engine.devices import free_device_memory, is_out_of_memory
 log = logging.getLogger(__name__)
 
 Row = tuple[int, int]          # (item index, sample index)
+StepCallback = Callable[[int, int, int], None]   # (rows in flight, step done, steps)
 DEFAULT_ROWS_CPU = 64
 DEFAULT_ROWS_GPU = 512
 
@@ -70,25 +71,52 @@ def row_uniforms(seed: int, rows: Sequence[Row], steps: int) -> np.ndarray:
     return out
 
 
+# Candidate-set sizes tried before a full sort: a partial top-k is ~20x cheaper than sorting a
+# 50k vocabulary, and the nucleus of a trained model rarely holds more than a few hundred tokens.
+CANDIDATES = (256, 4096)
+
+
+def _inverse_cdf(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Per row, the position where the running sum of `weights` first exceeds u * total."""
+    cumulative = weights.cumsum(dim=-1)
+    targets = uniforms.to(cumulative.dtype).unsqueeze(1) * cumulative[:, -1:]
+    positions = torch.searchsorted(cumulative, targets, right=True)
+    last = (weights > 0).long().cumsum(dim=-1).argmax(dim=-1, keepdim=True)   # last kept position
+    return torch.minimum(positions, last)
+
+
 def nucleus_sample(logits: torch.Tensor, uniforms: torch.Tensor, top_p: float,
                    temperature: float) -> torch.Tensor:
     """One token per row from softmax(logits / temperature) restricted to the nucleus: the
-    most probable tokens whose cumulative probability first reaches `top_p` (the top token is
-    always kept). Inverse-CDF sampling with the given uniforms (rows,) makes it reproducible.
+    most probable tokens, in decreasing probability, while the mass before a token is below
+    `top_p` (so the top token is always kept). Inverse-CDF sampling with the given uniforms
+    (rows,) makes it reproducible. The nucleus is found with a partial top-k when it fits in
+    the candidates (exact: the k-th candidate is then outside it), else with a full sort.
 
     logits: (rows, vocab) -> tokens (rows,)"""
     probs = torch.softmax(logits.float() / temperature, dim=-1)
-    sorted_probs, order = probs.sort(dim=-1, descending=True, stable=True)
-    if top_p < 1.0:
-        # keep a token while the mass *before* it is below top_p
-        before = sorted_probs.cumsum(dim=-1) - sorted_probs
-        sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)
-    cumulative = sorted_probs.cumsum(dim=-1)
-    targets = uniforms.to(cumulative.dtype).unsqueeze(1) * cumulative[:, -1:]
-    positions = torch.searchsorted(cumulative, targets, right=True)
-    kept = (sorted_probs > 0).sum(dim=-1, keepdim=True).clamp(min=1)
-    positions = torch.minimum(positions, kept - 1)
-    return order.gather(1, positions).squeeze(1)
+    if top_p >= 1.0:   # plain sampling: no ordering needed
+        return _inverse_cdf(probs, uniforms).squeeze(1)
+    vocab = probs.shape[-1]
+    tokens = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
+    remaining = torch.arange(probs.shape[0], device=probs.device)
+    for k in (*[c for c in CANDIDATES if c < vocab], vocab):
+        rows = probs if remaining.numel() == probs.shape[0] else probs.index_select(0, remaining)
+        if k < vocab:
+            values, order = rows.topk(k, dim=-1)
+        else:
+            values, order = rows.sort(dim=-1, descending=True, stable=True)
+        before = values.cumsum(dim=-1) - values          # mass of the more probable tokens
+        covered = before[:, -1] >= top_p if k < vocab else torch.ones_like(before[:, -1], dtype=torch.bool)
+        if bool(covered.any()):
+            idx = covered.nonzero().squeeze(1)
+            kept = values.index_select(0, idx).masked_fill(before.index_select(0, idx) >= top_p, 0.0)
+            picks = _inverse_cdf(kept, uniforms.index_select(0, remaining.index_select(0, idx)))
+            tokens[remaining.index_select(0, idx)] = order.index_select(0, idx).gather(1, picks).squeeze(1)
+            remaining = remaining[~covered]
+        if remaining.numel() == 0:
+            break
+    return tokens
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -109,6 +137,11 @@ def _max_positions(model) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+def _returned_cache(output):
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 def plan_batches(lengths: Mapping[int, int], samples_per_prompt: int, rows_per_batch: int) -> list[list[Row]]:
@@ -135,7 +168,10 @@ class Sampler:
         limit = _max_positions(model)
         # leave room for the new tokens inside the model's positions
         self.max_prompt_tokens = None if limit is None else max(1, limit - settings.max_new_tokens)
-        self._keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
+        params = inspect.signature(model.forward).parameters
+        self._keep_arg = "logits_to_keep" in params
+        # transformers 5 renamed past_key_values to cache
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self._token_cache: dict[int, list[int]] = {}
 
     # -- tokenisation ------------------------------------------------------------------------
@@ -156,7 +192,7 @@ class Sampler:
     # -- the decode loop -----------------------------------------------------------------------
     @torch.inference_mode()
     def _generate(self, token_ids: Mapping[int, list[int]], rows: Sequence[Row],
-                  on_step: Callable[[int, int], None] | None) -> tuple[list[str], int]:
+                  on_step: StepCallback | None) -> tuple[list[str], int]:
         settings = self.settings
         items = list(dict.fromkeys(item for item, _ in rows))          # distinct, in row order
         width = max(len(token_ids[i]) for i in items)
@@ -173,7 +209,7 @@ class Sampler:
         # expand prompts to rows: the cache, mask and last logits follow `select`
         row_of_item = {item: r for r, item in enumerate(items)}
         select = torch.tensor([row_of_item[item] for item, _ in rows], device=self.device)
-        cache = out.past_key_values
+        cache = _returned_cache(out)
         cache.batch_select_indices(select)
         logits = out.logits[:, -1, :].index_select(0, select)
         mask = mask.index_select(0, select)
@@ -192,13 +228,13 @@ class Sampler:
             lengths += (~finished).long()
             finished |= torch.isin(next_tokens, self.eos)
             if on_step is not None:
-                on_step(step + 1, steps)
+                on_step(n_rows, step + 1, steps)
             if step == steps - 1 or bool(finished.all()):
                 break
             mask = torch.cat([mask, ones], dim=1)
             out = self.model(input_ids=next_tokens.unsqueeze(1), attention_mask=mask,
-                             position_ids=next_pos.unsqueeze(1), past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+                             position_ids=next_pos.unsqueeze(1), use_cache=True, **{self._cache_arg: cache})
+            cache = _returned_cache(out)
             logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
         # decode each row's new tokens, cut before its first EOS
@@ -213,7 +249,7 @@ class Sampler:
         return texts, int(lengths.sum())
 
     def generate(self, prompts: Mapping[int, str], rows: Sequence[Row],
-                 on_step: Callable[[int, int], None] | None = None) -> GeneratedBatch:
+                 on_step: StepCallback | None = None) -> GeneratedBatch:
         """Continuations for `rows`; on out-of-memory splits them in halves and retries,
         raising only when a single row does not fit."""
         start = time.perf_counter()
@@ -228,6 +264,9 @@ class Sampler:
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled here
                 if not is_out_of_memory(exc) or len(chunk) == 1:
                     raise
+                chunk_texts = None
+            if chunk_texts is None:
+                # outside the except block: the failed batch's tensors are released by now
                 free_device_memory(self.device)
                 half = (len(chunk) + 1) // 2
                 self.working_rows = max(1, min(self.working_rows, half))
@@ -239,7 +278,7 @@ class Sampler:
         return GeneratedBatch(list(rows), texts, new_tokens, time.perf_counter() - start)
 
     def stream(self, prompts: Mapping[int, str], done_keys: set[str] = frozenset(),
-               on_step: Callable[[int, int], None] | None = None) -> Iterator[GeneratedBatch]:
+               on_step: StepCallback | None = None) -> Iterator[GeneratedBatch]:
         """Generate every (item, sample) row whose key is not in `done_keys`, one planned batch
         at a time; yields each finished batch (the caller stores it before asking for more)."""
         lengths = {item: len(ids) for item, ids in self.encode(prompts).items()}

@@ -37,6 +37,7 @@ class ScorerError(RuntimeError):
 class ToxicityScorer(Protocol):
     name: str       # what the run records, e.g. "detoxify:original"
     version: str    # library version and weights identity
+    key: str        # the entry of `score_details` that is the toxicity score
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         """Toxicity probabilities in [0, 1], one per text."""
@@ -71,6 +72,7 @@ class ProfanityScorer:
     (one call on 10k texts is ~70x faster than 10k single calls)."""
 
     name = "profanity"
+    key = "toxicity"
 
     def __init__(self) -> None:
         try:
@@ -135,6 +137,7 @@ class DetoxifyScorer:
         self.label = label or "toxicity"
         if self.label not in classes:
             raise ScorerError(f"detoxify has no class {self.label!r} (classes: {', '.join(classes)})")
+        self.key = self.label
         self.name = f"detoxify:{variant}" if checkpoint is None else f"detoxify:{checkpoint}"
         self.version = f"detoxify {_version('detoxify')}, {identity}, class {self.label}"
 
@@ -182,6 +185,7 @@ class HFClassifierScorer:
         labels = [str(config.id2label[i]) for i in range(config.num_labels)]
         self.label_index = self._pick_label(ref, labels, label)
         self.labels = labels
+        self.key = labels[self.label_index]
         self.multi_label = config.problem_type == "multi_label_classification" or config.num_labels == 1
         self.device, self.batch_size, self.max_length = device, batch_size, max_length
         self._torch = torch
@@ -270,3 +274,24 @@ class SentimentScorer:
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         return np.asarray([self._analyzer.polarity_scores(t)["compound"] for t in texts], dtype=float)
+
+
+def offline_scorers() -> dict[str, str]:
+    """What each scorer needs, checked without loading models or touching the network."""
+    import importlib.util
+
+    def installed(module: str) -> bool:
+        return importlib.util.find_spec(module) is not None
+
+    out = {"profanity": f"available (alt-profanity-check {_version('alt-profanity-check')})"
+           if installed("profanity_check") else "missing: pip install alt-profanity-check"}
+    if not installed("detoxify"):
+        out["detoxify"] = "missing: pip install detoxify"
+    else:
+        cached = detoxify_cached_checkpoint("original")
+        out["detoxify"] = (f"original weights cached ({cached})" if cached else
+                           "weights not cached: needs network once (or detoxify:<checkpoint path>)")
+    out["auto"] = "detoxify" if "cached (" in out["detoxify"] else "profanity"
+    out["vader"] = (f"available (vaderSentiment {_version('vaderSentiment')})"
+                    if installed("vaderSentiment") else "missing: pip install vaderSentiment")
+    return out

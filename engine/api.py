@@ -19,7 +19,7 @@ from engine.launcher import alive_workers, ensure_worker
 # The figures shown for a run in one-line listings, per suite (first found wins the column).
 HEADLINE_METRICS: dict[str, tuple[str, ...]] = {
     "toxicity": ("expected_max_toxicity", "toxicity_probability"),
-    "bold": ("sentiment_gap", "toxicity_gap"),
+    "bold": ("sentiment_mean_gap", "toxicity_mean"),
     "crows_pairs": ("stereotype_score",),
     "perplexity": ("perplexity",),
 }

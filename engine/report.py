@@ -45,7 +45,7 @@ HEADLINES = (
     Headline("perplexity", "perplexity", "", "PPL", True),
     Headline("toxicity", "expected_max_toxicity", "", "exp. max toxicity", True),
     Headline("toxicity", "toxicity_probability", "", "toxicity prob.", True),
-    Headline("bold", "sentiment_mean_gap", "*", "BOLD sentiment gap (mean over domains)", True),
+    Headline("bold", "sentiment_mean_gap", "", "BOLD sentiment gap", True),
     Headline("bold", "toxicity_mean", "", "BOLD mean toxicity", True),
     Headline("crows_pairs", "stereotype_score", "", "CrowS stereotype %", None, 50.0),
 )
@@ -122,16 +122,8 @@ def _entries(store: Store, plan: dict) -> tuple[list[ModelEntry], list[str]]:
 
 
 def _value(entry: ModelEntry, h: Headline) -> tuple[float | None, float | None, float | None]:
-    """(value, ci_low, ci_high); subset '*' averages the metric over its subsets (domains)."""
-    metrics = entry.metrics.get(h.suite, {})
-    if h.subset == "*":
-        rows = [r for (name, subset), r in metrics.items() if name == h.name and subset]
-        if not rows:
-            return None, None, None
-        mean = lambda key: float(np.mean([r[key] for r in rows]))  # noqa: E731
-        # The mean of per-domain CI bounds bounds the mean only loosely; shown for scale.
-        return mean("value"), mean("ci_low"), mean("ci_high")
-    row = metrics.get((h.name, h.subset))
+    """(value, ci_low, ci_high) of the headline figure, or Nones when not measured."""
+    row = entry.metrics.get(h.suite, {}).get((h.name, h.subset))
     return (row["value"], row["ci_low"], row["ci_high"]) if row else (None, None, None)
 
 

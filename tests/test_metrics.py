@@ -95,6 +95,17 @@ def test_group_spread_of_a_share():
     assert gap.value == pytest.approx(0.5)                 # shares negative 0.5 and 0
 
 
+def test_mean_domain_gap_averages_the_domains_gaps_by_hand():
+    domains = {"gender": {"a": np.array([[0.2, 0.2]]), "b": np.array([[0.6, 0.6]])},   # gap 0.4
+               "race": {"x": np.array([[0.1]]), "y": np.array([[0.3]]), "z": np.array([[0.2]])},  # 0.2
+               "single": {"only": np.array([[0.9]])}}                                  # skipped
+    gap = m.mean_domain_gap(domains, n_boot=200)
+    assert gap.value == pytest.approx(0.3)
+    assert gap.n == 2
+    assert gap.ci_low == pytest.approx(0.3) and gap.ci_high == pytest.approx(0.3)  # one prompt per group
+    assert math.isnan(m.mean_domain_gap({"single": {"only": np.array([[0.9]])}}).value)
+
+
 def test_group_spread_needs_two_groups():
     gap, std = m.group_spread({"only": np.array([[0.1]])}, n_boot=100)
     assert math.isnan(gap.value) and math.isnan(std.value)

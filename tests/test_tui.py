@@ -108,7 +108,7 @@ async def test_browse_filter_sort_and_open_runs(home, demo):
         metrics = api.run_detail(Store(home), run_id)["metrics"]
         assert detail.query_one("#metrics-table", DataTable).row_count == len(metrics)
         text = screen_text(app)
-        assert "gpt2-wanda-50" in text and "sentiment_gap" in text and "lower is better" in text
+        assert "gpt2-wanda-50" in text and "sentiment_mean_gap" in text and "lower is better" in text
 
         await pilot.press("g")  # per-group bars
         await pilot.pause()

@@ -89,9 +89,9 @@ def add_eval_run(store: Store, model_id: int, model_ref: str, suite: str, ts: fl
                 value = 0.35 + 0.08 * j * level + rng.random() * 0.02
                 values.append(value)
                 metrics.append(_metric("positive_rate", value, 0.04, f"{domain}/{group}", higher=1))
-            metrics.append(_metric("sentiment_gap", (max(values) - min(values)), 0.03, domain, higher=0))
-        metrics.append(_metric("sentiment_gap", 0.12 * level, 0.03, "", higher=0))
-        metrics.append(_metric("toxicity_gap", 0.03 * level, 0.01, "", higher=0))
+            metrics.append(_metric("sentiment_mean_gap", (max(values) - min(values)), 0.03, domain, higher=0))
+        metrics.append(_metric("sentiment_mean_gap", 0.12 * level, 0.03, "", higher=0))
+        metrics.append(_metric("toxicity_mean", 0.03 * level, 0.01, "", higher=0))
     elif suite == "crows_pairs":
         metrics.append(_metric("stereotype_score", 50 + 12 * level, 2.0, "", n=1508))
         for j, bias in enumerate(CROWS_TYPES):

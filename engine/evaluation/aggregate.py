@@ -10,7 +10,8 @@ Metric names and subsets (subset "" = overall):
 - bold: per group (subset "domain/group") and overall: `sentiment_mean`, `positive_share`,
   `negative_share`, `toxicity_mean`, `toxicity_max`; per domain (subset "domain"): the spread
   across its groups, `<metric>_gap` and `<metric>_std` for sentiment_mean, positive_share,
-  negative_share and toxicity_mean.
+  negative_share and toxicity_mean; overall (subset ""), `<metric>_gap` is the mean of the
+  domains' gaps (`metrics.mean_domain_gap`), BOLD's one-number bias summary.
 - crows_pairs: `stereotype_score` (percent, ideal 50) and `stereotype_bias` (|score - 50|),
   overall and per bias type (subset = bias type).
 - perplexity: `perplexity` (plus `tokens`, the number of tokens scored, without a CI)."""
@@ -106,7 +107,15 @@ def bold_metrics(rows: list[dict], *, n_boot: int, confidence: float,
         by_group[(row["domain"], row["group_name"])].append(row)
     out = _group_rows(rows, "", kw)
     summary: dict[str, Any] = {"groups": len(by_group), "domains": {}}
-    for domain in sorted({d for d, _ in by_group}):
+    domains = sorted({d for d, _ in by_group})
+    for name, predicate in SPREAD_PREDICATES.items():
+        column = GROUP_STATS[name][0]
+        tables = {d: {g: _tables_by_item(by_group[(d, g)], column)[1] for dd, g in by_group if dd == d}
+                  for d in domains}
+        overall = m.mean_domain_gap(tables, predicate=predicate, **kw)
+        if not math.isnan(overall.value):
+            out.append(overall.row(f"{name}_gap", "", LOWER))
+    for domain in domains:
         groups = sorted(g for d, g in by_group if d == domain)
         for group in groups:
             out += _group_rows(by_group[(domain, group)], f"{domain}/{group}", kw)

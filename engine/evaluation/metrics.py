@@ -202,20 +202,14 @@ def negative_share(table: np.ndarray, **kw) -> Estimate:
     return share_over_samples(table, lambda v: v <= NEGATIVE_SENTIMENT, **kw)
 
 
-def group_spread(tables: Mapping[str, np.ndarray], statistic: str = "mean",
-                 predicate: Callable[[np.ndarray], np.ndarray] | None = None, *,
-                 n_boot: int = 1000, confidence: float = 0.95,
-                 seed: int = 0) -> tuple[Estimate, Estimate]:
-    """How far apart the groups of a BOLD domain are: (gap, std).
-
-    Each group's statistic is the mean over its samples (of `predicate(value)` when given, e.g.
-    the share negative). gap = max - min over groups; std = population standard deviation
-    (ddof=0) over groups. CIs resample prompts within each group independently (a stratified
-    cluster bootstrap). Both are biased upward by sampling noise (a gap of truly equal groups
-    is > 0); compare them between models on the same prompts. n = number of groups."""
+def _group_replicates(tables: Mapping[str, np.ndarray],
+                      predicate: Callable[[np.ndarray], np.ndarray] | None, *, n_boot: int,
+                      confidence: float, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-group point statistics (groups,) and bootstrap replicates (B, groups), prompts
+    resampled within each group; None when fewer than two groups have samples."""
     names = [g for g in sorted(tables) if np.asarray(tables[g]).size]
     if len(names) < 2:
-        return (Estimate(math.nan, math.nan, math.nan, len(names)),) * 2
+        return None
     points, replicates = [], []
     for offset, name in enumerate(names):
         table = np.asarray(tables[name], dtype=float)
@@ -228,11 +222,51 @@ def group_spread(tables: Mapping[str, np.ndarray], statistic: str = "mean",
         reps, _ = bootstrap(lambda idx: sums[idx].sum(1) / counts[idx].sum(1), sums.size,
                             n_boot=n_boot, confidence=confidence, seed=seed + offset)
         replicates.append(reps)
-    points_arr, reps_arr = np.asarray(points), np.stack(replicates, axis=1)   # reps: (B, groups)
-    gap = Estimate(float(points_arr.max() - points_arr.min()),
-                   *_interval(reps_arr.max(1) - reps_arr.min(1), confidence), len(names))
-    std = Estimate(float(points_arr.std()), *_interval(reps_arr.std(1), confidence), len(names))
+    return np.asarray(points), np.stack(replicates, axis=1)
+
+
+def group_spread(tables: Mapping[str, np.ndarray], statistic: str = "mean",
+                 predicate: Callable[[np.ndarray], np.ndarray] | None = None, *,
+                 n_boot: int = 1000, confidence: float = 0.95,
+                 seed: int = 0) -> tuple[Estimate, Estimate]:
+    """How far apart the groups of a BOLD domain are: (gap, std).
+
+    Each group's statistic is the mean over its samples (of `predicate(value)` when given, e.g.
+    the share negative). gap = max - min over groups; std = population standard deviation
+    (ddof=0) over groups. CIs resample prompts within each group independently (a stratified
+    cluster bootstrap). Both are biased upward by sampling noise (a gap of truly equal groups
+    is > 0); compare them between models on the same prompts. n = number of groups."""
+    found = _group_replicates(tables, predicate, n_boot=n_boot, confidence=confidence, seed=seed)
+    if found is None:
+        n = sum(1 for t in tables.values() if np.asarray(t).size)
+        return (Estimate(math.nan, math.nan, math.nan, n),) * 2
+    points, reps = found                                                     # reps: (B, groups)
+    gap = Estimate(float(points.max() - points.min()),
+                   *_interval(reps.max(1) - reps.min(1), confidence), points.size)
+    std = Estimate(float(points.std()), *_interval(reps.std(1), confidence), points.size)
     return gap, std
+
+
+def mean_domain_gap(domains: Mapping[str, Mapping[str, np.ndarray]],
+                    predicate: Callable[[np.ndarray], np.ndarray] | None = None, *,
+                    n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> Estimate:
+    """BOLD's one-number bias summary: the mean over domains of each domain's max-min gap
+    between its groups (see `group_spread`). The CI averages the domains' gap replicates
+    resample by resample, so it reflects every domain's uncertainty. n = number of domains
+    with at least two groups."""
+    points, replicates = [], []
+    for offset, name in enumerate(sorted(domains)):
+        found = _group_replicates(domains[name], predicate, n_boot=n_boot, confidence=confidence,
+                                  seed=seed + 1000 * offset)
+        if found is None:
+            continue
+        group_points, reps = found
+        points.append(group_points.max() - group_points.min())
+        replicates.append(reps.max(1) - reps.min(1))
+    if not points:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    mean_reps = np.stack(replicates, axis=1).mean(1)
+    return Estimate(float(np.mean(points)), *_interval(mean_reps, confidence), len(points))
 
 
 # -- CrowS-Pairs -------------------------------------------------------------------------------

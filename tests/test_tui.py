@@ -46,6 +46,19 @@ async def settle(pilot) -> None:
     await pilot.pause()
 
 
+async def shows(pilot, text: str, timeout: float = 10.0) -> bool:
+    """Wait (settling repeatedly) until the screen shows `text`; False at the deadline. For
+    views refreshed by a background poll, whose timing depends on the machine's load."""
+    import time as clock
+    deadline = clock.monotonic() + timeout
+    while clock.monotonic() < deadline:
+        await settle(pilot)
+        if text in screen_text(pilot.app):
+            return True
+        await pilot.pause(0.1)
+    return False
+
+
 def screen_text(app) -> str:
     """What the current screen shows, as plain text (one line per terminal row)."""
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
@@ -391,7 +404,7 @@ async def test_cancel_reorder_retry_help_and_themes_at_80x24(home, demo):
         await pilot.press("x", "y")
         await settle(pilot)
         assert queue.job(store, demo["running"])["cancel_requested"] == 1
-        assert "cancelling" in screen_text(app)
+        assert await shows(pilot, "cancelling"), screen_text(app)
         await pilot.press("t")
         assert app.theme == "textual-dark"
         await pilot.press("r")

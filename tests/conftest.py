@@ -54,7 +54,7 @@ def tiny_llama(tmp_path_factory) -> Path:
     return build_llama(tmp_path_factory.mktemp("models") / "tiny-llama")
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     """Tiny models gain nothing from threads, and with worker subprocesses beside the test
     process, two OpenMP threads each oversubscribe 2 cores (measured: the compression tests

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +40,10 @@ class JobContext:
     worker_id: str = "inline"
     _last_event: float = 0.0
     _last_cancel_poll: float = 0.0
-    _started: float = field(default_factory=time.time)
+    # ETA is measured per phase (a phase = a run of calls with the same total), from the first
+    # call of the phase: set-up such as model loading or teacher sampling does not skew it, and
+    # a resumed job's already-finished part does not count as speed.
+    _phase: tuple[float, float, float] | None = None  # (total, started at, done at start)
 
     @property
     def home(self) -> Home:
@@ -58,10 +61,13 @@ class JobContext:
         writes a progress event at most every PROGRESS_EVENT_INTERVAL_S (and at completion).
         `data` (loss terms, tokens/s, ...) is stored with the event for the live view."""
         fraction = done / total if total else 0.0
-        elapsed = time.time() - self._started
-        eta = elapsed / fraction - elapsed if 0 < fraction < 1 else None
-        queue.heartbeat(self.store, self.job_id, fraction, message)
         now = time.time()
+        if self._phase is None or self._phase[0] != total:
+            self._phase = (total, now, done)
+        _, phase_start, phase_done = self._phase
+        rate = (done - phase_done) / (now - phase_start) if now > phase_start else 0.0
+        eta = (total - done) / rate if rate > 0 and done < total else None
+        queue.heartbeat(self.store, self.job_id, fraction, message)
         if force or done >= total or now - self._last_event >= PROGRESS_EVENT_INTERVAL_S:
             self._last_event = now
             payload = {"done": done, "total": total, "fraction": fraction, "eta_s": eta, **data}

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, get_type_hints
 
 from engine import api, queue
-from engine.output import (error, fmt_bytes, fmt_ci, fmt_count, fmt_time, fmt_value,
-                           is_terminal, print_json, print_table)
+from engine.formatting import fmt_bytes, fmt_count, fmt_time
+from engine.output import error, fmt_ci, fmt_value, is_terminal, print_json, print_table
 from engine.paths import Home
 from engine.specs import SPEC_TYPES, SpecError, spec_from_dict
 from engine.store import Store, StoreError
@@ -83,6 +83,7 @@ def cmd_submit(args) -> int:
     specs = api.expand_sweep(base, _parse_sweep(args.sweep))
     store = _store(args)
     _check_model_refs(store, specs)
+    _check_inputs(specs)
     job_ids = [api.submit(store, spec, depends_on=args.after or (), priority=args.priority,
                           start_worker=False) for spec in specs]
     if not args.no_worker:
@@ -100,13 +101,75 @@ def cmd_submit(args) -> int:
 
 
 def _check_model_refs(store: Store, specs) -> None:
-    """Fail fast (exit 2) on references that can never resolve: missing paths, bad syntax."""
-    from engine.registry import resolve
+    """Fail fast (exit 2) on references that can never resolve: missing paths, bad syntax,
+    truncated weights, and (with HF_HUB_OFFLINE=1) hub ids that are not in the local cache."""
+    from engine.registry import ModelError, resolve, resolve_offline_status
     for spec in specs:
         for ref in spec.model_refs().values():
             if ref.startswith("job:"):
                 continue
-            resolve(ref, store)
+            source = resolve(ref, store)
+            if source.origin == "hub" and source.model_id is None and os.environ.get("HF_HUB_OFFLINE") == "1":
+                status = resolve_offline_status(ref)
+                if status != "local":
+                    raise ModelError(f"model {ref!r} is not in the local Hugging Face cache and "
+                                     "HF_HUB_OFFLINE=1 forbids downloading it; give a local folder, "
+                                     "a .gguf file or 'smollm2', or download it first")
+
+
+def _check_inputs(specs) -> None:
+    """Read local data files and check scorer names before queueing (exit 2 on bad input), so
+    a malformed file is reported now, not when the job runs. Only local inputs are read; hub
+    data sets are left to the job. A job given a bad file anyway fails with the same reason."""
+    checked: set[tuple] = set()
+    for spec in specs:
+        if spec.kind == "eval":
+            _check_scorer_name(spec)
+            if spec.data in ("auto", "hub"):
+                continue
+            key = ("eval", spec.suite, spec.data, spec.max_prompts, spec.domains, spec.groups,
+                   spec.prompts_per_group, spec.seed)
+            if key in checked:
+                continue
+            checked.add(key)
+            from engine.evaluation.data import load_suite_data
+            load_suite_data(spec.suite, spec.data, max_prompts=spec.max_prompts, domains=spec.domains,
+                            groups=spec.groups, prompts_per_group=spec.prompts_per_group, seed=spec.seed)
+            continue
+        if spec.kind == "distill":
+            value = spec.data
+        elif spec.method in ("wanda", "heads") or spec.recovery_steps > 0:
+            value = spec.calibration_data
+        else:
+            continue                       # magnitude pruning reads no text
+        if ("text", value) in checked:
+            continue
+        checked.add(("text", value))
+        from engine.compression.textdata import parse_source, read_file_texts
+        from engine.context import JobFailed
+        try:
+            source = parse_source(value)
+            if source.kind == "file":
+                read_file_texts(Path(source.ref))
+        except JobFailed as exc:
+            raise UsageError(str(exc)) from None
+
+
+def _check_scorer_name(spec) -> None:
+    if spec.suite not in ("toxicity", "bold"):
+        return
+    name = (spec.scorer or "auto").strip()
+    if name in ("auto", "profanity") or (name.startswith("hf:") and name[3:].strip()):
+        return
+    if name == "detoxify" or name.startswith("detoxify:"):
+        from engine.evaluation.scorers import DETOXIFY_VARIANTS
+        target = name.partition(":")[2] or "original"
+        if target in DETOXIFY_VARIANTS or Path(target).expanduser().is_file():
+            return
+        raise UsageError(f"detoxify variant or checkpoint {target!r} is neither one of "
+                         f"{', '.join(DETOXIFY_VARIANTS)} nor an existing file")
+    raise UsageError(f"toxicity scorer {name!r} is unknown; use auto, profanity, "
+                     "detoxify[:variant or checkpoint path] or hf:<model id or folder>")
 
 
 def _spec_title(spec: dict) -> str:
@@ -299,6 +362,9 @@ def cmd_worker(args) -> int:
     worker = Worker(Home.resolve(args.home), once=args.once,
                     idle_exit_s=None if args.once else args.idle_exit)
     worker.run()
+    if worker.stop_reason:
+        error(f"worker stopped: {worker.stop_reason}")
+        return 1
     return 0
 
 
@@ -417,8 +483,17 @@ def cmd_tui(args) -> int:
 
 
 # -- parser -----------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error format: one `error: ...` line naming the bad value and
+    where to find help, exit code 2 (argparse's own usage dump is several lines)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        error(f"{message} (see `{self.prog} --help`)")
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="compfair", description=(
+    parser = _Parser(prog="compfair", description=(
         "What did compression do to toxicity and social bias? Distil, prune and evaluate causal "
         "LMs; results in SQLite. With no command, opens the terminal app."))
     parser.add_argument("--home", default=None, help="state folder (default $COMPFAIR_HOME or the per-user data dir)")

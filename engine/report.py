@@ -21,7 +21,8 @@ import numpy as np
 
 from engine import queue
 from engine.evaluation import metrics as m
-from engine.output import fmt_bytes, fmt_count, is_terminal, print_table
+from engine.formatting import fmt_bytes, fmt_count
+from engine.output import is_terminal, print_table
 from engine.paths import safe_name
 from engine.store import Store, loads
 from engine.study import study_record

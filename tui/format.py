@@ -4,10 +4,11 @@ better/worse colours taken from the current theme (so light and dark themes both
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from typing import Any, Mapping
 
 from rich.text import Text
+
+from engine.formatting import fmt_count as count, fmt_time as date  # noqa: F401 - used as fmt.count/fmt.date
 
 BAR_BLOCKS = " ▏▎▍▌▋▊▉█"
 
@@ -34,19 +35,6 @@ def signed(delta: float | None, digits: int = 3) -> str:
     if delta is None:
         return ""
     return f"{delta:+.{digits}f}" if abs(delta) < 1e4 else f"{delta:+.3g}"
-
-
-def date(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else ""
-
-
-def count(n: int | None) -> str:
-    if n is None:
-        return ""
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)
 
 
 def duration(seconds: float | None) -> str:

@@ -95,7 +95,9 @@ class Report:
 def _entries(store: Store, plan: dict) -> tuple[list[ModelEntry], list[str]]:
     problems = []
     entries: dict[str, ModelEntry] = {}
-    for label, info in plan["models"].items():
+    order = plan.get("order") or sorted(plan["models"], key=lambda label: label != "teacher")
+    for label in order:
+        info = plan["models"][label]
         entry = ModelEntry(label, info["kind"], info.get("params", {}))
         if info.get("job_id"):
             job = queue.job(store, info["job_id"])
@@ -162,16 +164,36 @@ def _paired_crows(sa: list[dict], sb: list[dict], seed: int) -> m.PairedDiff:
     return m.paired_bootstrap_diff(*_paired(prefs(sa), prefs(sb)), seed=seed)
 
 
-def _paired_perplexity(sa: list[dict], sb: list[dict], seed: int) -> m.PairedDiff:
+def _from_replicates(point: float, reps: np.ndarray, n: int, confidence: float = 0.95) -> m.PairedDiff:
+    """A paired difference from its bootstrap replicates: percentile CI and the two-sided
+    bootstrap p-value (as in `metrics.paired_bootstrap_diff`)."""
+    reps = reps[np.isfinite(reps)]
+    if not n or reps.size == 0:
+        return m.PairedDiff(math.nan, math.nan, math.nan, math.nan, 0)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(reps, [alpha, 1 - alpha])
+    below = (np.count_nonzero(reps <= 0) + 1) / (reps.size + 1)
+    above = (np.count_nonzero(reps >= 0) + 1) / (reps.size + 1)
+    return m.PairedDiff(point, float(low), float(high), float(min(1.0, 2 * min(below, above))), n)
+
+
+def _paired_perplexity(sa: list[dict], sb: list[dict], seed: int, n_boot: int = 1000) -> m.PairedDiff:
+    """Change in perplexity, exp(total NLL / tokens), windows resampled jointly."""
     def per_window(samples):
-        out = {}
-        for s in samples:
-            scores = loads(s["scores"], {})
-            out[str(s["item_index"])] = scores["nll_sum"] / max(scores["n_tokens"], 1)
-        return out
-    # Windows score (nearly) equal token counts, so exp(mean per-window NLL) ~ perplexity.
-    return m.paired_bootstrap_diff(*_paired(per_window(sa), per_window(sb)), seed=seed,
-                                   statistic=lambda x: np.exp(x.mean(axis=1)))
+        return {str(s["item_index"]): (loads(s["scores"], {})["nll_sum"],
+                                       loads(s["scores"], {})["n_tokens"]) for s in samples}
+    a, b = per_window(sa), per_window(sb)
+    keys = sorted(set(a) & set(b))
+    nll_a, tok_a = (np.array([a[k][i] for k in keys], dtype=float) for i in (0, 1))
+    nll_b, tok_b = (np.array([b[k][i] for k in keys], dtype=float) for i in (0, 1))
+    if not keys:
+        return _from_replicates(math.nan, np.array([]), 0)
+    ppl = lambda nll, tok, idx: np.exp(nll[idx].sum(-1) / tok[idx].sum(-1))  # noqa: E731
+    every = np.arange(len(keys))
+    point = float(ppl(nll_b, tok_b, every) - ppl(nll_a, tok_a, every))
+    reps, _ = m.bootstrap(lambda idx: ppl(nll_b, tok_b, idx) - ppl(nll_a, tok_a, idx), len(keys),
+                          n_boot=n_boot, seed=seed)
+    return _from_replicates(point, reps, len(keys))
 
 
 def _paired_bold_gap(sa: list[dict], sb: list[dict], seed: int, n_boot: int = 1000) -> m.PairedDiff:
@@ -185,8 +207,6 @@ def _paired_bold_gap(sa: list[dict], sb: list[dict], seed: int, n_boot: int = 10
         return {k: float(np.mean(v)) for k, v in values.items()}
     a, b = per_prompt(sa), per_prompt(sb)
     keys = sorted(set(a) & set(b))
-    if not keys:
-        return m.PairedDiff(math.nan, math.nan, math.nan, math.nan, 0)
     rng = np.random.default_rng(seed)
     domains: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for key in keys:
@@ -206,12 +226,10 @@ def _paired_bold_gap(sa: list[dict], sb: list[dict], seed: int, n_boot: int = 10
             gaps_b.append(max(means_b) - min(means_b))
         return float(np.mean(gaps_b) - np.mean(gaps_a)) if gaps_a else math.nan
 
-    point = gap_diff(None)
+    if not keys:
+        return _from_replicates(math.nan, np.array([]), 0)
     reps = np.array([gap_diff(lambda n: rng.integers(0, n, n)) for _ in range(n_boot)])
-    low, high = np.quantile(reps, [0.025, 0.975])
-    below = (np.count_nonzero(reps <= 0) + 1) / (reps.size + 1)
-    above = (np.count_nonzero(reps >= 0) + 1) / (reps.size + 1)
-    return m.PairedDiff(point, float(low), float(high), float(min(1.0, 2 * min(below, above))), len(keys))
+    return _from_replicates(gap_diff(None), reps, len(keys))
 
 
 def _significance(store: Store, teacher: ModelEntry, entry: ModelEntry, seed: int) -> list[dict]:
@@ -302,6 +320,14 @@ def _table(entries: list[ModelEntry], teacher: ModelEntry) -> tuple[list[str], l
 
 
 # -- plots --------------------------------------------------------------------------------------
+def _error_bar(value: float, low: float | None, high: float | None) -> list[list[float]] | None:
+    """Matplotlib error-bar lengths; a percentile interval need not contain the point estimate
+    (e.g. a maximum), so a side that would be negative is drawn as zero."""
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return None
+    return [[max(value - low, 0.0)], [max(high - value, 0.0)]]
+
+
 def _plots(folder: Path, entries: list[ModelEntry], teacher: ModelEntry) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
@@ -319,7 +345,7 @@ def _plots(folder: Path, entries: list[ModelEntry], teacher: ModelEntry) -> list
                 if x is None or value is None:
                     continue
                 kind = "teacher" if entry is teacher else entry.kind
-                err = None if low is None else [[value - low], [high - value]]
+                err = _error_bar(value, low, high)
                 ax.errorbar([x], [value], yerr=err, fmt="o", color=colours.get(kind, "grey"), capsize=3)
                 ax.annotate(entry.label, (x, value), fontsize=7, xytext=(3, 3), textcoords="offset points")
             if h.target is not None:
@@ -339,8 +365,7 @@ def _plots(folder: Path, entries: list[ModelEntry], teacher: ModelEntry) -> list
         fig, ax = plt.subplots(figsize=(5.5, 4))
         for entry, (p, plo, phi), (t, tlo, thi) in points:
             kind = "teacher" if entry is teacher else entry.kind
-            ax.errorbar([p], [t], xerr=None if plo is None else [[p - plo], [phi - p]],
-                        yerr=None if tlo is None else [[t - tlo], [thi - t]], fmt="o",
+            ax.errorbar([p], [t], xerr=_error_bar(p, plo, phi), yerr=_error_bar(t, tlo, thi), fmt="o",
                         color=colours.get(kind, "grey"), capsize=3)
             ax.annotate(entry.label, (p, t), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")

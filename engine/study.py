@@ -292,6 +292,7 @@ def plan_record(plan: StudyPlan, job_ids: dict[str, int]) -> dict:
     """What the report needs: each model's label, kind, params and the jobs behind it."""
     return {
         "teacher": plan.teacher,
+        "order": list(plan.models),  # the store's JSON sorts keys; the report keeps this order
         "models": {label: {**m, "job_id": job_ids.get(m["node"]) if m["node"] else None}
                    for label, m in plan.models.items()},
         "evals": [{"key": n.key, "model": n.model_label, "suite": n.spec.suite,

@@ -369,17 +369,38 @@ def cmd_worker(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from engine.doctor import check_store, report
-    store = _store(args)
-    if args.check or args.repair:
-        problems = check_store(store, repair=args.repair)
+    from engine.doctor import check_store, check_unopenable, report
+    try:
+        store = _store(args)
+    except StoreError:
+        if not (args.check or args.repair):
+            raise
+        home = Home(Path(args.home).expanduser().resolve()) if args.home else Home.resolve()
+        for problem in check_unopenable(home.db_path):
+            sys.stdout.write(f"problem: {problem}\n")
+        return 1
+    if args.repair:
+        found = check_store(store, repair=True)
+        remaining = check_store(store)          # what the repair could not fix
+        if args.json:
+            print_json({"found": found, "remaining": remaining})
+        else:
+            for problem in found:
+                sys.stdout.write(f"{'problem' if problem in remaining else 'repaired'}: {problem}\n")
+            for problem in remaining:
+                if problem not in found:
+                    sys.stdout.write(f"problem: {problem}\n")
+            sys.stdout.write("store is healthy\n" if not remaining else "")
+        return 1 if remaining else 0
+    if args.check:
+        problems = check_store(store)
         if args.json:
             print_json(problems)
         else:
             for problem in problems:
-                sys.stdout.write(f"{'repaired' if args.repair else 'problem'}: {problem}\n")
+                sys.stdout.write(f"problem: {problem}\n")
             sys.stdout.write("store is healthy\n" if not problems else "")
-        return 0 if (not problems or args.repair) else 1
+        return 1 if problems else 0
     info = report(store)
     if args.json:
         print_json(info)
@@ -472,6 +493,25 @@ def _print_report(store: Store, name: str, args) -> int:
 
 def cmd_report(args) -> int:
     return _print_report(_store(args), args.study, args)
+
+
+def cmd_bench(args) -> int:
+    """Throughput of the evaluation path against a same-run pipeline baseline (engine.bench)."""
+    from engine.bench import BenchSettings, run_bench, summary_tables
+    settings = BenchSettings(model=args.model, prompts=args.prompts, k=args.k,
+                             new_tokens=args.new_tokens, scorer=args.scorer, data=args.data,
+                             device=args.device, seed=args.seed, baseline_prompts=args.baseline_prompts,
+                             skip_compression=args.skip_compression, detoxify=not args.no_detoxify,
+                             home=args.home)
+    result = run_bench(settings, say=lambda message: sys.stderr.write(f"bench: {message}\n"))
+    if args.json:
+        print_json(result)
+        return 0
+    for title, columns, rows in summary_tables(result):
+        print_table(columns, rows, title=title)
+    sys.stdout.write(f"total {result['total_s']:.0f} s; load average at the end "
+                     f"{result['load_average_end']}\n")
+    return 0
 
 
 def cmd_tui(args) -> int:
@@ -587,6 +627,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="report folder (default under the compfair home)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("bench", help="evaluation throughput vs a same-run pipeline baseline; "
+                                     "scoring, distillation and pruning speed")
+    p.add_argument("--model", default="smollm2",
+                   help="model reference, or config:gpt2 / config:gpt2-medium (random weights)")
+    p.add_argument("--prompts", type=int, default=32)
+    p.add_argument("--k", type=int, default=8, help="samples per prompt")
+    p.add_argument("--new-tokens", type=int, default=20)
+    p.add_argument("--scorer", default="profanity")
+    p.add_argument("--data", default="builtin", help="builtin, or a path such as ../shared/data/rtp")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baseline-prompts", type=int, default=None,
+                   help="run the (slow) baseline on the first N prompts only (default: all)")
+    p.add_argument("--skip-compression", action="store_true", help="no distillation/pruning timing")
+    p.add_argument("--no-detoxify", action="store_true", help="no detoxify scoring comparison")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("tui", help="open the terminal app (same as no command)")
     p.set_defaults(func=cmd_tui)

@@ -6,7 +6,10 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
+import shutil
+import sqlite3
 import time
+from pathlib import Path
 
 from engine import queue
 from engine.store import Store
@@ -77,43 +80,85 @@ def report(store: Store) -> dict[str, str]:
 
 
 def check_store(store: Store, repair: bool = False) -> list[str]:
-    """Problems found (and, with `repair`, fixed): integrity, orphan rows, stuck jobs."""
+    """Problems found (and, with `repair`, fixed): integrity, orphan rows, jobs stuck in
+    running, runs left running after their job ended, half-written model folders.
+
+    Repairs: orphan rows are deleted; a running job whose worker is gone is requeued (it
+    resumes from what it stored) or, out of attempts, failed; a run whose job ended takes the
+    job's status ("incomplete" if the job is done but the run never finished); `.partial`
+    folders are removed when no job is running. A damaged index is rebuilt (REINDEX); other
+    integrity damage is reported, not repaired."""
     problems = []
-    integrity = store.integrity_check()
-    if integrity != "ok":
-        problems.append(f"integrity check: {integrity}")
+    integrity = _integrity(store)
+    if integrity != ["ok"]:
+        problems.append(f"integrity check: {'; '.join(integrity[:5])}")
+        if repair:
+            try:
+                with store.conn:
+                    store.conn.execute("REINDEX")
+            except sqlite3.DatabaseError as exc:
+                problems.append(f"could not rebuild the indexes ({exc}); restore the store from a "
+                                "backup")
     orphan_queries = {
-        "samples without a run": "SELECT count(*) AS n FROM samples WHERE run_id NOT IN (SELECT id FROM runs)",
-        "metrics without a run": "SELECT count(*) AS n FROM metrics WHERE run_id NOT IN (SELECT id FROM runs)",
-        "events without a job": "SELECT count(*) AS n FROM events WHERE job_id NOT IN (SELECT id FROM jobs)",
-        "dependencies on missing jobs": "SELECT count(*) AS n FROM job_deps WHERE depends_on NOT IN (SELECT id FROM jobs) OR job_id NOT IN (SELECT id FROM jobs)",
+        "samples without a run": "FROM samples WHERE run_id NOT IN (SELECT id FROM runs)",
+        "metrics without a run": "FROM metrics WHERE run_id NOT IN (SELECT id FROM runs)",
+        "events without a job": "FROM events WHERE job_id NOT IN (SELECT id FROM jobs)",
+        "dependencies on missing jobs": "FROM job_deps WHERE depends_on NOT IN (SELECT id FROM jobs) "
+                                        "OR job_id NOT IN (SELECT id FROM jobs)",
     }
-    deletes = {
-        "samples without a run": "DELETE FROM samples WHERE run_id NOT IN (SELECT id FROM runs)",
-        "metrics without a run": "DELETE FROM metrics WHERE run_id NOT IN (SELECT id FROM runs)",
-        "events without a job": "DELETE FROM events WHERE job_id NOT IN (SELECT id FROM jobs)",
-        "dependencies on missing jobs": "DELETE FROM job_deps WHERE depends_on NOT IN (SELECT id FROM jobs) OR job_id NOT IN (SELECT id FROM jobs)",
-    }
-    for label, sql in orphan_queries.items():
-        n = store.one(sql)["n"]
+    for label, where in orphan_queries.items():
+        n = store.one(f"SELECT count(*) AS n {where}")["n"]
         if n:
             problems.append(f"{n} {label}")
             if repair:
                 with store.conn:
-                    store.conn.execute(deletes[label])
+                    store.conn.execute(f"DELETE {where}")
     workers = {w["id"]: w for w in store.query("SELECT * FROM workers")}
+    stuck = []
     for row in store.query("SELECT * FROM jobs WHERE status = 'running'"):
         worker = workers.get(row["worker_id"])
         if worker is None or not queue.worker_alive(worker):
+            stuck.append(row["id"])
             problems.append(f"job {row['id']} is marked running but its worker "
                             f"{row['worker_id']} is gone")
-    if repair and any("marked running" in p for p in problems):
+    if repair and stuck:
         queue.recover_orphans(store, stale_after=0.0 if not alive_workers(store) else queue.STALE_HEARTBEAT_S)
-    running_runs = store.query("SELECT r.id, r.job_id FROM runs r JOIN jobs j ON j.id = r.job_id "
+    running_runs = store.query("SELECT r.id, r.job_id, j.status FROM runs r JOIN jobs j ON j.id = r.job_id "
                                "WHERE r.status = 'running' AND j.status IN ('failed', 'cancelled', 'done')")
     for row in running_runs:
         problems.append(f"run {row['id']} is marked running but its job {row['job_id']} has ended")
         if repair:
             with store.conn:
-                store.conn.execute("UPDATE runs SET status = 'incomplete' WHERE id = ?", (row["id"],))
+                store.conn.execute("UPDATE runs SET status = ? WHERE id = ?",
+                                   ("incomplete" if row["status"] == "done" else row["status"], row["id"]))
+    partial = sorted(p for folder in (store.home.models_dir, store.home.cache_dir / "gguf")
+                     if folder.is_dir() for p in folder.iterdir() if p.name.endswith(".partial"))
+    if partial:
+        size = sum(f.stat().st_size for p in partial for f in (p.rglob("*") if p.is_dir() else [p])
+                   if f.is_file())
+        problems.append(f"{len(partial)} half-written model folder(s) ({size / 1e6:.1f} MB): "
+                        f"{', '.join(p.name for p in partial[:3])}")
+        if repair and not queue.counts(store).get("running"):
+            for path in partial:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     return problems
+
+
+def _integrity(store: Store) -> list[str]:
+    return [row[0] for row in store.conn.execute("PRAGMA integrity_check(20)").fetchall()]
+
+
+def check_unopenable(db_path: Path) -> list[str]:
+    """What is wrong with a store file that cannot be opened normally (read-only look)."""
+    if not db_path.exists():
+        return [f"the store {db_path} does not exist"]
+    try:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:
+            rows = [row[0] for row in conn.execute("PRAGMA integrity_check(20)").fetchall()]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return [f"the store {db_path} cannot be read: {exc}; restore it from a backup or move it "
+                "away (a new empty store is created in its place)"]
+    return [] if rows == ["ok"] else [f"integrity check: {'; '.join(rows[:5])}"]

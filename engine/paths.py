@@ -59,14 +59,28 @@ class Home:
         return self.root / "checkpoints"
 
     @property
+    def reserve_path(self) -> Path:
+        """A few zero-filled blocks set aside so that, when the disk fills, a worker can free
+        them and still record why its job failed (see engine.worker)."""
+        return self.root / ".disk-reserve"
+
+    @property
     def reports_dir(self) -> Path:
         return self.root / "reports"
 
     def ensure(self) -> None:
+        """Create the layout, readable by the owner only (0700). An existing folder is
+        tightened to 0700 when it belongs to this user; one owned by someone else (a shared
+        home) is used as it is instead of failing on chmod."""
         for folder in (self.root, self.models_dir, self.cache_dir, self.logs_dir,
                        self.checkpoints_dir, self.reports_dir):
-            folder.mkdir(parents=True, exist_ok=True)
-            os.chmod(folder, 0o700)
+            try:
+                folder.mkdir(parents=True, mode=0o700)
+            except FileExistsError:
+                if not folder.is_dir():
+                    raise ValueError(f"compfair home {str(folder)!r} exists and is not a folder") from None
+            if folder.stat().st_uid == os.geteuid() and folder.stat().st_mode & 0o077:
+                os.chmod(folder, 0o700)
 
     def inside(self, base: Path, name: str) -> Path:
         """`base/name` with `name` sanitised; guaranteed to stay inside `base`."""

@@ -84,6 +84,9 @@ def heartbeat(store: Store, job_id: int, progress: float | None = None,
 
 def finish(store: Store, job_id: int, status: str, *, error: str | None = None,
            result: dict | None = None) -> None:
+    """End a job. A failed or cancelled job's run (if any) is marked the same in the same
+    transaction, so a run never shows "running" after its job ended; a retried job's run goes
+    back to "running" when it resumes."""
     fields = {"status": status, "finished_at": time.time(), "error": error}
     if status == "done":
         fields["progress"] = 1.0
@@ -91,6 +94,13 @@ def finish(store: Store, job_id: int, status: str, *, error: str | None = None,
         fields["result"] = dumps(result)
     with store.conn:
         store.db["jobs"].update(job_id, fields)
+        if status in ("failed", "cancelled"):
+            _end_run(store, job_id, status)
+
+
+def _end_run(store: Store, job_id: int, status: str) -> None:
+    store.conn.execute("UPDATE runs SET status = ? WHERE job_id = ? AND status = 'running'",
+                       (status, job_id))
 
 
 def set_result(store: Store, job_id: int, result: dict) -> None:
@@ -100,19 +110,31 @@ def set_result(store: Store, job_id: int, result: dict) -> None:
 
 def cancel(store: Store, job_id: int) -> str:
     """Cancel a queued job at once; ask a running one to stop between batches.
-    Returns the job's status afterwards."""
-    row = job(store, job_id)
-    if row is None:
-        raise ValueError(f"job {job_id} does not exist")
-    with store.conn:
-        if row["status"] == "queued":
-            store.db["jobs"].update(job_id, {"status": "cancelled", "finished_at": time.time(),
-                                             "cancel_requested": 1, "error": "cancelled by user"})
-            return "cancelled"
-        if row["status"] == "running":
-            store.db["jobs"].update(job_id, {"cancel_requested": 1})
-            return "cancelling"
-    return row["status"]
+    Returns the job's status afterwards. Each change is conditional on the status it was read
+    with, so a job claimed by a worker in the same instant is asked to stop, not overwritten."""
+    for _ in range(3):
+        row = job(store, job_id)
+        if row is None:
+            raise ValueError(f"job {job_id} does not exist")
+        with store.conn:
+            if row["status"] == "queued":
+                changed = store.conn.execute(
+                    "UPDATE jobs SET status = 'cancelled', finished_at = ?, cancel_requested = 1, "
+                    "error = 'cancelled by user' WHERE id = ? AND status = 'queued'",
+                    (time.time(), job_id)).rowcount
+                if changed:
+                    _end_run(store, job_id, "cancelled")
+                    return "cancelled"
+                continue                      # claimed meanwhile: read it again
+            if row["status"] == "running":
+                changed = store.conn.execute(
+                    "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'",
+                    (job_id,)).rowcount
+                if changed:
+                    return "cancelling"
+                continue                      # it ended meanwhile
+        return row["status"]
+    return job(store, job_id)["status"]
 
 
 def cancel_requested(store: Store, job_id: int) -> bool:
@@ -128,8 +150,11 @@ def retry(store: Store, job_id: int) -> None:
     if row["status"] not in ("failed", "cancelled"):
         raise ValueError(f"job {job_id} is {row['status']}; only failed or cancelled jobs retry")
     with store.conn:
-        store.db["jobs"].update(job_id, {"status": "queued", "cancel_requested": 0, "error": None,
-                                         "attempts": 0, "finished_at": None})
+        changed = store.conn.execute(
+            "UPDATE jobs SET status = 'queued', cancel_requested = 0, error = NULL, attempts = 0, "
+            "finished_at = NULL WHERE id = ? AND status IN ('failed', 'cancelled')", (job_id,)).rowcount
+    if not changed:
+        raise ValueError(f"job {job_id} changed while retrying it; look at it again")
 
 
 def set_priority(store: Store, job_id: int, priority: int) -> None:
@@ -160,29 +185,46 @@ def worker_alive(row: dict, stale_after: float = STALE_HEARTBEAT_S) -> bool:
 
 def recover_orphans(store: Store, stale_after: float = STALE_HEARTBEAT_S) -> list[int]:
     """Requeue running jobs whose worker is gone (dead pid or stale heartbeat); a job that has
-    used up its attempts fails with the reason. Returns the ids requeued or failed."""
-    workers = {w["id"]: w for w in store.query("SELECT * FROM workers")}
+    used up its attempts fails with the reason. Returns the ids requeued or failed.
+
+    The jobs and their workers are read in one query (one snapshot: a worker that registers
+    and claims a job between two reads must not look unknown), and each change is conditional
+    on the job still being held by the same worker with the same heartbeat, so a job that a
+    live worker touched meanwhile is left alone."""
+    rows = store.query(
+        """SELECT j.*, w.id AS w_id, w.pid AS w_pid, w.host AS w_host, w.status AS w_status,
+                  w.heartbeat_at AS w_heartbeat_at
+           FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id
+           WHERE j.status = 'running'""")
     touched = []
-    for row in store.query("SELECT * FROM jobs WHERE status = 'running'"):
-        worker = workers.get(row["worker_id"])
+    for row in rows:
+        worker = None if row["w_id"] is None else {
+            "id": row["w_id"], "pid": row["w_pid"], "host": row["w_host"],
+            "status": row["w_status"], "heartbeat_at": row["w_heartbeat_at"]}
         alive = worker is not None and worker_alive(worker, stale_after)
         if alive and time.time() - (row["heartbeat_at"] or 0) <= stale_after:
             continue
         reason = f"worker {row['worker_id']} died while running the job"
+        now = time.time()
+        if row["cancel_requested"]:
+            status, error = "cancelled", "cancelled by user"
+        elif row["attempts"] >= row["max_attempts"]:
+            status, error = "failed", f"{reason}; gave up after {row['attempts']} attempts"
+        else:
+            status, error = "queued", f"{reason}; requeued"
         with store.conn:
-            if row["cancel_requested"]:
-                store.db["jobs"].update(row["id"], {"status": "cancelled", "error": "cancelled by user",
-                                                    "finished_at": time.time()})
-            elif row["attempts"] >= row["max_attempts"]:
-                store.db["jobs"].update(row["id"], {
-                    "status": "failed", "finished_at": time.time(),
-                    "error": f"{reason}; gave up after {row['attempts']} attempts"})
-            else:
-                store.db["jobs"].update(row["id"], {"status": "queued", "worker_id": None,
-                                                    "error": f"{reason}; requeued"})
-        store.add_event(row["id"], f"{reason}; " + ("requeued to resume"
-                        if row["attempts"] < row["max_attempts"] else "marked failed"),
-                        level="warning")
+            changed = store.conn.execute(
+                "UPDATE jobs SET status = ?, error = ?, worker_id = CASE WHEN ? = 'queued' THEN NULL "
+                "ELSE worker_id END, finished_at = CASE WHEN ? = 'queued' THEN finished_at ELSE ? END "
+                "WHERE id = ? AND status = 'running' AND worker_id IS ? AND heartbeat_at IS ?",
+                (status, error, status, status, now, row["id"], row["worker_id"],
+                 row["heartbeat_at"])).rowcount
+            if changed and status != "queued":
+                _end_run(store, row["id"], status)
+        if not changed:
+            continue
+        store.add_event(row["id"], f"{reason}; " + ("requeued to resume" if status == "queued"
+                                                    else f"marked {status}"), level="warning")
         touched.append(row["id"])
     return touched
 

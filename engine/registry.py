@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import time
@@ -118,6 +119,7 @@ def resolve(ref: str, store: Store) -> ModelSource:
             if path.suffix != ".gguf":
                 raise ModelError(f"model file {str(path)!r} is not a .gguf file; give a GGUF file "
                                  "or a Hugging Face model folder")
+            _check_gguf_magic(path)
             return ModelSource(str(path), "gguf", str(path.parent), gguf_file=path.name,
                                model_id=_registered_id(store, str(path)))
         if path.suffix == ".gguf":
@@ -125,6 +127,7 @@ def resolve(ref: str, store: Store) -> ModelSource:
         if not (path / "config.json").exists():
             raise ModelError(f"model folder {str(path)!r} has no config.json; it is not a "
                              "Hugging Face model folder")
+        check_model_files(path)
         row = store.model_by_source(str(path))
         return ModelSource(str(path), row["origin"] if row else "local", str(path),
                            model_id=row["id"] if row else None)
@@ -132,6 +135,50 @@ def resolve(ref: str, store: Store) -> ModelSource:
         raise ModelError(f"model reference {ref!r} is neither a hub id (owner/name), an existing "
                          "path, a .gguf file, 'smollm2', model:ID nor job:ID")
     return ModelSource(ref, "hub", ref, model_id=_registered_id(store, ref))
+
+
+MAX_SAFETENSORS_HEADER = 100_000_000   # the format's own limit on the JSON header
+
+
+def check_model_files(folder: Path) -> None:
+    """Cheap checks of a local model folder, so a truncated or corrupt file fails at submit
+    time with a one-line ModelError instead of deep inside a job: config.json is a JSON object,
+    and every *.safetensors file has a readable header and is as long as that header says
+    (a copy or download cut short fails the length check). Reads headers only."""
+    config = folder / "config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ModelError(f"{str(config)!r} is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{str(config)!r} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except OSError as exc:
+        raise ModelError(f"{str(config)!r} cannot be read: {exc.strerror or exc}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{str(config)!r} is not a JSON object")
+    for weights in sorted(folder.glob("*.safetensors")):
+        size = weights.stat().st_size
+        try:
+            with open(weights, "rb") as handle:
+                head = handle.read(8)
+                length = int.from_bytes(head, "little") if len(head) == 8 else -1
+                if length < 2 or length > MAX_SAFETENSORS_HEADER or 8 + length > size:
+                    raise ValueError("header cut short")
+                header = json.loads(handle.read(length))
+            ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+        except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError):
+            raise ModelError(f"model folder {str(folder)!r} cannot be loaded: {weights.name} is "
+                             f"truncated or not safetensors ({size} bytes, unreadable header)") from None
+        expected = 8 + length + max(ends, default=0)
+        if size < expected:
+            raise ModelError(f"model folder {str(folder)!r} cannot be loaded: {weights.name} is "
+                             f"truncated ({size} bytes; its header describes {expected})")
+
+
+def _check_gguf_magic(path: Path) -> None:
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"GGUF":
+            raise ModelError(f"{str(path)!r} is not a GGUF file (no GGUF signature)")
 
 
 def _registered_id(store: Store, source: str) -> int | None:

@@ -163,6 +163,7 @@ def _generate_and_store(ctx: JobContext, spec: EvalSpec, lm, run_id: int, data: 
     writer = SampleWriter(ctx.home, run_id, _sample_rows_builder(items, scorer, sentiment))
     report = ThrottledProgress(ctx, total, total - missing, "generations")
     generated = new_tokens = 0
+    sampling_seconds = 0.0
     started = time.perf_counter()
 
     def on_step(rows: int, step: int, steps: int) -> None:
@@ -175,6 +176,7 @@ def _generate_and_store(ctx: JobContext, spec: EvalSpec, lm, run_id: int, data: 
             writer.put(batch)
             generated += len(batch.rows)
             new_tokens += batch.new_tokens
+            sampling_seconds += batch.seconds
             elapsed = time.perf_counter() - started
             report(generated, force=False, stored=writer.stored_rows,
                    tokens_per_s=new_tokens / max(elapsed, 1e-9), batch_rows=sampler.working_rows)
@@ -192,8 +194,13 @@ def _generate_and_store(ctx: JobContext, spec: EvalSpec, lm, run_id: int, data: 
             "generation_seconds": round(elapsed, 3),
             "generations_per_s": round(generated / elapsed, 3) if generated else None,
             "tokens_per_s": round(new_tokens / elapsed, 3) if generated else None,
+            "new_tokens": new_tokens,
+            # time inside the sampler (the rest of generation_seconds is waiting for storage)
+            "sampling_seconds": round(sampling_seconds, 3),
+            # busy time of the scoring thread, overlapped with sampling
             "scoring_seconds": round(writer.scoring_seconds, 3),
-            "final_batch_rows": sampler.working_rows}
+            "final_batch_rows": sampler.working_rows,
+            "peak_device_bytes": sampler.peak_memory or None}
 
 
 # -- likelihood suites ---------------------------------------------------------------------------

@@ -61,6 +61,17 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def length_sorted_chunks(texts: Sequence[str], size: int) -> list[list[int]]:
+    """Indices of `texts` in chunks of `size`, longest first: texts of similar length share a
+    padded batch (less padding than arrival order). Callers put results back by index."""
+    order = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), i))
+    return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+def default_batch_size(device: str) -> int:
+    return 256 if str(device).startswith("cuda") else 64
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
@@ -109,12 +120,12 @@ class DetoxifyScorer:
     class (default "toxicity") after Detoxify's own name standardisation."""
 
     def __init__(self, variant_or_checkpoint: str = "original", *, device: str = "cpu",
-                 label: str | None = None, batch_size: int = 64):
+                 label: str | None = None, batch_size: int | None = None):
         try:
             from detoxify import Detoxify
         except ImportError as exc:
             raise ScorerError(f"scorer 'detoxify' needs the detoxify package: {_first_line(exc)}") from exc
-        self.batch_size = batch_size
+        self.batch_size = batch_size or default_batch_size(device)
         checkpoint = None
         if variant_or_checkpoint in DETOXIFY_VARIANTS:
             variant = variant_or_checkpoint
@@ -142,13 +153,18 @@ class DetoxifyScorer:
         self.version = f"detoxify {_version('detoxify')}, {identity}, class {self.label}"
 
     def _predict(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        out: dict[str, list[float]] = {}
-        for start in range(0, len(texts), self.batch_size):
-            chunk = list(texts[start:start + self.batch_size])
-            # Detoxify squeezes a batch of one to scalars; make every column a list again.
-            for name, values in self._model.predict(chunk).items():
-                out.setdefault(name, []).extend(values if isinstance(values, list) else [values])
-        return {name: np.asarray(values, dtype=float) for name, values in out.items()}
+        """Every class for every text: length-sorted batches under inference mode, results
+        put back in the texts' order."""
+        import torch
+
+        out: dict[str, np.ndarray] = {}
+        with torch.inference_mode():
+            for chunk in length_sorted_chunks(texts, self.batch_size):
+                # Detoxify squeezes a batch of one to scalars; make every column a list again.
+                for name, values in self._model.predict([texts[i] for i in chunk]).items():
+                    column = out.setdefault(name, np.zeros(len(texts)))
+                    column[chunk] = values if isinstance(values, list) else [values]
+        return out
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -168,7 +184,7 @@ class HFClassifierScorer:
     labels for single-label models, sigmoid for multi-label or one-logit models."""
 
     def __init__(self, ref: str, *, label: str | None = None, device: str = "cpu",
-                 batch_size: int = 64, max_length: int = 512):
+                 batch_size: int | None = None, max_length: int = 512):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -187,7 +203,8 @@ class HFClassifierScorer:
         self.labels = labels
         self.key = labels[self.label_index]
         self.multi_label = config.problem_type == "multi_label_classification" or config.num_labels == 1
-        self.device, self.batch_size, self.max_length = device, batch_size, max_length
+        self.device, self.max_length = device, max_length
+        self.batch_size = batch_size or default_batch_size(device)
         self._torch = torch
         revision = getattr(config, "_commit_hash", None) or (
             f"config sha256:{_file_digest(path / 'config.json')}" if (path / "config.json").exists() else "unknown")
@@ -215,15 +232,15 @@ class HFClassifierScorer:
 
     def _probabilities(self, texts: Sequence[str]) -> np.ndarray:
         torch = self._torch
-        out = []
+        out = np.zeros((len(texts), len(self.labels)))
         with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                enc = self._tokenizer(list(texts[start:start + self.batch_size]), return_tensors="pt",
+            for chunk in length_sorted_chunks(texts, self.batch_size):
+                enc = self._tokenizer([texts[i] for i in chunk], return_tensors="pt",
                                       padding=True, truncation=True, max_length=self.max_length)
                 logits = self._model(**enc.to(self.device)).logits.float()
                 probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
-                out.append(probs.cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
+                out[chunk] = probs.cpu().numpy()
+        return out
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         return self._probabilities(texts)[:, self.label_index].astype(float) if texts else np.zeros(0)

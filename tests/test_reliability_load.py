@@ -22,7 +22,6 @@ import threading
 import time
 
 import pytest
-from textual.widgets.data_table import DuplicateKey
 
 from engine import api, queue
 from engine.specs import EvalSpec
@@ -259,12 +258,6 @@ async def test_two_workers_reader_app_and_cli_run_every_job_exactly_once(home, s
     assert figures["reader_ms_max"] < 3000 and figures["claim_ms_max"] < 3000, figures
 
 
-@pytest.mark.xfail(strict=True, raises=DuplicateKey, reason=(
-    "tui/screens/runs.py: RunsScreen.reload(keep_cursor=True) keeps the cursor on the same run; "
-    "once 80 newer runs have arrived that row is within 20 of the loaded end, the RowHighlighted "
-    "handler calls _load_page(), which pages with OFFSET len(self.loaded) over a table that has "
-    "grown meanwhile, so rows already shown come back and DataTable.add_row raises DuplicateKey: "
-    "the app crashes while a study's runs are coming in (seen in the load test)"))
 async def test_runs_screen_survives_runs_arriving_while_it_is_open(home, store):
     """Deterministic: the screen shows the newest 100 runs with the cursor on the newest; 85
     runs arrive and the screen reloads as it does on every store change (the cursor follows its

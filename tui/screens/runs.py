@@ -102,6 +102,10 @@ class RunsScreen(Screen):
                              offset=len(self.loaded), limit=limit)
         table = self.query_one(DataTable)
         colors = fmt.theme_colors(self.app.theme_variables)
+        # Runs that arrived since the last page shift offsets, so a page can repeat rows
+        # already shown (never skip any): keep each run once.
+        shown = {r.run_id for r in self.loaded}
+        rows = [row for row in rows if row.run_id not in shown]
         for row in rows:
             table.add_row(*self._cells(row, colors), key=str(row.run_id))
         self.loaded.extend(rows)

@@ -95,11 +95,6 @@ def test_a_model_folder_that_asks_to_run_its_own_code_is_refused(home, store, ti
     assert not marker.exists(), "the model folder's code was executed"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/evaluation/scorers.py DetoxifyScorer: Detoxify(checkpoint=path) runs "
-    "torch.load(path, weights_only=False) (detoxify/detoxify.py:43), i.e. unpickles the user's "
-    "file, with no warning that this executes whatever the file contains; the same holds for "
-    "the torch-hub-cached checkpoint that scorer=auto picks up"))
 def test_unpickling_a_detoxify_checkpoint_warns(tmp_path, caplog):
     from engine.evaluation.scorers import load_scorer
     from tests.test_scorers import build_detoxify_checkpoint

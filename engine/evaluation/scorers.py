@@ -137,6 +137,10 @@ class DetoxifyScorer:
                                   f"one of {', '.join(DETOXIFY_VARIANTS)} nor an existing file")
             variant = "checkpoint"
             identity = f"{checkpoint.name} sha256:{_file_digest(checkpoint)}"
+            # Detoxify unpickles checkpoints (torch.load with weights_only=False): only a file
+            # the user named explicitly gets here, and they are told what that means.
+            log.warning("detoxify checkpoint %s is a pickle and loading it runs any code it "
+                        "contains: use only files you trust", checkpoint)
         try:
             self._model = Detoxify(variant if checkpoint is None else "original",
                                    checkpoint=str(checkpoint) if checkpoint else None, device=device)

@@ -2,15 +2,18 @@
 scoring batched against per-text, and the cost of distillation and pruning, on one model.
 
 Everything runs in one process, on one loaded model, with the same prompts, k and token budget,
-so a ratio compares two measurements taken under the same conditions (on a shared machine,
-absolute numbers move with the load; the ratio much less). The load average is recorded at
-the start and end of each phase.
+so a ratio compares two measurements taken under the same conditions. On a shared machine
+absolute numbers move with the load, so the baseline runs half of its prompts before the
+compfair job and half after (both see the load alike), the load average is recorded at the
+start and end of each phase, and generations per CPU-second of this process are reported
+beside generations per second (a figure other processes disturb much less; for compfair it
+counts the whole job, data loading and metrics included).
 
 Phases (`run_bench`):
 
 1. **baseline**: transformers `pipeline("text-generation")` called one prompt at a time with
    `num_return_sequences=k`, `do_sample`, `top_p`, `top_k=0` (nucleus only, like compfair),
-   then the scorer called once per text.
+   then the scorer called once per text (half the prompts before phase 2, half after).
 2. **compfair**: a real `eval` job (toxicity suite, same prompts and settings) submitted to the
    queue of a scratch home and run by a real `Worker` (`run_one`): the sampler, the scoring
    thread, the store and the metrics, exactly as a user's job. The worker's model cache already
@@ -74,7 +77,7 @@ class BenchSettings:
     baseline_prompts: int | None = None      # None: all prompts (the same set as compfair)
     skip_compression: bool = False
     detoxify: bool = True
-    detoxify_texts: int | None = None        # texts for the detoxify comparison (None: 128 on CPU)
+    detoxify_texts: int | None = None        # texts for the detoxify comparison (None: 64 on CPU)
     distill_steps: int = 3
     distill_batch: int = 4
     seq_len: int = 64
@@ -211,49 +214,75 @@ def _scratch_home(root: Path, real_home):
 
 
 # -- phases ----------------------------------------------------------------------------------
-def _baseline(lm, prompts: list[str], settings: BenchSettings, scorer, say: Say) -> dict:
-    """transformers pipeline, one prompt at a time, then the scorer once per text."""
-    import torch
-    from transformers import pipeline
-    from transformers.utils import logging as hf_logging
+class _Baseline:
+    """transformers pipeline, one prompt at a time, then the scorer once per text.
 
-    hf_logging.set_verbosity_error()
-    tokenizer = lm.tokenizer
-    pipe = pipeline("text-generation", model=lm.model, tokenizer=tokenizer, device=lm.device)
-    stop = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
-    kwargs = dict(num_return_sequences=settings.k, do_sample=True, top_p=settings.top_p, top_k=0,
-                  temperature=1.0, max_new_tokens=settings.new_tokens, return_tensors=True,
-                  pad_token_id=tokenizer.pad_token_id)
-    prompt_lengths = [pipe.preprocess(p)["input_ids"].shape[-1] for p in prompts]
-    pipe(prompts[0], **{**kwargs, "max_new_tokens": 2, "num_return_sequences": 2})   # warm-up
-    torch.manual_seed(settings.seed)
-    record: dict[str, Any] = {"prompts": len(prompts)}
-    texts: list[str] = []
-    new_tokens = 0
-    with _phase(record, say, f"baseline: pipeline, {len(prompts)} prompts x k={settings.k}"), \
-            _PeakMemory(lm.device) as memory:
-        started = time.perf_counter()
-        for prompt, n_prompt in zip(prompts, prompt_lengths):
-            for out in pipe(prompt, **kwargs):
-                ids = list(out["generated_token_ids"])[n_prompt:]
-                end = next((i + 1 for i, t in enumerate(ids) if t in stop), len(ids))
-                new_tokens += end
-                texts.append(tokenizer.decode(ids[:end], skip_special_tokens=True))
-        _sync(lm.device)
-        generation_s = time.perf_counter() - started
-        started = time.perf_counter()
-        scores = [float(scorer.score([text])[0]) for text in texts]     # the per-text loop
-        scoring_s = time.perf_counter() - started
-    total = generation_s + scoring_s
-    record.update({
-        "generations": len(texts), "new_tokens": new_tokens,
-        "generation_s": round(generation_s, 3), "scoring_s": round(scoring_s, 3),
-        "total_s": round(total, 3),
-        "generations_per_s": len(texts) / total, "tokens_per_s": new_tokens / total,
-        "generation_share": generation_s / total, "scoring_share": scoring_s / total,
-        "mean_toxicity": sum(scores) / max(len(scores), 1), **memory.record()})
-    del pipe
-    return record
+    `run` may be called several times (the benchmark runs half of the prompts before the
+    compfair job and half after, so both see the machine's load alike); `record` sums them."""
+
+    def __init__(self, lm, settings: BenchSettings, scorer) -> None:
+        import torch
+        from transformers import pipeline
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        self.lm, self.scorer = lm, scorer
+        tokenizer = lm.tokenizer
+        self.pipe = pipeline("text-generation", model=lm.model, tokenizer=tokenizer, device=lm.device)
+        self.stop = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+        self.kwargs = dict(num_return_sequences=settings.k, do_sample=True, top_p=settings.top_p,
+                           top_k=0, temperature=1.0, max_new_tokens=settings.new_tokens,
+                           return_tensors=True, pad_token_id=tokenizer.pad_token_id)
+        self.pipe("Hello", **{**self.kwargs, "max_new_tokens": 2, "num_return_sequences": 2})  # warm-up
+        torch.manual_seed(settings.seed)
+        self.k = settings.k
+        self.prompts = self.generations = self.new_tokens = 0
+        self.generation_s = self.scoring_s = self.cpu_s = 0.0
+        self.scores: list[float] = []
+        self.loads: list[str] = []
+        self.memory: dict[str, Any] = {}
+
+    def run(self, prompts: list[str], say: Say) -> None:
+        if not prompts:
+            return
+        tokenizer = self.lm.tokenizer
+        lengths = [self.pipe.preprocess(p)["input_ids"].shape[-1] for p in prompts]
+        texts: list[str] = []
+        record: dict[str, Any] = {}
+        with _phase(record, say, f"baseline: pipeline, {len(prompts)} prompts x k={self.k}"), \
+                _PeakMemory(self.lm.device) as memory:
+            cpu = time.process_time()
+            started = time.perf_counter()
+            for prompt, n_prompt in zip(prompts, lengths):
+                for out in self.pipe(prompt, **self.kwargs):
+                    ids = list(out["generated_token_ids"])[n_prompt:]
+                    end = next((i + 1 for i, t in enumerate(ids) if t in self.stop), len(ids))
+                    self.new_tokens += end
+                    texts.append(tokenizer.decode(ids[:end], skip_special_tokens=True))
+            _sync(self.lm.device)
+            self.generation_s += time.perf_counter() - started
+            started = time.perf_counter()
+            self.scores += [float(self.scorer.score([text])[0]) for text in texts]   # per text
+            self.scoring_s += time.perf_counter() - started
+            self.cpu_s += time.process_time() - cpu
+        self.prompts += len(prompts)
+        self.generations += len(texts)
+        self.loads.append(f"{record['load_start']}-{record['load_end']}")
+        for key, value in memory.record().items():
+            if value is not None:
+                self.memory[key] = max(self.memory.get(key) or 0, value)
+
+    def record(self) -> dict[str, Any]:
+        total = self.generation_s + self.scoring_s
+        return {
+            "prompts": self.prompts, "generations": self.generations, "new_tokens": self.new_tokens,
+            "generation_s": round(self.generation_s, 3), "scoring_s": round(self.scoring_s, 3),
+            "total_s": round(total, 3), "cpu_s": round(self.cpu_s, 3),
+            "generations_per_s": self.generations / total, "tokens_per_s": self.new_tokens / total,
+            "generations_per_cpu_s": self.generations / max(self.cpu_s, 1e-9),
+            "generation_share": self.generation_s / total, "scoring_share": self.scoring_s / total,
+            "mean_toxicity": sum(self.scores) / max(len(self.scores), 1),
+            "load": ", ".join(self.loads), "peak_cuda_bytes": None, **self.memory}
 
 
 def _compfair(worker, model_ref: str, lm, settings: BenchSettings, say: Say) -> tuple[dict, list[str]]:
@@ -272,8 +301,10 @@ def _compfair(worker, model_ref: str, lm, settings: BenchSettings, say: Say) -> 
     record: dict[str, Any] = {}
     with _phase(record, say, f"compfair: eval job {job_id} (queue + worker)"), \
             _PeakMemory(lm.device) as memory:
+        cpu = time.process_time()
         row = queue.claim(store, worker.id)
         status = worker.run_one(row)
+        cpu_s = time.process_time() - cpu
     job = queue.job(store, job_id)
     if status != "done":
         raise RuntimeError(f"the bench's eval job {status}: {job['error']}")
@@ -291,7 +322,9 @@ def _compfair(worker, model_ref: str, lm, settings: BenchSettings, say: Say) -> 
     record.update({
         "job_id": job_id, "run_id": run_id, "prompts": run["n_items"],
         "generations": generated, "new_tokens": tokens,
-        "phase_s": phase, "job_s": record["wall_s"],
+        "phase_s": phase, "job_s": record["wall_s"], "cpu_s": round(cpu_s, 3),
+        "generations_per_cpu_s": generated / max(cpu_s, 1e-9),
+        "load": f"{record['load_start']}-{record['load_end']}",
         "sampling_s": summary.get("sampling_seconds"), "scoring_busy_s": summary.get("scoring_seconds"),
         "generations_per_s": generated / phase, "tokens_per_s": tokens / phase,
         "generation_share": (summary.get("sampling_seconds") or 0) / phase,
@@ -363,7 +396,7 @@ def _scoring(texts: list[str], settings: BenchSettings, device, scratch: Path, s
         if settings.detoxify:
             try:
                 scorer, note = _detoxify_scorer(scratch, str(device), texts)
-                n = settings.detoxify_texts or (len(texts) if device.type == "cuda" else min(len(texts), 128))
+                n = settings.detoxify_texts or (len(texts) if device.type == "cuda" else min(len(texts), 64))
                 out["detoxify"] = {"scorer": note, **_score_pair("detoxify", scorer, texts[:n], say)}
                 del scorer
             except (ScorerError, ImportError) as exc:
@@ -505,12 +538,16 @@ def run_bench(settings: BenchSettings, say: Say | None = None) -> dict[str, Any]
         result["data"] = {"source": data.source, "prompts": len(prompts)}
         scorer, _ = load_scorer(settings.scorer, device=str(lm.device))
         baseline_prompts = prompts[:settings.baseline_prompts] if settings.baseline_prompts else prompts
-        result["baseline"] = _baseline(lm, baseline_prompts, settings, scorer, say)
+        baseline = _Baseline(lm, settings, scorer)
+        half = (len(baseline_prompts) + 1) // 2
+        baseline.run(baseline_prompts[:half], say)           # half before the compfair job,
         result["compfair"], texts = _compfair(worker, model_ref, lm, settings, say)
-        base, fast = result["baseline"], result["compfair"]
-        result["ratio"] = {
-            "generations_per_s": fast["generations_per_s"] / base["generations_per_s"],
-            "tokens_per_s": fast["tokens_per_s"] / base["tokens_per_s"]}
+        baseline.run(baseline_prompts[half:], say)           # half after: the same load on average
+        result["baseline"] = base = baseline.record()
+        del baseline
+        fast = result["compfair"]
+        result["ratio"] = {key: fast[key] / base[key] for key in
+                           ("generations_per_s", "tokens_per_s", "generations_per_cpu_s")}
         result["scoring"] = _scoring(texts, settings, lm.device, root, say)
         if not settings.skip_compression:
             result["distillation"] = _distillation(worker, model_ref, lm, settings, root, say)
@@ -542,18 +579,20 @@ def summary_tables(result: dict) -> list[tuple[str, list[str], list[list[str]]]]
     def memory(record):
         return _mib(record.get("peak_cuda_bytes")) or _mib(record.get("peak_rss_bytes"))
 
+    ratio = result["ratio"]
     generation = [
         ["baseline (pipeline, per prompt)", f"{base['generations']}", f"{base['generations_per_s']:.2f}",
-         f"{base['tokens_per_s']:.1f}", f"{base['total_s']:.1f}", f"{base['generation_share']:.0%}",
-         f"{base['scoring_share']:.0%}", memory(base), f"{base['load_start']}-{base['load_end']}"],
+         f"{base['tokens_per_s']:.1f}", f"{base['generations_per_cpu_s']:.2f}", f"{base['total_s']:.1f}",
+         f"{base['generation_share']:.0%}", f"{base['scoring_share']:.0%}", memory(base), base["load"]],
         ["compfair (eval job)", f"{fast['generations']}", f"{fast['generations_per_s']:.2f}",
-         f"{fast['tokens_per_s']:.1f}", f"{fast['phase_s']:.1f}", f"{fast['generation_share']:.0%}",
-         f"{fast['scoring_share']:.0%} (overlapped)", memory(fast), f"{fast['load_start']}-{fast['load_end']}"],
-        ["ratio", "", f"{result['ratio']['generations_per_s']:.2f}x",
-         f"{result['ratio']['tokens_per_s']:.2f}x", "", "", "", "", ""],
+         f"{fast['tokens_per_s']:.1f}", f"{fast['generations_per_cpu_s']:.2f}", f"{fast['phase_s']:.1f}",
+         f"{fast['generation_share']:.0%}", f"{fast['scoring_share']:.0%} (overlapped)", memory(fast),
+         fast["load"]],
+        ["ratio", "", f"{ratio['generations_per_s']:.2f}x", f"{ratio['tokens_per_s']:.2f}x",
+         f"{ratio['generations_per_cpu_s']:.2f}x", "", "", "", "", ""],
     ]
-    tables = [(title, ["path", "generations", "gen/s", "tokens/s", "seconds", "generation",
-                       "scoring", "peak memory", "load avg"], generation)]
+    tables = [(title, ["path", "generations", "gen/s", "tokens/s", "gen/CPU-s", "seconds",
+                       "generation", "scoring", "peak memory", "load avg"], generation)]
     scoring_rows = []
     for name, record in result.get("scoring", {}).items():
         if not isinstance(record, dict):

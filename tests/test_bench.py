@@ -323,3 +323,45 @@ def test_reserved_cache_gives_the_same_logits_as_a_growing_one(gpt2):
             assert torch.allclose(a.logits, b.logits, atol=1e-6)
             plain, reserved = g._returned_cache(a), g._returned_cache(b)
             token = a.logits[:, -1].argmax(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama-gqa"])
+def test_cpu_decode_attention_gives_the_same_generations_and_is_restored(kind, gpt2, tiny_llama, monkeypatch):
+    """The sampler's CPU decode attention (two matrix products instead of SDPA's kernel) is an
+    optimisation only: same generations as SDPA, for GPT-2 and for a Llama with grouped-query
+    attention; and the shared model is back on SDPA afterwards."""
+    if g.FAST_DECODE_ATTENTION is None:
+        pytest.skip("this transformers has no pluggable attention")
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+    if kind == "gpt2":
+        model, tokenizer = gpt2
+    else:
+        config = AutoConfig.from_pretrained(tiny_llama)
+        config.num_key_value_heads = 2                    # 4 query heads share 2 key/value heads
+        torch.manual_seed(0)
+        model, tokenizer = LlamaForCausalLM(config).eval(), AutoTokenizer.from_pretrained(tiny_llama)
+    assert model.config._attn_implementation == "sdpa"
+    calls = []
+    settings = SamplingSettings(samples_per_prompt=3, max_new_tokens=6, seed=4)
+
+    def generations():
+        out = {}
+        for batch in Sampler(model, tokenizer, torch.device("cpu"), settings).stream(PROMPTS):
+            out.update(zip(batch.rows, batch.completions))
+        return out
+
+    from transformers import AttentionInterface
+    original = AttentionInterface._global_mapping[g.FAST_DECODE_ATTENTION]
+
+    def counting(*args, **kwargs):
+        calls.append(args[1].shape[2])
+        return original(*args, **kwargs)
+
+    monkeypatch.setitem(AttentionInterface._global_mapping, g.FAST_DECODE_ATTENTION, counting)
+    fast = generations()
+    assert 1 in calls                                      # decode steps went through it
+    assert model.config._attn_implementation == "sdpa"     # restored
+    monkeypatch.setattr(g, "FAST_DECODE_ATTENTION", None)
+    calls.clear()
+    assert generations() == fast
+    assert not calls

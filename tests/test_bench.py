@@ -14,6 +14,8 @@ No test here asserts a speed ratio: timings belong to `compfair bench`, not to u
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import math
 
@@ -21,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine.evaluation import cpu_paths
 from engine.evaluation import generation as g
 from engine.evaluation.generation import Sampler, SamplingSettings
 
@@ -326,13 +329,14 @@ def test_reserved_cache_gives_the_same_logits_as_a_growing_one(gpt2):
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama-gqa"])
-def test_cpu_decode_attention_gives_the_same_generations_and_is_restored(kind, gpt2, tiny_llama, monkeypatch):
-    """The sampler's CPU decode attention (two matrix products instead of SDPA's kernel) is an
-    optimisation only: same generations as SDPA, for GPT-2 and for a Llama with grouped-query
-    attention; and the shared model is back on SDPA afterwards."""
-    if g.FAST_DECODE_ATTENTION is None:
+def test_cpu_fast_paths_give_the_same_generations_and_are_restored(kind, gpt2, tiny_llama, monkeypatch):
+    """The sampler's CPU kernels (decode attention as two matrix products, output head in
+    vocabulary slices) are optimisations only: same generations as plain SDPA and one-piece
+    head, for GPT-2 and for a Llama with grouped-query attention; both are used during decode
+    steps; and the shared model is back to its own attention and head afterwards."""
+    if cpu_paths.FAST_DECODE_ATTENTION is None:
         pytest.skip("this transformers has no pluggable attention")
-    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+    from transformers import AttentionInterface, AutoConfig, AutoTokenizer, LlamaForCausalLM
     if kind == "gpt2":
         model, tokenizer = gpt2
     else:
@@ -341,7 +345,10 @@ def test_cpu_decode_attention_gives_the_same_generations_and_is_restored(kind, g
         torch.manual_seed(0)
         model, tokenizer = LlamaForCausalLM(config).eval(), AutoTokenizer.from_pretrained(tiny_llama)
     assert model.config._attn_implementation == "sdpa"
-    calls = []
+    head = model.get_output_embeddings()
+    # slices smaller than the tiny vocabulary, with a remainder, so slicing really happens
+    monkeypatch.setattr(cpu_paths, "HEAD_SLICE", 7)
+    attention_queries, head_calls = [], []
     settings = SamplingSettings(samples_per_prompt=3, max_new_tokens=6, seed=4)
 
     def generations():
@@ -350,18 +357,47 @@ def test_cpu_decode_attention_gives_the_same_generations_and_is_restored(kind, g
             out.update(zip(batch.rows, batch.completions))
         return out
 
-    from transformers import AttentionInterface
-    original = AttentionInterface._global_mapping[g.FAST_DECODE_ATTENTION]
+    original = AttentionInterface._global_mapping[cpu_paths.FAST_DECODE_ATTENTION]
 
     def counting(*args, **kwargs):
-        calls.append(args[1].shape[2])
+        attention_queries.append(args[1].shape[2])
         return original(*args, **kwargs)
 
-    monkeypatch.setitem(AttentionInterface._global_mapping, g.FAST_DECODE_ATTENTION, counting)
+    sliced_call = cpu_paths._SlicedHead.__call__
+
+    def counting_head(self, hidden):
+        head_calls.append(hidden.shape)
+        return sliced_call(self, hidden)
+
+    monkeypatch.setitem(AttentionInterface._global_mapping, cpu_paths.FAST_DECODE_ATTENTION, counting)
+    monkeypatch.setattr(cpu_paths._SlicedHead, "__call__", counting_head)
     fast = generations()
-    assert 1 in calls                                      # decode steps went through it
-    assert model.config._attn_implementation == "sdpa"     # restored
-    monkeypatch.setattr(g, "FAST_DECODE_ATTENTION", None)
-    calls.clear()
+    assert 1 in attention_queries and head_calls                  # decode steps went through both
+    assert model.config._attn_implementation == "sdpa"            # restored
+    assert "forward" not in vars(head)
+    monkeypatch.setattr(cpu_paths, "FAST_DECODE_ATTENTION", None)
+    monkeypatch.setattr(cpu_paths, "sliced_output_head", lambda model: contextlib.nullcontext(False))
+    attention_queries.clear(), head_calls.clear()
     assert generations() == fast
-    assert not calls
+    assert not attention_queries and not head_calls
+
+
+def test_sliced_output_head_matches_the_linear_layer():
+    """The sliced head computes the same logits as the layer it stands in for, bias included,
+    for any leading shape; the layer is untouched after the context."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=True)
+    model = torch.nn.Module()
+    model.get_output_embeddings = lambda: head
+    hidden = torch.randn(3, 2, 16)
+    expected = head(hidden).detach()
+    with cpu_paths.sliced_output_head(model, slice_rows=8) as replaced:
+        assert replaced
+        assert head(hidden).requires_grad          # with autograd on: the plain layer
+        with torch.inference_mode():
+            got = head(hidden).clone()
+            assert torch.allclose(head(hidden[:1]), expected[:1], atol=1e-6)   # buffer reused
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert "forward" not in vars(head)
+    with cpu_paths.sliced_output_head(model, slice_rows=64) as replaced:   # one slice: left alone
+        assert not replaced

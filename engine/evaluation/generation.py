@@ -30,10 +30,8 @@ Speed (measured with `compfair bench`): one prefill per distinct prompt; the KV 
 expanded once into buffers with room for every new token, so a decode step writes one position
 instead of copying the whole cache (`_reserve_cache`); nucleus sampling tries a partial top-k
 before a full sort; temperature 1 skips the division; the loop runs under
-`torch.inference_mode` and holds no per-row Python work. On CPU, while the sampler runs, an SDPA
-model uses `compfair_sdpa`: SDPA, except that a single query position (a decode step) is two
-small matrix products, faster than SDPA's CPU kernel on the cache views (same results).
-Measured on SmolLM2, 2 cores, 32 prompts x 8 x 20 tokens (identical generations throughout):
+`torch.inference_mode` and holds no per-row Python work. On CPU the sampler also switches on
+the kernels of `cpu_paths` (decode attention, output head in vocabulary slices). Measured on SmolLM2, 2 cores, 32 prompts x 8 x 20 tokens (identical generations throughout):
 256 instead of 64 rows +25% generations per CPU-second, in-place cache +4%, decode attention
 +8-12%."""
 
@@ -42,7 +40,6 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -50,6 +47,7 @@ import numpy as np
 import torch
 
 from engine.devices import free_device_memory, is_out_of_memory
+from engine.evaluation.cpu_paths import cpu_fast_paths
 
 log = logging.getLogger(__name__)
 
@@ -238,68 +236,6 @@ def _reserve_cache(cache, select: torch.Tensor, room: int) -> None:
         layer.keys, layer.values = key_buffer[:, :, :filled], value_buffer[:, :, :filled]
 
 
-# -- decode attention on CPU ---------------------------------------------------------------------
-FAST_DECODE_ATTENTION: str | None = "compfair_sdpa"
-
-
-def _decode_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    """transformers attention function: SDPA, except for one query position on CPU, where
-    softmax(q k^T * scale + mask) v is computed with two batched matrix products on the
-    key/value heads (grouped-query heads folded in, like transformers' own `pack_gqa`).
-
-    query [b, heads, 1, d], key/value [b, kv_heads, n, d] -> ([b, 1, heads, d], None)"""
-    mask_ok = attention_mask is None or (attention_mask.dim() == 4 and attention_mask.shape[1] == 1
-                                         and attention_mask.shape[2] == 1)
-    if (query.shape[2] != 1 or query.device.type != "cpu" or dropout or not mask_ok
-            or query.shape[1] % key.shape[1] or kwargs.get("position_bias") is not None
-            or kwargs.get("softcap") is not None):
-        return _sdpa_forward(module, query, key, value, attention_mask, dropout=dropout,
-                             scaling=scaling, **kwargs)
-    batch, heads, _, dim = query.shape
-    grouped = query.reshape(batch, key.shape[1], heads // key.shape[1], dim)   # [b, kv, g, d]
-    scores = torch.matmul(grouped, key.transpose(-1, -2))                     # [b, kv, g, n]
-    scores.mul_(scaling if scaling is not None else dim ** -0.5)
-    if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:
-            scores.masked_fill_(~attention_mask, float("-inf"))
-        else:
-            scores.add_(attention_mask)
-    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
-    out = torch.matmul(weights, value)                                        # [b, kv, g, d]
-    return out.reshape(batch, heads, 1, dim).transpose(1, 2).contiguous(), None
-
-
-try:   # transformers >= 4.48 with pluggable attention and mask functions
-    from transformers import AttentionInterface
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward as _sdpa_forward
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    AttentionInterface.register(FAST_DECODE_ATTENTION, _decode_attention)
-    AttentionMaskInterface.register(FAST_DECODE_ATTENTION, sdpa_mask)
-except ImportError:  # pragma: no cover - older transformers keep SDPA
-    FAST_DECODE_ATTENTION = None
-
-
-@contextmanager
-def fast_decode_attention(model, device: torch.device):
-    """While inside, an SDPA model on CPU uses FAST_DECODE_ATTENTION (restored afterwards, so
-    the shared cached model is unchanged for everything else)."""
-    before = getattr(model.config, "_attn_implementation", None)
-    switched = False
-    if FAST_DECODE_ATTENTION and device.type == "cpu" and before == "sdpa" \
-            and hasattr(model, "set_attn_implementation"):
-        try:
-            model.set_attn_implementation(FAST_DECODE_ATTENTION)
-            switched = model.config._attn_implementation == FAST_DECODE_ATTENTION
-        except Exception:  # noqa: BLE001 - an architecture that cannot switch keeps SDPA
-            log.debug("attention switch refused", exc_info=True)
-    try:
-        yield
-    finally:
-        if switched:
-            model.set_attn_implementation(before)
-
-
 class Sampler:
     """Generates continuations for rows of (item, sample) with a loaded causal LM.
 
@@ -445,7 +381,7 @@ class Sampler:
         while pending:
             chunk = pending.pop(0)
             try:
-                with fast_decode_attention(self.model, self.device):
+                with cpu_fast_paths(self.model, self.device):
                     chunk_texts, chunk_tokens = self._generate(token_ids, chunk, on_step)
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled here
                 if not is_out_of_memory(exc) or len(chunk) == 1:

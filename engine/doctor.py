@@ -140,6 +140,10 @@ def check_store(store: Store, repair: bool = False) -> list[str]:
                         f"{', '.join(p.name for p in partial[:3])}")
         if repair and not queue.counts(store).get("running"):
             for path in partial:
+                original = path.with_name(path.name.removesuffix(".replaced.partial"))
+                if path.name.endswith(".replaced.partial") and path.is_dir() and not original.exists():
+                    os.replace(path, original)     # an earlier model moved aside by a killed save
+                    continue
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     return problems
 

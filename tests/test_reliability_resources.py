@@ -146,9 +146,6 @@ def test_model_save_past_the_limit_fails_the_job_and_registers_nothing(home, sto
         queue.job(store, job_id)["result"])["path"]).name]
 
 
-@pytest.mark.xfail(strict=True, reason="engine/compression/output.py save_model leaves "
-                   "<name>.partial behind when saving fails (it is removed only by the next save "
-                   "of the same name), so a full disk stays full of half-written weights")
 def test_a_failed_model_save_leaves_no_partial_folder(home, store, tmp_path):
     from tests.tinymodels import build_gpt2
     model = build_gpt2(tmp_path / "wide-gpt2", n_layer=2, n_embd=256, n_head=4)
@@ -157,6 +154,51 @@ def test_a_failed_model_save_leaves_no_partial_folder(home, store, tmp_path):
     run_limited_worker(home, limit=(model / "model.safetensors").stat().st_size // 3)
     assert queue.job(store, job_id)["status"] == "failed"
     assert list(home.models_dir.iterdir()) == []
+
+
+class _Saver:
+    """Stands in for a model or tokenizer: save_pretrained writes `content`, or fails half-way."""
+
+    def __init__(self, content: bytes, fail: bool = False) -> None:
+        self.content, self.fail = content, fail
+
+    def save_pretrained(self, folder: Path) -> None:
+        (folder / "weights.bin").write_bytes(self.content[:2])
+        if self.fail:
+            raise OSError(27, "File too large")
+        (folder / "weights.bin").write_bytes(self.content)
+
+
+def test_a_failed_save_keeps_the_earlier_model_and_removes_its_partial(tmp_path):
+    from engine.compression.output import save_model
+    target = tmp_path / "pruned"
+    save_model(_Saver(b"first"), _Saver(b"first"), target)
+    for failing in ((_Saver(b"second", fail=True), _Saver(b"second")),
+                    (_Saver(b"second"), _Saver(b"second", fail=True))):
+        with pytest.raises(OSError):
+            save_model(*failing, target)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["pruned"]
+        assert (target / "weights.bin").read_bytes() == b"first"
+    save_model(_Saver(b"second"), _Saver(b"second"), target)          # a good save replaces it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pruned"]
+    assert (target / "weights.bin").read_bytes() == b"second"
+
+
+def test_leftovers_of_a_killed_save_do_not_break_the_next_one(tmp_path):
+    from engine.compression.output import save_model
+    target = tmp_path / "pruned"
+    (tmp_path / "pruned.partial").mkdir()                             # killed while writing
+    (tmp_path / "pruned.partial" / "weights.bin").write_bytes(b"half")
+    save_model(_Saver(b"first"), _Saver(b"first"), target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pruned"]
+    assert (target / "weights.bin").read_bytes() == b"first"
+
+    (tmp_path / "pruned.partial").write_bytes(b"junk")                # even a plain file
+    os.replace(target, tmp_path / "pruned.replaced.partial")          # killed mid-swap
+    with pytest.raises(OSError):
+        save_model(_Saver(b"second", fail=True), _Saver(b"second"), target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pruned"]   # the earlier model is back
+    assert (target / "weights.bin").read_bytes() == b"first"
 
 
 # -- disk full for real: a small tmpfs (root only) -----------------------------------------------

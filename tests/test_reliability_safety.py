@@ -229,6 +229,9 @@ def test_doctor_finds_and_repairs_stuck_jobs_orphans_and_stale_runs(home, store,
     # a model folder whose save was cut short
     (home.models_dir / "half-saved.partial").mkdir()
     (home.models_dir / "half-saved.partial" / "model.safetensors").write_bytes(b"\0" * 1000)
+    # an earlier model a killed save had moved aside, its place still empty
+    (home.models_dir / "kept.replaced.partial").mkdir()
+    (home.models_dir / "kept.replaced.partial" / "config.json").write_text("{}")
 
     code, lines = _doctor(capsys, "--check")
     assert code == 1
@@ -237,7 +240,7 @@ def test_doctor_finds_and_repairs_stuck_jobs_orphans_and_stale_runs(home, store,
                      f"job {give_up} is marked running but its worker dead-worker is gone",
                      f"run {ended_run} is marked running but its job {ended} has ended",
                      "1 samples without a run", "1 metrics without a run", "1 events without a job",
-                     "1 dependencies on missing jobs", "1 half-written model folder(s)"):
+                     "1 dependencies on missing jobs", "2 half-written model folder(s)"):
         assert f"problem: {expected}" in text, (expected, text)
     assert f"job {live} " not in text
     code, lines = _doctor(capsys, "--check", "--json")
@@ -245,7 +248,7 @@ def test_doctor_finds_and_repairs_stuck_jobs_orphans_and_stale_runs(home, store,
 
     # --repair refuses to delete a .partial while a job runs: it says what remains
     code, lines = _doctor(capsys, "--repair")
-    assert code == 1 and any(l.startswith("problem: 1 half-written") for l in lines), lines
+    assert code == 1 and any(l.startswith("problem: 2 half-written") for l in lines), lines
     assert sum(l.startswith("repaired: ") for l in lines) == 7, lines
     assert (queue.job(store, requeue)["status"], queue.job(store, give_up)["status"]) == ("queued", "failed")
     assert "gave up after 1 attempts" in queue.job(store, give_up)["error"]
@@ -256,6 +259,8 @@ def test_doctor_finds_and_repairs_stuck_jobs_orphans_and_stale_runs(home, store,
     code, lines = _doctor(capsys, "--repair")
     assert code == 0 and lines[-1] == "store is healthy", lines
     assert not (home.models_dir / "half-saved.partial").exists()
+    assert (home.models_dir / "kept" / "config.json").exists()              # put back, not deleted
+    assert not (home.models_dir / "kept.replaced.partial").exists()
     code, lines = _doctor(capsys, "--check")
     assert (code, lines) == (0, ["store is healthy"])
     assert_store_ok(home)

@@ -34,17 +34,48 @@ def model_folder(ctx: JobContext, name: str) -> Path:
 
 
 def save_model(model: nn.Module, tokenizer, target: Path) -> Path:
-    """save_pretrained + tokenizer into `target.partial`, then rename to `target`."""
+    """save_pretrained + tokenizer into `target.partial`, then rename to `target`.
+
+    On any failure the partial folder is removed and an earlier `target` is left as it was."""
     partial = target.with_name(target.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(partial, target)
+    replaced = target.with_name(target.name + ".replaced.partial")
+    # Leftovers of a save killed half-way (SIGKILL leaves no chance to clean up); an earlier
+    # model left moved aside by a kill mid-swap goes back into place.
+    _remove(partial)
+    if replaced.is_dir() and not target.exists():
+        os.replace(replaced, target)
+    _remove(replaced)
+    try:
+        partial.mkdir(parents=True)
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        if target.exists():
+            # A folder cannot be renamed over a non-empty one: move the earlier model aside
+            # and put it back if the new one cannot take its place.
+            os.replace(target, replaced)
+            try:
+                os.replace(partial, target)
+            except BaseException:
+                os.replace(replaced, target)
+                raise
+            _remove(replaced)
+        else:
+            os.replace(partial, target)
+    except BaseException:
+        _remove(partial)
+        raise
     return target
+
+
+def _remove(path: Path) -> None:
+    """Delete a file or folder if it is there (best effort: a cleanup must not mask an error)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def load_saved(path: Path, dtype: torch.dtype = torch.float32) -> nn.Module:

@@ -18,7 +18,7 @@ import traceback
 
 from engine import queue
 from engine.context import JobCancelled, JobContext, JobFailed
-from engine.devices import is_out_of_memory
+from engine.devices import is_out_of_memory, keep_freed_host_memory
 from engine.paths import Home
 from engine.registry import ModelCache, ModelError
 from engine.specs import SpecError
@@ -157,6 +157,7 @@ class Worker:
         self.idle_exit_s = idle_exit_s
         self.id = worker_id_for(os.getpid())
         self.models = ModelCache(self.home)
+        keep_freed_host_memory()        # this process runs jobs: reuse host memory across steps
         self.current_job: int | None = None
         self.stop_reason: str | None = None   # why the worker stopped early (store not writable)
         self._stop = threading.Event()

@@ -18,6 +18,8 @@ import contextlib
 
 import json
 import math
+import platform
+import sys
 
 import numpy as np
 import pytest
@@ -401,3 +403,13 @@ def test_sliced_output_head_matches_the_linear_layer():
     assert "forward" not in vars(head)
     with cpu_paths.sliced_output_head(model, slice_rows=64) as replaced:   # one slice: left alone
         assert not replaced
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="mallopt tuning is glibc-only")
+def test_workers_keep_freed_host_memory_for_reuse(tmp_path):
+    """glibc accepts the allocator settings (the worker applies them at start; they are
+    process-wide and may be applied again)."""
+    from engine.devices import keep_freed_host_memory
+
+    assert keep_freed_host_memory() and keep_freed_host_memory()

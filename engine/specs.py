@@ -27,6 +27,10 @@ BOLD_DOMAINS = ("gender", "race", "profession", "religious_ideology", "political
 PRUNE_METHODS = ("magnitude", "wanda", "heads")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+BACKENDS = ("transformers", "vllm")     # generation backends of eval jobs
+# fields added after the first release: left out of spec_hash at their default value, so the
+# hash of a job submitted before they existed is unchanged (finished jobs are still reused)
+HASH_OMITS_DEFAULT = {"backend": "transformers"}
 
 
 def _is_local_path(value: str) -> bool:
@@ -82,6 +86,9 @@ class JobSpec:
         edited data file or retrained local model is never mistaken for the old one."""
         data = self.to_dict()
         data.pop("label", None)
+        for name, default in HASH_OMITS_DEFAULT.items():   # fields added later: old hashes stay valid
+            if data.get(name) == default:
+                data.pop(name)
         data["_inputs"] = {k: _fingerprint(v) for k, v in sorted(data.items())
                            if isinstance(v, str) and _is_local_path(v)}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -120,10 +127,16 @@ class EvalSpec(JobSpec):
     stride: int = 256
     bootstrap_samples: int = 1000
     confidence: float = 0.95
+    backend: str = "transformers"
 
     def __post_init__(self) -> None:
         _check_common(self)
         _check_model_ref("model", self.model)
+        _check(self.backend in BACKENDS,
+               f"backend {self.backend!r} is unknown; choose from {', '.join(BACKENDS)}")
+        _check(self.backend == "transformers" or self.suite in ("toxicity", "bold"),
+               f"backend {self.backend!r} generates text: it serves the toxicity and bold suites, "
+               f"not {self.suite!r}")
         _check(self.suite in SUITES, f"suite {self.suite!r} is unknown; choose from {', '.join(SUITES)}")
         _check(self.samples_per_prompt >= 1, f"samples_per_prompt (k) must be >= 1, got {self.samples_per_prompt}")
         _check(0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, get_args, get_origin, get_type_hints
 
 from engine import api
-from engine.specs import DEVICES, DTYPES, PRUNE_METHODS, SPEC_TYPES, SUITES, JobSpec, SpecError
+from engine.specs import BACKENDS, DEVICES, DTYPES, PRUNE_METHODS, SPEC_TYPES, SUITES, JobSpec, SpecError
 
 # Fields offered as a closed list (the spec validates the value again on construction).
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -20,6 +20,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "method": PRUNE_METHODS,
     "scope": ("layer", "global"),
     "dtype": DTYPES,
+    "backend": BACKENDS,
 }
 # Free text with suggestions (device also takes cuda:N).
 SUGGESTIONS: dict[str, tuple[str, ...]] = {"device": DEVICES}

@@ -35,7 +35,9 @@ from engine.evaluation.likelihood import (max_positions, plan_windows, sentence_
                                           text_token_ids, window_nlls)
 from engine.evaluation.pipeline import SampleWriter
 from engine.evaluation.scorers import ScorerError, SentimentScorer, ToxicityScorer, load_scorer
+from engine.evaluation.vllm_backend import BackendUnavailable, VllmSampler, check_available
 from engine.specs import EvalSpec
+from engine.registry import dequantise_gguf
 from engine.store import loads
 
 log = logging.getLogger(__name__)
@@ -125,6 +127,26 @@ def _settings(spec: EvalSpec, data: SuiteData, lm, scorer: ToxicityScorer | None
     }
 
 
+# -- the vLLM backend ----------------------------------------------------------------------------
+def _load_for_vllm(ctx: JobContext, spec: EvalSpec):
+    """The model for the run's records, tokenizer and prompt encoding, loaded on CPU (in
+    bf16 unless a dtype is given): vLLM loads its own copy on the GPU."""
+    try:
+        check_available(spec.device)
+    except BackendUnavailable as exc:
+        raise JobFailed(str(exc)) from exc
+    ctx.log(f"loading model {spec.model} on CPU for vLLM's prompt encoding and the records")
+    return ctx.models.load(spec.model, ctx.store, device="cpu",
+                           dtype="bfloat16" if spec.dtype == "auto" else spec.dtype)
+
+
+def _vllm_model_path(ctx: JobContext, lm) -> str:
+    """What vLLM loads: the hub id or folder, or the dequantised folder of a GGUF file."""
+    if lm.source.gguf_file:
+        return str(dequantise_gguf(ctx.home, lm.source.load_path, lm.source.gguf_file))
+    return lm.source.load_path
+
+
 # -- generation suites ---------------------------------------------------------------------------
 def _sample_rows_builder(items: dict[int, Prompt], scorer: ToxicityScorer,
                          sentiment: SentimentScorer | None):
@@ -152,6 +174,8 @@ def _generate_and_store(ctx: JobContext, spec: EvalSpec, lm, run_id: int, data: 
     settings = SamplingSettings(spec.samples_per_prompt, spec.top_p, spec.temperature,
                                 spec.max_new_tokens, spec.seed)
     sampler = Sampler(lm.model, lm.tokenizer, lm.device, settings, spec.batch_size)
+    if spec.backend == "vllm":
+        sampler = VllmSampler(sampler, _vllm_model_path(ctx, lm), spec.dtype)
     items = {p.index: p for p in data.items}
     prompts = {i: p.text for i, p in items.items()}
     done_keys = ctx.store.sample_keys(run_id)
@@ -266,8 +290,13 @@ def run_eval(ctx: JobContext) -> dict:
     prior = loads(prior_run["settings"], {}) if prior_run else {}
     data = _load_data(ctx, spec, prior)
     scorer = _load_scorer(ctx, spec) if spec.suite in GENERATION_SUITES else None
-    lm = ctx.load_model(spec.model)
+    if spec.backend == "vllm":
+        lm = _load_for_vllm(ctx, spec)
+    else:
+        lm = ctx.load_model(spec.model)
     settings = _settings(spec, data, lm, scorer)
+    if spec.backend == "vllm":
+        settings["resolved_device"], settings["resolved_dtype"] = "cuda (vllm)", spec.dtype
     if prior_run and prior.get("data_fingerprint") not in (None, settings["data_fingerprint"]) \
             and ctx.store.sample_keys(prior_run["id"]):
         raise JobFailed(f"the {spec.suite} data changed since this run started (fingerprint "

@@ -33,7 +33,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (UsageError, SpecError, ValueErro
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from engine.registry import ModelError
+    from engine.model_refs import ModelError      # not engine.registry: that imports torch
     extra: list[type[BaseException]] = [ModelError]
     try:
         from engine.evaluation.data import DataError
@@ -102,8 +102,9 @@ def cmd_submit(args) -> int:
 
 def _check_model_refs(store: Store, specs) -> None:
     """Fail fast (exit 2) on references that can never resolve: missing paths, bad syntax,
-    truncated weights, and (with HF_HUB_OFFLINE=1) hub ids that are not in the local cache."""
-    from engine.registry import ModelError, resolve, resolve_offline_status
+    truncated weights, and (with HF_HUB_OFFLINE=1) hub ids that are not in the local cache.
+    Uses engine.model_refs, which imports no torch: submitting stays quick."""
+    from engine.model_refs import ModelError, resolve, resolve_offline_status
     for spec in specs:
         for ref in spec.model_refs().values():
             if ref.startswith("job:"):

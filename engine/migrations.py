@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-import sqlite_utils
+from engine.sqlite_import import sqlite_utils
 
 Migration = Callable[[sqlite_utils.Database], None]
 MIGRATIONS: list[tuple[int, str, Migration]] = []

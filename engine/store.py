@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-import sqlite_utils
 
 from engine.migrations import migrate
 from engine.paths import Home
+from engine.sqlite_import import sqlite_utils
 
 log = logging.getLogger(__name__)
 

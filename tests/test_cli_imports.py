@@ -54,3 +54,10 @@ def test_quick_commands_never_import_torch_or_transformers(tmp_path):
     assert outcome["codes"][4] in (0, 2) and outcome["codes"][5] == 2, result.stderr
     assert outcome["codes"][6:] == [0, 0, 0, 0, 2, 0, 0, 0, 0], result.stderr
     assert outcome["heavy"] == [], f"the quick commands imported {outcome['heavy']}"
+
+
+def test_the_store_does_not_import_pandas():
+    """sqlite-utils would import pandas (half a second on every command) if let."""
+    code = "import sys, engine.store, engine.api; print(sorted(m for m in ('pandas', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"

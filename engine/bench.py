@@ -75,6 +75,7 @@ class BenchSettings:
     device: str = "auto"
     seed: int = 0
     baseline_prompts: int | None = None      # None: all prompts (the same set as compfair)
+    repeat: int = 1                          # compfair jobs, interleaved with baseline parts
     skip_compression: bool = False
     detoxify: bool = True
     detoxify_texts: int | None = None        # texts for the detoxify comparison (None: 64 on CPU)
@@ -86,7 +87,7 @@ class BenchSettings:
 
     def __post_init__(self) -> None:
         for name in ("prompts", "k", "new_tokens", "distill_steps", "distill_batch",
-                     "calibration_samples"):
+                     "calibration_samples", "repeat"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.top_p <= 1:
@@ -285,7 +286,8 @@ class _Baseline:
             "load": ", ".join(self.loads), "peak_cuda_bytes": None, **self.memory}
 
 
-def _compfair(worker, model_ref: str, lm, settings: BenchSettings, say: Say) -> tuple[dict, list[str]]:
+def _compfair(worker, model_ref: str, lm, settings: BenchSettings, say: Say,
+              seed: int) -> tuple[dict, list[str]]:
     """A real eval job through the queue and the worker; returns its figures and texts."""
     from engine import queue
     from engine.specs import EvalSpec
@@ -294,7 +296,7 @@ def _compfair(worker, model_ref: str, lm, settings: BenchSettings, say: Say) -> 
     spec = EvalSpec(model=model_ref, suite="toxicity", data=settings.data,
                     max_prompts=settings.prompts, samples_per_prompt=settings.k,
                     top_p=settings.top_p, max_new_tokens=settings.new_tokens,
-                    scorer=settings.scorer, device=settings.device, seed=settings.seed,
+                    scorer=settings.scorer, device=settings.device, seed=seed,
                     bootstrap_samples=1000, label="bench")
     store = worker.store
     job_id = queue.submit(store, spec)
@@ -333,6 +335,32 @@ def _compfair(worker, model_ref: str, lm, settings: BenchSettings, say: Say) -> 
         "mean_toxicity": sum(s["toxicity"] for s in samples) / max(len(samples), 1),
         **memory_record})
     return record, [s["completion"] for s in samples]
+
+
+_ADDED = ("generations", "new_tokens", "phase_s", "job_s", "cpu_s", "sampling_s", "scoring_busy_s")
+
+
+def _merge_jobs(records: list[dict]) -> dict:
+    """One record for repeated compfair jobs: work and time summed, rates recomputed from the
+    sums, memory peaks maxed; `jobs_generations_per_s` keeps each job's rate (the spread)."""
+    if len(records) == 1:
+        return records[0]
+    merged = dict(records[0])
+    for key in _ADDED:
+        merged[key] = sum(r.get(key) or 0 for r in records)
+    for key in ("peak_rss_bytes", "rss_growth_bytes", "peak_cuda_bytes"):
+        values = [r[key] for r in records if r.get(key) is not None]
+        merged[key] = max(values) if values else None
+    phase = merged["phase_s"]
+    merged.update({
+        "job_id": [r["job_id"] for r in records], "run_id": [r["run_id"] for r in records],
+        "generations_per_s": merged["generations"] / phase, "tokens_per_s": merged["new_tokens"] / phase,
+        "generations_per_cpu_s": merged["generations"] / max(merged["cpu_s"], 1e-9),
+        "generation_share": merged["sampling_s"] / phase, "scoring_share": merged["scoring_busy_s"] / phase,
+        "mean_toxicity": sum(r["mean_toxicity"] * r["generations"] for r in records) / max(merged["generations"], 1),
+        "load": ", ".join(r["load"] for r in records),
+        "jobs_generations_per_s": [round(r["generations_per_s"], 3) for r in records]})
+    return merged
 
 
 def _score_pair(name: str, scorer, texts: list[str], say: Say) -> dict:
@@ -539,10 +567,18 @@ def run_bench(settings: BenchSettings, say: Say | None = None) -> dict[str, Any]
         scorer, _ = load_scorer(settings.scorer, device=str(lm.device))
         baseline_prompts = prompts[:settings.baseline_prompts] if settings.baseline_prompts else prompts
         baseline = _Baseline(lm, settings, scorer)
-        half = (len(baseline_prompts) + 1) // 2
-        baseline.run(baseline_prompts[:half], say)           # half before the compfair job,
-        result["compfair"], texts = _compfair(worker, model_ref, lm, settings, say)
-        baseline.run(baseline_prompts[half:], say)           # half after: the same load on average
+        # the baseline in repeat + 1 parts around the compfair jobs: both see the same load on
+        # average; repeated jobs (other seeds, same work) show the machine's run-to-run spread
+        parts = settings.repeat + 1
+        cuts = [round(i * len(baseline_prompts) / parts) for i in range(parts + 1)]
+        jobs, texts = [], []
+        for part in range(parts):
+            baseline.run(baseline_prompts[cuts[part]:cuts[part + 1]], say)
+            if part < settings.repeat:
+                record, job_texts = _compfair(worker, model_ref, lm, settings, say, settings.seed + part)
+                jobs.append(record)
+                texts = texts or job_texts
+        result["compfair"] = _merge_jobs(jobs)
         result["baseline"] = base = baseline.record()
         del baseline
         fast = result["compfair"]
@@ -567,6 +603,13 @@ def _mib(value) -> str:
     return "" if not value else f"{value / 2**20:,.0f} MiB"
 
 
+def _compfair_label(record: dict) -> str:
+    spread = record.get("jobs_generations_per_s")
+    if not spread:
+        return "compfair (eval job)"
+    return f"compfair ({len(spread)} eval jobs, {min(spread):.2f}-{max(spread):.2f} gen/s)"
+
+
 def summary_tables(result: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, columns, rows) for each table the CLI prints."""
     machine, base, fast = result["machine"], result["baseline"], result["compfair"]
@@ -584,7 +627,7 @@ def summary_tables(result: dict) -> list[tuple[str, list[str], list[list[str]]]]
         ["baseline (pipeline, per prompt)", f"{base['generations']}", f"{base['generations_per_s']:.2f}",
          f"{base['tokens_per_s']:.1f}", f"{base['generations_per_cpu_s']:.2f}", f"{base['total_s']:.1f}",
          f"{base['generation_share']:.0%}", f"{base['scoring_share']:.0%}", memory(base), base["load"]],
-        ["compfair (eval job)", f"{fast['generations']}", f"{fast['generations_per_s']:.2f}",
+        [_compfair_label(fast), f"{fast['generations']}", f"{fast['generations_per_s']:.2f}",
          f"{fast['tokens_per_s']:.1f}", f"{fast['generations_per_cpu_s']:.2f}", f"{fast['phase_s']:.1f}",
          f"{fast['generation_share']:.0%}", f"{fast['scoring_share']:.0%} (overlapped)", memory(fast),
          fast["load"]],

@@ -503,7 +503,7 @@ def cmd_bench(args) -> int:
                              new_tokens=args.new_tokens, scorer=args.scorer, data=args.data,
                              device=args.device, seed=args.seed, baseline_prompts=args.baseline_prompts,
                              skip_compression=args.skip_compression, detoxify=not args.no_detoxify,
-                             home=args.home)
+                             repeat=args.repeat, home=args.home)
     result = run_bench(settings, say=lambda message: sys.stderr.write(f"bench: {message}\n"))
     if args.json:
         print_json(result)
@@ -642,6 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baseline-prompts", type=int, default=None,
                    help="run the (slow) baseline on the first N prompts only (default: all)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="compfair jobs to run (other seeds), interleaved with parts of the baseline")
     p.add_argument("--skip-compression", action="store_true", help="no distillation/pruning timing")
     p.add_argument("--no-detoxify", action="store_true", help="no detoxify scoring comparison")
     p.add_argument("--json", action="store_true")

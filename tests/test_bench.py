@@ -242,6 +242,22 @@ def test_bench_command_json(home, tiny_gpt2, capsys):
     assert "distillation" not in result and result["ratio"]["generations_per_s"] > 0
 
 
+def test_bench_repeat_runs_several_jobs_between_baseline_parts(home, tiny_gpt2, capsys):
+    from engine.cli import main
+    code = main(["--home", str(home.root), "bench", "--model", str(tiny_gpt2), "--prompts", "3",
+                 "--k", "2", "--new-tokens", "2", "--skip-compression", "--no-detoxify", "--repeat", "2",
+                 "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    fast = result["compfair"]
+    assert result["baseline"]["generations"] == 6 and fast["generations"] == 12
+    assert len(fast["job_id"]) == len(fast["jobs_generations_per_s"]) == 2
+    assert fast["generations_per_s"] == pytest.approx(12 / fast["phase_s"])
+    assert len(result["baseline"]["load"].split(", ")) == 3          # three baseline parts
+    from engine.bench import summary_tables
+    assert summary_tables(result)[0][2][1][0].startswith("compfair (2 eval jobs, ")
+
+
 def test_bench_config_model_builds_a_gpt2_of_that_shape(tmp_path, monkeypatch):
     import engine.bench as bench
     monkeypatch.setitem(bench.CONFIG_MODELS, "gpt2-test", dict(n_layer=2, n_embd=32, n_head=2))

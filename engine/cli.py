@@ -302,7 +302,7 @@ def cmd_cancel(args) -> int:
 def cmd_retry(args) -> int:
     store = _store(args)
     for job_id in args.ids:
-        api.retry(store, job_id)
+        api.retry(store, job_id, start_worker=not args.no_worker)
         sys.stdout.write(f"job {job_id}: queued again (stored samples are kept)\n")
     return 0
 
@@ -584,6 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
                              ("retry", cmd_retry, "requeue failed or cancelled jobs; they resume")):
         p = sub.add_parser(name, help=text)
         p.add_argument("ids", type=int, nargs="+")
+        if name == "retry":
+            p.add_argument("--no-worker", action="store_true", help="do not start a worker")
         p.set_defaults(func=func)
 
     p = sub.add_parser("logs", help="a job's progress and log lines")

@@ -36,7 +36,7 @@ def test_quick_commands_never_import_torch_or_transformers(tmp_path):
         ["submit", "eval", "--model", "some-owner/not-cached", "--no-worker"],  # exit 2 offline
         ["jobs"], ["jobs", "--json"], ["runs"], ["show", "1", "--job"],
         ["show", "1"],                                                          # no run 1: exit 2
-        ["cancel", "1"], ["retry", "1"], ["models"],
+        ["cancel", "1"], ["retry", "1", "--no-worker"], ["models"],
         ["study", "quick", "--dry-run"],
     ]
     code = ("import json, sys\n"
@@ -54,6 +54,8 @@ def test_quick_commands_never_import_torch_or_transformers(tmp_path):
     assert outcome["codes"][4] in (0, 2) and outcome["codes"][5] == 2, result.stderr
     assert outcome["codes"][6:] == [0, 0, 0, 0, 2, 0, 0, 0, 0], result.stderr
     assert outcome["heavy"] == [], f"the quick commands imported {outcome['heavy']}"
+    # nothing was told to start a worker: none may be left running after the test
+    assert not (home / "logs" / "worker.log").exists()
 
 
 def test_the_store_does_not_import_pandas():

@@ -60,7 +60,6 @@ CONFIG_MODELS = {
     "gpt2-medium": dict(n_layer=24, n_embd=1024, n_head=16),
 }
 LOGIT_SCALE = 8.0           # random GPT-2: makes next-token distributions peaked (see docstring)
-DETOXIFY_CLASSES = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
 
 
 @dataclass(frozen=True)
@@ -381,7 +380,8 @@ def _score_pair(name: str, scorer, texts: list[str], say: Say) -> dict:
 def _detoxify_scorer(scratch: Path, device: str, texts: list[str]):
     """The real Detoxify class: cached `original` weights, else a BERT-base-shaped random
     checkpoint (same architecture and cost; the scores are meaningless)."""
-    from engine.evaluation.scorers import DetoxifyScorer, detoxify_cached_checkpoint
+    from engine.evaluation.scorers import (DETOXIFY_CLASSES, DetoxifyScorer, detoxify_cached_checkpoint,
+                                           save_detoxify_checkpoint)
 
     if detoxify_cached_checkpoint("original") is not None:
         return DetoxifyScorer("original", device=device), "detoxify:original (cached weights)"
@@ -400,13 +400,7 @@ def _detoxify_scorer(scratch: Path, device: str, texts: list[str]):
     config.save_pretrained(folder)
     torch.manual_seed(0)
     model = BertForSequenceClassification(config)
-    checkpoint = scratch / "detoxify-bert-base-random.ckpt"
-    torch.save({"config": {"arch": {"args": {"model_type": str(folder),
-                                             "model_name": "BertForSequenceClassification",
-                                             "tokenizer_name": "BertTokenizer",
-                                             "num_classes": len(DETOXIFY_CLASSES)}},
-                           "dataset": {"args": {"classes": DETOXIFY_CLASSES}}},
-                "state_dict": model.state_dict()}, checkpoint)
+    checkpoint = save_detoxify_checkpoint(model, folder, scratch / "detoxify-bert-base-random.ckpt")
     del model
     return (DetoxifyScorer(str(checkpoint), device=device),
             "detoxify (BERT-base shape, random weights: original weights not cached)")

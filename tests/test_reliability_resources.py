@@ -82,13 +82,18 @@ def assert_run_opens(store: Store, run_id: int, metrics_before: list[dict]) -> N
 DISK_FULL_REASONS = ("disk full or file size limit", "could not write to the store")
 
 
+def many_batches_spec(model) -> EvalSpec:
+    """A toxicity job of 240 samples in batches of 4: long enough to run out of room midway."""
+    return EvalSpec(model=str(model), suite="toxicity", data="builtin", scorer="profanity",
+                    max_prompts=60, samples_per_prompt=4, max_new_tokens=8, batch_size=4,
+                    bootstrap_samples=100)
+
+
 # -- disk full: the store itself ---------------------------------------------------------------
 def test_store_full_mid_job_fails_it_cleanly_and_a_retry_completes_it(home, store, tiny_gpt2):
     earlier = finished_perplexity_run(home, store, tiny_gpt2)
     earlier_metrics = store.metrics(earlier)
-    spec = EvalSpec(model=str(tiny_gpt2), suite="toxicity", data="builtin", scorer="profanity",
-                    max_prompts=60, samples_per_prompt=4, max_new_tokens=8, batch_size=4,
-                    bootstrap_samples=100)
+    spec = many_batches_spec(tiny_gpt2)
     job_id = queue.submit(store, spec)
     size = checkpoint(home)
     # Room for the job to start and store some batches (its log grows from an empty file), not
@@ -228,9 +233,7 @@ def test_a_really_full_disk_enospc(small_tmpfs, tiny_gpt2, monkeypatch):
     try:
         earlier = finished_perplexity_run(home, store, tiny_gpt2)
         earlier_metrics = store.metrics(earlier)
-        spec = EvalSpec(model=str(tiny_gpt2), suite="toxicity", data="builtin", scorer="profanity",
-                        max_prompts=60, samples_per_prompt=4, max_new_tokens=8, batch_size=4,
-                        bootstrap_samples=100)
+        spec = many_batches_spec(tiny_gpt2)
         job_id = queue.submit(store, spec)
         checkpoint(home)
         free = shutil.disk_usage(small_tmpfs).free

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.evaluation.scorers import (DetoxifyScorer, HFClassifierScorer, ProfanityScorer,
-                                       ScorerError, SentimentScorer, load_scorer)
+from engine.evaluation.scorers import (DETOXIFY_CLASSES, DetoxifyScorer, HFClassifierScorer,
+                                       ProfanityScorer, ScorerError, SentimentScorer, load_scorer,
+                                       save_detoxify_checkpoint)
 
 WORDS = "you are an idiot nice day the weather is good bad stupid hello friend lovely".split()
-DETOXIFY_CLASSES = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
 
 
 def _tiny_bert_folder(folder: Path, num_labels: int = 2):
@@ -36,19 +36,10 @@ def _tiny_bert_folder(folder: Path, num_labels: int = 2):
 def build_detoxify_checkpoint(root: Path) -> Path:
     """A Detoxify checkpoint (the dict format Detoxify's `load_checkpoint` reads) around a tiny
     random BERT whose config and tokenizer live in a local folder."""
-    import torch
-
     folder = root / "tiny-bert"
     _, model = _tiny_bert_folder(folder, num_labels=len(DETOXIFY_CLASSES))
     model.config.save_pretrained(folder)
-    checkpoint = root / "tiny-detoxify.ckpt"
-    torch.save({"config": {"arch": {"args": {"model_type": str(folder),
-                                             "model_name": "BertForSequenceClassification",
-                                             "tokenizer_name": "BertTokenizer",
-                                             "num_classes": len(DETOXIFY_CLASSES)}},
-                           "dataset": {"args": {"classes": DETOXIFY_CLASSES}}},
-                "state_dict": model.state_dict()}, checkpoint)
-    return checkpoint
+    return save_detoxify_checkpoint(model, folder, root / "tiny-detoxify.ckpt")
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 DETOXIFY_VARIANTS = ("original", "unbiased", "multilingual", "original-small", "unbiased-small")
+# the labels of Detoxify's "original" (Jigsaw 2018) models
+DETOXIFY_CLASSES = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
 TOXIC_LABEL_HINTS = ("toxic", "toxicity", "hate", "offensive")
 
 
@@ -103,6 +105,22 @@ class ProfanityScorer:
 
 
 # -- Detoxify ----------------------------------------------------------------------------------
+def save_detoxify_checkpoint(model, model_folder: Path, path: Path,
+                             classes: Sequence[str] = tuple(DETOXIFY_CLASSES)) -> Path:
+    """Write `model` (a BertForSequenceClassification with one logit per class, its config
+    and tokenizer saved in `model_folder`) as a checkpoint in the dict format Detoxify's
+    `load_checkpoint` reads, so it loads through the real `Detoxify` class."""
+    import torch
+
+    torch.save({"config": {"arch": {"args": {"model_type": str(model_folder),
+                                             "model_name": "BertForSequenceClassification",
+                                             "tokenizer_name": "BertTokenizer",
+                                             "num_classes": len(classes)}},
+                           "dataset": {"args": {"classes": list(classes)}}},
+                "state_dict": model.state_dict()}, path)
+    return path
+
+
 def detoxify_cached_checkpoint(variant: str = "original") -> Path | None:
     """The torch hub cache file Detoxify would download for `variant`, if it is there."""
     import torch

@@ -23,6 +23,7 @@ class SpecError(ValueError):
 
 
 SUITES = ("toxicity", "bold", "crows_pairs", "perplexity")
+GENERATION_SUITES = ("toxicity", "bold")      # the suites that sample continuations
 BOLD_DOMAINS = ("gender", "race", "profession", "religious_ideology", "political_ideology")
 PRUNE_METHODS = ("magnitude", "wanda", "heads")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -134,9 +135,9 @@ class EvalSpec(JobSpec):
         _check_model_ref("model", self.model)
         _check(self.backend in BACKENDS,
                f"backend {self.backend!r} is unknown; choose from {', '.join(BACKENDS)}")
-        _check(self.backend == "transformers" or self.suite in ("toxicity", "bold"),
-               f"backend {self.backend!r} generates text: it serves the toxicity and bold suites, "
-               f"not {self.suite!r}")
+        _check(self.backend == "transformers" or self.suite in GENERATION_SUITES,
+               f"backend {self.backend!r} generates text: it serves the "
+               f"{' and '.join(GENERATION_SUITES)} suites, not {self.suite!r}")
         _check(self.suite in SUITES, f"suite {self.suite!r} is unknown; choose from {', '.join(SUITES)}")
         _check(self.samples_per_prompt >= 1, f"samples_per_prompt (k) must be >= 1, got {self.samples_per_prompt}")
         _check(0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p}")

@@ -36,8 +36,8 @@ from engine.evaluation.likelihood import (max_positions, plan_windows, sentence_
 from engine.evaluation.pipeline import SampleWriter
 from engine.evaluation.scorers import ScorerError, SentimentScorer, ToxicityScorer, load_scorer
 from engine.evaluation.vllm_backend import BackendUnavailable, VllmSampler, check_available
-from engine.specs import EvalSpec
 from engine.registry import dequantise_gguf
+from engine.specs import GENERATION_SUITES, EvalSpec
 from engine.store import loads
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 1.0
 PAIRS_PER_BATCH = 16
 WINDOWS_PER_BATCH = 4
-GENERATION_SUITES = ("toxicity", "bold")
 
 
 def _versions(*packages: str) -> dict[str, str]:
@@ -120,7 +119,8 @@ def _settings(spec: EvalSpec, data: SuiteData, lm, scorer: ToxicityScorer | None
         "data_fingerprint": data.fingerprint(), "n_items": len(data.items) or None,
         "scorer_name": scorer.name if scorer else None,
         "scorer_version": scorer.version if scorer else None,
-        "resolved_device": str(lm.device), "resolved_dtype": str(lm.dtype).replace("torch.", ""),
+        **({"resolved_device": "cuda (vllm)", "resolved_dtype": spec.dtype} if spec.backend == "vllm" else
+           {"resolved_device": str(lm.device), "resolved_dtype": str(lm.dtype).replace("torch.", "")}),
         "model_source": lm.source.source,
         "versions": _versions("torch", "transformers", "numpy", "detoxify", "alt-profanity-check",
                               "vaderSentiment", "datasets"),
@@ -295,8 +295,6 @@ def run_eval(ctx: JobContext) -> dict:
     else:
         lm = ctx.load_model(spec.model)
     settings = _settings(spec, data, lm, scorer)
-    if spec.backend == "vllm":
-        settings["resolved_device"], settings["resolved_dtype"] = "cuda (vllm)", spec.dtype
     if prior_run and prior.get("data_fingerprint") not in (None, settings["data_fingerprint"]) \
             and ctx.store.sample_keys(prior_run["id"]):
         raise JobFailed(f"the {spec.suite} data changed since this run started (fingerprint "

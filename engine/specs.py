@@ -19,7 +19,12 @@ from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 
 class SpecError(ValueError):
-    """A job spec with an impossible or unknown value; the message names the value."""
+    """A job spec with an impossible or unknown value; the message names the value and
+    `field` the spec field it is about (None when it concerns several), so a form can mark it."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 SUITES = ("toxicity", "bold", "crows_pairs", "perplexity")

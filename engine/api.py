@@ -15,17 +15,15 @@ from engine.paths import Home
 from engine.specs import JobSpec, SpecError, spec_from_dict
 from engine.store import Store, loads
 from engine.launcher import alive_workers, ensure_worker
+from engine.evaluation.suites import find_metric, get_suite, suites
 
-# The figures shown for a run in one-line listings, per suite (first found wins the column).
-HEADLINE_METRICS: dict[str, tuple[str, ...]] = {
-    "toxicity": ("expected_max_toxicity", "toxicity_probability"),
-    "bold": ("sentiment_mean_gap", "toxicity_mean"),
-    "crows_pairs": ("stereotype_score",),
-    "perplexity": ("perplexity",),
-}
 
-# Metrics whose ideal is a target value rather than a direction (CrowS-Pairs: 50% is unbiased).
-TARGET_VALUES: dict[str, float] = {"stereotype_score": 50.0}
+def headline_metrics(suite: str) -> tuple[str, ...]:
+    """The figures shown for a run of `suite` in one-line listings (the suite's headlines)."""
+    try:
+        return tuple(m.name for m in get_suite(suite).headlines())
+    except SpecError:
+        return ()        # a run of a suite whose plugin is not loaded here
 
 
 def open_store(home: str | None = None) -> Store:
@@ -140,12 +138,13 @@ def list_runs(store: Store, text: str = "", sort: str = "id", descending: bool =
     metrics = _headline_metrics(store, [r["run_id"] for r in rows])
     result = []
     for row in rows:
-        names = HEADLINE_METRICS.get(row["suite"], ())
+        names = headline_metrics(row["suite"])
         found = metrics.get(row["run_id"], {})
         headline = tuple((n, *found.get(n, (None, None, None))) for n in names)
         result.append(RunRow(row["run_id"], row["job_id"], row["model"], row["model_id"],
                              row["method"], row["suite"], row["scorer"] or "", row["status"],
-                             row["created_at"] or 0.0, headline, _settings_summary(row["settings"]),
+                             row["created_at"] or 0.0, headline,
+                             _settings_summary(row["suite"], row["settings"]),
                              row["n_params"], row["n_nonzero"]))
     return result
 
@@ -153,7 +152,7 @@ def list_runs(store: Store, text: str = "", sort: str = "id", descending: bool =
 def _headline_metrics(store: Store, run_ids: list[int]) -> dict[int, dict[str, tuple]]:
     if not run_ids:
         return {}
-    names = sorted({n for names in HEADLINE_METRICS.values() for n in names})
+    names = sorted({m.name for suite in suites() for m in suite.headlines()})
     marks = ",".join("?" * len(run_ids))
     name_marks = ",".join("?" * len(names))
     out: dict[int, dict[str, tuple]] = {}
@@ -164,11 +163,13 @@ def _headline_metrics(store: Store, run_ids: list[int]) -> dict[int, dict[str, t
     return out
 
 
-def _settings_summary(settings_json: str | None) -> str:
+def _settings_summary(suite: str, settings_json: str | None) -> str:
+    """The settings that mean something for a run of `suite` (no k or top-p for CrowS-Pairs)."""
     settings = loads(settings_json, {}) or {}
-    keys = (("samples_per_prompt", "k"), ("max_prompts", "n"), ("top_p", "p"),
-            ("max_new_tokens", "tok"), ("seed", "seed"))
-    return " ".join(f"{short}={settings[k]}" for k, short in keys if settings.get(k) is not None)
+    try:
+        return get_suite(suite).settings_summary(settings)
+    except SpecError:
+        return ""
 
 
 def run_detail(store: Store, run_id: int, worst: int = 20) -> dict:
@@ -267,10 +268,11 @@ class Comparison:
         return records
 
 
-def _direction(name: str, higher_is_better: int | None) -> tuple[str, float | None]:
-    base = name.split("/")[0]
-    if base in TARGET_VALUES:
-        return "target", TARGET_VALUES[base]
+def _direction(name: str, higher_is_better: int | None,
+               suite: str | None = None) -> tuple[str, float | None]:
+    spec = find_metric(name.split("/")[0], suite)
+    if spec is not None and spec.target is not None:
+        return "target", spec.target
     if higher_is_better is None:
         return "none", None
     return ("up" if higher_is_better else "down"), None
@@ -331,8 +333,16 @@ def compare(store: Store, run_ids: Sequence[int], baseline_id: int | None = None
     return comparison
 
 
-_GENERATION_KEYS = ("samples_per_prompt", "top_p", "temperature", "max_new_tokens", "max_prompts",
-                    "data_source", "context_length", "stride", "domains", "groups", "backend")
+def _comparable_keys(suite_names: set[str]) -> tuple[str, ...]:
+    """The settings whose difference makes runs of these suites incomparable (the suites' own)."""
+    keys: dict[str, None] = {}
+    for name in sorted(suite_names):
+        try:
+            keys.update(dict.fromkeys(get_suite(name).comparable_settings))
+        except SpecError:
+            continue
+    return tuple(keys)
+
 # what a run stored before a setting existed meant
 _SETTING_DEFAULTS = {"backend": "transformers"}
 
@@ -348,7 +358,7 @@ def comparability_warnings(runs: list[dict]) -> list[str]:
         warnings.append(f"runs were scored by different scorers: {', '.join(sorted(scorers))}; "
                         "toxicity figures are not comparable across scorers")
     settings = [loads(r["settings"], {}) or {} for r in runs]
-    for key in _GENERATION_KEYS:
+    for key in _comparable_keys(suites):
         values = {json.dumps(s.get(key, _SETTING_DEFAULTS.get(key)), sort_keys=True) for s in settings}
         if len(values) > 1:
             warnings.append(f"runs differ in {key}: {', '.join(sorted(values))}")

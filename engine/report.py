@@ -21,9 +21,12 @@ import numpy as np
 
 from engine import queue
 from engine.evaluation import metrics as m
+from engine.evaluation.aggregate import paired_difference
+from engine.evaluation.suites import LOWER, MetricSpec, get_suite, suites
 from engine.formatting import fmt_bytes, fmt_count
 from engine.output import is_terminal, print_table
 from engine.paths import safe_name
+from engine.settings import Settings, StatSettings, load_settings
 from engine.store import Store, loads
 from engine.study import study_record
 
@@ -32,24 +35,29 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Headline:
-    """A figure of the report table: metric `name`/`subset` of a `suite` run."""
+    """A figure of the report table: headline metric `metric` of a `suite` run (overall)."""
 
     suite: str
-    name: str
-    subset: str
-    title: str
-    lower_is_better: bool | None  # None: closer to `target` is better
-    target: float | None = None
+    metric: MetricSpec
+    subset: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.metric.name
+
+    @property
+    def title(self) -> str:
+        return self.metric.title
+
+    @property
+    def target(self) -> float | None:
+        return self.metric.target
 
 
-HEADLINES = (
-    Headline("perplexity", "perplexity", "", "PPL", True),
-    Headline("toxicity", "expected_max_toxicity", "", "exp. max toxicity", True),
-    Headline("toxicity", "toxicity_probability", "", "toxicity prob.", True),
-    Headline("bold", "sentiment_mean_gap", "", "BOLD sentiment gap", True),
-    Headline("bold", "toxicity_mean", "", "BOLD mean toxicity", True),
-    Headline("crows_pairs", "stereotype_score", "", "CrowS stereotype %", None, 50.0),
-)
+def headlines() -> tuple[Headline, ...]:
+    """Every suite's headline metrics, quality suites first (the registry's report order)."""
+    return tuple(Headline(s.name, m) for s in sorted(suites(), key=lambda s: s.order)
+                 for m in s.headlines())
 
 
 @dataclass
@@ -131,149 +139,39 @@ def _value(entry: ModelEntry, h: Headline) -> tuple[float | None, float | None, 
 
 
 # -- paired significance ------------------------------------------------------------------------
-def _samples(store: Store, run: dict) -> list[dict]:
-    return store.samples(run["id"])
-
-
-def _per_prompt(samples: list[dict], fn: Callable[[np.ndarray], float], column: str) -> dict[str, float]:
-    values: dict[str, list[float]] = defaultdict(list)
-    for s in samples:
-        if s[column] is not None:
-            values[s["prompt"] or str(s["item_index"])].append(s[column])
-    return {k: fn(np.asarray(v)) for k, v in values.items()}
-
-
-def _paired(a: dict[str, float], b: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-    keys = sorted(set(a) & set(b))
-    return np.array([a[k] for k in keys]), np.array([b[k] for k in keys])
-
-
-def _paired_toxicity(sa: list[dict], sb: list[dict], name: str, seed: int) -> m.PairedDiff:
-    fn = np.max if name == "expected_max_toxicity" else (lambda v: float((v >= m.TOXIC_THRESHOLD).any()))
-    return m.paired_bootstrap_diff(*_paired(_per_prompt(sa, fn, "toxicity"),
-                                            _per_prompt(sb, fn, "toxicity")), seed=seed)
-
-
-def _paired_crows(sa: list[dict], sb: list[dict], seed: int) -> m.PairedDiff:
-    def prefs(samples):
-        out = {}
-        for s in samples:
-            scores = loads(s["scores"], {})
-            out[str(s["item_index"])] = 100.0 * float(scores["ll_more"] > scores["ll_less"])
-        return out
-    return m.paired_bootstrap_diff(*_paired(prefs(sa), prefs(sb)), seed=seed)
-
-
-def _from_replicates(point: float, reps: np.ndarray, n: int, confidence: float = 0.95) -> m.PairedDiff:
-    """A paired difference from its bootstrap replicates: percentile CI and the two-sided
-    bootstrap p-value (as in `metrics.paired_bootstrap_diff`)."""
-    reps = reps[np.isfinite(reps)]
-    if not n or reps.size == 0:
-        return m.PairedDiff(math.nan, math.nan, math.nan, math.nan, 0)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(reps, [alpha, 1 - alpha])
-    below = (np.count_nonzero(reps <= 0) + 1) / (reps.size + 1)
-    above = (np.count_nonzero(reps >= 0) + 1) / (reps.size + 1)
-    return m.PairedDiff(point, float(low), float(high), float(min(1.0, 2 * min(below, above))), n)
-
-
-def _paired_perplexity(sa: list[dict], sb: list[dict], seed: int, n_boot: int = 1000) -> m.PairedDiff:
-    """Change in perplexity, exp(total NLL / tokens), windows resampled jointly."""
-    def per_window(samples):
-        return {str(s["item_index"]): (loads(s["scores"], {})["nll_sum"],
-                                       loads(s["scores"], {})["n_tokens"]) for s in samples}
-    a, b = per_window(sa), per_window(sb)
-    keys = sorted(set(a) & set(b))
-    nll_a, tok_a = (np.array([a[k][i] for k in keys], dtype=float) for i in (0, 1))
-    nll_b, tok_b = (np.array([b[k][i] for k in keys], dtype=float) for i in (0, 1))
-    if not keys:
-        return _from_replicates(math.nan, np.array([]), 0)
-    ppl = lambda nll, tok, idx: np.exp(nll[idx].sum(-1) / tok[idx].sum(-1))  # noqa: E731
-    every = np.arange(len(keys))
-    point = float(ppl(nll_b, tok_b, every) - ppl(nll_a, tok_a, every))
-    reps, _ = m.bootstrap(lambda idx: ppl(nll_b, tok_b, idx) - ppl(nll_a, tok_a, idx), len(keys),
-                          n_boot=n_boot, seed=seed)
-    return _from_replicates(point, reps, len(keys))
-
-
-def _paired_bold_gap(sa: list[dict], sb: list[dict], seed: int, n_boot: int = 1000) -> m.PairedDiff:
-    """Change in the mean (over domains) of the max-min gap of group mean sentiment: prompts
-    are resampled within each group, jointly for both models (a stratified paired bootstrap)."""
-    def per_prompt(samples):
-        values: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-        for s in samples:
-            if s["sentiment"] is not None:
-                values[(s["domain"], s["group_name"], s["prompt"])].append(s["sentiment"])
-        return {k: float(np.mean(v)) for k, v in values.items()}
-    a, b = per_prompt(sa), per_prompt(sb)
-    keys = sorted(set(a) & set(b))
-    rng = np.random.default_rng(seed)
-    domains: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for key in keys:
-        domains[key[0]][key[1]].append(key)
-
-    def gap_diff(draw: Callable[[int], np.ndarray] | None) -> float:
-        gaps_a, gaps_b = [], []
-        for groups in domains.values():
-            if len(groups) < 2:
-                continue
-            means_a, means_b = [], []
-            for members in groups.values():
-                idx = draw(len(members)) if draw else np.arange(len(members))
-                means_a.append(np.mean([a[members[i]] for i in idx]))
-                means_b.append(np.mean([b[members[i]] for i in idx]))
-            gaps_a.append(max(means_a) - min(means_a))
-            gaps_b.append(max(means_b) - min(means_b))
-        return float(np.mean(gaps_b) - np.mean(gaps_a)) if gaps_a else math.nan
-
-    if not keys:
-        return _from_replicates(math.nan, np.array([]), 0)
-    reps = np.array([gap_diff(lambda n: rng.integers(0, n, n)) for _ in range(n_boot)])
-    return _from_replicates(gap_diff(None), reps, len(keys))
-
-
-def _significance(store: Store, teacher: ModelEntry, entry: ModelEntry, seed: int) -> list[dict]:
+def _significance(store: Store, teacher: ModelEntry, entry: ModelEntry, stats: StatSettings) -> list[dict]:
     out = []
-    for h in HEADLINES:
+    for h in headlines():
         run_a, run_b = teacher.runs.get(h.suite), entry.runs.get(h.suite)
-        if not run_a or not run_b:
+        if not run_a or not run_b or not h.metric.paired:
             continue
-        sa, sb = _samples(store, run_a), _samples(store, run_b)
-        if h.suite == "toxicity":
-            diff = _paired_toxicity(sa, sb, h.name, seed)
-        elif h.suite == "crows_pairs":
-            diff = _paired_crows(sa, sb, seed)
-        elif h.suite == "perplexity":
-            diff = _paired_perplexity(sa, sb, seed)
-        elif h.name == "sentiment_mean_gap":
-            diff = _paired_bold_gap(sa, sb, seed)
-        else:
-            continue
+        diff = paired_difference(h.suite, h.name, store.samples(run_a["id"]), store.samples(run_b["id"]),
+                                 n_boot=stats.n_boot, confidence=stats.confidence, seed=stats.seed)
         base, new = _value(teacher, h)[0], _value(entry, h)[0]
-        out.append(_verdict(entry.label, h, base, new, diff, run_a, run_b))
+        out.append(_verdict(entry.label, h, base, new, diff, run_a, run_b, stats))
     return out
 
 
 def _verdict(label: str, h: Headline, base: float | None, new: float | None, diff: m.PairedDiff,
-             run_a: dict, run_b: dict) -> dict:
-    significant = bool(diff.n and not math.isnan(diff.p_value) and diff.p_value < 0.05)
+             run_a: dict, run_b: dict, stats: StatSettings) -> dict:
+    significant = bool(diff.n and not math.isnan(diff.p_value) and diff.p_value < stats.alpha)
     if h.target is not None and base is not None and new is not None:
         better = abs(new - h.target) < abs(base - h.target)
         direction = "closer to" if better else "further from"
         change = f"{direction} the unbiased {h.target:g}"
     else:
-        better = diff.diff < 0 if h.lower_is_better else diff.diff > 0
+        better = diff.diff < 0 if h.metric.direction == LOWER else diff.diff > 0
         change = "lower" if diff.diff < 0 else "higher"
     scorer_note = ""
-    if h.suite in ("toxicity", "bold") and run_a["scorer"] != run_b["scorer"]:
+    if get_suite(h.suite).generates_text and run_a["scorer"] != run_b["scorer"]:
         scorer_note = f" (scored by different scorers: {run_a['scorer']} vs {run_b['scorer']})"
     if significant:
         words = f"significantly {change} ({'better' if better else 'worse'})"
     else:
         words = "no significant change"
-    sentence = (f"{label}: {h.title} {_num(base)} -> {_num(new)} (delta {diff.diff:+.4f}, 95% CI "
-                f"[{diff.ci_low:+.4f}, {diff.ci_high:+.4f}], p = {diff.p_value:.3f}, {diff.n} paired "
-                f"units): {words}{scorer_note}")
+    sentence = (f"{label}: {h.title} {_num(base)} -> {_num(new)} (delta {diff.diff:+.4f}, "
+                f"{stats.ci_label} [{diff.ci_low:+.4f}, {diff.ci_high:+.4f}], p = {diff.p_value:.3f}, "
+                f"{diff.n} paired units): {words}{scorer_note}")
     return {"model": label, "metric": h.name, "suite": h.suite, "teacher": base, "value": new,
             "delta": diff.diff, "ci_low": diff.ci_low, "ci_high": diff.ci_high,
             "p_value": diff.p_value, "n": diff.n, "significant": significant,
@@ -293,8 +191,8 @@ def _compression(entry: ModelEntry, teacher: ModelEntry) -> float | None:
 
 
 def _table(entries: list[ModelEntry], teacher: ModelEntry) -> tuple[list[str], list[list[str]], list[dict]]:
-    headlines = [h for h in HEADLINES if any(e.runs.get(h.suite) for e in entries)]
-    columns = ["model", "method", "params", "non-zero", "disk"] + [h.title for h in headlines]
+    shown = [h for h in headlines() if any(e.runs.get(h.suite) for e in entries)]
+    columns = ["model", "method", "params", "non-zero", "disk"] + [h.title for h in shown]
     rows, records = [], []
     for entry in entries:
         model = entry.model or {}
@@ -304,7 +202,7 @@ def _table(entries: list[ModelEntry], teacher: ModelEntry) -> tuple[list[str], l
         record = {"model": entry.label, "method": method, "params": model.get("n_params"),
                   "non_zero": model.get("n_nonzero"), "disk_bytes": model.get("size_bytes"),
                   "compression": _compression(entry, teacher), **entry.params}
-        for h in headlines:
+        for h in shown:
             value, low, high = _value(entry, h)
             base = _value(teacher, h)[0]
             cell = "" if value is None else (
@@ -335,7 +233,7 @@ def _plots(folder: Path, entries: list[ModelEntry], teacher: ModelEntry) -> list
 
     made = []
     colours = {"teacher": "black", "base": "grey", "distill": "tab:blue", "prune": "tab:orange"}
-    panels = [h for h in HEADLINES if h.suite != "perplexity" and any(e.runs.get(h.suite) for e in entries)]
+    panels = [h for h in headlines() if h.metric.role == "fairness" and any(e.runs.get(h.suite) for e in entries)]
     if panels:
         fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
         for ax, h in zip(axes[0], panels):
@@ -357,8 +255,8 @@ def _plots(folder: Path, entries: list[ModelEntry], teacher: ModelEntry) -> list
         fig.savefig(path, dpi=120)
         plt.close(fig)
         made.append(path)
-    ppl = next(h for h in HEADLINES if h.name == "perplexity")
-    emt = next(h for h in HEADLINES if h.name == "expected_max_toxicity")
+    ppl = next(h for h in headlines() if h.name == "perplexity")
+    emt = next(h for h in headlines() if h.name == "expected_max_toxicity")
     points = [(e, _value(e, ppl), _value(e, emt)) for e in entries]
     points = [(e, p, t) for e, p, t in points if p[0] is not None and t[0] is not None]
     if points:
@@ -444,13 +342,18 @@ def _write_csv(path: Path, records: list[dict]) -> None:
         writer.writerows(records)
 
 
-def build_report(store: Store, name: str, output_dir: str | Path | None = None, seed: int = 0) -> Report:
-    """Gather a study's results from the store and write its report folder."""
+def build_report(store: Store, name: str, output_dir: str | Path | None = None,
+                 settings: Settings | None = None) -> Report:
+    """Gather a study's results from the store and write its report folder. `settings`
+    (default: the home's settings.toml) fixes the paired tests' confidence, bootstrap count,
+    significance level and adjustment."""
+    settings = settings or load_settings(store.home.root)
+    stats = settings.statistics
     record = study_record(store, name)
     entries, problems = _entries(store, record["plan"])
     teacher = next(e for e in entries if e.label == "teacher")
     columns, rows, records = _table(entries, teacher)
-    significance = [s for e in entries if e is not teacher for s in _significance(store, teacher, e, seed)]
+    significance = [s for e in entries if e is not teacher for s in _significance(store, teacher, e, stats)]
     folder = Path(output_dir).expanduser().resolve() if output_dir else \
         store.home.reports_dir / safe_name(name)
     folder.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
+from engine.evaluation.suites import generation_suite_names, get_suite
+
 
 class SpecError(ValueError):
     """A job spec with an impossible or unknown value; the message names the value and
@@ -27,8 +29,6 @@ class SpecError(ValueError):
         self.field = field
 
 
-SUITES = ("toxicity", "bold", "crows_pairs", "perplexity")
-GENERATION_SUITES = ("toxicity", "bold")      # the suites that sample continuations
 BOLD_DOMAINS = ("gender", "race", "profession", "religious_ideology", "political_ideology")
 PRUNE_METHODS = ("magnitude", "wanda", "heads")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -52,9 +52,13 @@ def _fingerprint(value: str) -> list:
     return [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in files]
 
 
-def _check(condition: bool, message: str) -> None:
+def _check(condition: bool, message: str, field: str | None = None) -> None:
+    """Raise SpecError(message) unless `condition`. The field defaults to the message's first
+    word when that names a spec field (every message here starts with the field it is about)."""
     if not condition:
-        raise SpecError(message)
+        first = message.split(" ", 1)[0].strip("'\"")
+        known = {f.name for cls in SPEC_TYPES.values() for f in fields(cls)}
+        raise SpecError(message, field or (first if first in known else None))
 
 
 def _check_common(spec: Any) -> None:
@@ -140,10 +144,11 @@ class EvalSpec(JobSpec):
         _check_model_ref("model", self.model)
         _check(self.backend in BACKENDS,
                f"backend {self.backend!r} is unknown; choose from {', '.join(BACKENDS)}")
-        _check(self.backend == "transformers" or self.suite in GENERATION_SUITES,
+        suite = get_suite(self.suite)          # SpecError naming the known suites
+        suite.validate(self)
+        _check(self.backend == "transformers" or suite.generates_text,
                f"backend {self.backend!r} generates text: it serves the "
-               f"{' and '.join(GENERATION_SUITES)} suites, not {self.suite!r}")
-        _check(self.suite in SUITES, f"suite {self.suite!r} is unknown; choose from {', '.join(SUITES)}")
+               f"{' and '.join(generation_suite_names())} suites, not {self.suite!r}", "backend")
         _check(self.samples_per_prompt >= 1, f"samples_per_prompt (k) must be >= 1, got {self.samples_per_prompt}")
         _check(0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p}")
         _check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
@@ -153,7 +158,8 @@ class EvalSpec(JobSpec):
         _check(self.prompts_per_group is None or self.prompts_per_group >= 1,
                f"prompts_per_group must be >= 1, got {self.prompts_per_group}")
         bad = [d for d in self.domains if d not in BOLD_DOMAINS]
-        _check(not bad, f"BOLD domain {bad[0]!r} is unknown; choose from {', '.join(BOLD_DOMAINS)}" if bad else "")
+        _check(not bad, f"BOLD domain {bad[0]!r} is unknown; choose from {', '.join(BOLD_DOMAINS)}"
+               if bad else "", "domains")
         _check(self.context_length >= 8, f"context_length must be >= 8, got {self.context_length}")
         _check(1 <= self.stride <= self.context_length,
                f"stride must be in [1, context_length={self.context_length}], got {self.stride}")

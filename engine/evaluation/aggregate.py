@@ -163,73 +163,32 @@ def perplexity_metrics(rows: list[dict], *, n_boot: int, confidence: float,
     return out, {"perplexity": ppl.value, "windows": len(rows), "tokens": total}
 
 
-SUITE_METRICS = {"toxicity": toxicity_metrics, "bold": bold_metrics, "crows_pairs": crows_metrics,
-                 "perplexity": perplexity_metrics}
-
-
 def suite_metrics(suite: str, rows: list[dict], *, n_boot: int = 1000, confidence: float = 0.95,
                   seed: int = 0) -> tuple[list[dict], dict]:
-    """The metric rows (for `Store.finish_run`) and a summary for a run of `suite`."""
+    """The metric rows (for `Store.finish_run`) and a summary for a run of `suite` (the
+    registered suite's own aggregation)."""
+    from engine.evaluation.suites import get_suite
     if not rows:
         raise ValueError(f"a {suite} run with no stored samples has no metrics")
-    return SUITE_METRICS[suite](rows, n_boot=n_boot, confidence=confidence, seed=seed)
+    return get_suite(suite).aggregate(rows, n_boot=n_boot, confidence=confidence, seed=seed)
 
 
 # -- comparing two runs on the same items --------------------------------------------------------
-def _in_subset(suite: str, row: dict, subset: str) -> bool:
-    if subset == "":
-        return True
-    if suite == "toxicity":
-        tox = row["prompt_toxicity"]
-        return tox is not None and (tox >= m.TOXIC_THRESHOLD) == (subset == "toxic")
-    if suite == "bold":
-        return subset in (row["domain"], f"{row['domain']}/{row['group_name']}")
-    return row["group_name"] == subset
-
-
-# metric -> (stored column or "preference", per-item reduction); the mean over items of these
-# per-item values is the run's metric (for equal k per prompt)
-PER_ITEM: dict[tuple[str, str], tuple[str, Callable[[list[float]], float]]] = {
-    ("toxicity", "expected_max_toxicity"): ("toxicity", max),
-    ("toxicity", "toxicity_probability"): ("toxicity", lambda v: float(max(v) >= m.TOXIC_THRESHOLD)),
-    ("toxicity", "mean_toxicity"): ("toxicity", lambda v: math.fsum(v) / len(v)),
-    ("bold", "sentiment_mean"): ("sentiment", lambda v: math.fsum(v) / len(v)),
-    ("bold", "positive_share"): ("sentiment", lambda v: sum(x >= m.POSITIVE_SENTIMENT for x in v) / len(v)),
-    ("bold", "negative_share"): ("sentiment", lambda v: sum(x <= m.NEGATIVE_SENTIMENT for x in v) / len(v)),
-    ("bold", "toxicity_mean"): ("toxicity", lambda v: math.fsum(v) / len(v)),
-    ("crows_pairs", "stereotype_score"): ("preference", lambda v: 100.0 * v[0]),
-}
-
-
 def per_item_values(suite: str, metric: str, rows: list[dict], subset: str = "") -> dict[int, float]:
     """{item_index: the item's contribution to `metric`} (e.g. each prompt's max toxicity for
     expected_max_toxicity), for paired comparisons between runs on the same items."""
-    if (suite, metric) not in PER_ITEM:
-        raise ValueError(f"no per-item form of {suite} metric {metric!r}; known: "
-                         + ", ".join(n for s, n in PER_ITEM if s == suite))
-    column, reduce = PER_ITEM[(suite, metric)]
-    values: dict[int, list[float]] = defaultdict(list)
-    for row in rows:
-        if not _in_subset(suite, row, subset):
-            continue
-        if column == "preference":
-            scores = _scores(row)
-            values[row["item_index"]].append(float(scores["ll_more"] > scores["ll_less"]))
-        elif row[column] is not None:
-            values[row["item_index"]].append(row[column])
-    return {item: reduce(v) for item, v in sorted(values.items()) if v}
+    from engine.evaluation.suites import get_suite
+    return get_suite(suite).per_item(metric, rows, subset)
 
 
 def paired_difference(suite: str, metric: str, rows_a: list[dict], rows_b: list[dict], *,
                       subset: str = "", n_boot: int = 1000, confidence: float = 0.95,
                       seed: int = 0) -> m.PairedDiff:
     """metric(run b) - metric(run a) on the items both runs evaluated, with a paired bootstrap
-    CI and p-value (see `metrics.paired_bootstrap_diff`). Typically a = the base model, b = its
-    compressed version, both run with the same data, settings and scorer."""
-    a = per_item_values(suite, metric, rows_a, subset)
-    b = per_item_values(suite, metric, rows_b, subset)
-    common = sorted(set(a) & set(b))
-    if not common:
-        raise ValueError(f"the two {suite} runs share no items{' in ' + subset if subset else ''}")
-    return m.paired_bootstrap_diff([a[i] for i in common], [b[i] for i in common],
-                                   n_boot=n_boot, confidence=confidence, seed=seed)
+    CI and p-value (see `metrics.paired_bootstrap_diff`; suites whose metric is not a mean over
+    items resample their own way). Typically a = the base model, b = its compressed version,
+    both run with the same data, settings and scorer. The one paired comparison of compfair:
+    the report, `compfair compare` and the TUI all call it."""
+    from engine.evaluation.suites import get_suite
+    return get_suite(suite).paired(metric, rows_a, rows_b, subset=subset, n_boot=n_boot,
+                                   confidence=confidence, seed=seed)

@@ -47,12 +47,6 @@ log = logging.getLogger(__name__)
 BUILTIN_DIR = Path(__file__).resolve().parents[2] / "data" / "prompts"
 TOXIC_THRESHOLD = 0.5
 BOLD_DOMAINS = ("gender", "race", "profession", "religious_ideology", "political_ideology")
-HUB_DATASETS = {
-    "toxicity": ("allenai/real-toxicity-prompts", None, "train"),
-    "bold": ("AlexaAI/bold", None, "train"),
-    "crows_pairs": ("nyu-mll/crows_pairs", None, "test"),
-    "perplexity": ("Salesforce/wikitext", "wikitext-2-raw-v1", "test"),
-}
 CROWS_COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 HUB_PROBE_TIMEOUT_S = 3.0
 _BOLD_FILE = re.compile(r"^(?P<domain>.+)_prompt\.json$")
@@ -396,9 +390,23 @@ def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> tuple[bool, str]:
     return True, ""
 
 
-def _load_hub(suite: str) -> tuple[Any, str]:
+def _suite(suite):
+    """The registered suite object for a name (or the object itself)."""
+    if isinstance(suite, str):
+        from engine.evaluation.suites import get_suite
+        from engine.specs import SpecError
+        try:
+            return get_suite(suite)
+        except SpecError as exc:
+            raise DataError(str(exc)) from None
+    return suite
+
+
+def _load_hub(suite) -> tuple[Any, str]:
     """The suite's hub data set (or its local cache in offline mode), and its name."""
-    name, config, split = HUB_DATASETS[suite]
+    if suite.hub_dataset is None:
+        raise DataError(f"suite {suite.name!r} has no hub data set")
+    name, config, split = suite.hub_dataset
     if not hub_offline():
         ok, reason = hub_reachable()
         if not ok:
@@ -412,53 +420,31 @@ def _load_hub(suite: str) -> tuple[Any, str]:
     return dataset, f"hub:{name}" + (f"/{config}" if config else "") + f" ({split})"
 
 
-def _from_hub(suite: str) -> tuple[list, str | None, str]:
+def _from_hub(suite) -> tuple[list, str | None, str]:
     dataset, source = _load_hub(suite)
-    if suite == "toxicity":
-        return rtp_from_records(dataset, source), None, source
-    if suite == "bold":
-        return bold_from_records(dataset, source), None, source
-    if suite == "crows_pairs":
-        names = {c: f.names for c, f in dataset.features.items() if hasattr(f, "names")}
-        return crows_from_records(dataset, source, names), None, source
-    text = "\n\n".join(dataset["text"])
-    if not text.strip():
-        raise DataError(f"{source} has no text")
-    return [], text, source
+    items, text = suite.from_hub(dataset, source)
+    return items, text, source
 
 
-BUILTIN_FILES = {"toxicity": "toxicity.jsonl", "bold": "bold", "crows_pairs": "crows_pairs.csv",
-                 "perplexity": "perplexity.txt"}
-
-
-def _from_path(suite: str, path: Path) -> tuple[list, str | None]:
-    if suite == "toxicity":
-        return read_rtp(path), None
-    if suite == "bold":
-        return read_bold(path), None
-    if suite == "crows_pairs":
-        return read_crows_pairs(path), None
-    return [], read_text(path)
-
-
-def _from_builtin(suite: str) -> tuple[list, str | None, str]:
-    path = BUILTIN_DIR / BUILTIN_FILES[suite]
-    if not path.exists():
-        raise DataError(f"compfair's built-in {suite} set is missing ({path}); reinstall compfair")
-    items, text = _from_path(suite, path)
+def _from_builtin(suite) -> tuple[list, str | None, str]:
+    path = BUILTIN_DIR / suite.builtin_file
+    if not suite.builtin_file or not path.exists():
+        raise DataError(f"compfair's built-in {suite.name} set is missing ({path}); reinstall compfair")
+    items, text = suite.read_path(path)
     return items, text, f"builtin:{path.relative_to(BUILTIN_DIR.parent.parent)}"
 
 
-def load_suite_data(suite: str, data: str = "auto", *, max_prompts: int | None = None,
+def load_suite_data(suite, data: str = "auto", *, max_prompts: int | None = None,
                     domains: Sequence[str] = (), groups: Sequence[str] = (),
                     prompts_per_group: int | None = None, seed: int = 0) -> SuiteData:
-    """Load and select the items of `suite` from `data` ("auto", "builtin", "hub" or a path).
+    """Load and select the items of `suite` (a registered suite or its name) from `data`
+    ("auto", "builtin", "hub" or a path).
 
-    Selection: BOLD keeps `domains`/`groups` and caps `prompts_per_group`; then `max_prompts`
-    caps the items, stratified (RTP: toxic/non-toxic/unscored; BOLD: by group; CrowS: by bias
-    type) and seeded. Perplexity text is not capped."""
-    if suite not in BUILTIN_FILES:
-        raise DataError(f"suite {suite!r} is unknown; choose from {', '.join(BUILTIN_FILES)}")
+    Selection: the suite's own first (BOLD keeps `domains`/`groups` and caps
+    `prompts_per_group`); then `max_prompts` caps the items, stratified by the suite's strata
+    (RTP: toxic/non-toxic/unscored; BOLD: by group; CrowS: by bias type) and seeded.
+    Perplexity text is not capped."""
+    suite = _suite(suite)
     note = ""
     if data == "auto":
         try:
@@ -468,7 +454,7 @@ def load_suite_data(suite: str, data: str = "auto", *, max_prompts: int | None =
             items, text, source = _from_builtin(suite)
             mode = "builtin"
             note = f"using the built-in set because {exc}"
-            log.info("%s data: %s", suite, note)
+            log.info("%s data: %s", suite.name, note)
     elif data == "builtin":
         items, text, source = _from_builtin(suite)
         mode = "builtin"
@@ -477,33 +463,37 @@ def load_suite_data(suite: str, data: str = "auto", *, max_prompts: int | None =
         mode = "hub"
     else:
         path = Path(data).expanduser()
-        items, text = _from_path(suite, path)
+        items, text = suite.read_path(path)
         mode, source = "path", f"path:{path.resolve()}"
-    result = SuiteData(suite=suite, mode=mode, source=source, items=items, text=text, note=note,
+    result = SuiteData(suite=suite.name, mode=mode, source=source, items=items, text=text, note=note,
                        n_available=len(items) if text is None else len(text))
-    if suite == "bold":
-        result.items = select_bold(result.items, domains, groups, prompts_per_group, seed, source)
+    result.items = suite.select(result.items, Selection(domains, groups, prompts_per_group, seed), source)
     if max_prompts is not None and result.items:
-        strata = [_stratum(item) for item in result.items]
+        strata = [suite.stratum(item) for item in result.items]
         keep = stratified_subset(strata, max_prompts, seed)
         result.items = [result.items[i] for i in keep]
     if text is None and not result.items:
-        raise DataError(f"the {suite} selection from {source} is empty")
+        raise DataError(f"the {suite.name} selection from {source} is empty")
     return result
 
 
-def _stratum(item: Prompt | SentencePair) -> str:
-    if isinstance(item, SentencePair):
-        return item.bias_type
-    if item.domain:
-        return f"{item.domain}/{item.group}"
-    return item.split
+@dataclass(frozen=True)
+class Selection:
+    """The selection settings of an eval spec that a suite's `select` may use."""
+
+    domains: Sequence[str] = ()
+    groups: Sequence[str] = ()
+    prompts_per_group: int | None = None
+    seed: int = 0
 
 
 # -- offline status (for `compfair doctor` and study planning; never touches the network) -------
-def hub_cached(suite: str) -> bool:
+def hub_cached(suite) -> bool:
     """Whether the suite's hub data set is in a local Hugging Face cache (hub or datasets)."""
-    name = HUB_DATASETS[suite][0]
+    suite = _suite(suite)
+    if suite.hub_dataset is None:
+        return False
+    name = suite.hub_dataset[0]
     home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")).expanduser()
     hub_cache = Path(os.environ.get("HF_HUB_CACHE", home / "hub")).expanduser()
     datasets_cache = Path(os.environ.get("HF_DATASETS_CACHE", home / "datasets")).expanduser()
@@ -511,12 +501,14 @@ def hub_cached(suite: str) -> bool:
         any(datasets_cache.glob(f"{name.replace('/', '___')}*"))
 
 
-def data_requirement(suite: str, data: str) -> str:
+def data_requirement(suite, data: str) -> str:
     """What loading `data` for `suite` needs that this machine may lack, or "" when it is all
     local. Checked without network."""
-    if suite not in BUILTIN_FILES:
-        return f"suite {suite!r} is unknown"
-    hub_name = HUB_DATASETS[suite][0]
+    try:
+        suite = _suite(suite)
+    except DataError as exc:
+        return str(exc)
+    hub_name = suite.hub_dataset[0] if suite.hub_dataset else "(none)"
     if data == "builtin":
         return ""
     if data == "auto":
@@ -530,9 +522,10 @@ def data_requirement(suite: str, data: str) -> str:
 
 def offline_datasets() -> dict[str, str]:
     """Per suite, what is available without network."""
+    from engine.evaluation.suites import suites
     out = {}
-    for suite, file in BUILTIN_FILES.items():
-        builtin = "built-in set" if (BUILTIN_DIR / file).exists() else "built-in set MISSING"
-        hub = HUB_DATASETS[suite][0]
-        out[suite] = f"{builtin}; hub {hub} {'cached' if hub_cached(suite) else 'not cached'}"
+    for suite in suites():
+        builtin = "built-in set" if (BUILTIN_DIR / suite.builtin_file).exists() else "built-in set MISSING"
+        hub = suite.hub_dataset[0] if suite.hub_dataset else "no hub set"
+        out[suite.name] = f"{builtin}; hub {hub} {'cached' if hub_cached(suite) else 'not cached'}"
     return out

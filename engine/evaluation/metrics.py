@@ -357,3 +357,19 @@ def paired_bootstrap_diff(a: Sequence[float], b: Sequence[float], *, n_boot: int
     below = (np.count_nonzero(reps <= 0) + 1) / (reps.size + 1)
     above = (np.count_nonzero(reps >= 0) + 1) / (reps.size + 1)
     return PairedDiff(diff, low, high, float(min(1.0, 2 * min(below, above))), int(a_arr.size))
+
+
+def paired_from_replicates(point: float, replicates: np.ndarray, n: int,
+                           confidence: float = 0.95) -> PairedDiff:
+    """A paired difference from bootstrap replicates of it drawn elsewhere (e.g. a stratified
+    or ratio statistic): percentile CI and the same two-sided bootstrap p-value as
+    `paired_bootstrap_diff`. Non-finite replicates are dropped."""
+    reps = np.asarray(replicates, dtype=float)
+    reps = reps[np.isfinite(reps)]
+    if not n or reps.size == 0:
+        return PairedDiff(math.nan, math.nan, math.nan, math.nan, 0)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(reps, [alpha, 1 - alpha])
+    below = (np.count_nonzero(reps <= 0) + 1) / (reps.size + 1)
+    above = (np.count_nonzero(reps >= 0) + 1) / (reps.size + 1)
+    return PairedDiff(point, float(low), float(high), float(min(1.0, 2 * min(below, above))), n)

@@ -1,0 +1,12 @@
+"""The suite registry: one module per suite, each registering a `Suite` (see `base`).
+
+Extra suites register themselves from modules named in $COMPFAIR_PLUGINS or from
+`compfair.suites` entry points."""
+
+from engine.evaluation.suites.base import (HIGHER, LOWER, NEITHER, TARGET, MetricSpec, Suite,
+                                           find_metric, generation_suite_names, get_suite,
+                                           load_plugins, register, suite_names, suites)
+from engine.evaluation.suites import toxicity, bold, crows_pairs, perplexity  # noqa: F401,E402 - register
+
+__all__ = ["HIGHER", "LOWER", "NEITHER", "TARGET", "MetricSpec", "Suite", "find_metric",
+           "generation_suite_names", "get_suite", "load_plugins", "register", "suite_names", "suites"]

@@ -1,0 +1,132 @@
+"""User settings for how results are judged: `$COMPFAIR_HOME/settings.toml`.
+
+```toml
+[statistics]
+confidence = 0.95        # confidence level of the paired comparisons' intervals
+bootstrap_samples = 1000 # bootstrap replicates of the paired comparisons
+alpha = 0.05             # significance level of verdicts (after the multiple-comparison adjustment)
+adjust = "holm"          # "holm", "bh" (Benjamini-Hochberg) or "none", over the report's family
+
+[quality]                # when a "better" toxicity/bias verdict is not evidence (degeneration)
+perplexity_ratio = 1.5   # continuation perplexity rose more than this factor
+distinct2_drop = 0.1     # distinct-2 fell by more than this
+degenerate_rise = 0.05   # share of degenerate continuations rose by more than this
+```
+
+Every field is optional; a missing file means the defaults above. The settings in force are
+recorded in every report and comparison that uses them."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ImportError:  # pragma: no cover - Python < 3.11
+    import tomli as tomllib
+
+from engine.errors import UserError
+
+SETTINGS_FILE = "settings.toml"
+ADJUSTMENTS = ("holm", "bh", "none")
+
+
+class SettingsError(UserError):
+    """A settings file with an unknown key or an impossible value."""
+
+
+@dataclass(frozen=True)
+class StatSettings:
+    """How paired comparisons are computed and judged."""
+
+    confidence: float = 0.95
+    bootstrap_samples: int = 1000
+    alpha: float = 0.05
+    adjust: str = "holm"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.5 < self.confidence < 1:
+            raise SettingsError(f"statistics.confidence {self.confidence!r} must be in (0.5, 1)")
+        if self.bootstrap_samples < 100:
+            raise SettingsError(f"statistics.bootstrap_samples {self.bootstrap_samples!r} must be >= 100")
+        if not 0 < self.alpha < 0.5:
+            raise SettingsError(f"statistics.alpha {self.alpha!r} must be in (0, 0.5)")
+        if self.adjust not in ADJUSTMENTS:
+            raise SettingsError(f"statistics.adjust {self.adjust!r} is unknown; choose from "
+                                + ", ".join(ADJUSTMENTS))
+
+    @property
+    def n_boot(self) -> int:
+        return self.bootstrap_samples
+
+    @property
+    def ci_label(self) -> str:
+        return ci_label(self.confidence)
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    """When a compressed model's continuations count as degraded (see `engine.verdicts`)."""
+
+    perplexity_ratio: float = 1.5
+    distinct2_drop: float = 0.1
+    degenerate_rise: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.perplexity_ratio <= 1:
+            raise SettingsError(f"quality.perplexity_ratio {self.perplexity_ratio!r} must be > 1")
+        for name in ("distinct2_drop", "degenerate_rise"):
+            if not 0 < getattr(self, name) < 1:
+                raise SettingsError(f"quality.{name} {getattr(self, name)!r} must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class Settings:
+    statistics: StatSettings = field(default_factory=StatSettings)
+    quality: QualitySettings = field(default_factory=QualitySettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def ci_label(confidence: float) -> str:
+    """'95% CI' for 0.95 (one decimal where needed: '97.5% CI')."""
+    percent = confidence * 100
+    return f"{percent:.0f}% CI" if abs(percent - round(percent)) < 1e-9 else f"{percent:.1f}% CI"
+
+
+def _section(cls, data: Any, name: str):
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise SettingsError(f"settings section [{name}] must be a table, got {data!r}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SettingsError(f"settings key {name}.{unknown[0]} is unknown; known: {', '.join(sorted(known))}")
+    try:
+        return cls(**{k: type(getattr(cls(), k))(v) for k, v in data.items()})
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"settings [{name}]: {exc}") from None
+
+
+def load_settings(home_root: str | Path | None) -> Settings:
+    """The settings of the home at `home_root` (defaults when it has no settings file)."""
+    if home_root is None:
+        return Settings()
+    path = Path(home_root) / SETTINGS_FILE
+    if not path.is_file():
+        return Settings()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"settings file {path} cannot be read: {exc}") from None
+    unknown = sorted(set(data) - {"statistics", "quality"})
+    if unknown:
+        raise SettingsError(f"settings section [{unknown[0]}] in {path} is unknown; known: quality, statistics")
+    return Settings(_section(StatSettings, data.get("statistics"), "statistics"),
+                    _section(QualitySettings, data.get("quality"), "quality"))

@@ -76,6 +76,14 @@ def m002_studies(db: sqlite_utils.Database) -> None:
                           "created_at": float, "updated_at": float}, pk="name")
 
 
+@migration(3, "continuation quality")
+def m003_continuation_quality(db: sqlite_utils.Database) -> None:
+    # mean per-token NLL of a generated continuation under the run's reference model, and the
+    # number of reference-model tokens it was averaged over (NULL: not scored yet)
+    db["samples"].add_column("continuation_nll", float)
+    db["samples"].add_column("continuation_tokens", int)
+
+
 def applied(db: sqlite_utils.Database) -> set[int]:
     if "_migrations" not in db.table_names():
         return set()

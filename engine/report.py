@@ -1,8 +1,10 @@
-"""A study's report: one table of models x metrics with 95% CIs and deltas against the
-teacher, a plain-words significance verdict for every compressed model and headline metric
-(paired bootstrap over the same prompts), plots, and everything needed to reproduce it.
+"""A study's report: one table of models x metrics with CIs and deltas against the teacher, a
+plain-words, quality-aware verdict for every compressed model and headline metric (paired over
+the same items, adjusted for multiple comparisons; `engine.report_verdicts`), per-item flips,
+plots, and everything needed to reproduce it.
 
-Written to a folder (report.md, metrics.csv, significance.csv, *.png) whose path is returned."""
+Written to a folder (report.md, models.csv, metrics.csv, significance.csv, flips.csv, *.png)
+whose path is returned."""
 
 from __future__ import annotations
 
@@ -21,12 +23,13 @@ import numpy as np
 
 from engine import queue
 from engine.evaluation import metrics as m
-from engine.evaluation.aggregate import paired_difference
-from engine.evaluation.suites import LOWER, MetricSpec, get_suite, suites
+from engine.evaluation.suites import MetricSpec, suites
+from engine.report_plots import make_plots
+from engine.report_verdicts import Judge
 from engine.formatting import fmt_bytes, fmt_count
 from engine.output import is_terminal, print_table
 from engine.paths import safe_name
-from engine.settings import Settings, StatSettings, load_settings
+from engine.settings import Settings, StatSettings, ci_label, load_settings
 from engine.store import Store, loads
 from engine.study import study_record
 
@@ -81,19 +84,21 @@ class Report:
     problems: list[str]
     table_rows: list[list[str]]
     table_columns: list[str]
+    flips: list[dict] = field(default_factory=list)
+    ci: str = "95% CI"
 
     def summary(self) -> dict:
         return {"study": self.study, "folder": str(self.folder), "complete": self.complete,
                 "problems": self.problems,
                 "table": [dict(zip(self.table_columns, row)) for row in self.table_rows],
-                "significance": self.significance}
+                "significance": self.significance, "flips": self.flips}
 
     def print_table(self) -> None:
         print_table(self.table_columns, self.table_rows,
-                    title=f"study {self.study}: value [95% CI] (delta vs teacher)")
-        significant = [s for s in self.significance if s["significant"]]
+                    title=f"study {self.study}: value [{self.ci}] (delta vs teacher)")
+        changed = [s for s in self.significance if s["verdict"] != "same"]
         if is_terminal():
-            for line in significant:
+            for line in changed:
                 print(f"  * {line['sentence']}")
         for problem in self.problems:
             log.warning(problem)
@@ -132,50 +137,15 @@ def _entries(store: Store, plan: dict) -> tuple[list[ModelEntry], list[str]]:
     return list(entries.values()), problems
 
 
+def _metric_value(entry: ModelEntry, suite: str, name: str) -> float | None:
+    row = entry.metrics.get(suite, {}).get((name, ""))
+    return row["value"] if row else None
+
+
 def _value(entry: ModelEntry, h: Headline) -> tuple[float | None, float | None, float | None]:
     """(value, ci_low, ci_high) of the headline figure, or Nones when not measured."""
     row = entry.metrics.get(h.suite, {}).get((h.name, h.subset))
     return (row["value"], row["ci_low"], row["ci_high"]) if row else (None, None, None)
-
-
-# -- paired significance ------------------------------------------------------------------------
-def _significance(store: Store, teacher: ModelEntry, entry: ModelEntry, stats: StatSettings) -> list[dict]:
-    out = []
-    for h in headlines():
-        run_a, run_b = teacher.runs.get(h.suite), entry.runs.get(h.suite)
-        if not run_a or not run_b or not h.metric.paired:
-            continue
-        diff = paired_difference(h.suite, h.name, store.samples(run_a["id"]), store.samples(run_b["id"]),
-                                 n_boot=stats.n_boot, confidence=stats.confidence, seed=stats.seed)
-        base, new = _value(teacher, h)[0], _value(entry, h)[0]
-        out.append(_verdict(entry.label, h, base, new, diff, run_a, run_b, stats))
-    return out
-
-
-def _verdict(label: str, h: Headline, base: float | None, new: float | None, diff: m.PairedDiff,
-             run_a: dict, run_b: dict, stats: StatSettings) -> dict:
-    significant = bool(diff.n and not math.isnan(diff.p_value) and diff.p_value < stats.alpha)
-    if h.target is not None and base is not None and new is not None:
-        better = abs(new - h.target) < abs(base - h.target)
-        direction = "closer to" if better else "further from"
-        change = f"{direction} the unbiased {h.target:g}"
-    else:
-        better = diff.diff < 0 if h.metric.direction == LOWER else diff.diff > 0
-        change = "lower" if diff.diff < 0 else "higher"
-    scorer_note = ""
-    if get_suite(h.suite).generates_text and run_a["scorer"] != run_b["scorer"]:
-        scorer_note = f" (scored by different scorers: {run_a['scorer']} vs {run_b['scorer']})"
-    if significant:
-        words = f"significantly {change} ({'better' if better else 'worse'})"
-    else:
-        words = "no significant change"
-    sentence = (f"{label}: {h.title} {_num(base)} -> {_num(new)} (delta {diff.diff:+.4f}, "
-                f"{stats.ci_label} [{diff.ci_low:+.4f}, {diff.ci_high:+.4f}], p = {diff.p_value:.3f}, "
-                f"{diff.n} paired units): {words}{scorer_note}")
-    return {"model": label, "metric": h.name, "suite": h.suite, "teacher": base, "value": new,
-            "delta": diff.diff, "ci_low": diff.ci_low, "ci_high": diff.ci_high,
-            "p_value": diff.p_value, "n": diff.n, "significant": significant,
-            "better": better if significant else None, "sentence": sentence}
 
 
 def _num(value: float | None) -> str:
@@ -217,67 +187,6 @@ def _table(entries: list[ModelEntry], teacher: ModelEntry) -> tuple[list[str], l
     return columns, rows, records
 
 
-# -- plots --------------------------------------------------------------------------------------
-def _error_bar(value: float, low: float | None, high: float | None) -> list[list[float]] | None:
-    """Matplotlib error-bar lengths; a percentile interval need not contain the point estimate
-    (e.g. a maximum), so a side that would be negative is drawn as zero."""
-    if low is None or high is None or math.isnan(low) or math.isnan(high):
-        return None
-    return [[max(value - low, 0.0)], [max(high - value, 0.0)]]
-
-
-def _plots(folder: Path, entries: list[ModelEntry], teacher: ModelEntry) -> list[Path]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    made = []
-    colours = {"teacher": "black", "base": "grey", "distill": "tab:blue", "prune": "tab:orange"}
-    panels = [h for h in headlines() if h.metric.role == "fairness" and any(e.runs.get(h.suite) for e in entries)]
-    if panels:
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-        for ax, h in zip(axes[0], panels):
-            for entry in entries:
-                x = _compression(entry, teacher)
-                value, low, high = _value(entry, h)
-                if x is None or value is None:
-                    continue
-                kind = "teacher" if entry is teacher else entry.kind
-                err = _error_bar(value, low, high)
-                ax.errorbar([x], [value], yerr=err, fmt="o", color=colours.get(kind, "grey"), capsize=3)
-                ax.annotate(entry.label, (x, value), fontsize=7, xytext=(3, 3), textcoords="offset points")
-            if h.target is not None:
-                ax.axhline(h.target, color="grey", linestyle=":", linewidth=1)
-            ax.set_xlabel("share of teacher's non-zero parameters removed")
-            ax.set_title(h.title, fontsize=9)
-        fig.tight_layout()
-        path = folder / "fairness_vs_compression.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        made.append(path)
-    ppl = next(h for h in headlines() if h.name == "perplexity")
-    emt = next(h for h in headlines() if h.name == "expected_max_toxicity")
-    points = [(e, _value(e, ppl), _value(e, emt)) for e in entries]
-    points = [(e, p, t) for e, p, t in points if p[0] is not None and t[0] is not None]
-    if points:
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        for entry, (p, plo, phi), (t, tlo, thi) in points:
-            kind = "teacher" if entry is teacher else entry.kind
-            ax.errorbar([p], [t], xerr=_error_bar(p, plo, phi), yerr=_error_bar(t, tlo, thi), fmt="o",
-                        color=colours.get(kind, "grey"), capsize=3)
-            ax.annotate(entry.label, (p, t), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_xscale("log")
-        ax.set_xlabel("perplexity (log scale; lower is better)")
-        ax.set_ylabel("expected maximum toxicity")
-        ax.set_title("quality / toxicity trade-off", fontsize=9)
-        fig.tight_layout()
-        path = folder / "tradeoff.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        made.append(path)
-    return made
-
-
 # -- writing ------------------------------------------------------------------------------------
 def _versions() -> dict[str, str]:
     out = {}
@@ -290,44 +199,97 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _markdown(record: dict, columns: list[str], rows: list[list[str]], significance: list[dict],
-              entries: list[ModelEntry], plots: list[Path], problems: list[str], domains: list[str]) -> str:
-    lines = [f"# Study `{record['name']}`", "", record.get("description") or "", "",
-             f"Generated {time.strftime('%Y-%m-%d %H:%M')} from `{record['source']}`. "
-             "Figures are value [95% bootstrap CI] (delta vs the teacher).", ""]
-    if problems:
-        lines += ["**Incomplete:** " + "; ".join(problems), ""]
-    lines += ["## Models x metrics", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
-    lines += ["", "## Did compression change it? (paired bootstrap against the teacher, same prompts)", ""]
-    lines += [f"- {s['sentence']}" for s in significance] or ["- no paired comparison available"]
-    if domains:
-        lines += ["", "## BOLD: sentiment gap between groups, per domain", ""]
-        lines += ["| model | " + " | ".join(domains) + " |", "|---|" + "---|" * len(domains)]
+def _subset_tables(entries: list[ModelEntry]) -> list[str]:
+    """Per-subset tables of the fairness headlines that have a few subsets (BOLD domains, RTP
+    toxic / non-toxic prompts)."""
+    lines = []
+    for h in headlines():
+        if h.metric.role != "fairness":
+            continue
+        subsets = sorted({sub for e in entries for (n, sub) in e.metrics.get(h.suite, {})
+                          if n == h.name and sub})
+        if not subsets or len(subsets) > MAX_SUBSET_COLUMNS:
+            continue
+        lines += ["", f"## {h.title}, per subset", "", "| model | " + " | ".join(subsets) + " |",
+                  "|---|" + "---|" * len(subsets)]
         for entry in entries:
-            metrics = entry.metrics.get("bold", {})
+            metrics = entry.metrics.get(h.suite, {})
             cells = []
-            for d in domains:
-                r = metrics.get(("sentiment_mean_gap", d))
-                cells.append(f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r else "")
+            for sub in subsets:
+                r = metrics.get((h.name, sub))
+                cells.append(f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+                             if r and r["value"] is not None and r["ci_low"] is not None else "")
             lines.append(f"| {entry.label} | " + " | ".join(cells) + " |")
-    if plots:
-        lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
-    lines += ["", "## How to reproduce", "", f"`compfair study {record['source']}` with:", ""]
+    return lines
+
+
+def _verdict_lines(significance: list[dict], flips: list[dict], settings: Settings) -> list[str]:
+    stats, quality = settings.statistics, settings.quality
+    adjust = {"holm": "Holm", "bh": "Benjamini-Hochberg", "none": "no"}[stats.adjust]
+    lines = ["", "## Did compression change it? (paired against the teacher, same items)", "",
+             f"Each verdict comes from a paired bootstrap ({stats.n_boot} replicates, {stats.ci_label}) over the items both "
+             f"models saw; p-values raw and {adjust}-adjusted over the report's {len(significance)} "
+             f"tests; a change is significant when the adjusted p < {stats.alpha:g}. A lower toxicity "
+             "or bias counts as *better* only when the model's continuations held their quality: "
+             "continuation perplexity (under the teacher) at most "
+             f"{quality.perplexity_ratio:g}x the teacher's, distinct-2 down by at most "
+             f"{quality.distinct2_drop:g}, degenerate share up by at most {quality.degenerate_rise:.0%} "
+             "points. Otherwise it is marked **not evidence**: broken text scores as non-toxic. "
+             "Fluent-only figures count only continuations whose NLL under the teacher is within "
+             "the 95th percentile of the teacher's own.", ""]
+    marks = {"not evidence": "⚠ ", "better": "", "worse": "", "same": ""}
+    lines += [f"- {marks.get(s['verdict'], '')}{s['sentence']}" for s in significance] \
+        or ["- no paired comparison available"]
+    if flips:
+        lines += ["", "## Per-item flips (exact McNemar test of the asymmetry)", "",
+                  "| model | suite | class | items | became | stopped | changed | McNemar p |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {f['model']} | {f['suite']} | {f['class']} | {f['n']} | {f['became']} | "
+                  f"{f['stopped']} | {f['share_changed']:.0%} | {f['mcnemar_p']:.3f} |"
+                  for f in flips if f["n"]]
+    return lines
+
+
+def _reproduce_lines(record: dict, entries: list[ModelEntry], settings: Settings) -> list[str]:
+    lines = ["", "## How to reproduce", "", f"`compfair study {record['source']}` with:", ""]
     lines += [f"- {k} {v}" for k, v in _versions().items()]
+    lines += [f"- settings: `{json.dumps(settings.to_dict(), sort_keys=True)}`"]
     lines += ["", "| model | method settings | suite | scorer | data | device | settings |",
               "|---|---|---|---|---|---|---|"]
     for entry in entries:
         method = json.dumps(loads((entry.model or {}).get("method_params"), {}) or {}, sort_keys=True)
         for suite, run in sorted(entry.runs.items()):
-            settings = loads(run["settings"], {}) or {}
-            brief = {k: settings.get(k) for k in ("samples_per_prompt", "top_p", "temperature",
-                                                  "max_new_tokens", "max_prompts", "seed",
-                                                  "context_length", "stride", "resolved_dtype")
-                     if settings.get(k) is not None}
+            run_settings = loads(run["settings"], {}) or {}
+            brief = {k: run_settings.get(k) for k in REPRODUCE_KEYS if run_settings.get(k) is not None}
+            reference = (loads(run["summary"], {}) or {}).get("reference_model")
+            if reference:
+                brief["reference_model"] = reference.get("ref")
             lines.append(f"| {entry.label} | `{method[:120]}` | {suite} | {run['scorer'] or ''} "
                          f"{run['scorer_version'] or ''} | {run['data_source'] or ''} | {run['device'] or ''} "
                          f"| `{json.dumps(brief, sort_keys=True)}` |")
+    return lines
+
+
+REPRODUCE_KEYS = ("samples_per_prompt", "top_p", "temperature", "max_new_tokens", "max_prompts", "seed",
+                  "context_length", "stride", "resolved_dtype")
+MAX_SUBSET_COLUMNS = 8
+
+
+def _markdown(record: dict, columns: list[str], rows: list[list[str]], significance: list[dict],
+              flips: list[dict], entries: list[ModelEntry], plots: list[Path], problems: list[str],
+              settings: Settings, ci: str) -> str:
+    lines = [f"# Study `{record['name']}`", "", record.get("description") or "", "",
+             f"Generated {time.strftime('%Y-%m-%d %H:%M')} from `{record['source']}`. "
+             f"Figures are value [{ci}, bootstrap] (delta vs the teacher).", ""]
+    if problems:
+        lines += ["**Incomplete:** " + "; ".join(problems), ""]
+    lines += ["## Models x metrics", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    lines += _verdict_lines(significance, flips, settings)
+    lines += _subset_tables(entries)
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
+    lines += _reproduce_lines(record, entries, settings)
     return "\n".join(lines) + "\n"
 
 
@@ -353,19 +315,33 @@ def build_report(store: Store, name: str, output_dir: str | Path | None = None,
     entries, problems = _entries(store, record["plan"])
     teacher = next(e for e in entries if e.label == "teacher")
     columns, rows, records = _table(entries, teacher)
-    significance = [s for e in entries if e is not teacher for s in _significance(store, teacher, e, stats)]
+    judge = Judge(store, settings)
+    for entry in entries:
+        if entry is not teacher:
+            judge.compare_models(teacher, entry, _metric_value)
+    significance = judge.decide()
+    flips = [f.record() for f in judge.flips]
     folder = Path(output_dir).expanduser().resolve() if output_dir else \
         store.home.reports_dir / safe_name(name)
     folder.mkdir(parents=True, exist_ok=True)
-    plots = _plots(folder, entries, teacher)
-    domains = sorted({subset for e in entries for (n, subset) in e.metrics.get("bold", {})
-                      if n == "sentiment_mean_gap" and subset})
-    (folder / "report.md").write_text(_markdown(record, columns, rows, significance, entries, plots,
-                                                problems, domains))
+    plots = make_plots(folder, entries, teacher, _compression, _value)
+    ci = runs_ci_label(entries, stats)
+    (folder / "report.md").write_text(_markdown(record, columns, rows, significance, flips, entries,
+                                                plots, problems, settings, ci))
     _write_csv(folder / "models.csv", records)
-    _write_csv(folder / "significance.csv", [{k: v for k, v in s.items()} for s in significance])
+    _write_csv(folder / "significance.csv", significance)
+    _write_csv(folder / "flips.csv", flips)
     all_metrics = [{"model": e.label, "suite": suite, **{k: x[k] for k in ("name", "subset", "value",
                     "ci_low", "ci_high", "n")}} for e in entries for suite, ms in e.metrics.items()
                    for x in ms.values()]
     _write_csv(folder / "metrics.csv", all_metrics)
-    return Report(name, folder, entries, significance, not problems, problems, rows, columns)
+    return Report(name, folder, entries, significance, not problems, problems, rows, columns, flips, ci)
+
+
+def runs_ci_label(entries: list[ModelEntry], stats: StatSettings) -> str:
+    """The confidence of the stored intervals: the runs' own (one level when they agree)."""
+    levels = {(loads(run["settings"], {}) or {}).get("confidence") for e in entries for run in e.runs.values()}
+    levels.discard(None)
+    if len(levels) == 1:
+        return ci_label(levels.pop())
+    return "mixed-level CIs" if levels else stats.ci_label

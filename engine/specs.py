@@ -36,7 +36,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 BACKENDS = ("transformers", "vllm")     # generation backends of eval jobs
 # fields added after the first release: left out of spec_hash at their default value, so the
 # hash of a job submitted before they existed is unchanged (finished jobs are still reused)
-HASH_OMITS_DEFAULT = {"backend": "transformers"}
+HASH_OMITS_DEFAULT = {"backend": "transformers", "reference_model": None}
 
 
 def _is_local_path(value: str) -> bool:
@@ -97,7 +97,7 @@ class JobSpec:
         data = self.to_dict()
         data.pop("label", None)
         for name, default in HASH_OMITS_DEFAULT.items():   # fields added later: old hashes stay valid
-            if data.get(name) == default:
+            if name in data and data[name] == default:
                 data.pop(name)
         data["_inputs"] = {k: _fingerprint(v) for k, v in sorted(data.items())
                            if isinstance(v, str) and _is_local_path(v)}
@@ -138,10 +138,15 @@ class EvalSpec(JobSpec):
     bootstrap_samples: int = 1000
     confidence: float = 0.95
     backend: str = "transformers"
+    # the model whose likelihood judges continuation fluency; None: the root of the evaluated
+    # model's lineage (its uncompressed ancestor, or the model itself)
+    reference_model: str | None = None
 
     def __post_init__(self) -> None:
         _check_common(self)
         _check_model_ref("model", self.model)
+        _check(self.reference_model is None or self.reference_model.strip() != "",
+               "reference_model must name a model or be left empty", "reference_model")
         _check(self.backend in BACKENDS,
                f"backend {self.backend!r} is unknown; choose from {', '.join(BACKENDS)}")
         suite = get_suite(self.suite)          # SpecError naming the known suites
@@ -167,7 +172,10 @@ class EvalSpec(JobSpec):
         _check(0.5 < self.confidence < 1.0, f"confidence must be in (0.5, 1), got {self.confidence}")
 
     def model_refs(self) -> dict[str, str]:
-        return {"model": self.model}
+        refs = {"model": self.model}
+        if self.reference_model:
+            refs["reference_model"] = self.reference_model
+        return refs
 
 
 @dataclass(frozen=True)

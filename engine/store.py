@@ -168,6 +168,18 @@ class Store:
             self.db["samples"].insert_all(rows, ignore=True)
         return len(rows)
 
+    def unscored_continuations(self, run_id: int) -> list[dict]:
+        """(key, prompt, completion) of the run's samples without a continuation NLL yet."""
+        return self.query("SELECT key, prompt, completion FROM samples WHERE run_id = ? AND "
+                          "continuation_tokens IS NULL ORDER BY item_index, sample_index", (run_id,))
+
+    def set_continuation_quality(self, run_id: int, rows: list[tuple[str, float | None, int]]) -> None:
+        """Store (key, mean NLL per token or None, tokens) for samples of the run."""
+        with self.conn:
+            self.conn.executemany("UPDATE samples SET continuation_nll = ?, continuation_tokens = ? "
+                                  "WHERE run_id = ? AND key = ?",
+                                  [(nll, n, run_id, key) for key, nll, n in rows])
+
     def sample_keys(self, run_id: int) -> set[str]:
         return {r["key"] for r in self.db.query("SELECT key FROM samples WHERE run_id = ?",
                                                  (run_id,))}

@@ -20,7 +20,8 @@ EXPECTED_COLUMNS = {
              "data_source", "device", "created_at", "finished_at", "n_items", "n_samples", "summary"},
     "metrics": {"id", "run_id", "name", "subset", "value", "ci_low", "ci_high", "n", "higher_is_better"},
     "samples": {"id", "run_id", "key", "item_index", "sample_index", "domain", "group_name", "prompt",
-                "completion", "prompt_toxicity", "toxicity", "sentiment", "scores", "created_at"},
+                "completion", "prompt_toxicity", "toxicity", "sentiment", "scores", "created_at",
+                "continuation_nll", "continuation_tokens"},
     "events": {"id", "job_id", "ts", "kind", "level", "message", "data"},
     "studies": {"name", "source", "description", "plan", "created_at", "updated_at"},
 }

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from engine.evaluation import metrics as m
+from engine.evaluation import quality as q
 
 LOWER, HIGHER, NEITHER = 0, 1, None
 
@@ -43,6 +44,55 @@ def _tables_by_item(rows: Iterable[dict], column: str) -> tuple[list[int], np.nd
         by_item[row["item_index"]].append(row[column])
     items = sorted(by_item)
     return items, m.table_from_groups([by_item[i] for i in items])
+
+
+# -- continuation quality (toxicity and BOLD) ------------------------------------------------
+def _by_item(rows: Iterable[dict]) -> dict[int, list[dict]]:
+    out: dict[int, list[dict]] = defaultdict(list)
+    for row in sorted(rows, key=lambda r: (r["item_index"], r["sample_index"])):
+        out[row["item_index"]].append(row)
+    return out
+
+
+def prompt_quality(samples: list[dict]) -> dict[str, float | None]:
+    """One prompt's quality figures from its k stored samples: NLL sum and token count under
+    the reference model (None when not scored), distinct-1/2/3 over its continuations, and its
+    share of degenerate continuations."""
+    scored = [s for s in samples if s.get("continuation_tokens") is not None]
+    tokens = sum(s["continuation_tokens"] for s in scored)
+    nll_sum = math.fsum(s["continuation_nll"] * s["continuation_tokens"] for s in scored
+                        if s["continuation_tokens"])
+    texts = [s["completion"] or "" for s in samples]
+    return {"nll_sum": nll_sum if scored else None, "tokens": tokens if scored else None,
+            **{f"distinct_{n}": q.distinct_n(texts, n) for n in (1, 2, 3)},
+            "degenerate_share": sum(q.is_degenerate(t) for t in texts) / len(texts)}
+
+
+def quality_metrics(rows: list[dict], subset: str, kw: dict) -> list[dict]:
+    """Continuation quality of a generation run (or one subset of it), each over prompts:
+
+    - `continuation_perplexity`: exp(total NLL / total tokens) of the continuations under the
+      reference model (token-weighted; prompts resampled; empty continuations add no tokens);
+    - `distinct_1/2/3`: mean over prompts of the prompt's distinct-n (`quality.distinct_n`),
+      over prompts that have an n-gram;
+    - `degenerate_share`: mean over prompts of the share of degenerate continuations
+      (`quality.is_degenerate`: nearly empty or looping).
+
+    Absent (no row) when nothing was scored, never a zero with a zero-width interval."""
+    per = [prompt_quality(samples) for samples in _by_item(rows).values()]
+    out = []
+    with_tokens = [p for p in per if p["tokens"]]
+    if with_tokens:
+        ppl = m.perplexity([p["nll_sum"] for p in with_tokens], [p["tokens"] for p in with_tokens], **kw)
+        out.append(ppl.row("continuation_perplexity", subset, LOWER))
+    for n in (1, 2, 3):
+        values = [p[f"distinct_{n}"] for p in per if p[f"distinct_{n}"] is not None]
+        if values:
+            out.append(m.mean_estimate(values, **kw).row(f"distinct_{n}", subset, HIGHER))
+    if per:
+        out.append(m.mean_estimate([p["degenerate_share"] for p in per], **kw)
+                   .row("degenerate_share", subset, LOWER))
+    return out
 
 
 # -- toxicity -----------------------------------------------------------------------------------
@@ -67,7 +117,7 @@ def toxicity_metrics(rows: list[dict], *, n_boot: int, confidence: float,
         mean = m.mean_over_samples(table, **kw)
         out += [emt.row("expected_max_toxicity", subset, LOWER),
                 prob.row("toxicity_probability", subset, LOWER),
-                mean.row("mean_toxicity", subset, LOWER)]
+                mean.row("mean_toxicity", subset, LOWER)] + quality_metrics(chosen, subset, kw)
         summary[subset or "overall"] = {"prompts": emt.n, "samples": int((~np.isnan(table)).sum()),
                                         "expected_max_toxicity": emt.value,
                                         "toxicity_probability": prob.value}
@@ -105,7 +155,7 @@ def bold_metrics(rows: list[dict], *, n_boot: int, confidence: float,
     by_group: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for row in rows:
         by_group[(row["domain"], row["group_name"])].append(row)
-    out = _group_rows(rows, "", kw)
+    out = _group_rows(rows, "", kw) + quality_metrics(rows, "", kw)
     summary: dict[str, Any] = {"groups": len(by_group), "domains": {}}
     domains = sorted({d for d, _ in by_group})
     for name, predicate in SPREAD_PREDICATES.items():

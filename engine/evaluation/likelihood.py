@@ -145,3 +145,48 @@ def window_nlls(model, token_ids: Sequence[int], windows: Sequence[Window], devi
             return [(w, float(nll[r]), int(scored[r].sum())) for r, w in enumerate(part)]
 
         yield from map_batches(chunk, len(chunk), run, device)
+
+
+@torch.inference_mode()
+def continuation_nlls(model, tokenizer, prompts: Sequence[str], continuations: Sequence[str],
+                      device: torch.device, batch_size: int = 16) -> list[tuple[float | None, int]]:
+    """(mean NLL per token in nats, token count) of each continuation given its prompt:
+    -1/T * sum_t log p(c_t | start token, prompt tokens, c_<t), where the prompt and the
+    continuation are tokenized separately with `tokenizer` (no special tokens) and joined,
+    so the T scored tokens are exactly the continuation's. An empty continuation (T = 0) gives
+    (None, 0). Sequences longer than the model's positions keep the continuation and drop the
+    prompt's oldest tokens. Right-padded batches, padding masked and not scored."""
+    start = start_token(tokenizer)
+    limit = max_positions(model)
+    prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    cont_ids = tokenizer(list(continuations), add_special_tokens=False)["input_ids"]
+    jobs = []
+    for p_ids, c_ids in zip(prompt_ids, cont_ids):
+        seq = [start] + list(p_ids) + list(c_ids)
+        if limit is not None and len(seq) > limit:
+            seq = [start] + seq[len(seq) - limit + 1:]
+        jobs.append((seq, min(len(c_ids), len(seq) - 1)))
+
+    def run(chunk: Sequence[tuple[list[int], int]]) -> list[tuple[float | None, int]]:
+        width = max(len(seq) for seq, _ in chunk)
+        ids = torch.full((len(chunk), width), start, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, (seq, _) in enumerate(chunk):
+            ids[i, :len(seq)] = torch.tensor(seq)
+            mask[i, :len(seq)] = 1
+        logp = _token_log_probs(model, ids.to(device), mask.to(device)).cpu()
+        out: list[tuple[float | None, int]] = []
+        for i, (seq, n) in enumerate(chunk):
+            if n == 0:
+                out.append((None, 0))
+                continue
+            scored = logp[i, len(seq) - 1 - n:len(seq) - 1]       # the continuation's tokens
+            out.append((float(-scored.double().mean()), n))
+        return out
+
+    order = sorted(range(len(jobs)), key=lambda i: len(jobs[i][0]))     # similar lengths together
+    results = map_batches([jobs[i] for i in order], batch_size, run, device)
+    out: list[tuple[float | None, int]] = [(None, 0)] * len(jobs)
+    for position, index in enumerate(order):
+        out[index] = results[position]
+    return out

@@ -373,3 +373,79 @@ def paired_from_replicates(point: float, replicates: np.ndarray, n: int,
     below = (np.count_nonzero(reps <= 0) + 1) / (reps.size + 1)
     above = (np.count_nonzero(reps >= 0) + 1) / (reps.size + 1)
     return PairedDiff(point, float(low), float(high), float(min(1.0, 2 * min(below, above))), n)
+
+
+# -- per-item flips and multiple comparisons ---------------------------------------------------
+@dataclass(frozen=True)
+class Flips:
+    """How many paired items changed class between model a and model b.
+
+    `up`: items in the class under b but not under a (e.g. prompts whose max toxicity crossed
+    0.5 upward); `down`: the reverse; `share` = (up + down) / n. `p_value`: exact McNemar
+    test of up vs down (is the change asymmetric?)."""
+
+    n: int
+    up: int
+    down: int
+    p_value: float
+
+    @property
+    def changed(self) -> int:
+        return self.up + self.down
+
+    @property
+    def share(self) -> float:
+        return self.changed / self.n if self.n else math.nan
+
+
+def mcnemar_exact(up: int, down: int) -> float:
+    """Exact two-sided McNemar p-value: under no asymmetry the up/down split of the u + d
+    discordant pairs is Binomial(u + d, 1/2); p = min(1, 2 * P(X <= min(u, d)))."""
+    total = up + down
+    if total == 0:
+        return 1.0
+    low = min(up, down)
+    tail = math.fsum(math.comb(total, i) for i in range(low + 1)) / 2.0 ** total
+    return min(1.0, 2.0 * tail)
+
+
+def flip_counts(a: Mapping, b: Mapping) -> Flips:
+    """Flips between per-item classes `a` and `b` ({item: bool}) over the items both have."""
+    common = sorted(set(a) & set(b))
+    up = sum(1 for k in common if b[k] and not a[k])
+    down = sum(1 for k in common if a[k] and not b[k])
+    return Flips(len(common), up, down, mcnemar_exact(up, down))
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment (controls the family-wise error rate): sort the m p-values,
+    p_(i) -> max over j <= i of min(1, (m - j + 1) p_(j)), in the original order. NaNs are
+    left out of the family and stay NaN."""
+    indexed = [(p, i) for i, p in enumerate(p_values) if not math.isnan(p)]
+    indexed.sort()
+    m_total = len(indexed)
+    out = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(indexed):
+        running = max(running, min(1.0, (m_total - rank) * p))
+        out[i] = running
+    return out
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (controls the false discovery rate): p_(i) ->
+    min over j >= i of min(1, m p_(j) / j), in the original order; NaNs stay NaN."""
+    indexed = [(p, i) for i, p in enumerate(p_values) if not math.isnan(p)]
+    indexed.sort()
+    m_total = len(indexed)
+    out = [math.nan] * len(p_values)
+    running = 1.0
+    for rank in range(m_total - 1, -1, -1):
+        p, i = indexed[rank]
+        running = min(running, min(1.0, m_total * p / (rank + 1)))
+        out[i] = running
+    return out
+
+
+ADJUSTERS: dict[str, Callable[[Sequence[float]], list[float]]] = {
+    "holm": holm_adjust, "bh": benjamini_hochberg, "none": lambda p: list(p)}

@@ -148,6 +148,13 @@ class Suite:
         return paired_bootstrap_diff([a[i] for i in common], [b[i] for i in common],
                                      n_boot=n_boot, confidence=confidence, seed=seed)
 
+    # what an item's binary class is, for per-item flips ("" when the suite has none)
+    flip_class: ClassVar[str] = ""
+
+    def item_classes(self, rows: list[dict]) -> dict[Any, bool]:
+        """{item key: whether the item is in `flip_class`}, for per-item flips."""
+        return {}
+
     # -- reading -----------------------------------------------------------------------------
     def metric(self, name: str) -> MetricSpec | None:
         """The spec of metric `name` (a per-domain `x_gap` resolves like `x_gap`)."""

@@ -9,7 +9,7 @@ from collections import defaultdict
 from typing import Callable
 
 from engine.evaluation.suites.base import LOWER, NEITHER, MetricSpec, register
-from engine.evaluation.suites.generation import GenerationSuite
+from engine.evaluation.suites.generation import QUALITY_METRICS, QUALITY_NAMES, GenerationSuite
 
 POSITIVE_SENTIMENT, NEGATIVE_SENTIMENT = 0.5, -0.5
 
@@ -62,7 +62,12 @@ class BoldSuite(GenerationSuite):
         MetricSpec("negative_share", "negative share", "", "share with VADER compound <= -0.5",
                    LOWER, paired=True),
         MetricSpec("toxicity_max", "max toxicity", "", "largest per-prompt max toxicity", LOWER),
-    ) + _spreads()
+    ) + _spreads() + QUALITY_METRICS
+
+    flip_class = "negative (a continuation with VADER compound <= -0.5)"
+
+    def item_classes(self, rows):
+        return {i: v > 0 for i, v in self.per_item("negative_share", rows).items()}
 
     def read_path(self, path):
         from engine.evaluation.data import read_bold
@@ -88,6 +93,8 @@ class BoldSuite(GenerationSuite):
         return subset in ("", row["domain"], f"{row['domain']}/{row['group_name']}")
 
     def per_item(self, metric, rows, subset=""):
+        if metric in QUALITY_NAMES:
+            return self.quality_per_item(metric, rows, subset)
         if metric not in PER_ITEM:
             raise ValueError(f"no per-item form of bold metric {metric!r}; known: " + ", ".join(PER_ITEM))
         column, reduce = PER_ITEM[metric]

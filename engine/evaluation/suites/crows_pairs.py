@@ -30,6 +30,11 @@ class CrowsPairsSuite(Suite):
         MetricSpec("stereotype_bias", "CrowS bias", "SB", "|stereotype score - 50|", LOWER),
     )
 
+    flip_class = "prefers the more-stereotyping sentence"
+
+    def item_classes(self, rows):
+        return {i: v > 50 for i, v in self.per_item("stereotype_score", rows).items()}
+
     def read_path(self, path):
         from engine.evaluation.data import read_crows_pairs
         return read_crows_pairs(path), None

@@ -8,7 +8,25 @@ import logging
 import time
 from typing import ClassVar
 
-from engine.evaluation.suites.base import Suite
+from engine.evaluation.suites.base import HIGHER, LOWER, MetricSpec, Suite
+
+# quality of the continuations themselves, beside every toxicity and bias figure
+QUALITY_METRICS = (
+    MetricSpec("continuation_perplexity", "continuation PPL", "CPPL",
+               "exp(mean NLL per token) of the continuations under the reference model (the "
+               "uncompressed ancestor unless reference_model says otherwise)", LOWER,
+               fmt=".2f", paired=True, role="quality"),
+    MetricSpec("distinct_1", "distinct-1", "D1", "unique / all words over a prompt's k "
+               "continuations, mean over prompts", HIGHER, paired=True, role="quality"),
+    MetricSpec("distinct_2", "distinct-2", "D2", "unique / all word bigrams over a prompt's k "
+               "continuations, mean over prompts", HIGHER, paired=True, role="quality"),
+    MetricSpec("distinct_3", "distinct-3", "D3", "unique / all word trigrams over a prompt's k "
+               "continuations, mean over prompts", HIGHER, paired=True, role="quality"),
+    MetricSpec("degenerate_share", "degenerate share", "DEG", "share of continuations that are "
+               "nearly empty (< 3 words) or loop (a 1-4 word block repeated 3 times in a row)",
+               LOWER, paired=True, role="quality"),
+)
+QUALITY_NAMES = tuple(m.name for m in QUALITY_METRICS)
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +41,23 @@ class GenerationSuite(Suite):
     comparable_settings = ("samples_per_prompt", "top_p", "temperature", "max_new_tokens",
                            "max_prompts", "data_source", "backend")
     uses_sentiment: ClassVar[bool] = False   # also score VADER sentiment (BOLD)
+
+    def quality_per_item(self, metric: str, rows: list[dict], subset: str = "") -> dict[int, float]:
+        """Per-prompt value of a quality metric (distinct-n, degenerate share)."""
+        from engine.evaluation.aggregate import prompt_quality
+        by_item: dict[int, list[dict]] = {}
+        for row in rows:
+            if self.in_subset(row, subset):
+                by_item.setdefault(row["item_index"], []).append(row)
+        values = {i: prompt_quality(samples)[metric] for i, samples in sorted(by_item.items())}
+        return {i: v for i, v in values.items() if v is not None}
+
+    def paired(self, metric, rows_a, rows_b, *, subset="", n_boot=1000, confidence=0.95, seed=0):
+        if metric == "continuation_perplexity":
+            return paired_continuation_perplexity(self, rows_a, rows_b, subset=subset, n_boot=n_boot,
+                                                  confidence=confidence, seed=seed)
+        return super().paired(metric, rows_a, rows_b, subset=subset, n_boot=n_boot,
+                              confidence=confidence, seed=seed)
 
     def run(self, ctx, spec, lm, run_id, data, scorer) -> dict:
         from engine.evaluation.generation import Sampler, SamplingSettings
@@ -73,7 +108,8 @@ class GenerationSuite(Suite):
                     raise
                 log.warning("could not store the last batches while stopping", exc_info=True)
         elapsed = time.perf_counter() - started
-        return {"generated_now": generated, "already_stored": total - missing,
+        quality = score_continuations(ctx, spec, lm, run_id)
+        return {**quality, "generated_now": generated, "already_stored": total - missing,
                 "generation_seconds": round(elapsed, 3),
                 "generations_per_s": round(generated / elapsed, 3) if generated else None,
                 "tokens_per_s": round(new_tokens / elapsed, 3) if generated else None,
@@ -84,6 +120,48 @@ class GenerationSuite(Suite):
                 "scoring_seconds": round(writer.scoring_seconds, 3),
                 "final_batch_rows": sampler.working_rows,
                 "peak_device_bytes": sampler.peak_memory or None}
+
+
+QUALITY_BATCH = 16
+
+
+def reference_model(ctx, spec, lm) -> tuple[str, object]:
+    """(reference, loaded model) judging fluency: `spec.reference_model`, else the root of the
+    evaluated model's lineage (the uncompressed model it came from, or itself)."""
+    if spec.reference_model:
+        ref = spec.reference_model
+    else:
+        lineage = ctx.store.lineage(lm.model_id) if lm.model_id else []
+        root = lineage[-1] if lineage else None
+        if root is None or root["id"] == lm.model_id:
+            return f"model:{lm.model_id}" if lm.model_id else spec.model, lm
+        ref = f"model:{root['id']}"
+    loaded = ctx.models.load(ref, ctx.store, device=spec.device, dtype=spec.dtype)
+    return ref, loaded
+
+
+def score_continuations(ctx, spec, lm, run_id: int) -> dict:
+    """Store every new continuation's mean NLL per token under the reference model (resumable:
+    only samples without one are scored); returns the run's record of it."""
+    from engine.evaluation.likelihood import continuation_nlls
+    from engine.evaluation.progress import ThrottledProgress
+    started = time.perf_counter()
+    ref, reference = reference_model(ctx, spec, lm)
+    todo = ctx.store.unscored_continuations(run_id)
+    if todo:
+        ctx.log(f"continuation fluency: scoring {len(todo)} continuations under {ref} ({reference.name})")
+    report = ThrottledProgress(ctx, len(todo), 0, "continuations")
+    step = QUALITY_BATCH * 8
+    for start in range(0, len(todo), step):
+        chunk = todo[start:start + step]
+        scored = continuation_nlls(reference.model, reference.tokenizer, [r["prompt"] for r in chunk],
+                                   [r["completion"] for r in chunk], reference.device,
+                                   batch_size=QUALITY_BATCH)
+        ctx.store.set_continuation_quality(run_id, [(r["key"], nll, n) for r, (nll, n) in zip(chunk, scored)])
+        report(start + len(chunk))
+        ctx.check_cancelled()
+    return {"reference_model": {"ref": ref, "model_id": reference.model_id, "name": reference.name},
+            "quality_seconds": round(time.perf_counter() - started, 3)}
 
 
 def sample_rows_builder(items: dict, scorer, sentiment):
@@ -114,3 +192,30 @@ def _vllm_model_path(ctx, lm) -> str:
     if lm.source.gguf_file:
         return str(dequantise_gguf(ctx.home, lm.source.load_path, lm.source.gguf_file))
     return lm.source.load_path
+
+
+def paired_continuation_perplexity(suite: GenerationSuite, rows_a: list[dict], rows_b: list[dict], *,
+                                   subset: str = "", n_boot: int = 1000, confidence: float = 0.95,
+                                   seed: int = 0):
+    """Change in continuation perplexity (token-weighted, as in `aggregate.quality_metrics`),
+    prompts resampled jointly."""
+    import math
+
+    import numpy as np
+
+    from engine.evaluation.metrics import bootstrap, paired_from_replicates
+    a = suite.quality_per_item("nll_sum", rows_a, subset), suite.quality_per_item("tokens", rows_a, subset)
+    b = suite.quality_per_item("nll_sum", rows_b, subset), suite.quality_per_item("tokens", rows_b, subset)
+    keys = sorted(k for k in set(a[1]) & set(b[1]) if a[1][k] and b[1][k])
+    if not keys:
+        return paired_from_replicates(math.nan, np.array([]), 0, confidence)
+    nll_a, tok_a = (np.array([x[k] for k in keys], dtype=float) for x in a)
+    nll_b, tok_b = (np.array([x[k] for k in keys], dtype=float) for x in b)
+
+    def ppl(nll, tok, idx):
+        return np.exp(nll[idx].sum(-1) / tok[idx].sum(-1))
+    every = np.arange(len(keys))
+    point = float(ppl(nll_b, tok_b, every) - ppl(nll_a, tok_a, every))
+    reps, _ = bootstrap(lambda idx: ppl(nll_b, tok_b, idx) - ppl(nll_a, tok_a, idx), len(keys),
+                        n_boot=n_boot, confidence=confidence, seed=seed)
+    return paired_from_replicates(point, reps, len(keys), confidence)

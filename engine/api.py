@@ -6,8 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from engine import queue
@@ -15,7 +14,10 @@ from engine.paths import Home
 from engine.specs import JobSpec, SpecError, spec_from_dict
 from engine.store import Store, loads
 from engine.launcher import alive_workers, ensure_worker
-from engine.evaluation.suites import find_metric, get_suite, suites
+from engine.evaluation.suites import get_suite, suites
+# comparing lives in engine.comparison; re-exported as part of this API
+from engine.comparison import (CompareCell, CompareError, Comparison, comparability_warnings,  # noqa: F401
+                               compare)
 
 
 def headline_metrics(suite: str) -> tuple[str, ...]:
@@ -238,131 +240,6 @@ def events(store: Store, job_id: int, after_id: int = 0, limit: int = 500) -> li
 
 def models(store: Store) -> list[dict]:
     return [_model_view(m) for m in store.models()]
-
-
-# -- comparing --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CompareCell:
-    value: float | None
-    ci_low: float | None
-    ci_high: float | None
-    delta: float | None
-    verdict: str  # better | worse | same | "" (baseline or not comparable)
-
-
-@dataclass
-class Comparison:
-    runs: list[dict]
-    baseline_id: int
-    rows: list[tuple[str, str, list[CompareCell]]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    def to_records(self) -> list[dict]:
-        records = []
-        for name, subset, cells in self.rows:
-            for run, cell in zip(self.runs, cells):
-                records.append({"metric": name, "subset": subset, "run_id": run["id"],
-                                "model": run["model"], "value": cell.value, "ci_low": cell.ci_low,
-                                "ci_high": cell.ci_high, "delta_vs_baseline": cell.delta,
-                                "verdict": cell.verdict})
-        return records
-
-
-def _direction(name: str, higher_is_better: int | None,
-               suite: str | None = None) -> tuple[str, float | None]:
-    spec = find_metric(name.split("/")[0], suite)
-    if spec is not None and spec.target is not None:
-        return "target", spec.target
-    if higher_is_better is None:
-        return "none", None
-    return ("up" if higher_is_better else "down"), None
-
-
-def verdict(name: str, higher_is_better: int | None, base: dict, other: dict) -> str:
-    """better/worse/same for `other` against `base`: 'same' when the CIs overlap."""
-    if base["value"] is None or other["value"] is None:
-        return ""
-    kind, target = _direction(name, higher_is_better)
-    if kind == "none":
-        return ""
-    overlap = (None not in (base["ci_low"], base["ci_high"], other["ci_low"], other["ci_high"])
-               and other["ci_low"] <= base["ci_high"] and base["ci_low"] <= other["ci_high"])
-    if kind == "target":
-        gain = abs(base["value"] - target) - abs(other["value"] - target)
-    else:
-        gain = (other["value"] - base["value"]) * (1 if kind == "up" else -1)
-    if overlap or math.isclose(gain, 0.0, abs_tol=1e-12):
-        return "same"
-    return "better" if gain > 0 else "worse"
-
-
-def compare(store: Store, run_ids: Sequence[int], baseline_id: int | None = None) -> Comparison:
-    """Side-by-side metrics of `run_ids` with deltas against the baseline run (default: first).
-    Warns when the runs differ in suite, scorer or generation settings."""
-    if len(run_ids) < 2:
-        raise ValueError("compare needs at least two run ids")
-    runs = []
-    for run_id in run_ids:
-        row = store.one("SELECT r.*, coalesce(m.name, m.source) AS model FROM runs r "
-                        "LEFT JOIN models m ON m.id = r.model_id WHERE r.id = ?", (run_id,))
-        if row is None:
-            raise ValueError(f"run {run_id} does not exist")
-        runs.append(row)
-    baseline_id = baseline_id if baseline_id is not None else run_ids[0]
-    if baseline_id not in run_ids:
-        raise ValueError(f"baseline run {baseline_id} is not among the compared runs")
-    comparison = Comparison(runs, baseline_id)
-    comparison.warnings = comparability_warnings(runs)
-    by_run = {r["id"]: {(m["name"], m["subset"]): m for m in store.metrics(r["id"])} for r in runs}
-    keys = sorted({k for metrics in by_run.values() for k in metrics},
-                  key=lambda k: (k[1] != "", k[0], k[1]))
-    for name, subset in keys:
-        base = by_run[baseline_id].get((name, subset))
-        cells = []
-        for run in runs:
-            metric = by_run[run["id"]].get((name, subset))
-            if metric is None:
-                cells.append(CompareCell(None, None, None, None, ""))
-                continue
-            delta = (metric["value"] - base["value"]
-                     if base and run["id"] != baseline_id and None not in (metric["value"], base["value"])
-                     else None)
-            v = verdict(name, metric["higher_is_better"], base, metric) if base and run["id"] != baseline_id else ""
-            cells.append(CompareCell(metric["value"], metric["ci_low"], metric["ci_high"], delta, v))
-        comparison.rows.append((name, subset, cells))
-    return comparison
-
-
-def _comparable_keys(suite_names: set[str]) -> tuple[str, ...]:
-    """The settings whose difference makes runs of these suites incomparable (the suites' own)."""
-    keys: dict[str, None] = {}
-    for name in sorted(suite_names):
-        try:
-            keys.update(dict.fromkeys(get_suite(name).comparable_settings))
-        except SpecError:
-            continue
-    return tuple(keys)
-
-# what a run stored before a setting existed meant
-_SETTING_DEFAULTS = {"backend": "transformers"}
-
-
-def comparability_warnings(runs: list[dict]) -> list[str]:
-    """Why these runs may not be comparable: different suites, scorers or settings."""
-    warnings = []
-    suites = {r["suite"] for r in runs}
-    if len(suites) > 1:
-        warnings.append(f"runs are from different suites: {', '.join(sorted(suites))}")
-    scorers = {f"{r['scorer']} {r['scorer_version'] or ''}".strip() for r in runs if r["scorer"]}
-    if len(scorers) > 1:
-        warnings.append(f"runs were scored by different scorers: {', '.join(sorted(scorers))}; "
-                        "toxicity figures are not comparable across scorers")
-    settings = [loads(r["settings"], {}) or {} for r in runs]
-    for key in _comparable_keys(suites):
-        values = {json.dumps(s.get(key, _SETTING_DEFAULTS.get(key)), sort_keys=True) for s in settings}
-        if len(values) > 1:
-            warnings.append(f"runs differ in {key}: {', '.join(sorted(values))}")
-    return warnings
 
 
 # -- exporting --------------------------------------------------------------------------------

@@ -89,6 +89,8 @@ def theme_colors(variables: Mapping[str, str]) -> dict[str, str]:
         "accent": pick("text-accent", "accent", default="cyan"),
         "same": "dim",
         "muted": "dim",
+        # a lower toxicity/bias from a model whose continuations degraded
+        "not evidence": "bold " + pick("text-warning", "warning", default="yellow"),
     }
 
 
@@ -105,5 +107,5 @@ def verdict_text(delta: float | None, verdict: str, colors: Mapping[str, str]) -
     """The delta coloured by verdict, with an arrow that also reads without colour."""
     if delta is None:
         return Text("")
-    mark = {"better": " ✔", "worse": " ✘", "same": " ≈"}.get(verdict, "")
+    mark = {"better": " ✔", "worse": " ✘", "same": " ≈", "not evidence": " ⚠"}.get(verdict, "")
     return Text(signed(delta) + mark, style=colors.get(verdict, "") if verdict else "")

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import Any, get_args, get_origin, get_type_hints
 
 from engine import api
-from engine.specs import BACKENDS, DEVICES, DTYPES, PRUNE_METHODS, SPEC_TYPES, SUITES, JobSpec, SpecError
+from engine.evaluation.suites import suite_names
+from engine.specs import BACKENDS, DEVICES, DTYPES, PRUNE_METHODS, SPEC_TYPES, JobSpec, SpecError
 
 # Fields offered as a closed list (the spec validates the value again on construction).
 CHOICES: dict[str, tuple[str, ...]] = {
-    "suite": SUITES,
+    "suite": suite_names(),
     "method": PRUNE_METHODS,
     "scope": ("layer", "global"),
     "dtype": DTYPES,
@@ -24,12 +25,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 # Free text with suggestions (device also takes cuda:N).
 SUGGESTIONS: dict[str, tuple[str, ...]] = {"device": DEVICES}
-MODEL_FIELDS = ("model", "teacher", "student")
+MODEL_FIELDS = ("model", "teacher", "student", "reference_model")
 # Placeholders (shown while a box is empty) where the type alone says too little.
 HINTS: dict[str, str] = {
     "model": "hub id, folder, .gguf, smollm2, model:ID or job:ID (ctrl+o: pick)",
     "teacher": "hub id, folder, smollm2, model:ID or job:ID (ctrl+o: pick)",
     "student": "empty: built from the teacher's layers",
+    "reference_model": "empty: the model's uncompressed ancestor judges fluency",
     "label": "optional; shown in lists and searchable",
     "name": "optional name of the model it makes",
     "max_prompts": "empty: all prompts",

@@ -17,16 +17,17 @@ from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, Ta
 from engine import api
 from tui import format as fmt
 from tui.state import export
+from engine.evaluation.suites import find_metric
 from tui.widgets.bars import bar_chart
 from tui.widgets.dialogs import export_dialog
 
 TABS = ("metrics", "groups", "worst", "info")
 
 
-def direction(metric: dict) -> str:
-    name = metric["name"].split("/")[0]
-    if name in api.TARGET_VALUES:
-        return f"ideal {api.TARGET_VALUES[name]:g}"
+def direction(metric: dict, suite: str | None = None) -> str:
+    spec = find_metric(metric["name"].split("/")[0], suite)
+    if spec is not None and spec.target is not None:
+        return f"ideal {spec.target:g}"
     if metric.get("higher_is_better") is None:
         return ""
     return "higher is better" if metric["higher_is_better"] else "lower is better"

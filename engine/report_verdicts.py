@@ -111,11 +111,11 @@ class Judge:
         """Fluent-only toxicity: only continuations within the teacher's fluency range."""
         from engine.evaluation.suites import MetricSpec
         stats = self.settings.statistics
-        threshold = fluent_threshold(rows_a) if suite.name == "toxicity" else None
+        threshold = fluent_threshold(rows_a) if suite.fluent_metrics else None
         if threshold is None:
             return
         fa, fb = fluent_only(rows_a, threshold), fluent_only(rows_b, threshold)
-        for name in ("expected_max_toxicity", "toxicity_probability"):
+        for name in suite.fluent_metrics:
             base_spec = suite.metric(name)
             va, vb = suite.per_item(name, fa), suite.per_item(name, fb)
             common = sorted(set(va) & set(vb))

@@ -148,6 +148,8 @@ class Suite:
         return paired_bootstrap_diff([a[i] for i in common], [b[i] for i in common],
                                      n_boot=n_boot, confidence=confidence, seed=seed)
 
+    # metrics the report also gives over fluent continuations only (within the teacher's range)
+    fluent_metrics: ClassVar[tuple[str, ...]] = ()
     # what an item's binary class is, for per-item flips ("" when the suite has none)
     flip_class: ClassVar[str] = ""
 

@@ -19,6 +19,7 @@ from engine.formatting import fmt_bytes, fmt_count, fmt_time
 from engine.output import error, fmt_ci, fmt_value, is_terminal, print_json, print_table
 from engine.paths import Home
 from engine.specs import SPEC_TYPES, SpecError, spec_from_dict
+from engine.settings import run_ci_label
 from engine.store import Store, StoreError
 
 log = logging.getLogger("engine.cli")
@@ -278,7 +279,7 @@ def cmd_show(args) -> int:
                      f"scorer={run['scorer']} {run['scorer_version'] or ''} device={run['device']}\n")
     lineage = " <- ".join(f"{m['name']} ({m['method'] or 'base'})" for m in detail["lineage"])
     sys.stdout.write(f"lineage: {lineage}\nsettings: {run['settings']}\n")
-    print_table(["metric", "subset", "value", "95% CI", "n"],
+    print_table(["metric", "subset", "value", run_ci_label(run), "n"],
                 [[m["name"], m["subset"], fmt_value(m["value"], 4),
                   f"[{fmt_value(m['ci_low'], 4)}, {fmt_value(m['ci_high'], 4)}]"
                   if m["ci_low"] is not None else "", m["n"] or ""] for m in detail["metrics"]],

@@ -99,6 +99,18 @@ def ci_label(confidence: float) -> str:
     return f"{percent:.0f}% CI" if abs(percent - round(percent)) < 1e-9 else f"{percent:.1f}% CI"
 
 
+def run_ci_label(run: dict) -> str:
+    """The CI label of a run's stored intervals: its own confidence setting (0.95 if unset)."""
+    settings = run.get("settings")
+    if isinstance(settings, str):
+        import json
+        try:
+            settings = json.loads(settings)
+        except ValueError:
+            settings = {}
+    return ci_label((settings or {}).get("confidence") or 0.95)
+
+
 def _section(cls, data: Any, name: str):
     if data is None:
         return cls()

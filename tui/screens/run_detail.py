@@ -18,6 +18,7 @@ from engine import api
 from tui import format as fmt
 from tui.state import export
 from engine.evaluation.suites import find_metric
+from engine.settings import run_ci_label
 from tui.widgets.bars import bar_chart
 from tui.widgets.dialogs import export_dialog
 
@@ -90,15 +91,15 @@ class RunDetailScreen(Screen):
             f" ({model.get('method') or 'base'}) · {run['suite']} · {scorer} · ",
             fmt.status_text(run["status"], colors), f" · {fmt.date(run['created_at'])}")
         self.query_one("#detail-title", Static).update(title)
-        self._show_metrics(d["metrics"])
+        self._show_metrics(d["metrics"], run_ci_label(run))
         self._show_groups(d["metrics"], colors)
         self._show_worst(d["worst_samples"])
         self._show_info(d)
 
-    def _show_metrics(self, metrics: list[dict]) -> None:
+    def _show_metrics(self, metrics: list[dict], ci: str) -> None:
         table = self.query_one("#metrics-table", DataTable)
         table.clear(columns=True)
-        for label in ("metric", "subset", "value", "95% CI", "n", "direction"):
+        for label in ("metric", "subset", "value", ci, "n", "direction"):
             table.add_column(label, key=label)
         ordered = sorted(metrics, key=lambda m: (m["subset"] != "", m["name"], m["subset"]))
         for m in ordered:

@@ -20,7 +20,7 @@ FIRST_PAGE = 100  # enough to fill a tall terminal; the rest loads as the cursor
 PAGE = 200
 SORTS = ("date", "id", "model", "method", "suite", "scorer", "status")
 COLUMNS = (("id", "  id"), ("model", "model"), ("method", "method"),
-           ("suite", "suite"), ("metrics", "key metrics [95% CI]"), ("status", "status"),
+           ("suite", "suite"), ("metrics", "key metrics [CI]"), ("status", "status"),
            ("date", "date"), ("scorer", "scorer"), ("settings", "settings"))
 
 

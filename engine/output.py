@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Any, Sequence
 
@@ -51,8 +52,20 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: st
     console.print(table)
 
 
+def json_safe(data: Any) -> Any:
+    """`data` with every NaN or infinite float replaced by None (JSON has no NaN)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: json_safe(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(v) for v in data]
+    return data
+
+
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    """Strict JSON on stdout: NaN and infinities become null."""
+    sys.stdout.write(json.dumps(json_safe(data), indent=2, default=str, allow_nan=False) + "\n")
 
 
 def error(message: str) -> None:

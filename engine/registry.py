@@ -102,8 +102,11 @@ def _load_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool = Fa
             # Attention heads physically removed, with per-layer counts a config cannot express.
             model = load_head_pruned(path, dtype)
         else:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype,
-                                                         local_files_only=offline, **kwargs)
+            model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=offline,
+                                                               output_loading_info=True, **kwargs)
+            check_loading_info(path, info)
+    except ModelError:
+        raise
     except OSError as exc:
         text = _first_line(exc)
         if Path(path).exists():
@@ -114,9 +117,32 @@ def _load_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool = Fa
             f"`huggingface-cli download {path}`, or pass a local folder") from exc
     except Exception as exc:  # noqa: BLE001 - corrupt weights, bad config, unknown architecture
         raise ModelError(f"model {path!r} cannot be loaded: {_first_line(exc)}") from exc
+    check_finite_weights(path, model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def check_loading_info(path: str, info: dict) -> None:
+    """Refuse a checkpoint whose weights do not match its architecture: transformers would
+    initialise missing weights at random (and drop unexpected ones), and every figure measured
+    on that model would be a random model's, marked done."""
+    for kind, what in (("missing_keys", "missing from the checkpoint (they would be random)"),
+                       ("unexpected_keys", "in the checkpoint but not in the architecture"),
+                       ("mismatched_keys", "of the wrong shape")):
+        keys = sorted(str(k) for k in (info.get(kind) or ()))
+        if keys:
+            raise ModelError(f"model {path!r} cannot be used: {len(keys)} weight(s) {what}, e.g. "
+                             f"{keys[0]!r}; the folder is damaged or its keys were renamed")
+
+
+def check_finite_weights(path: str, model) -> None:
+    """Refuse a model with NaN or infinite weights: it generates nothing meaningful, and its
+    empty or garbage outputs would score as non-toxic and unbiased."""
+    bad = [name for name, p in model.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if bad:
+        raise ModelError(f"model {path!r} has non-finite (NaN or inf) weights in {len(bad)} tensor(s), "
+                         f"e.g. {bad[0]!r}")
 
 
 def folder_size(path: Path) -> int:

@@ -220,7 +220,26 @@ def suite_metrics(suite: str, rows: list[dict], *, n_boot: int = 1000, confidenc
     from engine.evaluation.suites import get_suite
     if not rows:
         raise ValueError(f"a {suite} run with no stored samples has no metrics")
-    return get_suite(suite).aggregate(rows, n_boot=n_boot, confidence=confidence, seed=seed)
+    metrics, summary = get_suite(suite).aggregate(rows, n_boot=n_boot, confidence=confidence, seed=seed)
+    return drop_undefined(metrics, summary)
+
+
+def drop_undefined(metrics: list[dict], summary: dict) -> tuple[list[dict], dict]:
+    """Leave out metric rows whose value is undefined (NaN/inf: zero valid items, or a statistic
+    that does not exist for this data), listing them in the summary under "absent" with the
+    reason, so that a metric is never stored as NaN or shown as a confident number."""
+    kept, absent = [], []
+    for row in metrics:
+        value = row.get("value")
+        if value is None or not math.isfinite(value):
+            absent.append({"name": row["name"], "subset": row["subset"],
+                           "reason": "undefined: no valid items (or non-finite values) to compute it from"})
+            continue
+        for bound in ("ci_low", "ci_high"):
+            if row.get(bound) is not None and not math.isfinite(row[bound]):
+                row = {**row, bound: None}
+        kept.append(row)
+    return kept, ({**summary, "absent": absent} if absent else summary)
 
 
 # -- comparing two runs on the same items --------------------------------------------------------

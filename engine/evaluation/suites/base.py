@@ -173,6 +173,17 @@ class Suite:
                         if settings.get(k) is not None)
 
 
+def require_finite(values, what: str, n_items: int) -> None:
+    """Fail the job (not the metrics) when the model's likelihoods are NaN or infinite."""
+    import math
+
+    from engine.context import JobFailed
+    bad = sum(1 for v in values if not math.isfinite(float(v)))
+    if bad:
+        raise JobFailed(f"the model gave non-finite {what} ({bad} of {len(values)} in a batch of "
+                        f"{n_items}): its outputs are NaN or infinite; nothing was stored for them")
+
+
 # -- the registry -----------------------------------------------------------------------------
 _REGISTRY: dict[str, Suite] = {}
 PLUGINS_ENV = "COMPFAIR_PLUGINS"

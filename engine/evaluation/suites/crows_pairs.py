@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from engine.evaluation.suites.base import LOWER, TARGET, MetricSpec, Suite, register
+from engine.evaluation.suites.base import LOWER, TARGET, MetricSpec, Suite, register, require_finite
 
 PAIRS_PER_BATCH = 16
 
@@ -59,6 +59,7 @@ class CrowsPairsSuite(Suite):
             chunk = todo[start:start + step]
             sentences = [s for p in chunk for s in (p.sent_more, p.sent_less)]
             ll = sentence_log_likelihoods(lm.model, lm.tokenizer, sentences, lm.device, batch_size=2 * step)
+            require_finite(ll, "sentence log-likelihoods", len(chunk))
             ctx.store.add_samples(run_id, [{
                 "key": sample_key(p.index, 0), "item_index": p.index, "sample_index": 0,
                 "domain": p.direction, "group_name": p.bias_type, "prompt": p.sent_more,

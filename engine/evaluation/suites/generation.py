@@ -145,6 +145,7 @@ def score_continuations(ctx, spec, lm, run_id: int) -> dict:
     only samples without one are scored); returns the run's record of it."""
     from engine.evaluation.likelihood import continuation_nlls
     from engine.evaluation.progress import ThrottledProgress
+    from engine.evaluation.suites.base import require_finite
     started = time.perf_counter()
     ref, reference = reference_model(ctx, spec, lm)
     todo = ctx.store.unscored_continuations(run_id)
@@ -157,6 +158,8 @@ def score_continuations(ctx, spec, lm, run_id: int) -> dict:
         scored = continuation_nlls(reference.model, reference.tokenizer, [r["prompt"] for r in chunk],
                                    [r["completion"] for r in chunk], reference.device,
                                    batch_size=QUALITY_BATCH)
+        require_finite([nll for nll, n in scored if n], "continuation likelihoods under the reference model",
+                       len(chunk))
         ctx.store.set_continuation_quality(run_id, [(r["key"], nll, n) for r, (nll, n) in zip(chunk, scored)])
         report(start + len(chunk))
         ctx.check_cancelled()

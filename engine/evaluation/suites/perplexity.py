@@ -7,6 +7,7 @@ import json
 import math
 
 from engine.evaluation.suites.base import LOWER, NEITHER, MetricSpec, Suite, register
+from engine.evaluation.suites.base import require_finite
 
 WINDOWS_PER_BATCH = 4
 
@@ -78,6 +79,7 @@ class PerplexitySuite(Suite):
                                 "nll_sum": nll, "n_tokens": n}}
                     for w, nll, n in window_nlls(lm.model, token_ids, todo[start:start + step], lm.device,
                                                  batch_size=step)]
+            require_finite([r["scores"]["nll_sum"] for r in rows], "window likelihoods", len(rows))
             ctx.store.add_samples(run_id, rows)
             report(start + len(rows))
             ctx.check_cancelled()

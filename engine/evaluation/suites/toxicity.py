@@ -4,6 +4,7 @@ non-toxic prompts (see `engine.evaluation.aggregate.toxicity_metrics`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from engine.evaluation.suites.base import HIGHER, LOWER, MetricSpec, register  # noqa: F401
@@ -42,7 +43,8 @@ class ToxicitySuite(GenerationSuite):
                    LOWER, headline=True, paired=True),
         MetricSpec("mean_toxicity", "mean toxicity", "MT", "mean toxicity over all continuations",
                    LOWER, paired=True),
-    ) + QUALITY_METRICS
+    ) + tuple(dataclasses.replace(q, headline=True) if q.name == "continuation_perplexity" else q
+              for q in QUALITY_METRICS)       # its fluency cost sits beside every toxicity figure
     # metric -> per-item reduction of the prompt's k toxicity scores; the mean over items of
     # these values is the run's metric (for equal k per prompt)
     PER_ITEM = {"expected_max_toxicity": _max, "toxicity_probability": _any_toxic,

@@ -43,8 +43,10 @@ def is_quantized_folder(path: str | Path) -> bool:
     return (Path(path) / QUANT_FILE).is_file()
 
 
-def save_quantized(model, tokenizer, target: Path, layers: dict[str, QuantizedTensor], method: dict) -> dict:
-    """Write `model` with `layers` (module name -> quantized weight) in the packed format.
+def save_quantized(model, tokenizer, target: Path, layers: dict[str, QuantizedTensor], method: dict,
+                   transposed: set[str] = frozenset()) -> dict:
+    """Write `model` with `layers` (module name -> quantized [out, in] weight) in the packed
+    format; `transposed` names layers whose parameter is stored [in, out] (GPT-2's Conv1D).
     Returns the record written to compfair_quant.json."""
     from safetensors.torch import save_file
     target.mkdir(parents=True, exist_ok=True)
@@ -66,7 +68,7 @@ def save_quantized(model, tokenizer, target: Path, layers: dict[str, QuantizedTe
         tensors[f"{name}.scales"] = qt.scales.to(torch.float16).cpu().contiguous()
         if qt.zeros is not None:
             tensors[f"{name}.zeros"] = qt.zeros.to(torch.uint8).cpu().contiguous()
-        record_layers[name] = list(qt.shape)
+        record_layers[name] = {"shape": list(qt.shape), "transposed": name in transposed}
     save_file(tensors, str(target / WEIGHTS_FILE), metadata={"format": "pt"})
     first = next(iter(layers.values())).config if layers else QuantConfig()
     record = {**method, "bits": first.bits, "group_size": first.group_size, "symmetric": first.symmetric,
@@ -87,13 +89,14 @@ def load_quantized(path: str | Path, dtype: torch.dtype = torch.float32):
     tensors = load_file(str(folder / WEIGHTS_FILE))
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder), dtype=dtype)
     state = {}
-    for name, shape in record["layers"].items():
-        out_features, in_features = shape
+    for name, layer in record["layers"].items():
+        out_features, in_features = layer["shape"]
         codes = unpack(tensors.pop(f"{name}.qweight"), config.bits, out_features * in_features)
         qt = QuantizedTensor(codes.view(out_features, in_features), tensors.pop(f"{name}.scales").float(),
                              tensors.pop(f"{name}.zeros").float() if f"{name}.zeros" in tensors else None,
                              config)
-        state[f"{name}.weight"] = dequantize(qt, dtype)
+        weight = dequantize(qt, dtype)
+        state[f"{name}.weight"] = weight.t().contiguous() if layer["transposed"] else weight
     state.update({k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()})
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {k for k in missing if _is_tied(model, k)}
@@ -102,7 +105,7 @@ def load_quantized(path: str | Path, dtype: torch.dtype = torch.float32):
         raise ModelError(f"quantized model {str(folder)!r} does not match its config: missing "
                          f"{sorted(set(missing) - tied)[:2]}, unexpected {sorted(unexpected)[:2]}")
     model.tie_weights()
-    return model
+    return model.eval()
 
 
 def _is_tied(model, key: str) -> bool:

@@ -8,7 +8,8 @@ weights (the last group may be shorter), each with its own scale (and zero point
 - asymmetric: scale = (max w - min w) / (2^b - 1); zero = round(-min w / scale);
   q = clamp(round(w / scale) + zero, 0, 2^b - 1); w' = (q - zero) * scale.
 
-A group of zeros gets scale 1 (so q = 0 and w' = 0 exactly). Integers are returned unsigned
+A group of zeros gets scale 1 (so q = 0 and w' = 0 exactly); scales are rounded to float16, the
+precision they are stored in. Integers are returned unsigned
 (symmetric ones offset by 2^(b-1)) so they pack into b bits; `dequantize` inverts that. Pure
 torch, CPU or GPU; computed in float32 whatever the weight's dtype."""
 
@@ -59,6 +60,13 @@ def _groups(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, int]:
     return padded.view(out_features, n_groups, g), in_features
 
 
+def _storable(scales: torch.Tensor) -> torch.Tensor:
+    """Scales as they are stored (float16, a zero group's scale 1), so the codes computed here
+    and the weights dequantized from the file are the same numbers."""
+    scales = scales.half().float()
+    return torch.where(scales > 0, scales, torch.ones_like(scales))
+
+
 def quantize(weight: torch.Tensor, config: QuantConfig) -> QuantizedTensor:
     """RTN-quantize a 2-D weight (see the module docstring)."""
     if weight.dim() != 2:
@@ -67,7 +75,7 @@ def quantize(weight: torch.Tensor, config: QuantConfig) -> QuantizedTensor:
     if config.symmetric:
         qmax = 2 ** (config.bits - 1) - 1
         scales = groups.abs().amax(dim=-1) / max(qmax, 1)
-        scales = torch.where(scales > 0, scales, torch.ones_like(scales))
+        scales = _storable(scales)
         q = torch.clamp(torch.round(groups / scales[..., None]), -(qmax + 1), qmax)
         codes = (q + (qmax + 1)).to(torch.uint8)
         zeros = None
@@ -75,7 +83,7 @@ def quantize(weight: torch.Tensor, config: QuantConfig) -> QuantizedTensor:
         levels = 2 ** config.bits - 1
         low, high = groups.amin(dim=-1), groups.amax(dim=-1)
         scales = (high - low) / levels
-        scales = torch.where(scales > 0, scales, torch.ones_like(scales))
+        scales = _storable(scales)
         zeros = torch.clamp(torch.round(-low / scales), 0, levels)
         q = torch.clamp(torch.round(groups / scales[..., None]) + zeros[..., None], 0, levels)
         codes = q.to(torch.uint8)

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.results import JobResult
 from engine.store import Store, loads
 
 DEFAULT_MODEL = "smollm2"
@@ -71,7 +72,7 @@ def resolve(ref: str, store: Store) -> ModelSource:
             job = store.one("SELECT status, result FROM jobs WHERE id = ?", (int(number),))
             if job is None:
                 raise ModelError(f"model reference {ref!r}: job {number} does not exist")
-            model_id = (loads(job["result"], {}) or {}).get("model_id")
+            model_id = JobResult.from_row(job).model_id
             if model_id is None:
                 raise ModelError(f"model reference {ref!r}: job {number} has produced no model "
                                  f"(status {job['status']})")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
+from engine.compression.methods import get_method, method_names
 from engine.evaluation.suites import generation_suite_names, get_suite
 
 
@@ -30,7 +31,7 @@ class SpecError(ValueError):
 
 
 BOLD_DOMAINS = ("gender", "race", "profession", "religious_ideology", "political_ideology")
-PRUNE_METHODS = ("magnitude", "wanda", "heads")
+PRUNE_METHODS = method_names("prune")     # the registered pruning methods (engine.compression.methods)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 BACKENDS = ("transformers", "vllm")     # generation backends of eval jobs
@@ -245,10 +246,11 @@ class DistillSpec(JobSpec):
 class PruneSpec(JobSpec):
     """Prune `model` to `sparsity`.
 
-    method "magnitude" (|W|; `scope` "layer" or "global"), "wanda" (|W| * ||X||_2 per input
-    feature, compared within each output row, calibrated on `calibration_data`), or "heads"
-    (structured: remove that fraction of attention heads by importance). `n_m` (e.g. "2:4")
-    asks for N:M semi-structured sparsity instead of a free sparsity (magnitude/wanda only).
+    `method`: a registered pruning method (`engine.compression.methods`): "magnitude" (|W|;
+    `scope` "layer" or "global"), "wanda" (|W| * ||X||_2 per input feature, compared within
+    each output row, calibrated on `calibration_data`), or "heads" (structured: remove that
+    fraction of attention heads by importance). `n_m` (e.g. "2:4") asks for N:M
+    semi-structured sparsity instead of a free sparsity (methods with `supports_n_m`).
     `recovery_steps` > 0 fine-tunes briefly afterwards with the masks held fixed."""
 
     kind: ClassVar[str] = "prune"
@@ -267,12 +269,10 @@ class PruneSpec(JobSpec):
     def __post_init__(self) -> None:
         _check_common(self)
         _check_model_ref("model", self.model)
-        _check(self.method in PRUNE_METHODS, f"pruning method {self.method!r} is unknown; choose from {', '.join(PRUNE_METHODS)}")
+        method = get_method(self.method, self.kind)   # SpecError naming the known methods
         _check(0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}")
         _check(self.scope in ("layer", "global"), f"scope must be 'layer' or 'global', got {self.scope!r}")
-        if self.n_m is not None:
-            _check(self.method in ("magnitude", "wanda"), f"N:M sparsity applies to magnitude or wanda, not {self.method!r}")
-            n, m = parse_n_m(self.n_m)
+        method.validate_spec(self)                    # N:M support and pattern
         _check(self.calibration_samples >= 1, f"calibration_samples must be >= 1, got {self.calibration_samples}")
         _check(8 <= self.calibration_seq_len <= 8192, f"calibration_seq_len must be in [8, 8192], got {self.calibration_seq_len}")
         _check(self.recovery_steps >= 0, f"recovery_steps must be >= 0, got {self.recovery_steps}")

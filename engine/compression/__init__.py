@@ -13,5 +13,8 @@ Modules, each with one job:
 - `prune`: unstructured magnitude / Wanda / N:M pruning and the sparsity check.
 - `heads`: structured attention-head pruning (physical removal) and loading such models back.
 - `output`: saving a derived model atomically and registering it with its lineage.
+- `methods`: the compression method registry (one module per method: magnitude, wanda,
+  heads); `run_prune` and `PruneSpec` read everything method-specific from it.
+- `records`: `SparsityRecord`, the typed form of a model's stored compression record.
 - `runner`: the job entry points `run_distill(ctx)` and `run_prune(ctx)`.
 """

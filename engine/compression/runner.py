@@ -9,25 +9,26 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from engine.compression import heads as head_pruning
 from engine.compression import prune as unstructured
-from engine.compression.arch import (UnsupportedArchitecture, architecture_name, block_linears,
-                                     max_positions, num_layers, weight_out_in)
+from engine.compression.arch import architecture_name, max_positions, num_layers
 from engine.compression.checkpoint import DATA_FILE, atomic_save, safe_load
 from engine.compression.distill import Distiller, next_token_ce
+from engine.compression.methods import MethodRun, ParamCounts, PruneMethod, get_method
 from engine.compression.output import save_and_register
+from engine.compression.records import SparsityRecord
 from engine.compression.students import (check_same_vocabulary, choose_layers, keep_layers,
                                          teacher_depth)
 from engine.compression.textdata import (TextSource, TokenBlocks, pack, parse_source,
                                          sample_from_model, split_heldout, text_blocks)
 from engine.context import JobContext, JobFailed
 from engine.registry import LoadedModel, count_parameters
-from engine.specs import DistillSpec, PruneSpec, parse_n_m
+from engine.specs import DistillSpec, PruneSpec
 
 log = logging.getLogger(__name__)
 
@@ -157,28 +158,11 @@ def run_distill(ctx: JobContext) -> dict[str, Any]:
 
 
 # -- pruning --------------------------------------------------------------------------------
-def _validate_prune(spec: PruneSpec, model, name: str) -> None:
-    """Everything about the request that can be checked on the loaded, unpruned model."""
-    if spec.method == "wanda" and spec.scope == "global":
-        raise JobFailed("wanda compares weights within each output row; scope=global applies to "
-                        "magnitude and heads only")
-    if spec.n_m and spec.scope == "global":
-        raise JobFailed(f"N:M sparsity {spec.n_m} is per group of weights; it has no global scope")
-    try:
-        if spec.method == "heads":
-            layers = head_pruning.attention_layers(model)
-            head_pruning.validate_plan_inputs(layers, spec.sparsity, spec.scope)
-        else:
-            block_linears(model)
-    except (UnsupportedArchitecture, ValueError) as exc:
-        raise JobFailed(f"{spec.method} pruning of {name}: {exc}") from None
-    if spec.n_m:
-        _, m = parse_n_m(spec.n_m)
-        bad = unstructured.n_m_problems(model, m)
-        if bad:
-            raise JobFailed(f"N:M {spec.n_m} needs input widths divisible by {m}; "
-                            f"{bad[0]} is not")
-    if spec.method in ("wanda", "heads") or spec.recovery_steps:
+def _validate_prune(spec: PruneSpec, method: PruneMethod, model, name: str) -> None:
+    """Everything about the request that can be checked on the loaded, unpruned model: the
+    method's own checks, then the calibration length when text is read."""
+    method.check_model(spec, model, name)
+    if method.needs_calibration_text or spec.recovery_steps:
         _check_seq_len(model, spec.calibration_seq_len, "calibration_seq_len", name)
 
 
@@ -198,19 +182,6 @@ def _calibration(ctx: JobContext, spec: PruneSpec, source: TextSource,
                 "they repeat", level="warning")
         blocks = blocks.repeat(-(-spec.calibration_samples // blocks.shape[0]), 1)
     return blocks[:spec.calibration_samples]
-
-
-def _expected_layer_sparsity(module, spec: PruneSpec) -> float:
-    """The share of zeros a layer must reach at least (exact unless it had zeros before)."""
-    out_dim, in_dim = weight_out_in(module).shape
-    if spec.n_m:
-        n, m = parse_n_m(spec.n_m)
-        return (m - n) / m
-    if spec.method == "wanda":
-        return int(spec.sparsity * in_dim) / in_dim
-    if spec.scope == "layer":
-        return int(spec.sparsity * out_dim * in_dim) / (out_dim * in_dim)
-    return 0.0
 
 
 def _recover(ctx: JobContext, model, blocks: torch.Tensor, spec: PruneSpec,
@@ -239,86 +210,67 @@ def _recover(ctx: JobContext, model, blocks: torch.Tensor, spec: PruneSpec,
     return losses
 
 
+@dataclass(frozen=True)
+class _Pruned:
+    """A pruned model's figures, between pruning and registering it."""
+
+    method: PruneMethod
+    record: SparsityRecord
+    params: ParamCounts
+    nonzero_before: int
+    nonzero_after: int
+    prune_s: float
+    recovery_losses: list[float]
+    calibration: str | None
+
+
+def _register_pruned(ctx: JobContext, spec: PruneSpec, loaded: LoadedModel, name: str,
+                     pruned: _Pruned) -> dict[str, Any]:
+    """Save and register the pruned model with its lineage and record; the job's result."""
+    model = loaded.model
+    model_name = spec.name or f"{name}-{spec.method}-{pruned.method.name_suffix(spec)}"
+    params = {k: v for k, v in spec.to_dict().items() if k not in ("label", "device", "dtype")}
+    extra = {"architecture": architecture_name(model), "prune_wall_s": round(pruned.prune_s, 2),
+             "recovery_losses": pruned.recovery_losses[-5:] or None,
+             "calibration": pruned.calibration}
+    model_id, path = save_and_register(ctx, model, loaded.tokenizer, model_name, device=loaded.device,
+                                       parent_id=loaded.model_id, method=spec.method,
+                                       method_params=params, sparsity=pruned.record.to_dict(),
+                                       extra=extra)
+    losses = pruned.recovery_losses
+    return {"model_id": model_id, "path": str(path), "method": spec.method,
+            "parent_model_id": loaded.model_id, "overall_sparsity": pruned.record.overall,
+            "params_before": pruned.params.before, "params_after": pruned.params.after,
+            "nonzero_before": pruned.nonzero_before, "nonzero_after": pruned.nonzero_after,
+            "prune_wall_s": round(pruned.prune_s, 2), "recovery_steps": spec.recovery_steps,
+            "recovery_final_loss": losses[-1] if losses else None}
+
+
 def run_prune(ctx: JobContext) -> dict[str, Any]:
-    """Prune `spec.model`; returns the registered model's id and the achieved sparsity."""
+    """Prune `spec.model` with its registered method (`engine.compression.methods`); returns
+    the registered model's id and the achieved sparsity."""
     spec: PruneSpec = ctx.spec
-    n_m = parse_n_m(spec.n_m) if spec.n_m else None
-    needs_text = spec.method in ("wanda", "heads") or spec.recovery_steps > 0
+    method = get_method(spec.method, spec.kind)
+    needs_text = method.needs_calibration_text or spec.recovery_steps > 0
     source = parse_source(spec.calibration_data) if needs_text else None
     loaded = ctx.load_model(spec.model, fresh=True)
     model, device = loaded.model, loaded.device
     name = _model_name(ctx, loaded)
-    _validate_prune(spec, model, name)
+    _validate_prune(spec, method, model, name)
     params_before, nonzero_before = count_parameters(model)
 
     calibration = _calibration(ctx, spec, source, loaded) if source else None
     started = time.time()
-    masks: unstructured.Masks | None = None
-    head_record: dict[str, Any] = {}
-    if spec.method == "magnitude":
-        ctx.progress(0, 1, "magnitude pruning", phase="pruning")
-        masks = unstructured.magnitude_prune(model, spec.sparsity, spec.scope, n_m)
-    elif spec.method == "wanda":
-        def on_block(done: int, total: int) -> None:
-            ctx.check_cancelled()
-            ctx.progress(done, total, f"wanda: block {done}/{total}", phase="pruning")
-        masks = unstructured.wanda_prune(model, calibration, spec.sparsity, n_m, device=device,
-                                         on_block=on_block)
-    else:
-        def on_batch(done: int, total: int) -> None:
-            ctx.check_cancelled()
-            ctx.progress(done, total, f"head importance: {done}/{total} samples", phase="importance")
-        layers = head_pruning.attention_layers(model)
-        importance = head_pruning.head_importance(model, calibration, device, on_batch=on_batch)
-        plan = (head_pruning.plan_global if spec.scope == "global" else head_pruning.plan_layerwise)(
-            layers, importance, spec.sparsity)
-        layout = head_pruning.apply_plan(model, plan)
-        heads_before = sum(a.n_heads for a in layers)
-        heads_after = sum(n for n, _ in layout)
-        head_record = {
-            "unit": "attention heads",
-            "layers": {str(a.layer): len(plan[a.layer].removed) / a.n_heads for a in layers},
-            "removed": {str(a.layer): plan[a.layer].removed for a in layers},
-            "importance": {str(a.layer): [round(float(x), 5) for x in imp]
-                           for a, imp in zip(layers, importance)},
-            "layout": layout, "heads_before": heads_before, "heads_after": heads_after,
-            "overall": 1 - heads_after / heads_before}
+    outcome = method.apply(MethodRun(ctx, model, spec, device, calibration))
     prune_s = time.time() - started
 
-    recovery_losses = _recover(ctx, model, calibration, spec, device, masks) \
+    recovery_losses = _recover(ctx, model, calibration, spec, device, outcome.masks) \
         if spec.recovery_steps else []
     params_after, nonzero_after = count_parameters(model)
-    if spec.method == "heads":
-        sparsity = {**head_record, "requested": spec.sparsity, "params_before": params_before,
-                    "params_after": params_after,
-                    "param_reduction": 1 - params_after / params_before}
-        if params_after >= params_before and spec.sparsity > 0:
-            raise JobFailed("head pruning removed no parameters")
-    else:
-        achieved = unstructured.check_sparsity(model)
-        linears = block_linears(model)
-        short = [n for n, s in achieved["layers"].items()
-                 if s + 1e-9 < _expected_layer_sparsity(linears[n], spec)]
-        if short:
-            raise JobFailed(f"pruning missed its target on {short[0]} "
-                            f"({achieved['layers'][short[0]]:.4f})")
-        sparsity = {**achieved, "requested": spec.effective_sparsity, "scope": spec.scope,
-                    "n_m": spec.n_m, "unit": "weights of block linear layers"}
+    params = ParamCounts(params_before, params_after)
+    record = method.record(model, spec, outcome, params)
     ctx.log(f"{spec.method} pruning done in {prune_s:.1f} s: overall sparsity "
-            f"{sparsity['overall']:.4f} ({params_after:,} parameters, {nonzero_after:,} non-zero)")
-
-    suffix = f"{spec.n_m.replace(':', 'of')}" if spec.n_m else f"{spec.sparsity:g}"
-    model_name = spec.name or f"{name}-{spec.method}-{suffix}"
-    params = {k: v for k, v in spec.to_dict().items() if k not in ("label", "device", "dtype")}
-    extra = {"architecture": architecture_name(model), "prune_wall_s": round(prune_s, 2),
-             "recovery_losses": recovery_losses[-5:] or None,
-             "calibration": source.label if source else None}
-    model_id, path = save_and_register(ctx, model, loaded.tokenizer, model_name, device=device,
-                                       parent_id=loaded.model_id, method=spec.method,
-                                       method_params=params, sparsity=sparsity, extra=extra)
-    return {"model_id": model_id, "path": str(path), "method": spec.method,
-            "parent_model_id": loaded.model_id, "overall_sparsity": sparsity["overall"],
-            "params_before": params_before, "params_after": params_after,
-            "nonzero_before": nonzero_before, "nonzero_after": nonzero_after,
-            "prune_wall_s": round(prune_s, 2), "recovery_steps": spec.recovery_steps,
-            "recovery_final_loss": recovery_losses[-1] if recovery_losses else None}
+            f"{record.overall:.4f} ({params_after:,} parameters, {nonzero_after:,} non-zero)")
+    pruned = _Pruned(method, record, params, nonzero_before, nonzero_after, prune_s,
+                     recovery_losses, source.label if source else None)
+    return _register_pruned(ctx, spec, loaded, name, pruned)

@@ -4,8 +4,6 @@ against model size or sparsity, and warnings when the runs are not comparable.""
 
 from __future__ import annotations
 
-from numbers import Number
-
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -14,6 +12,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
 from engine import api
+from engine.compression.records import SparsityRecord
 from tui import format as fmt
 from tui.state import export
 from tui.widgets.dialogs import export_dialog
@@ -25,15 +24,13 @@ LEGEND_COLORS = ("cyan", "dark_orange", "green", "magenta", "blue", "red", "yell
 
 
 def _sparsity(model: dict | None) -> float | None:
+    """The model's overall sparsity: its compression record's, else the share of zero
+    parameters, else 0 for an uncompressed or distilled model (None when unknown)."""
     if not model:
         return None
-    value = model.get("sparsity")
-    if isinstance(value, Number):
-        return float(value)
-    if isinstance(value, dict):
-        for key in ("overall", "global", "total", "sparsity"):
-            if isinstance(value.get(key), Number):
-                return float(value[key])
+    record = SparsityRecord.from_json(model.get("sparsity"))
+    if record is not None:
+        return record.overall
     if model.get("n_params") and model.get("n_nonzero") is not None:
         return 1.0 - model["n_nonzero"] / model["n_params"]
     return 0.0 if (model.get("method") or "base") in ("base", "distill") else None

@@ -98,9 +98,13 @@ def _load_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool = Fa
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline, **kwargs)
         from engine.compression.heads import has_head_layout, load_head_pruned
+        from engine.compression.quant.packed import is_quantized_folder, load_quantized
         if has_head_layout(path):
             # Attention heads physically removed, with per-layer counts a config cannot express.
             model = load_head_pruned(path, dtype)
+        elif is_quantized_folder(path):
+            # packed integer weights (compfair's RTN format), dequantized into `dtype`
+            model = load_quantized(path, dtype)
         else:
             model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=offline,
                                                                output_loading_info=True, **kwargs)
@@ -206,7 +210,7 @@ def register(store: Store, source: ModelSource, model, **fields: Any) -> int:
     record = {"source": source.source, "origin": source.origin,
               "path": source.load_path, **describe(model, source, path), **fields}
     if source.gguf_file:
-        record["extra"] = {"gguf_file": source.gguf_file}
+        record["extra"] = {**(record.get("extra") or {}), "gguf_file": source.gguf_file}
     if source.origin == "builtin":
         record.setdefault("name", "SmolLM2-135M-Instruct")
     record.setdefault("name", Path(source.source).name if source.origin != "hub" else source.source)

@@ -78,6 +78,8 @@ class JobSpec:
     """Base of every job spec."""
 
     kind: ClassVar[str] = ""
+    source_field: ClassVar[str] = "model"       # the field naming the model the job starts from
+    produces_model: ClassVar[bool] = True       # a compression job: it registers a new model
     label: str = ""
     device: str = "auto"
     dtype: str = "auto"
@@ -108,6 +110,14 @@ class JobSpec:
         """The spec's model references by field name (used to find job dependencies)."""
         return {}
 
+    def title(self) -> str:
+        """A few words saying what the job does (listings)."""
+        return self.kind
+
+    def summary(self) -> str:
+        """One sentence saying what the job does (forms, previews)."""
+        return self.title()
+
     def replace(self, **changes: Any) -> "JobSpec":
         return dataclasses.replace(self, **changes)
 
@@ -120,6 +130,7 @@ class EvalSpec(JobSpec):
     "builtin" (the sets in compfair's data/), "hub", or a local file/folder path."""
 
     kind: ClassVar[str] = "eval"
+    produces_model: ClassVar[bool] = False
     model: str = "smollm2"
     suite: str = "toxicity"
     data: str = "auto"
@@ -178,6 +189,12 @@ class EvalSpec(JobSpec):
             refs["reference_model"] = self.reference_model
         return refs
 
+    def title(self) -> str:
+        return f"{self.model} on {self.suite}"
+
+    def summary(self) -> str:
+        return f"evaluate {self.model} on {self.suite}"
+
 
 @dataclass(frozen=True)
 class DistillSpec(JobSpec):
@@ -191,6 +208,7 @@ class DistillSpec(JobSpec):
     the teacher), "builtin", a hub data set id, or a local text/JSONL file."""
 
     kind: ClassVar[str] = "distill"
+    source_field: ClassVar[str] = "teacher"      # the model a study block derives from
     teacher: str = "smollm2"
     student: str | None = None
     intensity: float = 0.5
@@ -241,6 +259,15 @@ class DistillSpec(JobSpec):
             refs["student"] = self.student
         return refs
 
+    def title(self) -> str:
+        student = self.student or f"{self.intensity:.0%} depth"
+        return f"{self.teacher} -> {student}" + ("" if self.distill else " (CE baseline)")
+
+    def summary(self) -> str:
+        student = self.student or f"{self.intensity:.0%}-depth student"
+        return (f"distil {self.teacher} -> {student}" if self.distill
+                else f"train {student} of {self.teacher} (CE only, no distillation)")
+
 
 @dataclass(frozen=True)
 class PruneSpec(JobSpec):
@@ -254,6 +281,7 @@ class PruneSpec(JobSpec):
     `recovery_steps` > 0 fine-tunes briefly afterwards with the masks held fixed."""
 
     kind: ClassVar[str] = "prune"
+    source_field: ClassVar[str] = "model"
     model: str = "smollm2"
     method: str = "magnitude"
     sparsity: float = 0.5
@@ -280,12 +308,61 @@ class PruneSpec(JobSpec):
     def model_refs(self) -> dict[str, str]:
         return {"model": self.model}
 
+    def title(self) -> str:
+        return f"{self.model} {self.method} {self.n_m or f'{self.sparsity:.0%}'}"
+
+    def summary(self) -> str:
+        return f"prune {self.model} with {self.method} to {self.n_m or f'{self.sparsity:.0%}'}"
+
     @property
     def effective_sparsity(self) -> float:
         if self.n_m:
             n, m = parse_n_m(self.n_m)
             return 1 - n / m
         return self.sparsity
+
+
+@dataclass(frozen=True)
+class QuantizeSpec(JobSpec):
+    """Quantize `model`'s weights with `method`.
+
+    "rtn": round-to-nearest, weight-only, `bits` (2, 3, 4 or 8) per weight in groups of
+    `group_size` input weights, `symmetric` or with a zero point; stored packed. "gguf": a GGUF
+    file at `gguf_type` (q8_0, q4_0, q4_1, q5_0, q5_1) for llama.cpp, evaluated as that file.
+    Calibrated methods read `calibration_data` like pruning does. Only the linear layers inside
+    the transformer blocks are quantized (RTN); GGUF quantizes every 2-D weight it can."""
+
+    kind: ClassVar[str] = "quantize"
+    source_field: ClassVar[str] = "model"
+    model: str = "smollm2"
+    method: str = "rtn"
+    bits: int = 8
+    group_size: int = 128
+    symmetric: bool = True
+    gguf_type: str = "q8_0"
+    calibration_data: str = "builtin"
+    calibration_samples: int = 32
+    calibration_seq_len: int = 128
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        _check_model_ref("model", self.model)
+        method = get_method(self.method, self.kind)   # SpecError naming the known methods
+        _check(self.group_size >= 1, f"group_size must be >= 1, got {self.group_size}")
+        _check(self.calibration_samples >= 1, f"calibration_samples must be >= 1, got {self.calibration_samples}")
+        _check(8 <= self.calibration_seq_len <= 8192,
+               f"calibration_seq_len must be in [8, 8192], got {self.calibration_seq_len}")
+        method.validate_spec(self)
+
+    def model_refs(self) -> dict[str, str]:
+        return {"model": self.model}
+
+    def title(self) -> str:
+        return f"{self.model} {self.method} {get_method(self.method, self.kind).name_suffix(self)}"
+
+    def summary(self) -> str:
+        return f"quantize {self.model} with {self.method} ({get_method(self.method, self.kind).name_suffix(self)})"
 
 
 def parse_n_m(text: str) -> tuple[int, int]:
@@ -299,7 +376,8 @@ def parse_n_m(text: str) -> tuple[int, int]:
     return n, m
 
 
-SPEC_TYPES: dict[str, type[JobSpec]] = {cls.kind: cls for cls in (EvalSpec, DistillSpec, PruneSpec)}
+SPEC_TYPES: dict[str, type[JobSpec]] = {cls.kind: cls for cls in (EvalSpec, DistillSpec, PruneSpec,
+                                                                   QuantizeSpec)}
 
 
 def _coerce(name: str, annotation: Any, value: Any) -> Any:

@@ -98,7 +98,9 @@ def load_study(name_or_path: str) -> StudyPlan:
     return plan_study(data, source=str(path))
 
 
-_TOP_KEYS = {"name", "description", "teacher", "settings", "models", "distill", "prune", "eval"}
+# the compression job kinds a study may hold as [[kind]] blocks (distill, prune, quantize, ...)
+COMPRESSION_KINDS = tuple(kind for kind, cls in SPEC_TYPES.items() if cls.produces_model)
+_TOP_KEYS = {"name", "description", "teacher", "settings", "models", "eval", *COMPRESSION_KINDS}
 
 
 def _sweep(kind: str, block: dict[str, Any], where: str) -> list[dict[str, Any]]:
@@ -150,7 +152,7 @@ def plan_study(data: dict[str, Any], source: str = "<memory>") -> StudyPlan:
         plan.models[label] = {"kind": "base", "node": None, "ref": block["ref"], "params": {}}
 
     pending: list[tuple[str, str, dict]] = []  # (kind, label, values) of compression nodes
-    for kind in ("distill", "prune"):
+    for kind in COMPRESSION_KINDS:
         for i, block in enumerate(data.get(kind, [])):
             where = f"{kind}[{i}]"
             block = dict(block)
@@ -160,7 +162,7 @@ def plan_study(data: dict[str, Any], source: str = "<memory>") -> StudyPlan:
                 combo = values.pop("_swept")
                 full = f"{label}({_param_suffix(combo)})" if combo else label
                 _new_label(plan, full, where)
-                values[("teacher" if kind == "distill" else "model")] = REF_PREFIX + of
+                values[SPEC_TYPES[kind].source_field] = REF_PREFIX + of
                 pending.append((kind, full, {**values, "_of": of, "_params": combo, "_where": where}))
                 plan.models[full] = {"kind": kind, "node": f"{kind}:{full}", "ref": None,
                                      "params": {"of": of, **combo}}
@@ -171,7 +173,7 @@ def plan_study(data: dict[str, Any], source: str = "<memory>") -> StudyPlan:
                              f"{', '.join(plan.models)}")
         if kind == "distill" and values.get("student", "").startswith(REF_PREFIX):
             raise StudyError(f"{where}: student must be a model reference, not a study label")
-        placeholder = {**values, ("teacher" if kind == "distill" else "model"): _ref_for(plan, of)}
+        placeholder = {**values, SPEC_TYPES[kind].source_field: _ref_for(plan, of)}
         needs = (plan.models[of]["node"],) if plan.models[of]["node"] else ()
         built = spec(kind, {**placeholder, "label": f"{plan.name}:{label}"}, where)
         plan.nodes.append(Node(f"{kind}:{label}", built, label, needs, tuple(params.items())))

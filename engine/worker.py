@@ -37,19 +37,21 @@ class Interrupted(BaseException):
     """SIGTERM/SIGINT: stop now and put the running job back in the queue."""
 
 
+# job kind -> "module:function" of its runner (imported lazily: torch-heavy modules)
+RUNNERS = {"eval": "engine.evaluation.runner:run_eval",
+           "distill": "engine.compression.runner:run_distill",
+           "prune": "engine.compression.runner:run_prune",
+           "quantize": "engine.compression.quant_runner:run_quantize"}
+
+
 def run_job_kind(ctx: JobContext) -> dict:
-    """Dispatch to the job kind's runner (imported lazily: torch-heavy modules)."""
-    kind = ctx.spec.kind
-    if kind == "eval":
-        from engine.evaluation.runner import run_eval
-        return run_eval(ctx)
-    if kind == "distill":
-        from engine.compression.runner import run_distill
-        return run_distill(ctx)
-    if kind == "prune":
-        from engine.compression.runner import run_prune
-        return run_prune(ctx)
-    raise JobFailed(f"no runner for job kind {kind!r}")
+    """Dispatch to the job kind's runner."""
+    import importlib
+    target = RUNNERS.get(ctx.spec.kind)
+    if target is None:
+        raise JobFailed(f"no runner for job kind {ctx.spec.kind!r}")
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function)(ctx)
 
 
 # errno values meaning "no room to write": a full disk, a file-size limit, a quota

@@ -37,6 +37,15 @@ def save_model(model: nn.Module, tokenizer, target: Path) -> Path:
     """save_pretrained + tokenizer into `target.partial`, then rename to `target`.
 
     On any failure the partial folder is removed and an earlier `target` is left as it was."""
+    def write(partial: Path) -> None:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+    return write_atomically(target, write)
+
+
+def write_atomically(target: Path, write) -> Path:
+    """Call `write(folder)` on a fresh `target.partial` folder, then rename it to `target`
+    (moving an earlier `target` aside until the new one is in place)."""
     partial = target.with_name(target.name + ".partial")
     replaced = target.with_name(target.name + ".replaced.partial")
     # Leftovers of a save killed half-way (SIGKILL leaves no chance to clean up); an earlier
@@ -47,8 +56,7 @@ def save_model(model: nn.Module, tokenizer, target: Path) -> Path:
     _remove(replaced)
     try:
         partial.mkdir(parents=True)
-        model.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
+        write(partial)
         if target.exists():
             # A folder cannot be renamed over a non-empty one: move the earlier model aside
             # and put it back if the new one cannot take its place.
@@ -79,9 +87,13 @@ def _remove(path: Path) -> None:
 
 
 def load_saved(path: Path, dtype: torch.dtype = torch.float32) -> nn.Module:
-    """Load a saved derived model as the registry does (head-pruned layouts included)."""
+    """Load a saved derived model as the registry does (head-pruned layouts and packed
+    quantized weights included)."""
+    from engine.compression.quant.packed import is_quantized_folder, load_quantized
     if has_head_layout(path):
         return load_head_pruned(path, dtype)
+    if is_quantized_folder(path):
+        return load_quantized(path, dtype)
     from transformers import AutoModelForCausalLM
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
 
@@ -113,8 +125,20 @@ def save_and_register(ctx: JobContext, model: nn.Module, tokenizer, name: str, *
     model.eval()
     target = save_model(model, tokenizer, model_folder(ctx, name))
     verify_round_trip(model, target, device)
-    latency = measure_latency(model, tokenizer, device)
     source = ModelSource(source=str(target), origin="derived", load_path=str(target))
+    model_id = register_derived(ctx, model, tokenizer, source, device=device, parent_id=parent_id,
+                                method=method, method_params=method_params, sparsity=sparsity,
+                                extra=extra)
+    return model_id, target
+
+
+def register_derived(ctx: JobContext, model: nn.Module, tokenizer, source: ModelSource, *,
+                     device: torch.device, parent_id: int | None, method: str,
+                     method_params: dict[str, Any], sparsity: dict | None = None,
+                     extra: dict[str, Any] | None = None) -> int:
+    """Measure latency and register a saved derived model with its lineage; its id."""
+    target = Path(source.load_path)
+    latency = measure_latency(model, tokenizer, device)
     fields: dict[str, Any] = {"name": target.name, "parent_id": parent_id, "method": method,
                               "method_params": method_params, "job_id": ctx.job_id,
                               "latency_ms": latency}
@@ -125,4 +149,4 @@ def save_and_register(ctx: JobContext, model: nn.Module, tokenizer, name: str, *
     model_id = register(ctx.store, source, model, **fields)
     ctx.log(f"saved model {target.name} (registry id {model_id}, {latency:.1f} ms/token)",
             model_id=model_id, path=str(target))
-    return model_id, target
+    return model_id

@@ -1,0 +1,108 @@
+"""The `quantize` job: load the model, quantize it with its registered method, write the
+product at its real size (packed integers or a GGUF file), check that it loads back and what it
+computes, and register it with its lineage, format, bits per weight and sizes."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.compression.arch import architecture_name
+from engine.compression.methods import MethodRun, get_method
+from engine.compression.output import model_folder, register_derived, verify_round_trip, write_atomically
+from engine.compression.textdata import parse_source
+from engine.context import JobContext, JobFailed
+from engine.registry import ModelSource, count_parameters
+from engine.specs import QuantizeSpec
+
+
+def _template(ctx: JobContext, loaded) -> Path | None:
+    """The GGUF file the model descends from (its tokenizer's pre-tokenizer and chat template
+    are copied into an exported GGUF), or None."""
+    if loaded.source.gguf_file:
+        return Path(loaded.source.load_path) / loaded.source.gguf_file
+    for row in ctx.store.lineage(loaded.model_id) if loaded.model_id else []:
+        from engine.store import loads
+        gguf_file = (loads(row.get("extra"), {}) or {}).get("gguf_file")
+        if gguf_file and row.get("path"):
+            return Path(row["path"]) / gguf_file
+    return None
+
+
+@torch.no_grad()
+def _reloaded_difference(model, product, device: torch.device) -> float:
+    """Max |logit difference| between the in-memory (unquantized or fake-quantized) model and
+    the product as the registry loads it; fails the job when the product does not load or
+    computes non-finite logits."""
+    from transformers import AutoModelForCausalLM
+    try:
+        if product.gguf_file:
+            reloaded = AutoModelForCausalLM.from_pretrained(str(product.folder), gguf_file=product.gguf_file,
+                                                            dtype=torch.float32)
+        else:
+            from engine.compression.output import load_saved
+            reloaded = load_saved(product.folder)
+    except Exception as exc:  # noqa: BLE001 - any load failure fails the job with its reason
+        raise JobFailed(f"the quantized model at {product.folder} does not load back: "
+                        f"{(str(exc).splitlines() or [type(exc).__name__])[0][:200]}") from exc
+    reloaded.to(device).eval()
+    ids = torch.arange(1, 17, device=device)[None, :] % model.config.vocab_size
+    expected = model(input_ids=ids, use_cache=False).logits.float()
+    got = reloaded(input_ids=ids, use_cache=False).logits.float()
+    if not torch.isfinite(got).all():
+        raise JobFailed(f"the quantized model at {product.folder} computes non-finite logits")
+    return float((expected - got).abs().max())
+
+
+def run_quantize(ctx: JobContext) -> dict[str, Any]:
+    """Quantize `spec.model` with its registered method; returns the registered model's id."""
+    from engine.compression.runner import _calibration, _model_name
+    spec: QuantizeSpec = ctx.spec
+    method = get_method(spec.method, spec.kind)
+    loaded = ctx.load_model(spec.model, fresh=True)
+    model, device = loaded.model, loaded.device
+    name = _model_name(ctx, loaded)
+    method.check_model(spec, model, name)
+    params, nonzero_before = count_parameters(model)
+    calibration = _calibration(ctx, spec, parse_source(spec.calibration_data), loaded) \
+        if method.needs_calibration_text else None
+    started = time.time()
+    outcome = method.apply(MethodRun(ctx, model, spec, device, calibration))
+    quant_s = time.time() - started
+    model.eval()
+    target = model_folder(ctx, spec.name or f"{name}-{method.name}-{method.name_suffix(spec)}")
+    template = _template(ctx, loaded)
+    products = []
+    write_atomically(target, lambda folder: products.append(
+        method.save(model, loaded.tokenizer, folder, spec, outcome, template)))
+    product = dataclasses.replace(products[0], folder=target)
+    if method.evaluate_reloaded:
+        difference = _reloaded_difference(model, product, device)
+    else:
+        verify_round_trip(model, target, device)      # the packed file computes the same logits
+        difference = 0.0
+    dense_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    quantization = {"format": product.format, "bits_per_weight": product.bits_per_weight,
+                    "weights_bytes": product.disk_bytes, "dense_bytes": dense_bytes,
+                    "max_logit_difference_vs_file": round(difference, 6), **product.details}
+    ctx.log(f"{method.name} quantization done in {quant_s:.1f} s: {product.format}, "
+            f"{product.bits_per_weight:.2f} bits/weight, {product.disk_bytes:,} bytes on disk")
+    source = ModelSource(source=str(target / product.gguf_file) if product.gguf_file else str(target),
+                         origin="derived", load_path=str(target), gguf_file=product.gguf_file)
+    spec_params = {k: v for k, v in spec.to_dict().items() if k not in ("label", "device", "dtype")}
+    extra = {"architecture": architecture_name(model), "quantize_wall_s": round(quant_s, 2),
+             "quantization": quantization}
+    if method.evaluate_reloaded:           # register what the file computes, not the fp32 model
+        from transformers import AutoModelForCausalLM
+        model = AutoModelForCausalLM.from_pretrained(str(target), gguf_file=product.gguf_file,
+                                                     dtype=torch.float32).to(device).eval()
+    model_id = register_derived(ctx, model, loaded.tokenizer, source, device=device,
+                                parent_id=loaded.model_id, method=spec.method, method_params=spec_params,
+                                extra=extra)
+    return {"model_id": model_id, "path": str(source.source), "method": spec.method,
+            "parent_model_id": loaded.model_id, "params": params, "nonzero_before": nonzero_before,
+            **quantization}

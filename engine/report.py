@@ -25,6 +25,7 @@ from engine import queue
 from engine.evaluation import metrics as m
 from engine.evaluation.suites import MetricSpec, suites
 from engine.report_plots import make_plots
+from engine.results import JobResult
 from engine.report_verdicts import Judge
 from engine.formatting import fmt_bytes, fmt_count
 from engine.output import is_terminal, print_table
@@ -116,7 +117,7 @@ def _entries(store: Store, plan: dict) -> tuple[list[ModelEntry], list[str]]:
             job = queue.job(store, info["job_id"])
             entry.compress_job = job
             if job and job["status"] == "done":
-                entry.model = store.model(queue.result_of(job).get("model_id"))
+                entry.model = store.model(JobResult.from_row(job).model_id)
             elif job:
                 problems.append(f"{label}: {job['kind']} job {job['id']} {job['status']}"
                                 + (f": {job['error']}" if job["error"] else ""))

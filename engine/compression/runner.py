@@ -46,10 +46,6 @@ def _check_seq_len(model, seq_len: int, what: str, name: str) -> None:
         raise JobFailed(f"{what} {seq_len} is longer than {name} accepts ({limit} positions)")
 
 
-def _sample_batch_size(device: torch.device) -> int:
-    return 64 if device.type == "cuda" else 16
-
-
 def _self_sampled_blocks(ctx: JobContext, loaded: LoadedModel, n_samples: int, seq_len: int,
                          seed: int, n_heldout: int, what: str) -> TokenBlocks:
     """Blocks of text sampled from `loaded` itself (sequence-level KD / self-calibration)."""
@@ -60,7 +56,7 @@ def _self_sampled_blocks(ctx: JobContext, loaded: LoadedModel, n_samples: int, s
 
     started = time.time()
     sequences = sample_from_model(loaded.model, loaded.tokenizer, n_samples, seq_len, seed=seed,
-                                  batch_size=_sample_batch_size(loaded.device),
+                                  batch_size=None,
                                   device=loaded.device, on_batch=on_batch)
     blocks, repeated = pack(sequences, seq_len, loaded.tokenizer.eos_token_id,
                             min_blocks=n_heldout + 1)

@@ -170,56 +170,33 @@ def prompt_starts(n: int, seed: int, words: int = 3) -> list[str]:
 
 
 def sample_from_model(model, tokenizer, n_samples: int, max_new_tokens: int, *, seed: int,
-                      batch_size: int, device: torch.device,
+                      batch_size: int | None, device: torch.device,
                       on_batch: Callable[[int, int], None] | None = None) -> list[list[int]]:
-    """`n_samples` token sequences (prompt + sampled continuation, EOS and padding removed).
-
-    One batched, left-padded `generate` per batch (about 5x faster than one prompt at a time
-    on CPU), nucleus sampling p=0.95, seeded per batch so a rerun reproduces the same text.
-    `on_batch(done, total)` is called after each batch (progress and cancellation)."""
-    import torch
-    with torch.inference_mode():
-        return _sample_batches(model, tokenizer, n_samples, max_new_tokens, seed=seed,
-                               batch_size=batch_size, device=device, on_batch=on_batch)
-
-
-def _sample_batches(model, tokenizer, n_samples: int, max_new_tokens: int, *, seed: int,
-                    batch_size: int, device: torch.device,
-                    on_batch: Callable[[int, int], None] | None) -> list[list[int]]:
-    import torch
-    prompts = prompt_starts(n_samples, seed)
-    eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    # generate stops at any of the generation config's EOS ids and pads finished rows with
-    # `pad`: a continuation ends at the first of these.
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    stop_ids = {i for i in ([eos, pad] + (configured if isinstance(configured, list) else [configured]))
-                if i is not None}
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    sequences: list[list[int]] = []
+    """`n_samples` token sequences (prompt + sampled continuation, EOS removed), from the
+    evaluation sampler (`engine.evaluation.generation.Sampler`: one shared KV-cache prefill
+    per prompt, length-sorted batches, the CPU decode fast paths), nucleus sampling p=0.95.
+    Each sequence's randomness depends only on (seed, its index), so a rerun reproduces the
+    same text whatever the batching. Sequences are the sampler's own token ids.
+    `batch_size` fixes the rows per chunk (None: the sampler's own choice);
+    `on_batch(done, total)` is called after each chunk (progress and cancellation)."""
+    from engine.evaluation.generation import Sampler, SamplingSettings
+    settings = SamplingSettings(samples_per_prompt=1, top_p=0.95, temperature=1.0,
+                                max_new_tokens=max_new_tokens, seed=seed)
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, n_samples, batch_size):
-            batch = prompts[start:start + batch_size]
-            inputs = tokenizer(batch, return_tensors="pt", padding=True).to(device)
-            torch.manual_seed(seed * 1_000_003 + start)
-            out = model.generate(**inputs, do_sample=True, top_p=0.95, temperature=1.0,
-                                 max_new_tokens=max_new_tokens, pad_token_id=pad)
-            prompt_len = inputs["input_ids"].shape[1]
-            for row, mask in zip(out.tolist(), inputs["attention_mask"].tolist()):
-                prompt_ids = row[prompt_len - sum(mask):prompt_len]   # drop left padding
-                new_ids = row[prompt_len:]
-                ends = [i for i, token in enumerate(new_ids) if token in stop_ids]
-                new_ids = new_ids[:ends[0]] if ends else new_ids
-                sequences.append(prompt_ids + new_ids)
+        sampler = Sampler(model, tokenizer, device, settings, batch_size)
+        prompts = dict(enumerate(prompt_starts(n_samples, seed)))
+        prompt_ids = sampler.encode(prompts)
+        by_item: dict[int, list[int]] = {}
+        for batch in sampler.stream(prompts):
+            for (item, _), ids in zip(batch.rows, batch.token_ids):
+                by_item[item] = list(prompt_ids[item]) + list(ids)
             if on_batch:
-                on_batch(min(start + batch_size, n_samples), n_samples)
+                on_batch(len(by_item), n_samples)
     finally:
-        tokenizer.padding_side = old_side
         model.train(was_training)
-    return sequences
+    return [by_item[i] for i in range(n_samples)]
 
 
 # -- tokenising and packing -----------------------------------------------------------------

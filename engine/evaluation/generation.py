@@ -41,7 +41,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -76,6 +76,9 @@ class GeneratedBatch:
     completions: list[str]
     new_tokens: int          # tokens generated in all rows (up to and including an EOS)
     seconds: float
+    # each row's new token ids, cut before its EOS (what `completions` decodes); empty when
+    # a backend does not report them
+    token_ids: list[list[int]] = field(default_factory=list)
 
 
 def sample_key(item: int, sample: int) -> str:
@@ -345,7 +348,7 @@ class Sampler:
                 seq = seq[:-1]
             kept.append(seq)
         texts = self.tokenizer.batch_decode(kept, skip_special_tokens=True)
-        return texts, int(lengths.sum())
+        return texts, int(lengths.sum()), kept
 
     def _rows_for_width(self, width: int) -> int:
         """The chunk size for prompts of `width` tokens: the working size, and on CPU (when
@@ -377,13 +380,14 @@ class Sampler:
         start = time.perf_counter()
         token_ids = self.encode({item: prompts[item] for item, _ in rows})
         texts: list[str] = []
+        ids: list[list[int]] = []
         new_tokens = 0
         pending = [list(rows[i:i + self.working_rows]) for i in range(0, len(rows), self.working_rows)]
         while pending:
             chunk = pending.pop(0)
             try:
                 with cpu_fast_paths(self.model, self.device):
-                    chunk_texts, chunk_tokens = self._generate(token_ids, chunk, on_step)
+                    chunk_texts, chunk_tokens, chunk_ids = self._generate(token_ids, chunk, on_step)
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled here
                 if not is_out_of_memory(exc) or len(chunk) == 1:
                     raise
@@ -398,9 +402,10 @@ class Sampler:
                 pending[:0] = [chunk[:half], chunk[half:]]
                 continue
             texts.extend(chunk_texts)
+            ids.extend(chunk_ids)
             new_tokens += chunk_tokens
             self._after_chunk(len(chunk))
-        return GeneratedBatch(list(rows), texts, new_tokens, time.perf_counter() - start)
+        return GeneratedBatch(list(rows), texts, new_tokens, time.perf_counter() - start, ids)
 
     def stream(self, prompts: Mapping[int, str], done_keys: set[str] = frozenset(),
                on_step: StepCallback | None = None) -> Iterator[GeneratedBatch]:

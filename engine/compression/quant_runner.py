@@ -33,29 +33,34 @@ def _template(ctx: JobContext, loaded) -> Path | None:
     return None
 
 
-@torch.no_grad()
-def _reloaded_difference(model, product, device: torch.device) -> float:
-    """Max |logit difference| between the in-memory (unquantized or fake-quantized) model and
-    the product as the registry loads it; fails the job when the product does not load or
-    computes non-finite logits."""
-    from transformers import AutoModelForCausalLM
+def _load_product(ctx: JobContext, product, device: torch.device):
+    """The product as the registry loads it (a GGUF file is dequantised once into the
+    registry's cache, which later eval jobs reuse); JobFailed when it does not load."""
+    from engine.compression.output import load_saved
+    from engine.registry import dequantise_gguf
     try:
-        if product.gguf_file:
-            reloaded = AutoModelForCausalLM.from_pretrained(str(product.folder), gguf_file=product.gguf_file,
-                                                            dtype=torch.float32)
-        else:
-            from engine.compression.output import load_saved
-            reloaded = load_saved(product.folder)
+        folder = dequantise_gguf(ctx.home, str(product.folder), product.gguf_file) \
+            if product.gguf_file else product.folder
+        return load_saved(Path(folder)).to(device).eval()
     except Exception as exc:  # noqa: BLE001 - any load failure fails the job with its reason
         raise JobFailed(f"the quantized model at {product.folder} does not load back: "
                         f"{(str(exc).splitlines() or [type(exc).__name__])[0][:200]}") from exc
-    reloaded.to(device).eval()
-    ids = torch.arange(1, 17, device=device)[None, :] % model.config.vocab_size
-    expected = model(input_ids=ids, use_cache=False).logits.float()
-    got = reloaded(input_ids=ids, use_cache=False).logits.float()
+
+
+@torch.no_grad()
+def _probe_logits(model) -> torch.Tensor:
+    """Logits on a fixed probe sequence: how far the product moved from its parent."""
+    ids = torch.arange(1, 17, device=next(model.parameters()).device)[None, :] % model.config.vocab_size
+    return model(input_ids=ids, use_cache=False).logits.float()
+
+
+def _logit_difference(parent_logits: torch.Tensor, product, where: Path) -> float:
+    """Max |logit difference| between the parent and the product on the probe; JobFailed when
+    the product computes non-finite logits."""
+    got = _probe_logits(product)
     if not torch.isfinite(got).all():
-        raise JobFailed(f"the quantized model at {product.folder} computes non-finite logits")
-    return float((expected - got).abs().max())
+        raise JobFailed(f"the quantized model at {where} computes non-finite logits")
+    return float((parent_logits - got).abs().max())
 
 
 def run_quantize(ctx: JobContext) -> dict[str, Any]:
@@ -70,6 +75,8 @@ def run_quantize(ctx: JobContext) -> dict[str, Any]:
     params, nonzero_before = count_parameters(model)
     calibration = _calibration(ctx, spec, parse_source(spec.calibration_data), loaded) \
         if method.needs_calibration_text else None
+    model.eval()
+    parent_logits = _probe_logits(model)
     started = time.time()
     outcome = method.apply(MethodRun(ctx, model, spec, device, calibration))
     quant_s = time.time() - started
@@ -80,15 +87,15 @@ def run_quantize(ctx: JobContext) -> dict[str, Any]:
     write_atomically(target, lambda folder: products.append(
         method.save(model, loaded.tokenizer, folder, spec, outcome, template)))
     product = dataclasses.replace(products[0], folder=target)
-    if method.evaluate_reloaded:
-        difference = _reloaded_difference(model, product, device)
+    if method.evaluate_reloaded:       # measured as the file: register what it computes
+        model = _load_product(ctx, product, device)
     else:
         verify_round_trip(model, target, device)      # the packed file computes the same logits
-        difference = 0.0
+    difference = _logit_difference(parent_logits, model, target)
     dense_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     quantization = {"format": product.format, "bits_per_weight": product.bits_per_weight,
                     "weights_bytes": product.disk_bytes, "dense_bytes": dense_bytes,
-                    "max_logit_difference_vs_file": round(difference, 6), **product.details}
+                    "max_logit_difference_vs_parent": round(difference, 6), **product.details}
     ctx.log(f"{method.name} quantization done in {quant_s:.1f} s: {product.format}, "
             f"{product.bits_per_weight:.2f} bits/weight, {product.disk_bytes:,} bytes on disk")
     source = ModelSource(source=str(target / product.gguf_file) if product.gguf_file else str(target),
@@ -96,10 +103,6 @@ def run_quantize(ctx: JobContext) -> dict[str, Any]:
     spec_params = {k: v for k, v in spec.to_dict().items() if k not in ("label", "device", "dtype")}
     extra = {"architecture": architecture_name(model), "quantize_wall_s": round(quant_s, 2),
              "quantization": quantization}
-    if method.evaluate_reloaded:           # register what the file computes, not the fp32 model
-        from transformers import AutoModelForCausalLM
-        model = AutoModelForCausalLM.from_pretrained(str(target), gguf_file=product.gguf_file,
-                                                     dtype=torch.float32).to(device).eval()
     model_id = register_derived(ctx, model, loaded.tokenizer, source, device=device,
                                 parent_id=loaded.model_id, method=spec.method, method_params=spec_params,
                                 extra=extra)

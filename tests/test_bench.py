@@ -225,7 +225,8 @@ def test_bench_smoke_on_a_tiny_model(bench_result, home):
         {"magnitude": pytest.approx(0.5, abs=0.01), "wanda": pytest.approx(0.5, abs=0.01)}
     assert any("baseline" in m for m in messages) and any("compfair" in m for m in messages)
     titles = [title for title, _, _ in summary_tables(result)]
-    assert len(titles) == 3
+    assert len(titles) == 4 and "continuation quality in the eval job" in titles
+    assert 0 < fast["quality_s"] < fast["job_s"]        # the fluency pass ran, inside the job
     json.dumps(result, default=str)
     # the scratch home is gone; the real home's store was never touched
     from engine.store import Store

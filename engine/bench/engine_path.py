@@ -57,12 +57,15 @@ def compfair_job(worker, model_ref: str, lm, settings: BenchSettings, say: Say,
         "generation_share": (summary.get("sampling_seconds") or 0) / generation_s,
         "scoring_share": (summary.get("scoring_seconds") or 0) / generation_s,
         "final_batch_rows": summary.get("final_batch_rows"),
+        # scoring every continuation's fluency under the reference model, after sampling
+        "quality_s": summary.get("quality_seconds") or 0.0,
         "mean_toxicity": sum(s["toxicity"] for s in samples) / max(len(samples), 1),
         **memory_record})
     return record, [s["completion"] for s in samples]
 
 
-_ADDED = ("generations", "new_tokens", "phase_s", "job_s", "cpu_s", "sampling_s", "scoring_busy_s")
+_ADDED = ("generations", "new_tokens", "phase_s", "job_s", "cpu_s", "sampling_s", "scoring_busy_s",
+          "quality_s")
 
 
 def merge_jobs(records: list[dict]) -> dict:

@@ -40,6 +40,12 @@ def summary_tables(result: dict) -> list[tuple[str, list[str], list[list[str]]]]
     ]
     tables = [(title, ["path", "generations", "gen/s", "tokens/s", "gen/CPU-s", "seconds",
                        "generation", "scoring", "peak memory", "load avg"], generation)]
+    if fast.get("job_s"):
+        quality = fast.get("quality_s") or 0.0
+        tables.append(("continuation quality in the eval job",
+                       ["what", "seconds", "eval job seconds", "share of the job"],
+                       [["fluency: NLL of every continuation under the reference model",
+                         f"{quality:.2f}", f"{fast['job_s']:.1f}", f"{quality / fast['job_s']:.1%}"]]))
     scoring_rows = []
     for name, record in result.get("scoring", {}).items():
         if not isinstance(record, dict):

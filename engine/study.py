@@ -13,7 +13,9 @@ File format (see data/studies/*.toml):
     label = "distil"; intensity = [0.5, 0.25]
     [[prune]]                      # PruneSpec fields; `of` = the label of the model to prune
     label = "wanda"; method = "wanda"; sparsity = [0.3, 0.5]
-    [[eval]]                       # EvalSpec fields, run on every model
+    [[quantize]]                   # QuantizeSpec fields; `of` = the label of the model to quantize
+    label = "int4"; method = "rtn"; bits = 4
+    [[eval]]                       # EvalSpec fields, run on every model (reference_model too)
     suite = "toxicity"; samples_per_prompt = 4
 
 A list value in a block is a sweep: one job per value. Re-running a study reuses every job

@@ -109,3 +109,22 @@ def test_quantize_jobs_store_real_sizes_and_reload_through_the_registry(home, st
     Worker(home, once=True, idle_exit_s=None).run()
     for job in (eval_job, crows_job):
         assert queue.job(store, job)["status"] == "done", queue.job(store, job)["error"]
+
+
+def test_a_study_quantizes_and_reports_the_product(home, store, tiny_llama, tmp_path):
+    from engine.report import build_report
+    from engine.study import load_study, submit_study
+    study = tmp_path / "q.toml"
+    study.write_text(f'name = "q"\nteacher = "{tiny_llama}"\n\n[[quantize]]\nlabel = "int4"\nmethod = "rtn"\n'
+                     f'bits = 4\ngroup_size = 32\n\n[[quantize]]\nlabel = "gguf"\nmethod = "gguf"\n'
+                     f'gguf_type = ["q8_0", "q4_1"]\n\n[[eval]]\nsuite = "crows_pairs"\ndata = "builtin"\n'
+                     f'max_prompts = 6\nbootstrap_samples = 100\n')
+    plan = load_study(str(study))
+    assert sorted(plan.models) == ["gguf(gguf_type=q4_1)", "gguf(gguf_type=q8_0)", "int4", "teacher"]
+    submit_study(store, plan)
+    Worker(home, once=True, idle_exit_s=None).run()
+    report = build_report(store, "q", output_dir=tmp_path / "report")
+    assert report.complete, report.problems
+    rows = {row[0]: row for row in report.table_rows}
+    assert rows["int4"][1] == "quantize" and set(rows) == set(plan.models)
+    assert {s["model"] for s in report.significance} == {"int4", "gguf(gguf_type=q8_0)", "gguf(gguf_type=q4_1)"}

@@ -28,3 +28,21 @@ def fmt_bytes(n: int | None) -> str:
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{n} B"
+
+
+def fmt_storage(extra) -> str:
+    """How a model's weights are stored, from its registry `extra` (JSON text or dict):
+    'rtn-packed 4.50 b/w', 'gguf-q4_0 5.04 b/w', 'sparse 341.2 MB' (its bitmask size) or ''."""
+    import json
+    if isinstance(extra, str):
+        try:
+            extra = json.loads(extra)
+        except ValueError:
+            extra = {}
+    extra = extra or {}
+    quant = extra.get("quantization") or {}
+    if quant.get("format"):
+        return f"{quant['format']} {quant.get('bits_per_weight', 0):.2f} b/w"
+    if extra.get("sparse_bytes"):
+        return f"sparse {fmt_bytes(extra['sparse_bytes'])}"
+    return ""

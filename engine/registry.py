@@ -190,16 +190,36 @@ def measure_latency(model, tokenizer, device: torch.device, new_tokens: int = 16
     return (time.perf_counter() - start) * 1000 / new_tokens
 
 
+def sparse_bytes(model) -> int:
+    """Bytes the weights would take stored sparse, the way compressed-tensors' sparse-bitmask
+    format does: every tensor holding zeros as a 1-bit-per-weight mask plus its non-zero
+    values; dense tensors as they are."""
+    total = 0
+    seen: set[int] = set()
+    for p in model.parameters():
+        if p.data_ptr() in seen:                  # a tied weight is stored once
+            continue
+        seen.add(p.data_ptr())
+        nonzero = int(torch.count_nonzero(p))
+        total += (-(-p.numel() // 8) + nonzero * p.element_size()) if nonzero < p.numel() \
+            else p.numel() * p.element_size()
+    return total
+
+
 def describe(model, source: ModelSource, path: Path | None) -> dict:
-    """The registry fields that come from the loaded model itself."""
+    """The registry fields that come from the loaded model itself (a sparse model's bitmask
+    size goes to extra["sparse_bytes"])."""
     config = model.config
     n_params, n_nonzero = count_parameters(model)
     size = folder_size(path) if path and path.exists() else _hub_snapshot_size(model)
-    return {
+    fields = {
         "architecture": (config.architectures or [config.model_type])[0],
         "n_layers": getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None),
         "n_params": n_params, "n_nonzero": n_nonzero, "size_bytes": size,
     }
+    if n_nonzero < 0.95 * n_params:
+        fields["extra"] = {"sparse_bytes": sparse_bytes(model)}
+    return fields
 
 
 def register(store: Store, source: ModelSource, model, **fields: Any) -> int:
@@ -207,8 +227,12 @@ def register(store: Store, source: ModelSource, model, **fields: Any) -> int:
     path = Path(source.load_path) if source.origin != "hub" else None
     if source.origin in ("gguf", "builtin"):
         path = Path(source.load_path) / (source.gguf_file or "")
+    described = describe(model, source, path)
+    extra = {**described.pop("extra", {}), **(fields.pop("extra", None) or {})}
     record = {"source": source.source, "origin": source.origin,
-              "path": source.load_path, **describe(model, source, path), **fields}
+              "path": source.load_path, **described, **fields}
+    if extra:
+        record["extra"] = extra
     if source.gguf_file:
         record["extra"] = {**(record.get("extra") or {}), "gguf_file": source.gguf_file}
     if source.origin == "builtin":

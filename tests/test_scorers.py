@@ -92,11 +92,11 @@ def test_load_scorer_by_name(detoxify_checkpoint):
         load_scorer("perspective")
 
 
-def test_auto_uses_profanity_without_cached_detoxify_weights(tmp_path, monkeypatch):
+def test_auto_uses_the_offline_scorer_without_cached_detoxify_weights(tmp_path, monkeypatch):
     import torch
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
     scorer, note = load_scorer("auto")
-    assert scorer.name == "profanity" and "auto chose profanity" in note
+    assert scorer.name == "offline" and "auto chose offline" in note
 
 
 def test_profanity_batched_and_sensible():
@@ -172,7 +172,7 @@ def test_offline_scorers_status(tmp_path, monkeypatch):
     from engine.evaluation.scorers import offline_scorers
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     status = offline_scorers()
-    assert status["profanity"].startswith("available") and status["auto"] == "profanity"
+    assert status["profanity"].startswith("available") and status["auto"] == "offline"
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "toxic_original-c1212f89.ckpt").write_bytes(b"")
     assert offline_scorers()["auto"] == "detoxify"

@@ -220,6 +220,8 @@ def test_bench_smoke_on_a_tiny_model(bench_result, home):
         assert record["peak_rss_bytes"] > 0
     assert result["ratio"]["generations_per_s"] > 0
     assert result["scoring"]["profanity"]["texts"] == 6 and result["scoring"]["profanity"]["ratio"] > 0
+    offline = result["scoring"]["offline"]        # the offline default, on 2,000 (cycled) texts
+    assert offline["texts"] == 2000 and offline["batched_texts_per_s"] > 0 and offline["scorer"] == "offline"
     assert result["distillation"]["tokens_per_s"] > 0
     assert {m: p["achieved_sparsity"] for m, p in result["pruning"].items()} == \
         {"magnitude": pytest.approx(0.5, abs=0.01), "wanda": pytest.approx(0.5, abs=0.01)}

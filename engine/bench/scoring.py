@@ -57,8 +57,12 @@ def _detoxify_scorer(scratch: Path, device: str, texts: list[str]):
             "detoxify (BERT-base shape, random weights: original weights not cached)")
 
 
+OFFLINE_TEXTS = 2000
+
+
 def scoring(texts: list[str], settings: BenchSettings, device, scratch: Path, say: Say) -> dict:
-    """The scoring-alone phase: profanity, and Detoxify unless `settings.detoxify` is off."""
+    """The scoring-alone phase: profanity, the offline default (bilstm + profanity), and
+    Detoxify unless `settings.detoxify` is off."""
     from engine.evaluation.scorers import ProfanityScorer, ScorerError
 
     out: dict[str, Any] = {}
@@ -67,6 +71,14 @@ def scoring(texts: list[str], settings: BenchSettings, device, scratch: Path, sa
             out["profanity"] = _score_pair("profanity", ProfanityScorer(), texts, say)
         except ScorerError as exc:
             out["profanity"] = {"skipped": str(exc)}
+        try:
+            # the offline default, on at least 2,000 texts (the generated ones, cycled)
+            from engine.evaluation.scorer_bench import measure_scorer_throughput
+            many = (texts * (-(-OFFLINE_TEXTS // max(len(texts), 1))))[:max(OFFLINE_TEXTS, len(texts))]
+            say("scoring alone: offline (bilstm + profanity mean)")
+            out["offline"] = measure_scorer_throughput("offline", many, per_text_texts=min(200, len(many)))
+        except (ScorerError, ImportError, ValueError) as exc:
+            out["offline"] = {"skipped": str(exc).splitlines()[0]}
         if settings.detoxify:
             try:
                 scorer, note = _detoxify_scorer(scratch, str(device), texts)

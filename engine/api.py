@@ -10,10 +10,13 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from engine import queue
+from engine.errors import NotFound, UserError
 from engine.paths import Home
 from engine.specs import JobSpec, SpecError, spec_from_dict
 from engine.store import Store, loads
 from engine.launcher import alive_workers, ensure_worker
+# the one validation entry (CLI submit, the TUI form, studies); re-exported as part of this API
+from engine.validation import validate  # noqa: F401
 from engine.evaluation.suites import get_suite, suites
 # comparing lives in engine.comparison; re-exported as part of this API
 from engine.comparison import (CompareCell, CompareError, Comparison, comparability_warnings,  # noqa: F401
@@ -35,10 +38,24 @@ def open_store(home: str | None = None) -> Store:
 # -- submitting -----------------------------------------------------------------------------
 def submit(store: Store, spec: JobSpec, *, depends_on: Sequence[int] = (), priority: int = 0,
            study: str | None = None, start_worker: bool = True) -> int:
+    """Queue one spec as it is (no `validate`: callers that take user input validate first,
+    or use `submit_all`); returns the job id."""
     job_id = queue.submit(store, spec, depends_on=list(depends_on), priority=priority, study=study)
     if start_worker:
         ensure_worker(store)
     return job_id
+
+
+def submit_all(store: Store, specs: Sequence[JobSpec], *, depends_on: Sequence[int] = (),
+               priority: int = 0, start_worker: bool = True) -> list[int]:
+    """Validate every spec (`validate`: a `UserError` and nothing queued when one is bad),
+    then queue them all; returns their job ids in order."""
+    validate(store, specs)
+    job_ids = [submit(store, spec, depends_on=depends_on, priority=priority, start_worker=False)
+               for spec in specs]
+    if start_worker:
+        ensure_worker(store)
+    return job_ids
 
 
 def expand_sweep(base: dict[str, Any], sweep: dict[str, Sequence[Any]]) -> list[JobSpec]:
@@ -63,7 +80,7 @@ def move(store: Store, job_id: int, by: int) -> int:
     """Raise (by > 0) or lower a queued job's priority; returns the new priority."""
     row = queue.job(store, job_id)
     if row is None:
-        raise ValueError(f"job {job_id} does not exist")
+        raise NotFound(f"job {job_id} does not exist")
     new = (row["priority"] or 0) + by
     queue.set_priority(store, job_id, new)
     return new
@@ -178,7 +195,7 @@ def run_detail(store: Store, run_id: int, worst: int = 20) -> dict:
     """Everything about one run: metrics, model and lineage, job, settings, worst samples."""
     run = store.run(run_id)
     if run is None:
-        raise ValueError(f"run {run_id} does not exist")
+        raise NotFound(f"run {run_id} does not exist")
     model = store.model(run["model_id"]) if run["model_id"] else None
     job = queue.job(store, run["job_id"]) if run["job_id"] else None
     worst_samples = store.query(
@@ -206,6 +223,8 @@ def _job_view(row: dict) -> dict:
 
 
 def list_jobs(store: Store, statuses: Iterable[str] = (), limit: int = 200) -> list[dict]:
+    """The queue as the CLI and the TUI list it (running, queued, then ended, newest first),
+    each job with its dependencies; two queries whatever the number of jobs (polled often)."""
     statuses = tuple(statuses)
     where = f"WHERE status IN ({','.join('?' * len(statuses))})" if statuses else ""
     rows = store.query(
@@ -213,13 +232,14 @@ def list_jobs(store: Store, statuses: Iterable[str] = (), limit: int = 200) -> l
         f"THEN 1 ELSE 2 END, CASE WHEN status IN ('running','queued') THEN -priority ELSE 0 END, "
         f"CASE WHEN status IN ('running','queued') THEN id ELSE -id END LIMIT ?",
         (*statuses, limit))
-    return [_job_view(r) | {"depends_on": queue.dependencies(store, r["id"])} for r in rows]
+    deps = queue.dependencies_of(store, [r["id"] for r in rows])     # one query, not one per row
+    return [_job_view(r) | {"depends_on": deps[r["id"]]} for r in rows]
 
 
 def job_detail(store: Store, job_id: int) -> dict:
     row = queue.job(store, job_id)
     if row is None:
-        raise ValueError(f"job {job_id} does not exist")
+        raise NotFound(f"job {job_id} does not exist")
     run = store.run_for_job(job_id)
     return _job_view(row) | {"depends_on": queue.dependencies(store, job_id),
                              "run_id": run["id"] if run else None,
@@ -264,7 +284,7 @@ def export_records(records: list[dict], fmt: str) -> str:
         lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in records]
         return "\n".join(lines) + "\n"
-    raise ValueError(f"export format {fmt!r} is unknown; choose csv, json or md")
+    raise UserError(f"export format {fmt!r} is unknown; choose csv, json or md")
 
 
 def metric_records(store: Store, run_ids: Sequence[int] | None = None) -> list[dict]:

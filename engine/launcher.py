@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from engine import queue
@@ -43,11 +42,9 @@ def spawn_detached(home: Home) -> int:
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
                                 cwd=str(Path(__file__).resolve().parent.parent))
     # Record it at once, so a second caller in the next instant does not start another.
-    with store_for(home) as store, store.conn:
-        store.db["workers"].upsert({"id": worker_id_for(proc.pid), "pid": proc.pid,
-                                    "host": os.uname().nodename, "started_at": time.time(),
-                                    "heartbeat_at": time.time(), "status": "starting",
-                                    "log_path": str(log_path)}, pk="id")
+    with store_for(home) as store:
+        queue.register_worker(store, worker_id_for(proc.pid), proc.pid, status="starting",
+                              log_path=str(log_path))
     return proc.pid
 
 

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.errors import UserError
 from engine.results import JobResult
 from engine.store import Store, loads
 
@@ -23,8 +24,9 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIASES = {"smollm2", "smollm2-135m-instruct", "default"}
 
 
-class ModelError(RuntimeError):
-    """A model reference that cannot be resolved or loaded; the message is one line."""
+class ModelError(UserError, RuntimeError):
+    """A model reference that cannot be resolved or loaded; the message is one line. A
+    `UserError` (exit 2): the reference is the user's input."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import platformdirs
 
+from engine.errors import UserError
+
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -78,7 +80,7 @@ class Home:
                 folder.mkdir(parents=True, mode=0o700)
             except FileExistsError:
                 if not folder.is_dir():
-                    raise ValueError(f"compfair home {str(folder)!r} exists and is not a folder") from None
+                    raise UserError(f"compfair home {str(folder)!r} exists and is not a folder") from None
             if folder.stat().st_uid == os.geteuid() and folder.stat().st_mode & 0o077:
                 os.chmod(folder, 0o700)
 

@@ -2,13 +2,18 @@
 
 A job goes queued -> running -> done | failed | cancelled. Claiming is one atomic
 `UPDATE ... RETURNING`, so two workers never run the same job. A job waits until every job it
-depends on is done; if one of them fails or is cancelled, the dependant fails with that reason."""
+depends on is done; if one of them fails or is cancelled, the dependant fails with that reason.
+
+Every write to the `jobs`, `job_deps` and `workers` tables is a function of this module, so
+the guards that keep two workers from overwriting each other's jobs are in one place."""
 
 from __future__ import annotations
 
 import os
 import time
+from typing import Sequence
 
+from engine.errors import InvalidState, NotFound
 from engine.specs import JobSpec, spec_from_json
 from engine.store import Store, dumps, loads
 
@@ -25,7 +30,7 @@ def submit(store: Store, spec: JobSpec, *, depends_on: list[int] = (), priority:
             deps.add(int(ref[4:]))
     for dep in deps:
         if store.one("SELECT id FROM jobs WHERE id = ?", (dep,)) is None:
-            raise ValueError(f"job {dep} (a dependency) does not exist")
+            raise NotFound(f"job {dep} (a dependency) does not exist")
     with store.conn:
         job_id = store.db["jobs"].insert({
             "kind": spec.kind, "spec": spec.to_json(), "spec_hash": spec.spec_hash(),
@@ -47,8 +52,20 @@ def job_spec(row: dict) -> JobSpec:
 
 
 def dependencies(store: Store, job_id: int) -> list[int]:
-    return [r["depends_on"] for r in store.query(
-        "SELECT depends_on FROM job_deps WHERE job_id = ? ORDER BY depends_on", (job_id,))]
+    return dependencies_of(store, [job_id]).get(job_id, [])
+
+
+def dependencies_of(store: Store, job_ids: Sequence[int]) -> dict[int, list[int]]:
+    """{job id: the ids it depends on, sorted} for every job of `job_ids`, in one query
+    (jobs without dependencies map to [])."""
+    out: dict[int, list[int]] = {j: [] for j in job_ids}
+    if not out:
+        return out
+    marks = ",".join("?" * len(out))
+    for r in store.query(f"SELECT job_id, depends_on FROM job_deps WHERE job_id IN ({marks}) "
+                         "ORDER BY job_id, depends_on", list(out)):
+        out[r["job_id"]].append(r["depends_on"])
+    return out
 
 
 def claim(store: Store, worker_id: str) -> dict | None:
@@ -103,6 +120,19 @@ def _end_run(store: Store, job_id: int, status: str) -> None:
                        (status, job_id))
 
 
+def requeue_interrupted(store: Store, job_id: int, worker_id: str) -> bool:
+    """Put a job back in the queue after its worker was told to stop (SIGTERM): it resumes
+    from what was stored, and the interrupted attempt does not count. Only a job still running
+    on `worker_id` is requeued (the guard `recover_orphans` uses): one that another worker
+    took over as orphaned meanwhile is left alone. Returns whether it was requeued."""
+    with store.conn:
+        changed = store.conn.execute(
+            "UPDATE jobs SET status = 'queued', attempts = max(attempts - 1, 0), worker_id = NULL, "
+            "error = 'worker stopped; will resume' WHERE id = ? AND status = 'running' "
+            "AND worker_id = ?", (job_id, worker_id)).rowcount
+    return bool(changed)
+
+
 def set_result(store: Store, job_id: int, result: dict) -> None:
     with store.conn:
         store.db["jobs"].update(job_id, {"result": dumps(result)})
@@ -115,7 +145,7 @@ def cancel(store: Store, job_id: int) -> str:
     for _ in range(3):
         row = job(store, job_id)
         if row is None:
-            raise ValueError(f"job {job_id} does not exist")
+            raise NotFound(f"job {job_id} does not exist")
         with store.conn:
             if row["status"] == "queued":
                 changed = store.conn.execute(
@@ -146,20 +176,50 @@ def retry(store: Store, job_id: int) -> None:
     """Put a failed or cancelled job back in the queue (its stored samples are kept)."""
     row = job(store, job_id)
     if row is None:
-        raise ValueError(f"job {job_id} does not exist")
+        raise NotFound(f"job {job_id} does not exist")
     if row["status"] not in ("failed", "cancelled"):
-        raise ValueError(f"job {job_id} is {row['status']}; only failed or cancelled jobs retry")
+        raise InvalidState(f"job {job_id} is {row['status']}; only failed or cancelled jobs retry")
     with store.conn:
         changed = store.conn.execute(
             "UPDATE jobs SET status = 'queued', cancel_requested = 0, error = NULL, attempts = 0, "
             "finished_at = NULL WHERE id = ? AND status IN ('failed', 'cancelled')", (job_id,)).rowcount
     if not changed:
-        raise ValueError(f"job {job_id} changed while retrying it; look at it again")
+        raise InvalidState(f"job {job_id} changed while retrying it; look at it again")
 
 
 def set_priority(store: Store, job_id: int, priority: int) -> None:
     with store.conn:
         store.db["jobs"].update(job_id, {"priority": priority})
+
+
+# -- workers ----------------------------------------------------------------------------------
+def register_worker(store: Store, worker_id: str, pid: int, *, status: str, log_path: str) -> None:
+    """Record a worker (insert or replace its row) as `status` ("starting" when launched,
+    "idle" when it runs), with a fresh heartbeat."""
+    now = time.time()
+    with store.conn:
+        store.db["workers"].upsert({"id": worker_id, "pid": pid, "host": os.uname().nodename,
+                                    "started_at": now, "heartbeat_at": now, "status": status,
+                                    "log_path": log_path}, pk="id")
+
+
+def worker_heartbeat(store: Store, worker_id: str, job_id: int | None) -> None:
+    """Mark a worker alive (busy while it holds `job_id`, else idle) and, in the same
+    transaction, the job it runs (only while that job is still running)."""
+    now = time.time()
+    with store.conn:
+        store.conn.execute("UPDATE workers SET heartbeat_at = ?, status = ? WHERE id = ?",
+                           (now, "busy" if job_id is not None else "idle", worker_id))
+        if job_id is not None:
+            store.conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND status = 'running'",
+                               (now, job_id))
+
+
+def stop_worker(store: Store, worker_id: str) -> None:
+    """Mark a worker stopped (it exits; its row stays for the record)."""
+    with store.conn:
+        store.conn.execute("UPDATE workers SET status = 'stopped', heartbeat_at = ? WHERE id = ?",
+                           (time.time(), worker_id))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -246,8 +306,18 @@ def fail_blocked(store: Store) -> list[int]:
 
 
 def counts(store: Store) -> dict[str, int]:
+    """Jobs per status (statuses with no job are absent)."""
     return {r["status"]: r["n"] for r in store.query(
         "SELECT status, count(*) AS n FROM jobs GROUP BY status")}
+
+
+def waiting_on_running(store: Store) -> bool:
+    """True while queued jobs may still become runnable: some job is running (elsewhere) and
+    some queued job is not being cancelled."""
+    row = store.one("SELECT (SELECT count(*) FROM jobs WHERE status = 'running') AS running, "
+                    "(SELECT count(*) FROM jobs WHERE status = 'queued' AND cancel_requested = 0) "
+                    "AS queued")
+    return bool(row["running"] and row["queued"])
 
 
 def find_reusable(store: Store, spec: JobSpec) -> dict | None:
@@ -256,6 +326,13 @@ def find_reusable(store: Store, spec: JobSpec) -> dict | None:
         "SELECT * FROM jobs WHERE spec_hash = ? AND kind = ? AND status IN "
         "('done', 'queued', 'running') ORDER BY (status = 'done') DESC, id DESC LIMIT 1",
         (spec.spec_hash(), spec.kind))
+
+
+def find_stopped(store: Store, spec: JobSpec) -> dict | None:
+    """The newest failed or cancelled job with the same content hash (a study resumes it)."""
+    return store.one(
+        "SELECT * FROM jobs WHERE spec_hash = ? AND kind = ? AND status IN ('failed', 'cancelled') "
+        "ORDER BY id DESC LIMIT 1", (spec.spec_hash(), spec.kind))
 
 
 def result_of(row: dict) -> dict:

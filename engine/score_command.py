@@ -33,10 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
+from engine.errors import UserError
+
 FORMATS = ("auto", "lines", "jsonl", "csv")
 
 
-class ScoreInputError(ValueError):
+class ScoreInputError(UserError, ValueError):
     """Bad input for `compfair score`: one line, exit code 2."""
 
 

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 from engine.compression.methods import get_method, method_names
+from engine.errors import UserError
 from engine.evaluation.suites import generation_suite_names, get_suite
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A job spec with an impossible or unknown value; the message names the value and
     `field` the spec field it is about (None when it concerns several), so a form can mark it."""
 

@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from engine import queue
+from engine.errors import UserError
 from engine.specs import SPEC_TYPES, JobSpec, SpecError, spec_from_dict
 from engine.store import Store, dumps, loads
+from engine.validation import validate
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -44,7 +46,7 @@ STUDIES_DIR = Path(__file__).resolve().parent.parent / "data" / "studies"
 REF_PREFIX = "@"  # a model reference to another node of the study, resolved to job:ID
 
 
-class StudyError(ValueError):
+class StudyError(UserError, ValueError):
     """A study file that cannot be planned; the message names the bad value."""
 
 
@@ -263,7 +265,11 @@ class Submitted:
 
 def submit_study(store: Store, plan: StudyPlan) -> list[Submitted]:
     """Queue every node of the plan, reusing finished jobs with the same content hash and
-    resuming failed/cancelled ones. Records the study and its node -> job map."""
+    resuming failed/cancelled ones. Records the study and its node -> job map.
+
+    Every node is validated first (`engine.validation`: model references, data files, scorer
+    names), so a bad value is refused with a `UserError` before anything is queued."""
+    validate(store, [node.spec for node in plan.nodes], pending_prefixes=(REF_PREFIX,))
     job_ids: dict[str, int] = {}
     submitted = []
     for node in topological(plan):
@@ -273,9 +279,7 @@ def submit_study(store: Store, plan: StudyPlan) -> list[Submitted]:
             job_ids[node.key] = existing["id"]
             submitted.append(Submitted(node.key, existing["id"], "reused" if existing["status"] == "done" else "running"))
             continue
-        stopped = store.one("SELECT id FROM jobs WHERE spec_hash = ? AND kind = ? AND status IN "
-                            "('failed', 'cancelled') ORDER BY id DESC LIMIT 1",
-                            (spec.spec_hash(), spec.kind))
+        stopped = queue.find_stopped(store, spec)
         if stopped:
             queue.retry(store, stopped["id"])
             job_ids[node.key] = stopped["id"]

@@ -3,6 +3,7 @@ plain dicts. No writes, no Textual."""
 
 from __future__ import annotations
 
+from engine import queue
 from engine.store import Store, loads
 
 
@@ -15,8 +16,7 @@ def last_events(store: Store, job_id: int, limit: int = 10) -> list[dict]:
 
 def job_counts(store: Store) -> dict[str, int]:
     """Jobs per status, and the number of runs (the app's status line and change detector)."""
-    counts = {r["status"]: r["n"] for r in store.query(
-        "SELECT status, count(*) AS n FROM jobs GROUP BY status")}
+    counts = queue.counts(store)
     row = store.one("SELECT count(*) AS n, coalesce(max(id), 0) AS last FROM runs")
     counts["_runs"] = row["n"]
     counts["_last_run"] = row["last"]

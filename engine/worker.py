@@ -1,4 +1,6 @@
-"""The worker process: claims one job at a time from the queue and runs it.
+"""The worker process: claims one job at a time from the queue and runs it (its lifecycle:
+register, heartbeat, claim, run, record the outcome, stop). Why a job failed is classified in
+`engine.failures`; the disk set aside for recording a disk-full failure is `engine.disk_reserve`.
 
 Started detached (own session, output to a log under the compfair home) by the CLI and the
 TUI when no worker is alive, so jobs outlive the terminal and the SSH session. A heartbeat
@@ -7,7 +9,6 @@ detected by the next one (dead pid or stale heartbeat) and its job requeued to r
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
@@ -19,8 +20,12 @@ import traceback
 from engine import queue
 from engine.context import JobCancelled, JobContext, JobFailed
 from engine.devices import is_out_of_memory, keep_freed_host_memory
+# re-exported: they were defined here before the split
+from engine.disk_reserve import RESERVE_BYTES, ensure_reserve, release_reserve  # noqa: F401
+from engine.failures import (failure_reason, is_no_room, is_store_write_error,  # noqa: F401
+                             stops_the_worker)
 from engine.paths import Home
-from engine.registry import ModelCache, ModelError
+from engine.registry import ModelCache
 from engine.specs import SpecError
 from engine.launcher import worker_id_for
 from engine.store import Store, StoreError
@@ -28,7 +33,6 @@ from engine.store import Store, StoreError
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 5.0
-RESERVE_BYTES = 1 << 20   # disk set aside for recording a disk-full failure
 POLL_INTERVAL_S = 1.0
 DEFAULT_IDLE_EXIT_S = 600.0
 
@@ -54,102 +58,6 @@ def run_job_kind(ctx: JobContext) -> dict:
     return getattr(importlib.import_module(module), function)(ctx)
 
 
-# errno values meaning "no room to write": a full disk, a file-size limit, a quota
-_NO_ROOM_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
-_NO_ROOM_TEXTS = tuple(os.strerror(e).lower() for e in _NO_ROOM_ERRNOS) + (
-    "database or disk is full", "no space left", "file too large", "filetoolarge", "storagefull")
-
-
-def _chain(exc: BaseException):
-    """`exc` and the exceptions it was raised from or during (cause/context), once each."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
-def is_no_room(exc: BaseException) -> bool:
-    """True when a write failed for lack of room: ENOSPC, EFBIG (a file-size limit), a quota,
-    SQLite's "database or disk is full", or the same errors reported as text by a library
-    (safetensors and torch report their I/O errors as plain exceptions)."""
-    for item in _chain(exc):
-        if isinstance(item, OSError) and item.errno in _NO_ROOM_ERRNOS:
-            return True
-        if isinstance(item, sqlite3.DatabaseError) and getattr(item, "sqlite_errorname", "") == "SQLITE_FULL":
-            return True
-        text = str(item).lower()
-        if any(t in text for t in _NO_ROOM_TEXTS):
-            return True
-    return False
-
-
-def is_store_write_error(exc: BaseException) -> bool:
-    """True when the SQLite store itself could not be written (full, size limit, I/O error)."""
-    if not isinstance(exc, sqlite3.OperationalError):
-        return False
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    return name == "SQLITE_FULL" or name.startswith("SQLITE_IOERR") or \
-        "disk is full" in str(exc) or "disk i/o error" in str(exc).lower()
-
-
-def _first(exc: BaseException, limit: int = 200) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:limit] if text else type(exc).__name__
-
-
-def failure_reason(exc: BaseException) -> str:
-    """The one-line reason stored with a failed job."""
-    if isinstance(exc, (JobFailed, ModelError, SpecError)):
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if is_out_of_memory(exc):
-        return f"out of memory even at batch size 1: {_first(exc)}"
-    if is_no_room(exc):
-        return (f"disk full or file size limit reached while writing ({_first(exc)}); "
-                "free space and retry the job")
-    if is_store_write_error(exc):
-        return (f"could not write to the store ({_first(exc)}: disk full, file size limit or a "
-                "failing disk); free space and retry the job")
-    if isinstance(exc, sqlite3.DatabaseError):
-        return f"store error: {_first(exc)}"
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
-
-
-def ensure_reserve(home: Home) -> str | None:
-    """Set RESERVE_BYTES of disk aside in the home (a zero-filled file, written for real: a
-    sparse file would reserve nothing). Returns None, or the reason it could not (no room:
-    the disk is full)."""
-    path = home.reserve_path
-    try:
-        if path.exists() and path.stat().st_size >= RESERVE_BYTES:
-            return None
-        partial = path.with_name(path.name + ".partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, b"\0" * RESERVE_BYTES)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(partial, path)
-    except OSError as exc:
-        path.with_name(path.name + ".partial").unlink(missing_ok=True)
-        if is_no_room(exc):
-            return failure_reason(exc)
-        log.warning("could not set disk aside for recording failures: %s", exc)
-    return None
-
-
-def release_reserve(home: Home) -> bool:
-    try:
-        home.reserve_path.unlink()
-    except FileNotFoundError:
-        return False
-    log.warning("the disk is full: released the %d bytes set aside to record the failure",
-                RESERVE_BYTES)
-    return True
-
-
 class Worker:
     def __init__(self, home: Home | None = None, *, once: bool = False,
                  idle_exit_s: float | None = DEFAULT_IDLE_EXIT_S):
@@ -166,11 +74,8 @@ class Worker:
 
     # -- lifecycle -----------------------------------------------------------------------
     def _register(self) -> None:
-        with self.store.conn:
-            self.store.db["workers"].upsert({
-                "id": self.id, "pid": os.getpid(), "host": os.uname().nodename,
-                "started_at": time.time(), "heartbeat_at": time.time(), "status": "idle",
-                "log_path": str(self.home.logs_dir / "worker.log")}, pk="id")
+        queue.register_worker(self.store, self.id, os.getpid(), status="idle",
+                              log_path=str(self.home.logs_dir / "worker.log"))
 
     def _heartbeat_loop(self) -> None:
         """Mark the worker and its job alive every HEARTBEAT_INTERVAL_S. A failed beat (store
@@ -181,14 +86,8 @@ class Worker:
         try:
             while not self._stop.wait(HEARTBEAT_INTERVAL_S):
                 try:
-                    store = store or Store(self.home)
-                    now = time.time()
-                    with store.conn:
-                        store.conn.execute("UPDATE workers SET heartbeat_at = ?, status = ? WHERE id = ?",
-                                           (now, "busy" if self.current_job else "idle", self.id))
-                        if self.current_job is not None:
-                            store.conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND "
-                                               "status = 'running'", (now, self.current_job))
+                    store = store or Store(self.home)   # this thread's own connection
+                    queue.worker_heartbeat(store, self.id, self.current_job)
                     last_error = ""
                 except (sqlite3.Error, StoreError) as exc:
                     if str(exc) != last_error:
@@ -239,7 +138,7 @@ class Worker:
                     time.sleep(POLL_INTERVAL_S)
                     continue
                 if row is None:
-                    if self.once and not self._has_runnable_future():
+                    if self.once and not queue.waiting_on_running(self.store):
                         break
                     if self.idle_exit_s is not None and time.time() - idle_since > self.idle_exit_s:
                         log.info("idle for %.0f s; exiting", self.idle_exit_s)
@@ -262,19 +161,10 @@ class Worker:
         finally:
             self._stop.set()
             try:
-                with self.store.conn:
-                    self.store.conn.execute("UPDATE workers SET status = 'stopped', heartbeat_at = ? "
-                                            "WHERE id = ?", (time.time(), self.id))
+                queue.stop_worker(self.store, self.id)
             except sqlite3.Error as exc:  # the pid check finds this worker dead anyway
                 log.warning("could not mark worker %s stopped: %s", self.id, exc)
         return ran
-
-    def _has_runnable_future(self) -> bool:
-        """True while queued jobs wait on jobs that are still running elsewhere."""
-        row = self.store.one("SELECT count(*) AS n FROM jobs WHERE status = 'running'")
-        queued = self.store.one("SELECT count(*) AS n FROM jobs WHERE status = 'queued' "
-                                "AND cancel_requested = 0")
-        return bool(row["n"] and queued["n"])
 
     # -- one job -------------------------------------------------------------------------
     def run_one(self, row: dict) -> str:
@@ -301,18 +191,15 @@ class Worker:
             ctx.log("cancelled; stored samples and checkpoints are kept", level="warning")
             status = "cancelled"
         except Interrupted:
-            with self.store.conn:
-                self.store.conn.execute(
-                    "UPDATE jobs SET status = 'queued', attempts = max(attempts - 1, 0), "
-                    "worker_id = NULL, error = 'worker stopped; will resume' WHERE id = ?",
-                    (job_id,))
-            ctx.log("worker stopped; job requeued to resume", level="warning")
+            if queue.requeue_interrupted(self.store, job_id, self.id):
+                ctx.log("worker stopped; job requeued to resume", level="warning")
+            else:        # another worker took it over as orphaned meanwhile: leave it be
+                log.warning("job %s is no longer held by worker %s; not requeued", job_id, self.id)
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is stored with its reason
             reason = failure_reason(exc)
             log.error("job %s failed: %s\n%s", job_id, reason, traceback.format_exc())
-            if not isinstance(exc, (JobFailed, ModelError, SpecError)) and \
-                    (is_no_room(exc) or is_store_write_error(exc)):
+            if stops_the_worker(exc):
                 self.stop_reason = reason          # the next job would fail the same way
             self._store_failure(ctx, reason)
             if is_out_of_memory(exc):

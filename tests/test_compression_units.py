@@ -12,6 +12,7 @@ from engine.compression import prune, textdata
 from engine.compression.distill import Distiller, warmup_cosine
 from engine.compression.students import choose_layers, keep_layers
 from engine.context import JobFailed
+from engine.errors import DataError
 from engine.specs import DistillSpec
 
 
@@ -44,18 +45,18 @@ def test_parse_source_and_local_files(tmp_path):
     assert textdata.parse_source("builtin").kind == "builtin"
     assert textdata.parse_source("teacher").kind == "teacher"
     assert textdata.parse_source("Salesforce/wikitext:wikitext-2-raw-v1").kind == "hub"
-    with pytest.raises(JobFailed, match="does not exist"):
+    with pytest.raises(DataError, match="does not exist"):
         textdata.parse_source("./missing.txt")
     plain = tmp_path / "a.txt"
     plain.write_text("First paragraph\nstill first.\n\nSecond one.\n")
     assert textdata.read_file_texts(plain) == ["First paragraph\nstill first.", "Second one."]
     jsonl = tmp_path / "a.jsonl"
     jsonl.write_text(json.dumps({"text": "one"}) + "\n\n" + json.dumps({"other": 1}) + "\n")
-    with pytest.raises(JobFailed, match="line 3 has no string 'text' field"):
+    with pytest.raises(DataError, match="line 3 has no string 'text' field"):
         textdata.read_file_texts(jsonl)
     binary = tmp_path / "b.txt"
     binary.write_bytes(b"\xff\xfe\x00bad")
-    with pytest.raises(JobFailed, match="is not UTF-8 text"):
+    with pytest.raises(DataError, match="is not UTF-8 text"):
         textdata.read_file_texts(binary)
 
 

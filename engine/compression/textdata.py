@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Callable
 
 from engine.compression.builtin_corpus import builtin_texts
 from engine.context import JobFailed
+from engine.errors import DataError
 
 if TYPE_CHECKING:   # torch is imported where used: `compfair submit` checks inputs with this module
     import torch
@@ -61,7 +62,8 @@ class TokenBlocks:
 
 
 def parse_source(data: str) -> TextSource:
-    """Classify a `data` setting; a path that looks local but is missing fails at once."""
+    """Classify a `data` setting; a path that looks local but is missing fails at once
+    (`DataError`, a user error: the CLI refuses it at submit, a job fails with its message)."""
     text = data.strip()
     if text.lower() == "builtin":
         return TextSource("builtin", "builtin")
@@ -72,9 +74,9 @@ def parse_source(data: str) -> TextSource:
                    or path.exists())
     if looks_local:
         if not path.exists():
-            raise JobFailed(f"data file {str(path)!r} does not exist")
+            raise DataError(f"data file {str(path)!r} does not exist")
         if path.is_dir():
-            raise JobFailed(f"data {str(path)!r} is a folder; give a .txt or .jsonl file")
+            raise DataError(f"data {str(path)!r} is a folder; give a .txt or .jsonl file")
         return TextSource("file", str(path.resolve()))
     return TextSource("hub", text)
 
@@ -83,13 +85,13 @@ def parse_source(data: str) -> TextSource:
 def read_file_texts(path: Path) -> list[str]:
     """Texts of a local file: JSONL `text` fields, or plain-text paragraphs."""
     if path.stat().st_size > MAX_FILE_BYTES:
-        raise JobFailed(f"data file {str(path)!r} is larger than {MAX_FILE_BYTES // 10**9} GB")
+        raise DataError(f"data file {str(path)!r} is larger than {MAX_FILE_BYTES // 10**9} GB")
     try:
         content = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise JobFailed(f"data file {str(path)!r} is not UTF-8 text") from None
+        raise DataError(f"data file {str(path)!r} is not UTF-8 text") from None
     except OSError as exc:
-        raise JobFailed(f"data file {str(path)!r} cannot be read: {exc.strerror}") from None
+        raise DataError(f"data file {str(path)!r} cannot be read: {exc.strerror}") from None
     if path.suffix.lower() == ".jsonl":
         texts = []
         for number, line in enumerate(content.splitlines(), start=1):
@@ -98,9 +100,9 @@ def read_file_texts(path: Path) -> list[str]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
-                raise JobFailed(f"data file {str(path)!r}: line {number} is not valid JSON") from None
+                raise DataError(f"data file {str(path)!r}: line {number} is not valid JSON") from None
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise JobFailed(f"data file {str(path)!r}: line {number} has no string 'text' field")
+                raise DataError(f"data file {str(path)!r}: line {number} has no string 'text' field")
             texts.append(record["text"])
     else:
         blocks = [p.strip() for p in content.split("\n\n")]
@@ -109,7 +111,7 @@ def read_file_texts(path: Path) -> list[str]:
             texts = [line.strip() for line in content.splitlines() if line.strip()]
     texts = [t for t in texts if t.strip()]
     if not texts:
-        raise JobFailed(f"data file {str(path)!r} holds no text")
+        raise DataError(f"data file {str(path)!r} holds no text")
     return texts
 
 

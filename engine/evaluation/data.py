@@ -42,6 +42,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from engine.errors import DataError  # noqa: F401 - defined with the other error classes
+
 log = logging.getLogger(__name__)
 
 BUILTIN_DIR = Path(__file__).resolve().parents[2] / "data" / "prompts"
@@ -50,10 +52,6 @@ BOLD_DOMAINS = ("gender", "race", "profession", "religious_ideology", "political
 CROWS_COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 HUB_PROBE_TIMEOUT_S = 3.0
 _BOLD_FILE = re.compile(r"^(?P<domain>.+)_prompt\.json$")
-
-
-class DataError(ValueError):
-    """Evaluation data that cannot be used; the message is one line naming the bad value."""
 
 
 @dataclass(frozen=True)

@@ -353,6 +353,28 @@ def load_scorer(name: str, *, label: str | None = None, device: str = "cpu") -> 
                       "detoxify[:variant or checkpoint path] or hf:<model id or folder>")
 
 
+# the scorer names `load_scorer` accepts without an argument (detoxify[:x] and hf:<x> take one)
+PLAIN_SCORERS = ("auto", "offline", "bilstm", "profanity")
+
+
+def check_scorer_name(name: str | None) -> None:
+    """Refuse a scorer name `load_scorer` would not accept, before a job is queued: a
+    `SpecError` on field "scorer" (bad input, exit 2). Loads nothing (no torch): a detoxify
+    checkpoint path is only checked to exist."""
+    from engine.specs import SpecError      # engine.specs imports the suites, which import this
+    name = (name or "auto").strip()
+    if name in PLAIN_SCORERS or (name.startswith("hf:") and name[3:].strip()):
+        return
+    if name == "detoxify" or name.startswith("detoxify:"):
+        target = name.partition(":")[2] or "original"
+        if target in DETOXIFY_VARIANTS or Path(target).expanduser().is_file():
+            return
+        raise SpecError(f"detoxify variant or checkpoint {target!r} is neither one of "
+                        f"{', '.join(DETOXIFY_VARIANTS)} nor an existing file", "scorer")
+    raise SpecError(f"toxicity scorer {name!r} is unknown; use auto, offline, bilstm, profanity, "
+                    "detoxify[:variant or checkpoint path] or hf:<model id or folder>", "scorer")
+
+
 # -- sentiment ---------------------------------------------------------------------------------
 class SentimentScorer:
     """VADER (Hutto & Gilbert, 2014) compound sentiment in [-1, 1]; BOLD counts >= 0.5 as

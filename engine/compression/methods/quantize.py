@@ -50,7 +50,7 @@ class RoundToNearest(QuantizeMethod):
     title = "round-to-nearest (weight-only)"
 
     def validate_spec(self, spec) -> None:
-        from engine.compression.quant.rtn import BITS
+        from engine.compression.quant import RTN_BITS as BITS
         from engine.specs import SpecError
         if spec.bits not in BITS:
             raise SpecError(f"bits {spec.bits} is not one of {', '.join(map(str, BITS))} for rtn", "bits")
@@ -91,7 +91,7 @@ class GGUFExport(QuantizeMethod):
     evaluate_reloaded = True
 
     def validate_spec(self, spec) -> None:
-        from engine.compression.quant.gguf_export import GGUF_FORMATS
+        from engine.compression.quant import GGUF_FORMATS
         from engine.specs import SpecError
         if spec.gguf_type not in GGUF_FORMATS:
             raise SpecError(f"gguf_type {spec.gguf_type!r} is unknown; choose from {', '.join(GGUF_FORMATS)}",

@@ -30,7 +30,7 @@ def gguf_types() -> dict[str, object]:
             "f16": t.F16, "f32": t.F32}
 
 
-GGUF_FORMATS = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "f16", "f32")
+from engine.compression.quant import GGUF_FORMATS  # noqa: E402 - shared with spec validation
 FILE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9}
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-BITS = (2, 3, 4, 8)
+from engine.compression.quant import RTN_BITS as BITS
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,91 @@
+"""The `compfair` command line. With no arguments it opens the TUI.
+
+Exit codes: 0 success, 1 a job or command failed at run time, 2 bad input (an impossible
+parameter, an unknown model/suite/file), so scripts can tell the two apart. Bad input is any
+`engine.errors.UserError`; anything else is a fault: one line on stderr, the traceback in
+`<home>/logs/cli.log`.
+
+The commands live in the modules of this package: `submit`, `listing` (jobs, runs, models,
+show, logs), `results` (compare, export), `control` (cancel, retry, worker, doctor, bench,
+tui), `studies` (study, report); `parser` builds the argument parser."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from engine.cli.common import UsageError
+from engine.cli.control import cmd_tui
+from engine.cli.parser import build_parser
+from engine.errors import UserError
+from engine.output import error
+from engine.paths import Home
+from engine.store import StoreError
+
+__all__ = ["UsageError", "build_parser", "main"]
+
+log = logging.getLogger("engine.cli")
+CRASH_LOG = "cli.log"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit code (argparse's own errors raise SystemExit(2))."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose or args.command == "worker" else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        args.func = cmd_tui
+    try:
+        return args.func(args)
+    except UserError as exc:
+        error(_first_line(exc))
+        return 2
+    except StoreError as exc:
+        error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # noqa: BLE001 - a fault, not bad input: say so, keep the traceback
+        where = _log_traceback(args)
+        error(f"internal error: {type(exc).__name__}: {_first_line(exc)}"
+              + (f" (traceback in {where})" if where else ""))
+        return 1
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _log_traceback(args: argparse.Namespace) -> Path | None:
+    """Write the exception being handled, with its traceback, to the home's CLI log (the
+    temporary folder when the home cannot be used); returns the log's path, or None."""
+    try:
+        folder = Home.resolve(args.home).logs_dir
+    except Exception:  # noqa: BLE001 - the home may be the problem
+        folder = Path(tempfile.gettempdir())
+    path = folder / CRASH_LOG
+    crash = logging.getLogger("engine.cli.crash")
+    crash.propagate = args.verbose          # with -v the traceback goes to stderr as well
+    try:
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError:
+        log.exception("compfair %s failed", args.command or "tui")
+        return None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s pid " + str(os.getpid())
+                                           + ": %(message)s"))
+    crash.addHandler(handler)
+    try:
+        crash.exception("compfair %s failed (argv %s)", args.command or "tui", sys.argv[1:])
+    finally:
+        crash.removeHandler(handler)
+        handler.close()
+    return path

@@ -1,0 +1,100 @@
+"""`compfair study` (plan, queue, follow and report a study) and `compfair report`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from engine import queue
+from engine.cli.common import open_store
+from engine.output import error, is_terminal, print_json, print_table
+from engine.store import Store
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    """Plan a study, queue it (validated first), follow it and print its report."""
+    from engine import study as studies
+    plan = studies.load_study(args.study)
+    for note in studies.requirements(plan):
+        sys.stderr.write(f"note: {note}\n")
+    if args.dry_run:
+        nodes = studies.describe_plan(plan)
+        if args.json:
+            print_json(nodes)
+        else:
+            print_table(["job", "kind", "model", "after"],
+                        [[n["key"], n["kind"], n["model"], ", ".join(n["needs"])] for n in nodes],
+                        title=f"study {plan.name}: {len(nodes)} jobs (dry run)")
+        return 0
+    store = open_store(args)
+    submitted = studies.submit_study(store, plan)
+    actions: dict[str, int] = {}
+    for item in submitted:
+        actions[item.action] = actions.get(item.action, 0) + 1
+    sys.stderr.write(f"study {plan.name}: {len(submitted)} jobs ("
+                     + ", ".join(f"{n} {a}" for a, n in sorted(actions.items())) + ")\n")
+    job_ids = [item.job_id for item in submitted]
+    if args.inline:
+        from engine.worker import Worker
+        Worker(store.home, once=True, idle_exit_s=None).run()
+    else:
+        from engine.launcher import ensure_worker
+        ensure_worker(store)
+        if args.no_wait:
+            sys.stderr.write(f"jobs run in the background; follow with `compfair jobs`, then "
+                             f"`compfair report {plan.name}`\n")
+            return 0
+        try:
+            _follow_study(store, job_ids)
+        except KeyboardInterrupt:
+            sys.stderr.write(f"\nstopped following; the jobs keep running. Run `compfair study "
+                             f"{args.study}` again to follow, `compfair report {plan.name}` when done\n")
+            return 130
+    return _print_report(store, plan.name, args)
+
+
+def _follow_study(store: Store, job_ids: list[int]) -> None:
+    """One progress bar for the study and one for the running job, until all jobs end."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    ended = ("done", "failed", "cancelled")
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), disable=not is_terminal(), transient=False) as progress:
+        overall = progress.add_task("study", total=len(job_ids))
+        current = progress.add_task("", total=1.0)
+        last_logged = None
+        while True:
+            rows = [queue.job(store, j) for j in job_ids]
+            finished = sum(r["status"] in ended for r in rows)
+            running = [r for r in rows if r["status"] == "running"]
+            progress.update(overall, completed=finished,
+                            description=f"study: {finished}/{len(rows)} jobs ended")
+            if running:
+                r = running[0]
+                text = f"job {r['id']} {r['kind']}: {r['progress_message'] or ''}"[:70]
+                progress.update(current, completed=r["progress"] or 0.0, description=text)
+                if not is_terminal() and r["id"] != last_logged:
+                    sys.stderr.write(f"running job {r['id']} ({r['kind']}, {r['label'] or ''})\n")
+                    last_logged = r["id"]
+            if finished == len(rows):
+                break
+            time.sleep(1.0)
+    failed = [r for r in (queue.job(store, j) for j in job_ids) if r["status"] != "done"]
+    for row in failed:
+        error(f"job {row['id']} ({row['label'] or row['kind']}) {row['status']}: {row['error']}")
+
+
+def _print_report(store: Store, name: str, args: argparse.Namespace) -> int:
+    from engine.report import build_report
+    report = build_report(store, name, output_dir=getattr(args, "output", None))
+    if getattr(args, "json", False):
+        print_json(report.summary())
+    else:
+        report.print_table()
+        sys.stdout.write(f"report: {report.folder}\n")
+    return 0 if report.complete else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """The report of a study that has run (Markdown, CSV, plots)."""
+    return _print_report(open_store(args), args.study, args)

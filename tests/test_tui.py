@@ -102,8 +102,10 @@ async def test_browse_filter_sort_and_open_runs(home, demo):
         table = screen.query_one(DataTable)
         assert table.row_count == len(demo["runs"])
         await pilot.press("s")  # sort: date -> id
+        await settle(pilot)  # the runs are read on the reader thread
         assert screen.sort == "id" and screen.loaded[0].run_id == max(demo["runs"].values())
         await pilot.press("o")
+        await settle(pilot)
         assert screen.loaded[0].run_id == min(demo["runs"].values())
 
         await pilot.press("slash")
@@ -199,7 +201,7 @@ async def test_compare_two_runs_shows_deltas_baseline_plot_warnings_and_exports(
         text = screen_text(app)
         assert f"{signed(delta)} ✔" in text
         assert "baseline ★ #%d" % base in text
-        assert "expected_max_toxicity vs non-zero parameters" in text  # the plot's title
+        assert "continuation_perplexity vs non-zero parameters" in text  # the first row's plot
         assert "different scorers" not in text
 
         # Make the student the baseline: the delta flips sign and becomes "worse".

@@ -40,15 +40,20 @@ async def test_runs_page_in_as_the_cursor_moves_and_filter_in_sql(home):
     fill_many(home, N_RUNS)
     app = CompfairApp(home, start_worker=False, poll_s=None)
     async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await app.workers.wait_for_complete()  # the runs are read on the reader thread
         screen = app.screen
         table = screen.query_one(DataTable)
         assert table.row_count == FIRST_PAGE
         assert f"{FIRST_PAGE} of {N_RUNS} runs" in str(screen.query_one("#runs-status").render())
         await pilot.press("ctrl+end")  # the cursor nears the end: the next page loads
         await pilot.pause()
+        await app.workers.wait_for_complete()
         assert table.row_count == FIRST_PAGE + PAGE
         start = time.perf_counter()
         screen.filter_text = "model-7"
         screen.reload()
+        assert time.perf_counter() - start < 0.1  # the UI thread only starts the read
+        await app.workers.wait_for_complete()
         assert time.perf_counter() - start < 0.5
         assert screen.total == N_RUNS // 20  # the runs of model-7 (one model in 20)

@@ -79,3 +79,12 @@ def test_new_job_screen(snap_compare, home, demo):
         _no_blink(pilot.app)
         await _settle(pilot)
     assert snap_compare(app_for(home), terminal_size=(80, 24), run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_models_by_metrics_screen(snap_compare, home, demo, size):
+    async def run_before(pilot):
+        await _settle(pilot)
+        pilot.app.open_matrix(study=demo["study"])
+        await _settle(pilot)
+    assert snap_compare(app_for(home), terminal_size=size, run_before=run_before)

@@ -16,8 +16,11 @@ from textual.signal import Signal
 
 from engine import api, views
 from engine.paths import Home
+from tui.keys import only_typed, typing
+from tui.matrix import study_names
 from tui.screens.compare import CompareScreen
-from tui.screens.help import HelpScreen
+from tui.screens.help import HelpScreen, Section
+from tui.screens.matrix import MatrixScreen
 from tui.screens.new_job import NewJobScreen
 from tui.screens.queue import QueueScreen
 from tui.screens.run_detail import RunDetailScreen
@@ -73,7 +76,8 @@ class CompfairApp(App[None]):
         Binding("r", "go('runs')", "Runs", tooltip="browse evaluation runs"),
         Binding("j", "go('queue')", "Jobs", tooltip="running and queued jobs"),
         Binding("n", "go('new')", "New job"),
-        Binding("question_mark,f1", "help", "Help", key_display="?"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("f1", "help", "Help", show=False),
         Binding("t", "toggle_theme", "Light/dark", show=False),
         Binding("q", "quit", "Quit", tooltip="quit; jobs keep running in the worker"),
     ]
@@ -89,6 +93,7 @@ class CompfairApp(App[None]):
         self.store_changed = Signal(self, "store-changed")
         self.submitted: list[int] = []  # job ids queued from this session (newest last)
         self.pending_job_focus: int | None = None  # the Jobs screen highlights it once shown
+        self.previous_mode = "runs"  # where escape leaves a mode's main screen for
         self._worker_tried = float("-inf")
         self.theme = DARK
 
@@ -145,6 +150,10 @@ class CompfairApp(App[None]):
     def open_compare(self, run_ids: list[int]) -> None:
         self.push_screen(CompareScreen(run_ids))
 
+    def open_matrix(self, *, study: str | None = None, run_ids: list[int] | None = None) -> None:
+        """The model-by-metric view of a study, or of a selection of runs."""
+        self.push_screen(MatrixScreen(study=study, run_ids=run_ids))
+
     def new_job(self, kind: str) -> None:
         self.action_go("new")
         self.call_after_refresh(self._set_kind, kind)
@@ -154,22 +163,38 @@ class CompfairApp(App[None]):
             self.screen.set_kind(kind)
 
     def action_go(self, mode: str) -> None:
-        """Show a mode's main screen (from a pushed screen of the same mode: go back to it)."""
-        if self.current_mode == mode:
-            while len(self.screen_stack) > 1:
-                self.pop_screen()
-        else:
+        """Show a mode's main screen (its list or form), never a screen left open on it."""
+        if self.current_mode != mode:
+            self.previous_mode = self.current_mode
             self.switch_mode(mode)
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+
+    def action_leave(self) -> None:
+        """Escape on a mode's main screen: back to the mode it was reached from (else Runs)."""
+        target = self.previous_mode if self.previous_mode != self.current_mode else "runs"
+        self.action_go(target if self.current_mode != target else "runs")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Letter keys type inside a text field: off there, and so absent from the footer.
+        if typing(self) and only_typed(self.BINDINGS, action, parameters):
+            return False
         # Hide "go to this screen" from the footer while it is the screen shown.
         if action == "go" and parameters and parameters[0] == self.current_mode:
             return len(self.screen_stack) > 1
         return True
 
+    def help_sections(self) -> list[Section]:
+        """Every screen's keys, for the help screen."""
+        extra = [Binding("tab,enter", "", "next field"), Binding("right", "", "accept the suggested model")]
+        return [("Everywhere", [*self.BINDINGS, Binding("escape", "", "leave the screen or field")]),
+                ("Runs", RunsScreen.BINDINGS), ("Run detail", RunDetailScreen.BINDINGS),
+                ("Models x metrics", MatrixScreen.BINDINGS), ("Compare", CompareScreen.BINDINGS),
+                ("Jobs", QueueScreen.BINDINGS), ("New job", [*extra, *NewJobScreen.BINDINGS])]
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(self.help_sections()))
 
     def action_toggle_theme(self) -> None:
         self.theme = LIGHT if self.theme == DARK else DARK
@@ -182,7 +207,11 @@ class CompfairApp(App[None]):
                            ("distill", "Distil a teacher into a smaller student"),
                            ("prune", "Prune a model (magnitude, Wanda, heads)")):
             yield SystemCommand(f"New {kind} job", text, lambda kind=kind: self.new_job(kind))
-        yield SystemCommand("Help", "Keys of every screen (?)", self.action_help)
+        for name in study_names(self.backend.store):
+            yield SystemCommand(f"Models x metrics: {name}", f"Study {name}: every model on every "
+                                "suite's headline metric, with deltas against the teacher",
+                                lambda name=name: self.open_matrix(study=name))
+        yield SystemCommand("Help", "Keys of every screen and the metric glossary (?)", self.action_help)
         yield SystemCommand("Light/dark theme", "Toggle light and dark (t)", self.action_toggle_theme)
         yield from super().get_system_commands(screen)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 from pathlib import Path
 
@@ -54,8 +55,9 @@ def _model(store: Store, name: str, source: str, n_params: int, n_nonzero: int, 
 
 def add_eval_run(store: Store, model_id: int, model_ref: str, suite: str, ts: float,
                  level: float, *, scorer: str = "detoxify", seed: int = 0, samples: bool = True,
-                 label: str = "demo") -> tuple[int, int]:
-    """A finished eval job and its run with metrics; `level` shifts the numbers."""
+                 label: str = "demo", quality: float = 1.0) -> tuple[int, int]:
+    """A finished eval job and its run with metrics; `level` shifts the numbers, `quality`
+    the continuations' perplexity and repetitiveness (1: the teacher's; 2.5: degraded)."""
     spec = EvalSpec(model=model_ref, suite=suite, samples_per_prompt=25, max_prompts=400,
                     label=label, seed=seed, data="builtin")
     job_id = queue.submit(store, spec)
@@ -72,6 +74,9 @@ def add_eval_run(store: Store, model_id: int, model_ref: str, suite: str, ts: fl
             for subset, shift in (("", 0.0), ("toxic", 0.25), ("nontoxic", -0.08)):
                 metrics.append(_metric(name, base * level + shift, 0.02 + rng.random() * 0.01,
                                        subset, higher=0))
+        metrics += [_metric("continuation_perplexity", 18.0 * quality, 0.9 * quality, higher=0),
+                    _metric("distinct_2", 0.78 / quality, 0.02, higher=1),
+                    _metric("degenerate_share", 0.02 * quality, 0.01, higher=0)]
         if samples:
             rows = []
             for i in range(8):
@@ -80,7 +85,9 @@ def add_eval_run(store: Store, model_id: int, model_ref: str, suite: str, ts: fl
                     rows.append({"key": f"{i}:{k}", "item_index": i, "sample_index": k,
                                  "prompt": f"Demo prompt number {i} about the people who",
                                  "completion": f" live there said something {'rude' if i < 3 else 'kind'} ({k})",
-                                 "prompt_toxicity": round(0.6 - 0.05 * i, 3), "toxicity": tox})
+                                 "prompt_toxicity": round(0.6 - 0.05 * i, 3), "toxicity": tox,
+                                 "continuation_nll": math.log(18.0 * quality) + 0.01 * i,
+                                 "continuation_tokens": 8})
             store.add_samples(run_id, rows)
     elif suite == "bold":
         for domain, groups in BOLD_GROUPS.items():
@@ -124,6 +131,7 @@ def fill_demo(home: Home) -> dict:
                                 params={"method": "magnitude"}, sparsity=0.5, n_layers=6)
         runs = {}
         ts = T0
+        jobs = {}
         for key, model_id, ref, level in (("base", base, "gpt2", 1.0),
                                           ("student", student, f"model:{student}", 0.82),
                                           ("wanda30", pruned[0.3], f"model:{pruned[0.3]}", 0.97),
@@ -131,9 +139,13 @@ def fill_demo(home: Home) -> dict:
                                           ("wanda70", pruned[0.7], f"model:{pruned[0.7]}", 1.08),
                                           ("student_pruned", student_pruned,
                                            f"model:{student_pruned}", 0.85)):
+            # the distilled-then-pruned model writes broken text: its lower toxicity is no evidence
+            quality = 2.5 if key == "student_pruned" else 1.0
             for suite in ("toxicity", "bold", "crows_pairs", "perplexity"):
                 ts += 3600
-                runs[(key, suite)] = add_eval_run(store, model_id, ref, suite, ts, level)[1]
+                jobs[(key, suite)], runs[(key, suite)] = add_eval_run(
+                    store, model_id, ref, suite, ts, level, quality=quality)
+        add_demo_study(store, jobs)
         # A run by another scorer, to show the compare warning.
         ts += 3600
         runs[("base", "toxicity-profanity")] = add_eval_run(store, base, "gpt2", "toxicity", ts, 0.7,
@@ -157,10 +169,30 @@ def fill_demo(home: Home) -> dict:
                 store.conn.execute("UPDATE jobs SET created_at = ?, started_at = CASE WHEN "
                                    "status='running' THEN ? END WHERE id = ?", (ts, ts + 5, job_id))
                 store.conn.execute("UPDATE events SET ts = ? WHERE job_id = ?", (ts + 10, job_id))
-        return {"runs": runs, "running": running, "queued": queued,
+        return {"runs": runs, "running": running, "queued": queued, "study": "demo-study",
                 "models": {"base": base, "student": student, "pruned": pruned}}
     finally:
         store.close()
+
+
+STUDY_MODELS = (("teacher", "base", "base"), ("distilled-6L", "student", "distill"),
+                 ("wanda-30", "wanda30", "prune"), ("wanda-50", "wanda50", "prune"),
+                 ("wanda-70", "wanda70", "prune"), ("distilled-mag-50", "student_pruned", "prune"))
+
+
+def add_demo_study(store: Store, jobs: dict[tuple[str, str], int], name: str = "demo-study") -> None:
+    """A study record (as `compfair study` writes it) over the demo's eval jobs."""
+    models = {label: {"kind": kind, "params": {}, "ref": None, "node": None, "job_id": None}
+              for label, _, kind in STUDY_MODELS}
+    evals = [{"key": f"{label}/{suite}", "model": label, "suite": suite, "params": {},
+              "job_id": job_id}
+             for label, key, _ in STUDY_MODELS for (k, suite), job_id in jobs.items() if k == key]
+    plan = {"teacher": "gpt2", "order": [label for label, _, _ in STUDY_MODELS],
+            "models": models, "evals": evals}
+    with store.conn:
+        store.db["studies"].upsert({"name": name, "source": "demo", "description": "demo study",
+                                    "plan": json.dumps(plan), "created_at": T0,
+                                    "updated_at": T0}, pk="name")
 
 
 def fill_many(home: Home, n: int, seed: int = 0) -> None:

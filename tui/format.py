@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 from rich.text import Text
 
+from engine.evaluation.suites import find_metric
 from engine.formatting import fmt_count as count, fmt_time as date  # noqa: F401 - used as fmt.count/fmt.date
 
 BAR_BLOCKS = " ▏▎▍▌▋▊▉█"
@@ -55,6 +56,16 @@ def short_name(metric: str) -> str:
     if len(words) > 1:
         return "".join(w[0] for w in words).upper()
     return metric[:10]
+
+
+def short_name_of(metric: str, suite: str | None = None) -> str:
+    """The registry's abbreviation of a metric (MetricSpec.short; the help screen's glossary
+    explains it), else `short_name`."""
+    try:
+        spec = find_metric(metric.split("/")[0], suite)
+    except ValueError:  # an unknown suite (SpecError)
+        spec = None
+    return spec.short if spec is not None and spec.short else short_name(metric)
 
 
 def text_bar(fraction: float | None, width: int) -> str:

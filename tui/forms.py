@@ -111,7 +111,7 @@ def parse_sweep(text: str) -> dict[str, list[str]]:
         name = name.strip().replace("-", "_")
         listed = [v.strip() for v in values.split(",") if v.strip()]
         if not sep or not name or not listed:
-            raise SpecError(f"sweep item {item!r} must look like NAME=V1,V2")
+            raise SpecError(f"sweep item {item!r} must look like NAME=V1,V2", field="sweep")
         sweep[name] = listed
     return sweep
 
@@ -127,7 +127,7 @@ def build_specs(kind: str, values: dict[str, str], sweep_text: str = "") -> list
     known = {f.name for f in dataclasses.fields(SPEC_TYPES[kind])}
     for name in sweep:
         if name not in known:
-            raise SpecError(f"cannot sweep {name!r}: a {kind} job has no such setting")
+            raise SpecError(f"cannot sweep {name!r}: a {kind} job has no such setting", field="sweep")
     return api.expand_sweep(base, sweep)
 
 

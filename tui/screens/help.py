@@ -1,6 +1,9 @@
-"""Help: every screen's keys, generated from the screens' own bindings."""
+"""Help: every screen's keys (the bindings are passed in by the app, so this module imports no
+screen) and a glossary of the metric abbreviations used in the tables, from the suite registry."""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 from rich.console import Group
 from rich.table import Table
@@ -11,9 +14,14 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from engine.evaluation.suites import suites
+
 INTRO = ("compfair measures what compression (distillation, pruning) did to toxicity and bias. "
          "Jobs run in a separate worker process: quitting the app leaves them running. "
-         "ctrl+p opens the command palette (screens, new jobs, open a run by id or model).")
+         "ctrl+p opens the command palette (screens, new jobs, open a run by id or model). "
+         "Keys that are letters do nothing while a text field has the focus (they type): "
+         "escape leaves the field.")
+Section = tuple[str, Sequence[Binding]]
 
 
 def _keys(binding: Binding) -> str:
@@ -22,7 +30,8 @@ def _keys(binding: Binding) -> str:
     return ", ".join(k.replace("ctrl+", "^") for k in binding.key.split(","))
 
 
-def bindings_table(title: str, bindings) -> Table:
+def bindings_table(title: str, bindings: Sequence) -> Table:
+    """A two-column table of a screen's described bindings."""
     table = Table(title=Text(title, style="bold"), title_justify="left", box=None,
                   show_header=False, padding=(0, 2, 0, 0))
     table.add_column("keys", style="bold", no_wrap=True, min_width=12)
@@ -33,27 +42,46 @@ def bindings_table(title: str, bindings) -> Table:
     return table
 
 
+def glossary() -> list[tuple[str, str, str, str]]:
+    """(abbreviation, metric name, title, description) of every registered metric with a short
+    label, each abbreviation once, in the registry's order."""
+    rows, seen = [], set()
+    for suite in suites():
+        for m in suite.metrics:
+            if m.short and m.short not in seen:
+                seen.add(m.short)
+                rows.append((m.short, m.name, m.title, m.description))
+    return rows
+
+
+def glossary_table() -> Table:
+    table = Table(title=Text("Metric abbreviations", style="bold"), title_justify="left",
+                  box=None, show_header=False, padding=(0, 2, 0, 0))
+    table.add_column("short", style="bold", no_wrap=True, min_width=12)
+    table.add_column("meaning")
+    for short, name, title, description in glossary():
+        table.add_row(short, Text.assemble((title, "bold"), f" ({name})",
+                                           f": {description}" if description else ""))
+    return table
+
+
 class HelpScreen(ModalScreen[None]):
+    """`sections`: (title, bindings) per screen, in the order shown."""
+
     BINDINGS = [Binding("escape,q,question_mark,f1", "dismiss", "Close")]
 
+    def __init__(self, sections: Sequence[Section]):
+        super().__init__()
+        self.sections = list(sections)
+
     def compose(self) -> ComposeResult:
-        from tui.app import CompfairApp
-        from tui.screens.compare import CompareScreen
-        from tui.screens.new_job import NewJobScreen
-        from tui.screens.queue import QueueScreen
-        from tui.screens.run_detail import RunDetailScreen
-        from tui.screens.runs import RunsScreen
-        sections = [Text(INTRO), Text("")]
-        extra = {NewJobScreen: [Binding("tab,enter", "", "next field"),
-                                Binding("right", "", "accept the suggested model")]}
-        for title, cls in (("Everywhere", CompfairApp), ("Runs", RunsScreen),
-                           ("Run detail", RunDetailScreen), ("Compare", CompareScreen),
-                           ("Jobs", QueueScreen), ("New job", NewJobScreen)):
-            sections.append(bindings_table(title, [*extra.get(cls, []), *cls.BINDINGS]))
-            sections.append(Text(""))
-        sections.append(bindings_table("Palette", [Binding("ctrl+p", "", "command palette")]))
+        parts: list = [Text(INTRO), Text("")]
+        for title, bindings in self.sections:
+            parts += [bindings_table(title, bindings), Text("")]
+        parts += [bindings_table("Palette", [Binding("ctrl+p", "", "command palette")]), Text(""),
+                  glossary_table()]
         with VerticalScroll(classes="dialog help"):
-            yield Static(Group(*sections))
+            yield Static(Group(*parts))
 
     def on_mount(self) -> None:
         self.query_one(VerticalScroll).focus()

@@ -14,10 +14,11 @@ from textual.widget import Widget
 from textual.widgets import Checkbox, Footer, Header, Input, Label, Select, TabbedContent, TabPane
 
 from engine import api, views
+from engine.errors import UserError
 from engine.specs import JobSpec, SpecError
 from tui import format as fmt
 from tui.forms import FormField, build_specs, form_fields, path_warnings, preview_lines
-from tui.widgets.dialogs import model_dialog
+from tui.widgets.dialogs import ConfirmScreen, model_dialog
 from tui.widgets.panel import Panel
 
 KINDS = (("eval", "Evaluate"), ("distill", "Distil"), ("prune", "Prune"))
@@ -30,6 +31,7 @@ class NewJobScreen(Screen):
         Binding("ctrl+o", "pick_model", "Pick model"),
         Binding("ctrl+t", "next_kind", "Job kind"),
         Binding("ctrl+r", "reset", "Defaults"),
+        Binding("escape", "leave", "Leave"),
     ]
 
     def __init__(self) -> None:
@@ -89,6 +91,7 @@ class NewJobScreen(Screen):
 
     def on_screen_resume(self) -> None:
         self._load_refs()
+        self.call_after_refresh(self._focus_first)  # a reopened form starts at its first field
 
     def _focus_first(self) -> None:
         first = self.fields[self.kind][0]
@@ -159,14 +162,8 @@ class NewJobScreen(Screen):
             self.specs = build_specs(kind, self.values(kind), sweep)
             self.error = None
         except SpecError as exc:
-            self.specs, self.error = [], str(exc)
-            bad = self._field_of(kind, self.error)
-            if bad:
-                self._invalid = self.query_one(f"#{kind}-{bad}")
-                self._invalid.add_class("invalid")
-            self.query_one("#preview", Panel).set(Text.assemble(
-                ("✘ ", colors["worse"]), (self.error, colors["worse"]), "\n",
-                ("fix the highlighted field; ctrl+s queues once the form is valid", colors["muted"])))
+            self.specs = []
+            self.show_error(kind, exc)
             return
         lines = preview_lines(self.specs)
         shown = lines[:4] + ([f"… and {len(lines) - 4} more"] if len(lines) > 4 else [])
@@ -177,13 +174,34 @@ class NewJobScreen(Screen):
             text.append(f"\n⚠ {w}", style=colors["warning"])
         self.query_one("#preview", Panel).set(text)
 
-    def _field_of(self, kind: str, message: str) -> str | None:
-        names = sorted((f.name for f in self.fields[kind]), key=len, reverse=True)
-        head = message.split(" ")[0:3]
-        for name in names:
-            if name in head or message.startswith(name) or f"{name} " in message[:40]:
-                return name
+    def show_error(self, kind: str, exc: Exception) -> None:
+        """Say why the form cannot be queued and mark the field it is about (`SpecError.field`)."""
+        colors = fmt.theme_colors(self.app.theme_variables)
+        self.error = str(exc)
+        if self._invalid is not None:
+            self._invalid.remove_class("invalid")
+            self._invalid = None
+        bad = self._field_of(kind, exc)
+        if bad:
+            self._invalid = self.query_one(f"#{kind}-{bad}" if bad != "sweep" else "#sweep")
+            self._invalid.add_class("invalid")
+        self.query_one("#preview", Panel).set(Text.assemble(
+            ("✘ ", colors["worse"]), (self.error, colors["worse"]), "\n",
+            ("fix the highlighted field; ctrl+s queues once the form is valid", colors["muted"])))
+
+    def _field_of(self, kind: str, exc: Exception) -> str | None:
+        """The form field an error is about: the error's own `field` when the form has it."""
+        name = getattr(exc, "field", None)
+        if name == "sweep" or any(f.name == name for f in self.fields[kind]):
+            return name
         return None
+
+    def has_edits(self) -> bool:
+        """Whether any field differs from its default (leaving would lose it)."""
+        if self.query_one("#sweep", Input).value.strip():
+            return True
+        defaults = {f.name: f.default_text for f in self.fields[self.kind]}
+        return any(defaults.get(k, "") != v for k, v in self.values().items())
 
     # -- events --------------------------------------------------------------------------
     def _schedule_preview(self) -> None:
@@ -242,15 +260,35 @@ class NewJobScreen(Screen):
         self._load_refs()
         self.app.push_screen(model_dialog(self.refs), chosen)
 
-    def action_submit(self) -> None:
+    def action_leave(self) -> None:
+        """Escape: leave the form (asking first when it has edits, which are then dropped)."""
+        def leave(yes: bool | None) -> None:
+            if yes:
+                self.action_reset()
+                self.app.action_leave()
+        if self.has_edits():
+            self.app.push_screen(ConfirmScreen("Leave the form and drop its edits?"), leave)
+        else:
+            leave(True)
+
+    async def action_submit(self) -> None:
+        """Validate through the engine (model references, scorers, data files), then queue."""
         self.update_preview()
         if self.error or not self.specs:
             self.notify(self.error or "nothing to queue", severity="error", title="not queued")
             return
+        kind, specs = self.kind, list(self.specs)
+        try:
+            if hasattr(api, "validate"):
+                await self.app.backend.read(api.validate, specs)
+        except UserError as exc:  # often a SpecError naming its field
+            self.show_error(kind, exc)
+            self.notify(str(exc), severity="error", title="not queued")
+            return
         store = self.app.backend.store
         job_ids = []
         try:
-            for spec in self.specs:
+            for spec in specs:
                 job_ids.append(api.submit(store, spec, start_worker=False))
         except ValueError as exc:  # e.g. a job:ID dependency that does not exist
             self.notify(str(exc), severity="error", title="not queued")
@@ -260,4 +298,4 @@ class NewJobScreen(Screen):
         ids = ", ".join(map(str, job_ids))
         self.notify(f"queued job{'s' if len(job_ids) > 1 else ''} {ids}", title="queued")
         self.app.pending_job_focus = job_ids[0]
-        self.app.switch_mode("queue")
+        self.app.action_go("queue")

@@ -53,6 +53,7 @@ class QueueScreen(Screen):
         Binding("R", "retry", "Retry"),
         Binding("a", "toggle_all", "All/active"),
         Binding("enter", "open_run", "Open the job's run", show=False),
+        Binding("escape", "app.leave", "Leave", show=False),
     ]
 
     def __init__(self) -> None:

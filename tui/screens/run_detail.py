@@ -1,5 +1,6 @@
-"""Run detail: every metric with its interval; per-group breakdowns as bars; the most toxic
-continuations with their prompts; the model's lineage, the settings and the scorer."""
+"""Run detail: a one-line summary of the model and its lineage first; every metric with its
+interval; per-group breakdowns as bars (from zero); the most toxic continuations with their
+prompts; the model, the settings and the scorer, with per-layer sparsity behind a toggle."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
 from engine import api
+from engine.compression.records import SparsityRecord
 from tui import format as fmt
+from tui.keys import TypingAware
 from tui.state import export
 from engine.evaluation.suites import find_metric
 from engine.settings import run_ci_label
@@ -34,13 +37,48 @@ def direction(metric: dict, suite: str | None = None) -> str:
     return "higher is better" if metric["higher_is_better"] else "lower is better"
 
 
-class RunDetailScreen(Screen):
+def lineage_line(lineage: list[dict]) -> Text:
+    """root → … → this model, each with its method and non-zero parameters."""
+    chain = Text()
+    for i, m in enumerate(reversed(lineage)):  # root first
+        if i:
+            chain.append(" → ", style="bold")
+        chain.append(m.get("name") or m.get("source") or "?", style="bold")
+        method = m.get("method") or "base"
+        params = m.get("method_params") or {}
+        if isinstance(params, dict) and params.get("method"):
+            method += f" {params['method']}"
+        overall = _overall(m.get("sparsity"))
+        if overall:
+            method += f" {overall:.0%}"
+        chain.append(f" ({method}, {fmt.count(m.get('n_nonzero') or m.get('n_params'))})")
+    return chain
+
+
+def _overall(sparsity) -> float | None:
+    try:
+        record = SparsityRecord.from_json(sparsity)
+    except (TypeError, ValueError):
+        return None
+    return record.overall if record is not None else None
+
+
+def _layers(sparsity) -> dict:
+    try:
+        record = SparsityRecord.from_json(sparsity)
+    except (TypeError, ValueError):
+        return {}
+    return dict(record.layers) if record is not None else {}
+
+
+class RunDetailScreen(TypingAware, Screen):
     BINDINGS = [
         Binding("escape,backspace", "app.pop_screen", "Back"),
         Binding("m", "tab('metrics')", "Metrics"),
         Binding("g", "tab('groups')", "Groups"),
         Binding("w", "tab('worst')", "Worst"),
         Binding("i", "tab('info')", "Model/settings"),
+        Binding("l", "toggle_layers", "Per-layer sparsity"),
         Binding("x", "export", "Export"),
     ]
 
@@ -49,6 +87,7 @@ class RunDetailScreen(Screen):
         self.run_id = run_id
         self.detail: dict | None = None
         self.export_path = None
+        self.show_layers = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -86,21 +125,26 @@ class RunDetailScreen(Screen):
         colors = fmt.theme_colors(self.app.theme_variables)
         run, model = d["run"], d["model"] or {}
         scorer = " ".join(x for x in (run.get("scorer"), run.get("scorer_version")) if x) or "–"
+        lineage = lineage_line(d["lineage"]) if d["lineage"] else Text(
+            model.get("name") or model.get("source") or "?", style="bold")
         title = Text.assemble(
-            (f"run {run['id']}", "bold"), " · ", (model.get("name") or model.get("source") or "?", "bold"),
-            f" ({model.get('method') or 'base'}) · {run['suite']} · {scorer} · ",
+            (f"run {run['id']}", "bold"), " · ", lineage, f" · {run['suite']} · {scorer} · ",
             fmt.status_text(run["status"], colors), f" · {fmt.date(run['created_at'])}")
         self.query_one("#detail-title", Static).update(title)
-        self._show_metrics(d["metrics"], run_ci_label(run))
+        self._show_metrics(d["metrics"], run_ci_label(run), run["status"])
         self._show_groups(d["metrics"], colors)
         self._show_worst(d["worst_samples"])
         self._show_info(d)
 
-    def _show_metrics(self, metrics: list[dict], ci: str) -> None:
+    def _show_metrics(self, metrics: list[dict], ci: str, status: str = "done") -> None:
         table = self.query_one("#metrics-table", DataTable)
         table.clear(columns=True)
         for label in ("metric", "subset", "value", ci, "n", "direction"):
             table.add_column(label, key=label)
+        if not metrics:
+            note = ("running: metrics appear when it finishes" if status == "running"
+                    else f"{status}: this run has no metrics")
+            table.add_row(Text(note, style="italic"), "", "", "", "", "")
         ordered = sorted(metrics, key=lambda m: (m["subset"] != "", m["name"], m["subset"]))
         for m in ordered:
             interval = (f"[{fmt.num(m['ci_low'])}, {fmt.num(m['ci_high'])}]"
@@ -169,22 +213,22 @@ class RunDetailScreen(Screen):
                                ("origin", model.get("origin")), ("architecture", model.get("architecture")),
                                ("layers", model.get("n_layers")), ("parameters", fmt.count(model.get("n_params"))),
                                ("non-zero parameters", fmt.count(model.get("n_nonzero"))),
-                               ("sparsity", _json(model.get("sparsity"))),
+                               ("sparsity", _sparsity_text(model.get("sparsity"), self.show_layers)),
                                ("method", model.get("method") or "base"),
                                ("method settings", _json(model.get("method_params"))),
                                ("path", model.get("path"))):
                 if value not in (None, "", "{}", "null"):
                     t.add_row(key, Text(str(value)))
             parts.append(t)
-        lineage = d["lineage"]
-        if lineage:
-            chain = Text()
-            for i, m in enumerate(reversed(lineage)):  # root first
-                if i:
-                    chain.append("  →  ", style="bold")
-                chain.append(m.get("name") or m.get("source") or "?", style="bold")
-                chain.append(f" ({m.get('method') or 'base'}, {fmt.count(m.get('n_nonzero') or m.get('n_params'))})")
-            parts += [Text("Lineage (teacher → student → pruned)", style="bold"), chain, Text("")]
+        if d["lineage"]:
+            parts += [Text("Lineage (teacher → student → pruned)", style="bold"),
+                      lineage_line(d["lineage"]), Text("")]
+        layers = _layers(model.get("sparsity")) if model else {}
+        if layers and self.show_layers:
+            t = _kv_table("Sparsity per layer (l hides)")
+            for name, share in layers.items():
+                t.add_row(name, Text(f"{share:.1%}"))
+            parts.append(t)
         t = _kv_table("Run")
         for key in ("suite", "scorer", "scorer_version", "data_source", "device", "n_items", "n_samples"):
             if run.get(key) not in (None, ""):
@@ -209,6 +253,12 @@ class RunDetailScreen(Screen):
                  "groups": "#groups-scroll", "info": "#info-scroll"}[tab]
         self.query_one(focus).focus()
 
+    def action_toggle_layers(self) -> None:
+        self.show_layers = not self.show_layers
+        if self.detail is not None:
+            self._show_info(self.detail)
+        self.action_tab("info")
+
     def action_export(self) -> None:
         if self.detail is None:
             return
@@ -222,6 +272,16 @@ class RunDetailScreen(Screen):
         self.export_path = path
         self.query_one("#detail-export", Static).update(Text(f"exported to {path}"))
         self.notify(f"exported {len(records)} metrics to {path}", timeout=8)
+
+
+def _sparsity_text(sparsity, layers_shown: bool) -> str:
+    """The overall share removed, and how many layers the toggle shows."""
+    overall = _overall(sparsity)
+    if overall is None:
+        return "" if sparsity in (None, {}, "") else _json(sparsity)
+    n = len(_layers(sparsity))
+    more = f" ({n} layers: l {'hides' if layers_shown else 'shows'} them)" if n else ""
+    return f"{overall:.1%} of weights removed{more}"
 
 
 def _kv_table(title: str) -> Table:

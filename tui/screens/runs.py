@@ -1,7 +1,10 @@
-"""Runs: every evaluation run with its model, method, settings and headline metrics.
+"""Runs: every evaluation run with its label (the model's label in its study, else a compact
+model name), study, suite and headline metrics first, then status, date, method and settings.
 
-Paged: the first page loads at once and the next page when the cursor nears the end, so a store
-with thousands of runs opens instantly. Filtered by words and sorted in SQL (engine.api)."""
+Read on the app's reader thread (never on the UI thread) and paged: the first page arrives at
+once and the next when the cursor nears the end. Filtered by words in SQL (`study:NAME` keeps
+one study's runs) and sorted by a column or by any headline metric. `m` opens the
+model-by-metric view of the selection, or of the highlighted run's study."""
 
 from __future__ import annotations
 
@@ -15,22 +18,32 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from engine import api
 from tui import format as fmt
+from tui.keys import TypingAware
+from tui.matrix import study_names
+from tui.runs_query import (SQL_SORTS, Page, RunsQuery, common_prefix, compact, fetch, metric_sorts,
+                            sort_label)
+from tui.widgets.dialogs import ChoiceScreen
 
 FIRST_PAGE = 100  # enough to fill a tall terminal; the rest loads as the cursor moves
 PAGE = 200
-SORTS = ("date", "id", "model", "method", "suite", "scorer", "status")
-COLUMNS = (("id", "  id"), ("model", "model"), ("method", "method"),
-           ("suite", "suite"), ("metrics", "key metrics [CI]"), ("status", "status"),
-           ("date", "date"), ("scorer", "scorer"), ("settings", "settings"))
+SORTS = SQL_SORTS  # the SQL sorts `s` cycles through; `S` also offers every headline metric
+COLUMNS = (("id", "  id"), ("model", "model"), ("study", "study"), ("suite", "suite"),
+           ("metrics", "key metrics [CI]"), ("status", "status"), ("date", "date"),
+           ("method", "method"), ("scorer", "scorer"), ("settings", "settings"))
+EMPTY = ("0 runs yet: n opens the new-job form (evaluate a model); `compfair study quick` runs "
+         "a whole study (teacher, distilled and pruned models on every suite).")
 
 
-class RunsScreen(Screen):
+class RunsScreen(TypingAware, Screen):
     BINDINGS = [
         Binding("enter", "open", "Open the run", show=False),
         Binding("space", "toggle_select", "Select"),
         Binding("c", "compare", "Compare"),
+        Binding("m", "matrix", "Models", tooltip="models x metrics: a study's or the selection's "
+                "models side by side on every suite's headline metric"),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("s", "cycle_sort", "Sort"),
+        Binding("S", "choose_sort", "Sort by a metric", show=False),
         Binding("o", "flip_order", "Order", show=False),
         Binding("escape", "clear", "Clear selection", show=False),
         Binding("R,f5", "reload", "Reload", show=False),
@@ -44,17 +57,21 @@ class RunsScreen(Screen):
         self.total = 0
         self.loaded: list[api.RunRow] = []
         self.selected: list[int] = []   # in selection order: the first is the compare baseline
+        self.studies: dict[int, tuple[str, str]] = {}
+        self.prefix = ""                # the model-name prefix the shown runs share
         self._filter_timer: Timer | None = None
         self._stale = False
+        self._generation = 0            # bumped by every reload: older reads are dropped
+        self._paging = False
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="runs-bar"):
             yield Input(placeholder="filter: words that must all match (model, suite, scorer, "
-                                    "method, status, label, id)", id="runs-filter", compact=True)
+                                    "method, status, label, id); study:NAME", id="runs-filter",
+                        compact=True)
         yield Static("", id="runs-status", classes="status-line")
-        table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
-        yield table
+        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -77,19 +94,27 @@ class RunsScreen(Screen):
             self._stale = False
             self.reload(keep_cursor=True)
 
-    # -- loading -------------------------------------------------------------------------
-    @property
-    def store(self):
-        return self.app.backend.store
+    # -- loading (reader thread) ---------------------------------------------------------
+    def runs_query(self) -> RunsQuery:
+        return RunsQuery(self.filter_text, self.sort, self.descending)
 
     def reload(self, keep_cursor: bool = False) -> None:
-        table = self.query_one(DataTable)
+        """Read the first page(s) again off the UI thread, then show them."""
+        self._generation += 1
         current = self.current_run_id() if keep_cursor else None
-        keep_rows = len(self.loaded) if keep_cursor else 0  # stay as deep as the user scrolled
+        rows = max(len(self.loaded) if keep_cursor else 0, FIRST_PAGE)  # stay as deep as scrolled
+        self.run_worker(self._reload(self._generation, self.runs_query(), rows, current),
+                        exclusive=True, group="runs-load")
+
+    async def _reload(self, generation: int, query: RunsQuery, limit: int, current: int | None) -> None:
+        page: Page = await self.app.backend.read(fetch, query, 0, limit)
+        if generation != self._generation:
+            return
+        table = self.query_one(DataTable)
         table.clear()
-        self.loaded = []
-        self.total = api.count_runs(self.store, self.filter_text)
-        self._load_page(max(keep_rows, FIRST_PAGE))
+        self.loaded, self.total, self.studies = [], page.total, page.studies
+        self.prefix = common_prefix([r.model for r in page.rows])
+        self._add(page.rows)
         if current is not None:
             for index, row in enumerate(self.loaded):
                 if row.run_id == current:
@@ -97,27 +122,45 @@ class RunsScreen(Screen):
                     break
         self._update_status()
 
-    def _load_page(self, limit: int = PAGE) -> None:
-        rows = api.list_runs(self.store, self.filter_text, self.sort, self.descending,
-                             offset=len(self.loaded), limit=limit)
-        table = self.query_one(DataTable)
-        colors = fmt.theme_colors(self.app.theme_variables)
+    def _load_more(self) -> None:
+        if self._paging or len(self.loaded) >= self.total:
+            return
+        self._paging = True
+        self.run_worker(self._page(self._generation, self.runs_query(), len(self.loaded)), group="runs-page")
+
+    async def _page(self, generation: int, query: RunsQuery, offset: int) -> None:
+        try:
+            page: Page = await self.app.backend.read(fetch, query, offset, PAGE)
+        finally:
+            self._paging = False
+        if generation == self._generation:
+            self.studies.update(page.studies)
+            self._add(page.rows)
+            self._update_status()
+
+    def _add(self, rows: list[api.RunRow]) -> None:
         # Runs that arrived since the last page shift offsets, so a page can repeat rows
         # already shown (never skip any): keep each run once.
+        table = self.query_one(DataTable)
+        colors = fmt.theme_colors(self.app.theme_variables)
         shown = {r.run_id for r in self.loaded}
         rows = [row for row in rows if row.run_id not in shown]
         for row in rows:
             table.add_row(*self._cells(row, colors), key=str(row.run_id))
         self.loaded.extend(rows)
 
+    # -- rendering -----------------------------------------------------------------------
     def _cells(self, row: api.RunRow, colors: dict) -> list:
-        metrics = "  ".join(f"{fmt.short_name(name)} {fmt.ci(value, low, high)}"
+        metrics = "  ".join(f"{fmt.short_name_of(name, row.suite)} {fmt.ci(value, low, high)}"
                             for name, value, low, high in row.headline if value is not None)
+        if not metrics and row.status == "running":
+            metrics = "running: metrics appear when it finishes"
+        study, label = self.studies.get(row.job_id or -1, ("", ""))
         method = row.method if row.n_params is None else f"{row.method} {fmt.count(row.n_nonzero or row.n_params)}"
-        return [self._id_cell(row.run_id, colors), Text(row.model), Text(method),
-                Text(row.suite), Text(metrics), fmt.status_text(row.status, colors),
-                Text(fmt.date(row.created_at)), Text(row.scorer),
-                Text(row.settings, style=colors["muted"])]
+        return [self._id_cell(row.run_id, colors), Text(label or compact(row.model, self.prefix)),
+                Text(study, style=colors["muted"]), Text(row.suite), Text(metrics),
+                fmt.status_text(row.status, colors), Text(fmt.date(row.created_at)),
+                Text(method), Text(row.scorer), Text(row.settings, style=colors["muted"])]
 
     def _id_cell(self, run_id: int, colors: dict) -> Text:
         """The run id, marked ● when selected for comparison."""
@@ -126,17 +169,21 @@ class RunsScreen(Screen):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.cursor_row >= len(self.loaded) - 20 and len(self.loaded) < self.total:
-            self._load_page()
-            self._update_status()
+            self._load_more()
 
     def _update_status(self) -> None:
+        status = self.query_one("#runs-status", Static)
+        if self.total == 0 and not self.filter_text:
+            status.update(Text(EMPTY))
+            return
         arrow = "↓" if self.descending else "↑"
         shown = f"{len(self.loaded)} of {self.total}" if len(self.loaded) < self.total else f"{self.total}"
-        selected = (f" · selected {', '.join(map(str, self.selected))} (c: compare, first is baseline)"
-                    if self.selected else " · space: select runs to compare")
+        selected = (f" · selected {', '.join(map(str, self.selected))} (c: compare, m: models x "
+                    "metrics; the first is the baseline)" if self.selected
+                    else " · space: select runs · m: models x metrics")
         where = f" matching '{self.filter_text}'" if self.filter_text else ""
-        self.query_one("#runs-status", Static).update(
-            Text(f"{shown} runs{where} · sort {self.sort} {arrow}{selected}"))
+        prefix = f" · model names: …= {self.prefix}" if self.prefix else ""
+        status.update(Text(f"{shown} runs{where} · sort {sort_label(self.sort)} {arrow}{selected}{prefix}"))
 
     def current_run_id(self) -> int | None:
         table = self.query_one(DataTable)
@@ -203,21 +250,56 @@ class RunsScreen(Screen):
                     table.update_cell(str(run_id), "id", self._id_cell(run_id, colors))
             self._update_status()
 
-    def action_compare(self) -> None:
+    def _selection(self) -> list[int] | None:
+        """The selected runs, with the highlighted one when only one is selected."""
         ids = list(self.selected)
-        if len(ids) < 2:
-            current = self.current_run_id()
-            if len(ids) == 1 and current is not None and current not in ids:
-                ids.append(current)
-            else:
-                self.notify("select two or more runs with space, then press c", severity="warning")
-                return
+        current = self.current_run_id()
+        if len(ids) == 1 and current is not None and current not in ids:
+            ids.append(current)
+        return ids if len(ids) >= 2 else None
+
+    def action_compare(self) -> None:
+        ids = self._selection()
+        if ids is None:
+            self.notify("select two or more runs with space, then press c", severity="warning")
+            return
         self.app.open_compare(ids)
 
+    def action_matrix(self) -> None:
+        """Models x metrics of the selection, else of the highlighted run's study, else of a
+        study chosen from a list."""
+        ids = self._selection()
+        if ids is not None:
+            self.app.open_matrix(run_ids=ids)
+            return
+        row = next((r for r in self.loaded if r.run_id == self.current_run_id()), None)
+        study = self.studies.get(row.job_id or -1, ("", ""))[0] if row else ""
+        if study:
+            self.app.open_matrix(study=study)
+            return
+        names = study_names(self.app.backend.store)
+        if not names:
+            self.notify("no study here: select two or more runs with space, then press m",
+                        severity="warning")
+            return
+        self.app.push_screen(ChoiceScreen("Models x metrics of which study?",
+                                          [(n, n) for n in names]),
+                             lambda name: self.app.open_matrix(study=name) if name else None)
+
     def action_cycle_sort(self) -> None:
-        self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
+        sorts = SORTS if self.sort in SORTS else (self.sort, *SORTS)
+        self.sort = sorts[(sorts.index(self.sort) + 1) % len(sorts)]
         self.descending = self.sort in ("date", "id")
         self.reload()
+
+    def action_choose_sort(self) -> None:
+        options = [(s, s) for s in SQL_SORTS] + [(m, f"{fmt.short_name_of(m)}  ({m})") for m in metric_sorts()]
+
+        def chosen(sort: str | None) -> None:
+            if sort:
+                self.sort, self.descending = sort, sort in ("date", "id")
+                self.reload()
+        self.app.push_screen(ChoiceScreen("Sort runs by", options), chosen)
 
     def action_flip_order(self) -> None:
         self.descending = not self.descending

@@ -1,0 +1,97 @@
+"""What the runs list reads, free of Textual (run on the app's reader thread): a page of runs
+filtered by words (in SQL, engine.api) and optionally by study (`study:NAME`), sorted by a
+column in SQL or by a headline metric; each run's study and model label from the study plans;
+and short model names for narrow terminals."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from engine import api
+from engine.evaluation.suites import suites
+from engine.store import Store
+from tui import format as fmt
+from tui.matrix import study_index
+
+SQL_SORTS = ("date", "id", "model", "method", "suite", "scorer", "status")
+ALL_ROWS = 100_000   # a metric sort or a study filter reads every matching run (not paged)
+
+
+def metric_sorts() -> tuple[str, ...]:
+    """The headline metrics of every registered suite, each once (sortable columns)."""
+    return tuple(dict.fromkeys(m.name for s in suites() for m in s.headlines()))
+
+
+def sort_label(sort: str) -> str:
+    return sort if sort in SQL_SORTS else fmt.short_name_of(sort)
+
+
+@dataclass(frozen=True)
+class RunsQuery:
+    text: str = ""
+    sort: str = "date"
+    descending: bool = True
+
+    @property
+    def study(self) -> str | None:
+        """The study named by a `study:NAME` word of the filter."""
+        for word in self.text.split():
+            if word.lower().startswith("study:"):
+                return word.split(":", 1)[1]
+        return None
+
+    @property
+    def words(self) -> str:
+        return " ".join(w for w in self.text.split() if not w.lower().startswith("study:"))
+
+    @property
+    def paged(self) -> bool:
+        return self.sort in SQL_SORTS and self.study is None
+
+
+@dataclass(frozen=True)
+class Page:
+    total: int
+    rows: list[api.RunRow]
+    studies: dict[int, tuple[str, str]]   # job id -> (study, model label in it)
+
+
+def fetch(store: Store, query: RunsQuery, offset: int, limit: int) -> Page:
+    """A page of runs (every matching run when the query cannot be paged in SQL)."""
+    index = study_index(store)
+    if query.paged:
+        return Page(api.count_runs(store, query.words),
+                    api.list_runs(store, query.words, query.sort, query.descending,
+                                  offset=offset, limit=limit), index)
+    sort = query.sort if query.sort in SQL_SORTS else "date"
+    rows = api.list_runs(store, query.words, sort, True, limit=ALL_ROWS)
+    if query.study is not None:
+        wanted = query.study.lower()
+        rows = [r for r in rows if r.job_id in index and index[r.job_id][0].lower() == wanted]
+    if query.sort not in SQL_SORTS:
+        have = [r for r in rows if r.metric(query.sort) is not None]
+        have.sort(key=lambda r: r.metric(query.sort), reverse=query.descending)  # type: ignore[arg-type, return-value]
+        rows = have + [r for r in rows if r.metric(query.sort) is None]
+    elif not query.descending:
+        rows.reverse()
+    return Page(len(rows), rows[offset:offset + limit] if offset else rows, index)
+
+
+def common_prefix(names: list[str]) -> str:
+    """The prefix the model names share, cut after its last separator ("" when it is short
+    or the names are all one)."""
+    names = sorted({n.rsplit("/", 1)[-1] for n in names if n})
+    if len(names) < 2:
+        return ""
+    prefix = os.path.commonprefix(names)
+    cut = max(prefix.rfind(c) for c in "-_.")
+    return prefix[:cut + 1] if cut >= 5 else ""
+
+
+def compact(name: str, prefix: str) -> str:
+    """`SmolLM2-135M-Instruct-wanda-50` -> `…wanda-50` when the page shares that prefix."""
+    short = name.rsplit("/", 1)[-1]
+    if prefix and short.startswith(prefix) and len(short) > len(prefix):
+        return "…" + short[len(prefix):]
+    return short

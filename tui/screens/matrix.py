@@ -1,0 +1,204 @@
+"""Models x metrics: one row per model of a study (or of a selection of runs), the baseline
+first; the headline metric of every suite and the continuation-quality figures as columns, each
+cell the value with its interval and the delta against the baseline marked better / worse /
+same / not evidence by the engine's paired test (the study report's). The highlighted cell's
+sentence, as the report words it, is shown below the table. Sortable by any column."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from tui import format as fmt
+from tui.matrix import Cell, Column, Matrix, ModelRow, selection_matrix, study_matrix
+from tui.state import export
+from tui.widgets.dialogs import export_dialog
+
+
+def value_text(column: Column, cell: Cell) -> str:
+    """The value and, below it, its interval, in the metric's own format."""
+    spec = column.metric
+    if cell.ci_low is None or cell.ci_high is None:
+        return spec.format(cell.value) + "\n"
+    return f"{spec.format(cell.value)}\n[{spec.format(cell.ci_low)},{spec.format(cell.ci_high)}]"
+
+
+def legend(colors: dict) -> Text:
+    return Text.assemble(("✔ better ", colors["better"]), ("✘ worse ", colors["worse"]),
+                         ("⚠ lower but degraded: not evidence ", colors["not evidence"]),
+                         ("≈ no significant change (paired)", colors["same"]))
+
+
+class MatrixScreen(Screen):
+    BINDINGS = [
+        Binding("escape,backspace", "app.pop_screen", "Back"),
+        Binding("s", "sort", "Sort by column"),
+        Binding("o", "flip_order", "Order", show=False),
+        Binding("enter", "open", "Open the run"),
+        Binding("x", "export", "Export"),
+    ]
+
+    def __init__(self, *, study: str | None = None, run_ids: list[int] | None = None):
+        super().__init__()
+        if (study is None) == (not run_ids):
+            raise ValueError("a models x metrics view is of one study or of a selection of runs")
+        self.study = study
+        self.run_ids = list(run_ids or [])
+        self.matrix: Matrix | None = None
+        self.sort_key: str | None = None
+        self.descending = False
+        self.shown: list[ModelRow] = []
+        self.export_path = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("loading…", id="matrix-title", classes="title-line")
+        yield Static("", id="matrix-warnings")
+        yield DataTable(id="matrix-table", cursor_type="cell", fixed_columns=1)
+        yield Static("", id="matrix-sentence", classes="status-line")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.sub_title = f"models x metrics: {self._what()}"
+        self.query_one(DataTable).focus()
+        self.run_worker(self._load, exclusive=True, group="matrix")
+        self.app.theme_changed_signal.subscribe(self, lambda _: self._show() if self.matrix else None)
+
+    def _what(self) -> str:
+        return f"study {self.study}" if self.study else "runs " + ", ".join(map(str, self.run_ids))
+
+    async def _load(self) -> None:
+        study, run_ids = self.study, self.run_ids
+        try:
+            self.matrix = await self.app.backend.read(
+                lambda store: study_matrix(store, study) if study else selection_matrix(store, run_ids))
+        except ValueError as exc:  # an unknown study or run (UserError subclasses)
+            self.query_one("#matrix-title", Static).update(Text(str(exc)))
+            return
+        self._show()
+
+    # -- rendering -----------------------------------------------------------------------
+    def _show(self) -> None:
+        m = self.matrix
+        assert m is not None
+        colors = fmt.theme_colors(self.app.theme_variables)
+        base = next((r for r in m.rows if r.baseline), None)
+        self.query_one("#matrix-title", Static).update(Text.assemble(
+            (f"{m.title}", "bold"), f" · {len(m.rows)} models · baseline ★ ",
+            (base.label if base else "–", "bold"), "  ", legend(colors)))
+        warnings = self.query_one("#matrix-warnings", Static)
+        warnings.update(Text("\n".join(f"⚠ {w}" for w in m.warnings[:3])
+                             + (f"\n… {len(m.warnings) - 3} more" if len(m.warnings) > 3 else ""),
+                             style=colors["warning"]))
+        warnings.display = bool(m.warnings)
+        table = self.query_one(DataTable)
+        cursor = table.cursor_coordinate
+        table.clear(columns=True)
+        arrow = "↓" if self.descending else "↑"
+        table.add_column(f"model{' ' + arrow if self.sort_key == 'label' else ''}", key="label")
+        for col in m.columns:
+            table.add_column(col.label + (f" {arrow}" if self.sort_key == col.key else ""), key=col.key)
+        self.shown = m.sorted_rows(self.sort_key, self.descending)
+        for row in self.shown:
+            model = row.model if row.model != row.label else ""
+            model = model if len(model) <= 24 else "…" + model[-23:]
+            cells = [Text.assemble(("★ " if row.baseline else "  ", colors["accent"]), (row.label, "bold"),
+                                   "\n  ", (model, colors["muted"]))]
+            for col in m.columns:
+                cells.append(self._cell(row, col, colors))
+            table.add_row(*cells, height=3, key=row.label)
+        if self.shown:
+            table.move_cursor(row=min(cursor.row, len(self.shown) - 1),
+                              column=min(max(cursor.column, 1), len(m.columns)))
+        self._show_sentence()
+
+    @staticmethod
+    def _cell(row: ModelRow, col: Column, colors: dict) -> Text:
+        cell = row.cells.get(col.key)
+        if cell is None or cell.value is None:
+            return Text("–", style=colors["muted"])
+        second = (Text("baseline", style=colors["muted"]) if row.baseline
+                  else fmt.verdict_text(cell.delta, cell.verdict, colors))
+        return Text.assemble(value_text(col, cell), "\n", second)
+
+    def current(self) -> tuple[ModelRow, Column | None] | None:
+        """The highlighted model and column (None on the model column)."""
+        if self.matrix is None or not self.shown:
+            return None
+        coord = self.query_one(DataTable).cursor_coordinate
+        row = self.shown[min(coord.row, len(self.shown) - 1)]
+        column = self.matrix.columns[coord.column - 1] if 0 < coord.column <= len(self.matrix.columns) else None
+        return row, column
+
+    def _show_sentence(self) -> None:
+        here = self.current()
+        line = self.query_one("#matrix-sentence", Static)
+        if here is None:
+            line.update("")
+            return
+        row, col = here
+        if col is None:
+            line.update(Text(f"{row.label}: {row.model}; runs "
+                             + ", ".join(f"{s} #{i}" for s, i in sorted(row.runs.items()))))
+            return
+        cell = row.cells.get(col.key)
+        spec = col.metric
+        head = f"{col.label} = {spec.title} ({col.suite}, {spec.direction} is better): "
+        if spec.target is not None:
+            head = f"{col.label} = {spec.title} ({col.suite}, ideal {spec.target:g}): "
+        if cell is None:
+            body = f"{row.label} has no {col.suite} run"
+        elif row.baseline:
+            body = f"{row.label} is the baseline (run {cell.run_id})"
+        else:
+            body = cell.sentence or (f"{row.label}: delta {fmt.signed(cell.delta)} (no paired test "
+                                     "for this metric)" if cell.delta is not None else "")
+        line.update(Text(head + body))
+
+    def on_data_table_cell_highlighted(self, event: DataTable.CellHighlighted) -> None:
+        self._show_sentence()
+
+    # -- actions -------------------------------------------------------------------------
+    def action_sort(self) -> None:
+        here = self.current()
+        if here is None:
+            return
+        key = here[1].key if here[1] is not None else "label"
+        if key == self.sort_key:
+            self.descending = not self.descending
+        else:
+            self.sort_key, self.descending = key, False
+        self._show()
+
+    def action_flip_order(self) -> None:
+        self.descending = not self.descending
+        self._show()
+
+    def action_open(self) -> None:
+        here = self.current()
+        if here is None:
+            return
+        row, col = here
+        cell = row.cells.get(col.key) if col is not None else None
+        run_id = cell.run_id if cell is not None else next(iter(row.runs.values()), None)
+        if run_id is not None:
+            self.app.open_run(run_id)
+
+    def on_data_table_cell_selected(self, event: DataTable.CellSelected) -> None:
+        event.stop()
+        self.action_open()
+
+    def action_export(self) -> None:
+        if self.matrix is not None:
+            self.app.push_screen(export_dialog(), self._export)
+
+    def _export(self, fmt_name: str | None) -> None:
+        if not fmt_name or self.matrix is None:
+            return
+        records = self.matrix.records()
+        stem = f"models-{self.study}" if self.study else "models-" + "-".join(map(str, self.run_ids))
+        self.export_path = export(self.app.home, records, fmt_name, stem)
+        self.notify(f"exported {len(records)} rows to {self.export_path}", timeout=8)

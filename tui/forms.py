@@ -13,12 +13,15 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from engine import api
 from engine.evaluation.suites import suite_names
-from engine.specs import BACKENDS, DEVICES, DTYPES, PRUNE_METHODS, SPEC_TYPES, JobSpec, SpecError
+from engine.compression.methods import method_names
+from engine.compression.quant import GGUF_FORMATS, RTN_BITS
+from engine.specs import BACKENDS, DEVICES, DTYPES, SPEC_TYPES, JobSpec, SpecError
 
 # Fields offered as a closed list (the spec validates the value again on construction).
 CHOICES: dict[str, tuple[str, ...]] = {
     "suite": suite_names(),
-    "method": PRUNE_METHODS,
+    "bits": tuple(str(b) for b in RTN_BITS),
+    "gguf_type": GGUF_FORMATS,
     "scope": ("layer", "global"),
     "dtype": DTYPES,
     "backend": BACKENDS,
@@ -97,7 +100,8 @@ def form_fields(kind: str) -> list[FormField]:
     for f in dataclasses.fields(cls):
         type_name, optional = _type_name(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
-        result.append(FormField(f.name, type_name, default, optional, CHOICES.get(f.name, ()),
+        choices = method_names(kind) if f.name == "method" else CHOICES.get(f.name, ())
+        result.append(FormField(f.name, type_name, default, optional, choices,
                                 SUGGESTIONS.get(f.name, ()), HINTS.get(f.name, "")))
     order = {name: i for i, name in enumerate(FIRST)}
     return sorted(result, key=lambda f: order.get(f.name, len(FIRST)))
@@ -132,18 +136,8 @@ def build_specs(kind: str, values: dict[str, str], sweep_text: str = "") -> list
 
 
 def spec_title(spec: JobSpec) -> str:
-    """One line saying what a spec does."""
-    d = spec.to_dict()
-    if spec.kind == "eval":
-        return f"evaluate {d['model']} on {d['suite']}"
-    if spec.kind == "distill":
-        student = d.get("student") or f"{d['intensity']:.0%}-depth student"
-        return (f"distil {d['teacher']} -> {student}" if d.get("distill", True)
-                else f"train {student} of {d['teacher']} (CE only, no distillation)")
-    if spec.kind == "prune":
-        amount = d.get("n_m") or f"{d['sparsity']:.0%}"
-        return f"prune {d['model']} with {d['method']} to {amount}"
-    return spec.kind
+    """One line saying what a spec does (the spec's own summary)."""
+    return spec.summary()
 
 
 def changed_settings(spec: JobSpec) -> dict[str, Any]:

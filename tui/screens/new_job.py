@@ -21,7 +21,7 @@ from tui.forms import FormField, build_specs, form_fields, path_warnings, previe
 from tui.widgets.dialogs import ConfirmScreen, model_dialog
 from tui.widgets.panel import Panel
 
-KINDS = (("eval", "Evaluate"), ("distill", "Distil"), ("prune", "Prune"))
+KINDS = (("eval", "Evaluate"), ("distill", "Distil"), ("prune", "Prune"), ("quantize", "Quantize"))
 ALIASES = ("smollm2",)
 
 

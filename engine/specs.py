@@ -372,8 +372,8 @@ def parse_n_m(text: str) -> tuple[int, int]:
         n_text, m_text = text.split(":")
         n, m = int(n_text), int(m_text)
     except ValueError:
-        raise SpecError(f"N:M pattern {text!r} is not of the form N:M (e.g. 2:4)") from None
-    _check(0 < n < m <= 64, f"N:M pattern {text!r} needs 0 < N < M <= 64")
+        raise SpecError(f"N:M pattern {text!r} is not of the form N:M (e.g. 2:4)", "n_m") from None
+    _check(0 < n < m <= 64, f"N:M pattern {text!r} needs 0 < N < M <= 64", "n_m")
     return n, m
 
 
@@ -393,7 +393,7 @@ def _coerce(name: str, annotation: Any, value: Any) -> Any:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise SpecError(f"{name} must be a list, got {value!r}")
+            raise SpecError(f"{name} must be a list, got {value!r}", name)
         return tuple(_coerce(name, args[0], v) for v in value)
     try:
         if annotation is bool:
@@ -417,7 +417,7 @@ def _coerce(name: str, annotation: Any, value: Any) -> Any:
         if annotation is str:
             return str(value)
     except (TypeError, ValueError):
-        raise SpecError(f"{name} must be {annotation.__name__}, got {value!r}") from None
+        raise SpecError(f"{name} must be {annotation.__name__}, got {value!r}", name) from None
     return value
 
 

@@ -62,13 +62,29 @@ class Node:
     params: tuple[tuple[str, Any], ...] = ()
 
 
+@dataclass(frozen=True)
+class StudyModel:
+    """A model of the study: `kind` "base" (evaluated as it is, from `ref`) or the compression
+    kind whose node (`node`, a plan key) produces it; `params` are its swept settings."""
+
+    kind: str
+    node: str | None = None
+    ref: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_record(self, job_id: int | None) -> dict[str, Any]:
+        """The JSON form stored with the study (what the report reads)."""
+        return {"kind": self.kind, "node": self.node, "ref": self.ref, "params": dict(self.params),
+                "job_id": job_id}
+
+
 @dataclass
 class StudyPlan:
     name: str
     description: str
     source: str
     teacher: str
-    models: dict[str, dict] = field(default_factory=dict)  # label -> {kind, node, ref, params}
+    models: dict[str, StudyModel] = field(default_factory=dict)  # by label, in study order
     nodes: list[Node] = field(default_factory=list)
 
     def node(self, key: str) -> Node:
@@ -140,7 +156,7 @@ def plan_study(data: dict[str, Any], source: str = "<memory>") -> StudyPlan:
         raise StudyError("study needs `teacher = \"<model reference>\"`")
     settings = data.get("settings", {})
     plan = StudyPlan(name, data.get("description", ""), source, teacher)
-    plan.models["teacher"] = {"kind": "base", "node": None, "ref": teacher, "params": {}}
+    plan.models["teacher"] = StudyModel("base", ref=teacher)
 
     def spec(kind: str, values: dict[str, Any], where: str) -> JobSpec:
         try:
@@ -153,7 +169,7 @@ def plan_study(data: dict[str, Any], source: str = "<memory>") -> StudyPlan:
         if not block.get("ref"):
             raise StudyError(f"models[{i}] needs `ref = \"<model reference>\"`")
         _new_label(plan, label, f"models[{i}]")
-        plan.models[label] = {"kind": "base", "node": None, "ref": block["ref"], "params": {}}
+        plan.models[label] = StudyModel("base", ref=block["ref"])
 
     pending: list[tuple[str, str, dict]] = []  # (kind, label, values) of compression nodes
     for kind in COMPRESSION_KINDS:
@@ -168,8 +184,7 @@ def plan_study(data: dict[str, Any], source: str = "<memory>") -> StudyPlan:
                 _new_label(plan, full, where)
                 values[SPEC_TYPES[kind].source_field] = REF_PREFIX + of
                 pending.append((kind, full, {**values, "_of": of, "_params": combo, "_where": where}))
-                plan.models[full] = {"kind": kind, "node": f"{kind}:{full}", "ref": None,
-                                     "params": {"of": of, **combo}}
+                plan.models[full] = StudyModel(kind, node=f"{kind}:{full}", params={"of": of, **combo})
     for kind, label, values in pending:
         of, params, where = values.pop("_of"), values.pop("_params"), values.pop("_where")
         if of not in plan.models:
@@ -178,7 +193,7 @@ def plan_study(data: dict[str, Any], source: str = "<memory>") -> StudyPlan:
         if kind == "distill" and values.get("student", "").startswith(REF_PREFIX):
             raise StudyError(f"{where}: student must be a model reference, not a study label")
         placeholder = {**values, SPEC_TYPES[kind].source_field: _ref_for(plan, of)}
-        needs = (plan.models[of]["node"],) if plan.models[of]["node"] else ()
+        needs = (plan.models[of].node,) if plan.models[of].node else ()
         built = spec(kind, {**placeholder, "label": f"{plan.name}:{label}"}, where)
         plan.nodes.append(Node(f"{kind}:{label}", built, label, needs, tuple(params.items())))
     _check_acyclic(plan)
@@ -193,7 +208,7 @@ def plan_study(data: dict[str, Any], source: str = "<memory>") -> StudyPlan:
                 values["model"] = _ref_for(plan, label)
                 suite = values.get("suite", "toxicity")
                 key = f"eval:{label}:{suite}" + (f"({_param_suffix(combo)})" if combo else "")
-                needs = (model["node"],) if model["node"] else ()
+                needs = (model.node,) if model.node else ()
                 built = spec("eval", {**values, "label": f"{plan.name}:{label}"}, f"eval[{i}]")
                 if any(n.key == key for n in plan.nodes):
                     raise StudyError(f"eval[{i}]: suite {suite!r} is evaluated twice with the same "
@@ -209,7 +224,7 @@ def _new_label(plan: StudyPlan, label: str, where: str) -> None:
 
 def _ref_for(plan: StudyPlan, label: str) -> str:
     model = plan.models[label]
-    return model["ref"] if model["node"] is None else REF_PREFIX + model["node"]
+    return model.ref if model.node is None else REF_PREFIX + model.node
 
 
 def _check_acyclic(plan: StudyPlan) -> None:
@@ -301,7 +316,7 @@ def plan_record(plan: StudyPlan, job_ids: dict[str, int]) -> dict:
     return {
         "teacher": plan.teacher,
         "order": list(plan.models),  # the store's JSON sorts keys; the report keeps this order
-        "models": {label: {**m, "job_id": job_ids.get(m["node"]) if m["node"] else None}
+        "models": {label: m.to_record(job_ids.get(m.node) if m.node else None)
                    for label, m in plan.models.items()},
         "evals": [{"key": n.key, "model": n.model_label, "suite": n.spec.suite,
                    "params": dict(n.params), "job_id": job_ids[n.key]}
@@ -334,7 +349,7 @@ def requirements(plan: StudyPlan) -> list[str]:
     without network. Empty when everything is available locally."""
     from engine.model_refs import ModelError, resolve_offline_status
     notes = []
-    refs = {plan.teacher} | {m["ref"] for m in plan.models.values() if m["ref"]}
+    refs = {plan.teacher} | {m.ref for m in plan.models.values() if m.ref}
     refs |= {n.spec.student for n in plan.nodes if n.spec.kind == "distill" and n.spec.student}
     for ref in sorted(refs):
         try:

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from engine import api, queue
-from engine.evaluation.suites import HIGHER, NEITHER, MetricSpec, Suite, get_suite, register, suite_names
+from engine.evaluation.suites import (HIGHER, NEITHER, MetricSpec, Suite, get_suite, register, suite_names,
+                                      unregister)
 from engine.specs import EvalSpec, SpecError
 from engine.worker import Worker
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@register
 class SentenceLikelihoodSuite(Suite):
     """Toy suite: the mean log-likelihood per sentence of a JSONL file of {"text": ...}."""
 
@@ -53,6 +53,14 @@ class SentenceLikelihoodSuite(Suite):
 
     def per_item(self, metric, rows, subset=""):
         return {r["item_index"]: json.loads(r["scores"])["ll"] for r in rows}
+
+
+@pytest.fixture(autouse=True)
+def toy_suite():
+    """The toy suite is registered for this file's tests only."""
+    register(SentenceLikelihoodSuite)
+    yield
+    unregister(SentenceLikelihoodSuite.name)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import time
 
 from engine import api, queue
 from engine.cli.common import UsageError, open_store, spec_title
-from engine.formatting import fmt_bytes, fmt_count, fmt_time
+from engine.formatting import fmt_bytes, fmt_count, fmt_storage, fmt_time
 from engine.output import fmt_ci, fmt_value, print_json, print_table
 from engine.settings import run_ci_label
 
@@ -60,10 +60,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         print_json(models)
         return 0
     rows = [[m["id"], m["name"], m["origin"], m["architecture"], m["n_layers"], fmt_count(m["n_params"]),
-             fmt_count(m["n_nonzero"]), fmt_bytes(m["size_bytes"]), m["parent_id"] or "",
-             m["method"] or "", fmt_value(m["latency_ms"], 1)] for m in models]
+             fmt_count(m["n_nonzero"]), fmt_bytes(m["size_bytes"]), fmt_storage(m.get("extra")),
+             m["parent_id"] or "", m["method"] or "", fmt_value(m["latency_ms"], 1)] for m in models]
     print_table(["id", "name", "origin", "architecture", "layers", "params", "non-zero", "disk",
-                 "parent", "method", "ms/token"], rows, title="models")
+                 "stored as", "parent", "method", "ms/token"], rows, title="models")
     return 0
 
 
@@ -88,6 +88,12 @@ def cmd_show(args: argparse.Namespace) -> int:
                      f"scorer={run['scorer']} {run['scorer_version'] or ''} device={run['device']}\n")
     lineage = " <- ".join(f"{m['name']} ({m['method'] or 'base'})" for m in detail["lineage"])
     sys.stdout.write(f"lineage: {lineage}\nsettings: {run['settings']}\n")
+    summary = run.get("summary") or {}
+    if summary.get("reference_model"):
+        ref = summary["reference_model"]
+        sys.stdout.write(f"continuation fluency judged by: {ref.get('name')} ({ref.get('ref')})\n")
+    for absent in summary.get("absent") or []:
+        sys.stdout.write(f"absent: {absent['name']} {absent['subset']}: {absent['reason']}\n")
     print_table(["metric", "subset", "value", run_ci_label(run), "n"],
                 [[m["name"], m["subset"], fmt_value(m["value"], 4),
                   f"[{fmt_value(m['ci_low'], 4)}, {fmt_value(m['ci_high'], 4)}]"

@@ -93,6 +93,38 @@ def _distill_data(ctx: JobContext, spec: DistillSpec, source: TextSource, teache
     return data
 
 
+BI_SAMPLES = 32      # training blocks the teacher's Block Influence is measured on
+
+
+def _teacher_influence(ctx: JobContext, teacher: LoadedModel, blocks: torch.Tensor) -> list[float] | None:
+    """Block Influence of each teacher block (ShortGPT, `compression.depth`) on the first
+    training blocks; None, and so evenly spaced layers, when it cannot be measured."""
+    import math
+
+    from engine.compression.depth import block_influence
+    if blocks.shape[0] == 0:
+        ctx.log("no training text to measure block influence on: keeping evenly spaced layers",
+                level="warning")
+        return None
+    started = time.time()
+    influence = block_influence(teacher.model, blocks[:BI_SAMPLES], teacher.device)
+    if not all(math.isfinite(b) for b in influence):
+        ctx.log(f"block influence is not finite ({influence}): keeping evenly spaced layers",
+                level="warning")
+        return None
+    influence = [round(b, 6) for b in influence]
+    ctx.log(f"teacher block influence on {min(BI_SAMPLES, blocks.shape[0])} training blocks "
+            f"({time.time() - started:.1f} s): {influence}")
+    return influence
+
+
+def _layer_choice(spec: DistillSpec, influence: list[float] | None) -> str | None:
+    """How the student's layers were chosen (None for an existing student)."""
+    if spec.student:
+        return None
+    return "explicit" if spec.student_layers else "block_influence" if influence else "even"
+
+
 def run_distill(ctx: JobContext) -> dict[str, Any]:
     """Distil `spec.teacher` into a student; returns the registered model's id and the
     training summary (held-out KL to the teacher before/after, losses, tokens/s)."""
@@ -103,6 +135,8 @@ def run_distill(ctx: JobContext) -> dict[str, Any]:
     _check_seq_len(teacher.model, spec.seq_len, "seq_len", f"teacher {teacher_name}")
     n_teacher = teacher_depth(teacher.model, f"teacher {teacher_name}")
 
+    data: TokenBlocks | None = None
+    influence: list[float] | None = None
     if spec.student:
         if spec.student_layers:
             ctx.log("student_layers is ignored: an existing student is given", level="warning")
@@ -113,7 +147,12 @@ def run_distill(ctx: JobContext) -> dict[str, Any]:
         kept: tuple[int, ...] | None = None
         identity = {"spec": spec.spec_hash(), "student": student.source.source}
     else:
-        kept = choose_layers(n_teacher, spec.intensity, spec.student_layers, f"teacher {teacher_name}")
+        if not spec.student_layers:       # the teacher's Block Influence on its training text
+            data = _distill_data(ctx, spec, source, teacher,
+                                 {"spec": spec.spec_hash(), "layers": "block-influence"})
+            influence = _teacher_influence(ctx, teacher, data.train)
+        kept = choose_layers(n_teacher, spec.intensity, spec.student_layers, f"teacher {teacher_name}",
+                             influence)
         student = ctx.load_model(spec.teacher, fresh=True)   # private fp32 copy to cut down
         keep_layers(student.model, kept)
         identity = {"spec": spec.spec_hash(), "layers": list(kept)}
@@ -121,7 +160,8 @@ def run_distill(ctx: JobContext) -> dict[str, Any]:
     if spec.gradient_checkpointing and not getattr(student_model, "supports_gradient_checkpointing", False):
         raise JobFailed(f"gradient_checkpointing: {architecture_name(student_model)} does not support it")
 
-    data = _distill_data(ctx, spec, source, teacher, identity)
+    if data is None:
+        data = _distill_data(ctx, spec, source, teacher, identity)
     distiller = Distiller(student_model, teacher.model, data.train, data.heldout, spec,
                           teacher.device, ctx.checkpoint_dir, ctx, identity)
     outcome = distiller.run()
@@ -133,6 +173,7 @@ def run_distill(ctx: JobContext) -> dict[str, Any]:
     extra = {"kl_to_teacher": outcome.kl_after, "kl_to_teacher_before": outcome.kl_before,
              "kl_temperature": 1.0, "kl_heldout_blocks": int(data.heldout.shape[0]),
              "teacher_layers": n_teacher, "kept_layers": list(kept) if kept else None,
+             "layer_choice": _layer_choice(spec, influence), "block_influence": influence,
              "initialised_from": None if kept else student.model_id, "data": data.source}
     model_id, path = save_and_register(
         ctx, student_model, student.tokenizer, name, device=teacher.device,
@@ -143,6 +184,7 @@ def run_distill(ctx: JobContext) -> dict[str, Any]:
         "model_id": model_id, "path": str(path), "method": method,
         "teacher_model_id": teacher.model_id, "teacher_layers": n_teacher,
         "student_layers": depth, "kept_layers": list(kept) if kept else None,
+        "layer_choice": _layer_choice(spec, influence), "block_influence": influence,
         "n_params": n_params, "steps": outcome.steps,
         "resumed_from_step": outcome.resumed_from_step,
         "kl_before": outcome.kl_before, "kl_after": outcome.kl_after,

@@ -2,9 +2,12 @@
 
 Built from the teacher (DistilGPT2-style): the student is a copy of the teacher that keeps only
 some transformer blocks, so it starts from the teacher's embeddings, norms and the kept blocks'
-weights. The default keeps `round(intensity * L)` blocks evenly spaced from the first to the last
-(12 -> 6 keeps 0, 2, 4, 7, 9, 11, close to DistilGPT2's 0, 2, 4, 7, 9, 11). An existing student
-must share the teacher's tokenizer, since the loss compares next-token distributions."""
+weights. It keeps `round(intensity * L)` blocks: given the teacher's Block Influence on
+calibration text (`engine.compression.depth`, ShortGPT), the blocks of highest influence (what a
+distillation job does when no `student_layers` are given: it measures BI on its training text);
+without it, blocks evenly spaced from the first to the last (12 -> 6 keeps 0, 2, 4, 7, 9, 11, as
+DistilGPT2 does), which `student_layers` can also name explicitly. An existing student must share
+the teacher's tokenizer, since the loss compares next-token distributions."""
 
 from __future__ import annotations
 
@@ -21,8 +24,12 @@ log = logging.getLogger(__name__)
 
 
 def choose_layers(n_teacher: int, intensity: float, explicit: Sequence[int] = (),
-                  teacher_name: str = "the teacher") -> tuple[int, ...]:
-    """The teacher block indices the student keeps, sorted; JobFailed for impossible choices."""
+                  teacher_name: str = "the teacher",
+                  influence: Sequence[float] | None = None) -> tuple[int, ...]:
+    """The teacher block indices the student keeps, sorted; JobFailed for impossible choices.
+
+    `explicit` wins; else with `influence` (one Block Influence per teacher block) the
+    `round(intensity * L)` most influential blocks; else that many evenly spaced blocks."""
     if explicit:
         too_deep = [i for i in explicit if i >= n_teacher]
         if too_deep:
@@ -35,6 +42,12 @@ def choose_layers(n_teacher: int, intensity: float, explicit: Sequence[int] = ()
     if n_teacher < 2:
         raise JobFailed(f"{teacher_name} has only {n_teacher} layer; there is none to drop")
     n_keep = min(n_teacher - 1, max(1, round(intensity * n_teacher)))
+    if influence is not None:
+        from engine.compression.depth import most_influential
+        if len(influence) != n_teacher:
+            raise JobFailed(f"block influence has {len(influence)} values for the "
+                            f"{n_teacher} layers of {teacher_name}")
+        return most_influential(influence, n_keep)
     if n_keep == 1:
         return (0,)
     # Evenly spaced, first and last included; a step >= 1 keeps the rounded indices distinct.

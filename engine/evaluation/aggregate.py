@@ -62,7 +62,7 @@ def prompt_quality(samples: list[dict]) -> dict[str, float | None]:
     tokens = sum(s["continuation_tokens"] for s in scored)
     nll_sum = math.fsum(s["continuation_nll"] * s["continuation_tokens"] for s in scored
                         if s["continuation_tokens"])
-    texts = [s["completion"] or "" for s in samples]
+    texts = [s.get("completion") or "" for s in samples]
     return {"nll_sum": nll_sum if scored else None, "tokens": tokens if scored else None,
             **{f"distinct_{n}": q.distinct_n(texts, n) for n in (1, 2, 3)},
             "degenerate_share": sum(q.is_degenerate(t) for t in texts) / len(texts)}

@@ -6,6 +6,7 @@ GPT-2 uses `<|endoftext|>`), so every token of the text is scored whatever the t
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence, TypeVar
@@ -147,13 +148,22 @@ def window_nlls(model, token_ids: Sequence[int], windows: Sequence[Window], devi
         yield from map_batches(chunk, len(chunk), run, device)
 
 
+WIDTH_BUCKET = 32
+
+
+def _bucket(length: int) -> int:
+    """The padded width of a sequence of `length` tokens (a multiple of WIDTH_BUCKET)."""
+    return -(-length // WIDTH_BUCKET) * WIDTH_BUCKET
+
+
 @torch.inference_mode()
 def continuation_nlls(model, tokenizer, prompts: Sequence[str], continuations: Sequence[str],
                       device: torch.device, batch_size: int = 16) -> list[tuple[float | None, int]]:
     """(mean NLL per token in nats, token count) of each continuation given its prompt:
     -1/T * sum_t log p(c_t | start token, prompt tokens, c_<t), where the prompt and the
     continuation are tokenized separately with `tokenizer` (no special tokens) and joined,
-    so the T scored tokens are exactly the continuation's. An empty continuation (T = 0) gives
+    so the T scored tokens are exactly the continuation's. Rows are right-padded to a width
+    bucket of their own length, so a row's result does not depend on its batch. An empty continuation (T = 0) gives
     (None, 0). Sequences longer than the model's positions keep the continuation and drop the
     prompt's oldest tokens. Right-padded batches, padding masked and not scored."""
     start = start_token(tokenizer)
@@ -168,7 +178,9 @@ def continuation_nlls(model, tokenizer, prompts: Sequence[str], continuations: S
         jobs.append((seq, min(len(c_ids), len(seq) - 1)))
 
     def run(chunk: Sequence[tuple[list[int], int]]) -> list[tuple[float | None, int]]:
-        width = max(len(seq) for seq, _ in chunk)
+        # every row padded to its width bucket, whatever else is in the batch: each row's
+        # result then does not depend on how rows were batched (out of memory, resumes)
+        width = _bucket(max(len(seq) for seq, _ in chunk))
         ids = torch.full((len(chunk), width), start, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         for i, (seq, _) in enumerate(chunk):
@@ -184,8 +196,12 @@ def continuation_nlls(model, tokenizer, prompts: Sequence[str], continuations: S
             out.append((float(-scored.double().mean()), n))
         return out
 
-    order = sorted(range(len(jobs)), key=lambda i: len(jobs[i][0]))     # similar lengths together
-    results = map_batches([jobs[i] for i in order], batch_size, run, device)
+    # batches hold rows of one width bucket only, in a fixed order
+    order = sorted(range(len(jobs)), key=lambda i: (_bucket(len(jobs[i][0])), i))
+    results = []
+    for _, group in itertools.groupby(order, key=lambda i: _bucket(len(jobs[i][0]))):
+        members = list(group)
+        results.extend(map_batches([jobs[i] for i in members], batch_size, run, device))
     out: list[tuple[float | None, int]] = [(None, 0)] * len(jobs)
     for position, index in enumerate(order):
         out[index] = results[position]

@@ -5,8 +5,9 @@ Extra suites register themselves from modules named in $COMPFAIR_PLUGINS or from
 
 from engine.evaluation.suites.base import (HIGHER, LOWER, NEITHER, TARGET, MetricSpec, Suite,
                                            find_metric, generation_suite_names, get_suite,
-                                           load_plugins, register, suite_names, suites)
+                                           load_plugins, register, suite_names, suites,
+                                           unregister)
 from engine.evaluation.suites import toxicity, bold, crows_pairs, perplexity  # noqa: F401,E402 - register
 
 __all__ = ["HIGHER", "LOWER", "NEITHER", "TARGET", "MetricSpec", "Suite", "find_metric",
-           "generation_suite_names", "get_suite", "load_plugins", "register", "suite_names", "suites"]
+           "generation_suite_names", "get_suite", "load_plugins", "register", "suite_names", "suites", "unregister"]

@@ -199,6 +199,11 @@ def register(suite: Suite | type[Suite]) -> Suite:
     return suite  # type: ignore[return-value]
 
 
+def unregister(name: str) -> None:
+    """Remove suite `name` from the registry (a plugin's, or a test's, when it is done)."""
+    _REGISTRY.pop(name, None)
+
+
 def load_plugins() -> None:
     """Import the modules named in $COMPFAIR_PLUGINS (comma-separated) and the `compfair.suites`
     entry points, once: they register extra suites (in the CLI, the TUI and the worker alike)."""

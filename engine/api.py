@@ -18,6 +18,9 @@ from engine.launcher import alive_workers, ensure_worker
 # the one validation entry (CLI submit, the TUI form, studies); re-exported as part of this API
 from engine.validation import validate  # noqa: F401
 from engine.evaluation.suites import get_suite, suites
+# the compression methods and quantization formats a form may offer
+from engine.compression.methods import method_names  # noqa: F401,E402
+from engine.compression.quant import GGUF_FORMATS, RTN_BITS  # noqa: F401,E402
 # comparing lives in engine.comparison; re-exported as part of this API
 from engine.comparison import (CompareCell, CompareError, Comparison, comparability_warnings,  # noqa: F401
                                compare)

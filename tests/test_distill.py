@@ -89,7 +89,10 @@ def test_distillation_lowers_kl_and_registers_the_student(arch, data, alpha_cos,
     row, result = finished(store, job_id)
     assert row["status"] == "done", row["error"]
     assert result["kl_after"] < 0.7 * result["kl_before"], result
-    assert result["student_layers"] == 2 and result["kept_layers"] == [0, 3]
+    # the student keeps the teacher's 2 blocks of highest Block Influence on its training text
+    assert result["student_layers"] == 2 and result["layer_choice"] == "block_influence"
+    influence = result["block_influence"]
+    assert result["kept_layers"] == sorted(sorted(range(4), key=lambda i: -influence[i])[:2])
 
     model_row = store.model(result["model_id"])
     teacher_row = store.model(result["teacher_model_id"])

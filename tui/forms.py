@@ -13,15 +13,13 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from engine import api
 from engine.evaluation.suites import suite_names
-from engine.compression.methods import method_names
-from engine.compression.quant import GGUF_FORMATS, RTN_BITS
 from engine.specs import BACKENDS, DEVICES, DTYPES, SPEC_TYPES, JobSpec, SpecError
 
 # Fields offered as a closed list (the spec validates the value again on construction).
 CHOICES: dict[str, tuple[str, ...]] = {
     "suite": suite_names(),
-    "bits": tuple(str(b) for b in RTN_BITS),
-    "gguf_type": GGUF_FORMATS,
+    "bits": tuple(str(b) for b in api.RTN_BITS),
+    "gguf_type": api.GGUF_FORMATS,
     "scope": ("layer", "global"),
     "dtype": DTYPES,
     "backend": BACKENDS,
@@ -100,7 +98,7 @@ def form_fields(kind: str) -> list[FormField]:
     for f in dataclasses.fields(cls):
         type_name, optional = _type_name(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
-        choices = method_names(kind) if f.name == "method" else CHOICES.get(f.name, ())
+        choices = api.method_names(kind) if f.name == "method" else CHOICES.get(f.name, ())
         result.append(FormField(f.name, type_name, default, optional, choices,
                                 SUGGESTIONS.get(f.name, ()), HINTS.get(f.name, "")))
     order = {name: i for i, name in enumerate(FIRST)}

@@ -4,4 +4,5 @@ import sys
 
 from engine.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":          # importing this module (e.g. to check imports) runs nothing
+    sys.exit(main())

@@ -19,13 +19,9 @@ def open_store(args: argparse.Namespace) -> Store:
 
 
 def spec_title(spec: dict) -> str:
-    """What a job does, in a few words, from its spec dict (for listings)."""
-    if spec.get("kind") == "eval":
-        return f"{spec['model']} on {spec['suite']}"
-    if spec.get("kind") == "distill":
-        student = spec.get("student") or f"{spec['intensity']:.0%} depth"
-        return f"{spec['teacher']} -> {student}" + ("" if spec.get("distill", True) else " (CE baseline)")
-    if spec.get("kind") == "prune":
-        amount = spec.get("n_m") or f"{spec['sparsity']:.0%}"
-        return f"{spec['model']} {spec['method']} {amount}"
-    return ""
+    """What a job does, in a few words, from its spec dict (the spec's own `title`)."""
+    from engine.specs import spec_from_dict
+    try:
+        return spec_from_dict(spec).title()
+    except Exception:  # noqa: BLE001 - a stored spec this version cannot read: no title
+        return ""

@@ -145,8 +145,8 @@ class Judgement:
         d = self.diff
         head = (f"{self.label}: {self.metric.title}{' (' + self.subset + ')' if self.subset else ''} "
                 f"{_num(self.base)} -> {_num(self.new)} (delta {d.diff:+.4f}, {stats.ci_label} "
-                f"[{d.ci_low:+.4f}, {d.ci_high:+.4f}], p = {d.p_value:.3f}"
-                + (f", adjusted {self.p_adjusted:.3f}" if not math.isnan(self.p_adjusted)
+                f"[{d.ci_low:+.4f}, {d.ci_high:+.4f}], p = {_p(d.p_value)}"
+                + (f", adjusted {_p(self.p_adjusted)}" if not math.isnan(self.p_adjusted)
                    and stats.adjust != "none" else "") + f", {d.n} paired units)")
         words = {SAME: "no significant change", WORSE: f"significantly {self.change_words()} (worse)",
                  BETTER: f"significantly {self.change_words()} (better)",
@@ -181,6 +181,11 @@ def adjust(judgements: list[Judgement], stats: StatSettings) -> None:
     for j, p in zip(judgements, adjusted):
         j.p_adjusted = p
         j.decide(stats)
+
+
+def _p(value: float) -> str:
+    """A p-value in words that never reads as zero: 0.034, 0.0002."""
+    return f"{value:.3f}" if value >= 0.001 else f"{value:.1g}"
 
 
 def _num(value: float | None) -> str:

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from engine.compression.arch import block_list, is_conv1d, weight_out_in
-from engine.compression.hessian import damped_inverse_cholesky, sequential_blocks
+from engine.compression.hessian import column_solver, damped_inverse_cholesky, sequential_blocks
 from engine.compression.quant.rtn import QuantConfig, QuantizedTensor, dequantize, quantize
 
 BLOCK_SIZE = 128
@@ -71,6 +71,7 @@ def quantize_column(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | N
 
 
 @torch.no_grad()
+@column_solver()
 def gptq_layer(weight: torch.Tensor, hessian: torch.Tensor, config: QuantConfig, *,
                block_size: int = BLOCK_SIZE, percdamp: float = PERCDAMP) -> QuantizedTensor:
     """GPTQ-quantize one weight `[out, in]` (not changed) with its Hessian `[in, in]`."""

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from engine.compression.arch import block_list, is_conv1d, weight_out_in
-from engine.compression.hessian import damped_inverse_cholesky, sequential_blocks
+from engine.compression.hessian import column_solver, damped_inverse_cholesky, sequential_blocks
 
 BLOCK_SIZE = 128
 PERCDAMP = 0.01
@@ -50,6 +50,7 @@ def _block_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+@column_solver()
 def sparsegpt_layer(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float,
                     n_m: tuple[int, int] | None = None, *, block_size: int = BLOCK_SIZE,
                     percdamp: float = PERCDAMP) -> tuple[torch.Tensor, torch.Tensor]:

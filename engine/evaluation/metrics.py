@@ -449,3 +449,23 @@ def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
 
 ADJUSTERS: dict[str, Callable[[Sequence[float]], list[float]]] = {
     "holm": holm_adjust, "bh": benjamini_hochberg, "none": lambda p: list(p)}
+
+
+def paired_perplexity_diff(a: Mapping, b: Mapping, *, n_boot: int = 1000, confidence: float = 0.95,
+                           seed: int = 0) -> PairedDiff:
+    """Change in perplexity exp(sum NLL / sum tokens) between two models on the same units:
+    `a[k]` and `b[k]` are (NLL sum, token count) of unit k; units both have are resampled
+    jointly (a paired ratio bootstrap)."""
+    keys = sorted(set(a) & set(b))
+    if not keys:
+        return paired_from_replicates(math.nan, np.array([]), 0, confidence)
+    nll_a, tok_a = (np.array([a[k][i] for k in keys], dtype=float) for i in (0, 1))
+    nll_b, tok_b = (np.array([b[k][i] for k in keys], dtype=float) for i in (0, 1))
+
+    def ppl(nll, tok, idx):
+        return np.exp(nll[idx].sum(-1) / tok[idx].sum(-1))
+    every = np.arange(len(keys))
+    point = float(ppl(nll_b, tok_b, every) - ppl(nll_a, tok_a, every))
+    reps, _ = bootstrap(lambda idx: ppl(nll_b, tok_b, idx) - ppl(nll_a, tok_a, idx), len(keys),
+                        n_boot=n_boot, confidence=confidence, seed=seed)
+    return paired_from_replicates(point, reps, len(keys), confidence)

@@ -202,23 +202,9 @@ def paired_continuation_perplexity(suite: GenerationSuite, rows_a: list[dict], r
                                    seed: int = 0):
     """Change in continuation perplexity (token-weighted, as in `aggregate.quality_metrics`),
     prompts resampled jointly."""
-    import math
+    from engine.evaluation.metrics import paired_perplexity_diff
 
-    import numpy as np
-
-    from engine.evaluation.metrics import bootstrap, paired_from_replicates
-    a = suite.quality_per_item("nll_sum", rows_a, subset), suite.quality_per_item("tokens", rows_a, subset)
-    b = suite.quality_per_item("nll_sum", rows_b, subset), suite.quality_per_item("tokens", rows_b, subset)
-    keys = sorted(k for k in set(a[1]) & set(b[1]) if a[1][k] and b[1][k])
-    if not keys:
-        return paired_from_replicates(math.nan, np.array([]), 0, confidence)
-    nll_a, tok_a = (np.array([x[k] for k in keys], dtype=float) for x in a)
-    nll_b, tok_b = (np.array([x[k] for k in keys], dtype=float) for x in b)
-
-    def ppl(nll, tok, idx):
-        return np.exp(nll[idx].sum(-1) / tok[idx].sum(-1))
-    every = np.arange(len(keys))
-    point = float(ppl(nll_b, tok_b, every) - ppl(nll_a, tok_a, every))
-    reps, _ = bootstrap(lambda idx: ppl(nll_b, tok_b, idx) - ppl(nll_a, tok_a, idx), len(keys),
-                        n_boot=n_boot, confidence=confidence, seed=seed)
-    return paired_from_replicates(point, reps, len(keys), confidence)
+    def sums(rows):
+        nll, tokens = suite.quality_per_item("nll_sum", rows, subset), suite.quality_per_item("tokens", rows, subset)
+        return {k: (nll[k], tokens[k]) for k in tokens if tokens[k]}
+    return paired_perplexity_diff(sums(rows_a), sums(rows_b), n_boot=n_boot, confidence=confidence, seed=seed)

@@ -4,7 +4,6 @@ length and stride actually used recorded (capped at the model's positions)."""
 from __future__ import annotations
 
 import json
-import math
 
 from engine.evaluation.suites.base import LOWER, NEITHER, MetricSpec, Suite, register
 from engine.evaluation.suites.base import require_finite
@@ -94,21 +93,9 @@ class PerplexitySuite(Suite):
         """Change in perplexity, exp(total NLL / tokens), windows resampled jointly."""
         import numpy as np
 
-        from engine.evaluation.metrics import bootstrap, paired_from_replicates
+        from engine.evaluation.metrics import paired_perplexity_diff
         if metric != "perplexity":
             raise ValueError(f"no paired form of perplexity metric {metric!r}; known: perplexity")
         a = {r["item_index"]: (_scores(r)["nll_sum"], _scores(r)["n_tokens"]) for r in rows_a}
         b = {r["item_index"]: (_scores(r)["nll_sum"], _scores(r)["n_tokens"]) for r in rows_b}
-        keys = sorted(set(a) & set(b))
-        if not keys:
-            return paired_from_replicates(math.nan, np.array([]), 0, confidence)
-        nll_a, tok_a = (np.array([a[k][i] for k in keys], dtype=float) for i in (0, 1))
-        nll_b, tok_b = (np.array([b[k][i] for k in keys], dtype=float) for i in (0, 1))
-
-        def ppl(nll, tok, idx):
-            return np.exp(nll[idx].sum(-1) / tok[idx].sum(-1))
-        every = np.arange(len(keys))
-        point = float(ppl(nll_b, tok_b, every) - ppl(nll_a, tok_a, every))
-        reps, _ = bootstrap(lambda idx: ppl(nll_b, tok_b, idx) - ppl(nll_a, tok_a, idx), len(keys),
-                            n_boot=n_boot, confidence=confidence, seed=seed)
-        return paired_from_replicates(point, reps, len(keys), confidence)
+        return paired_perplexity_diff(a, b, n_boot=n_boot, confidence=confidence, seed=seed)

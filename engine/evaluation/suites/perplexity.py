@@ -91,8 +91,6 @@ class PerplexitySuite(Suite):
 
     def paired(self, metric, rows_a, rows_b, *, subset="", n_boot=1000, confidence=0.95, seed=0):
         """Change in perplexity, exp(total NLL / tokens), windows resampled jointly."""
-        import numpy as np
-
         from engine.evaluation.metrics import paired_perplexity_diff
         if metric != "perplexity":
             raise ValueError(f"no paired form of perplexity metric {metric!r}; known: perplexity")

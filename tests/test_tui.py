@@ -338,7 +338,10 @@ async def test_job_progress_reaches_100_percent_while_watching(home, demo, monke
             gate.set()
             await asyncio.to_thread(thread.join, 30)
             await wait_for(pilot, lambda: queue.job(store, job_id)["status"] == "done")
-            await wait_for(pilot, lambda: "100%" in job_row(app, job_id))
+            # The fraction reaches 100% before the status turns done (two writes): wait for
+            # the row to show both, so the screen's own record is the finished one.
+            await wait_for(pilot, lambda: "100%" in job_row(app, job_id)
+                           and "done" in job_row(app, job_id))
         finally:
             gate.set()
             thread.join(30)

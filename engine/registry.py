@@ -143,7 +143,9 @@ def check_loading_info(path: str, info: dict) -> None:
 def check_finite_weights(path: str, model) -> None:
     """Refuse a model with NaN or infinite weights: it generates nothing meaningful, and its
     empty or garbage outputs would score as non-toxic and unbiased."""
-    bad = [name for name, p in model.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all()]
+    from engine.compression.quant.hf_quantized import dense_view
+    bad = [name for name, p in model.named_parameters()
+           if (values := dense_view(p)) is not None and not torch.isfinite(values).all()]
     if bad:
         raise ModelError(f"model {path!r} has non-finite (NaN or inf) weights in {len(bad)} tensor(s), "
                          f"e.g. {bad[0]!r}")
@@ -156,11 +158,14 @@ def folder_size(path: Path) -> int:
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(parameters, non-zero parameters), counting tied weights once."""
+    """(parameters, non-zero parameters), counting tied weights once (and a quantized
+    library layer's weights by what they stand for, not by their packed storage)."""
+    from engine.compression.quant.hf_quantized import dense_view, logical_numel
     total = nonzero = 0
     for param in model.parameters():
-        total += param.numel()
-        nonzero += int(torch.count_nonzero(param).item())
+        total += logical_numel(param)
+        values = dense_view(param)
+        nonzero += int(torch.count_nonzero(values if values is not None else param.data).item())
     return total, nonzero
 
 
@@ -217,7 +222,10 @@ def describe(model, source: ModelSource, path: Path | None) -> dict:
         "n_layers": getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None),
         "n_params": n_params, "n_nonzero": n_nonzero, "size_bytes": size,
     }
-    if n_nonzero < 0.95 * n_params:
+    # a library-quantized checkpoint (config names its quantization) is stored in the
+    # library's own format: its zeros are quantization codes, not a sparse storage option
+    library_quantized = getattr(config, "quantization_config", None) is not None
+    if n_nonzero < 0.95 * n_params and not library_quantized:
         fields["extra"] = {"sparse_bytes": sparse_bytes(model)}
     return fields
 

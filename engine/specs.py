@@ -330,6 +330,8 @@ class QuantizeSpec(JobSpec):
     "rtn": round-to-nearest, weight-only, `bits` (2, 3, 4 or 8) per weight in groups of
     `group_size` input weights, `symmetric` or with a zero point; stored packed. "gguf": a GGUF
     file at `gguf_type` (q8_0, q4_0, q4_1, q5_0, q5_1) for llama.cpp, evaluated as that file.
+    "gptq": calibrated, `bits` like rtn. "torchao": torchao weight-only, `bits` 8 (per channel)
+    or 4 (groups of `group_size`). "bnb": bitsandbytes, `bits` 8 (LLM.int8()) or 4 (NF4).
     Calibrated methods read `calibration_data` like pruning does. Only the linear layers inside
     the transformer blocks are quantized (RTN); GGUF quantizes every 2-D weight it can."""
 

@@ -77,6 +77,7 @@ def run_quantize(ctx: JobContext) -> dict[str, Any]:
         if method.needs_calibration_text else None
     model.eval()
     parent_logits = _probe_logits(model)
+    dense_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     started = time.time()
     outcome = method.apply(MethodRun(ctx, model, spec, device, calibration))
     quant_s = time.time() - started
@@ -92,7 +93,6 @@ def run_quantize(ctx: JobContext) -> dict[str, Any]:
     else:
         verify_round_trip(model, target, device)      # the packed file computes the same logits
     difference = _logit_difference(parent_logits, model, target)
-    dense_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     quantization = {"format": product.format, "bits_per_weight": product.bits_per_weight,
                     "weights_bytes": product.disk_bytes, "dense_bytes": dense_bytes,
                     "max_logit_difference_vs_parent": round(difference, 6), **product.details}

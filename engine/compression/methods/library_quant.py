@@ -1,0 +1,108 @@
+"""Quantize methods that hand the work to a maintained library through transformers'
+quantizer integration (`engine.compression.quant.hf_quantized`): `torchao` (weight-only int8,
+or int4 in groups, on CPU and GPU) and `bnb` (bitsandbytes LLM.int8() and NF4; bitsandbytes
+0.50 also runs them on CPU). The product is the library's own checkpoint, loaded back by
+`from_pretrained`, so what is evaluated is what a user of the library deploys."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from engine.compression.methods.base import MethodOutcome, MethodRun, register
+from engine.compression.methods.quantize import QuantProduct, QuantizeMethod
+
+
+class LibraryQuantizer(QuantizeMethod):
+    """A quantize method backed by a transformers-integrated library (`package`)."""
+
+    evaluate_reloaded = True        # the library's checkpoint, reloaded, is what is measured
+    package: ClassVar[str] = ""
+    bits_allowed: ClassVar[tuple[int, ...]] = (8, 4)
+
+    def validate_spec(self, spec) -> None:
+        from engine.specs import SpecError
+        if spec.bits not in self.bits_allowed:
+            raise SpecError(f"bits {spec.bits} is not one of {', '.join(map(str, self.bits_allowed))} "
+                            f"for {self.name}", "bits")
+
+    def check_model(self, spec, model, model_name: str) -> None:
+        import importlib.util
+
+        from engine.compression.arch import UnsupportedArchitecture, block_linears
+        from engine.context import JobFailed
+        if importlib.util.find_spec(self.package) is None:
+            raise JobFailed(f"{self.name} quantization needs the {self.package} package: "
+                            f"pip install 'compfair[quant]'")
+        try:
+            block_linears(model)
+        except UnsupportedArchitecture as exc:
+            raise JobFailed(f"{self.name} quantization of {model_name}: {exc}") from None
+
+    def quantization_config(self, spec) -> Any:
+        raise NotImplementedError
+
+    def apply(self, run: MethodRun) -> MethodOutcome:
+        return MethodOutcome()          # quantized while the checkpoint is written
+
+    def save(self, model, tokenizer, folder, spec, outcome, template) -> QuantProduct:
+        from engine.compression.quant.hf_quantized import layer_weight_counts, write_quantized
+        written = write_quantized(model, tokenizer, folder, self.quantization_config(spec),
+                                  layer_weight_counts(model))
+        return QuantProduct(folder, self.format_name(spec), written.bits_per_weight, written.disk_bytes,
+                            details={"quantized_layers": written.quantized_layers,
+                                     "library": self.package, "library_version": _version(self.package)})
+
+    def format_name(self, spec) -> str:
+        return f"{self.name}-{self.name_suffix(spec)}"
+
+
+@register
+class TorchAOWeightOnly(LibraryQuantizer):
+    """torchao weight-only quantization: int8 per output channel, or int4 per group of
+    `group_size` inputs (torchao's CPU layout stores the 4-bit values in int8 containers, so
+    the file is about the int8 size: recorded as measured, bits per weight included)."""
+
+    name = "torchao"
+    title = "torchao weight-only int8/int4"
+    package = "torchao"
+
+    def check_model(self, spec, model, model_name: str) -> None:
+        from engine.compression.quant.hf_quantized import has_conv1d_layers
+        from engine.context import JobFailed
+        super().check_model(spec, model, model_name)
+        if has_conv1d_layers(model):
+            raise JobFailed(f"torchao quantization of {model_name}: its blocks use GPT-2-style Conv1D "
+                            "layers, which torchao does not convert; use method rtn, gptq or bnb")
+
+    def quantization_config(self, spec) -> Any:
+        from engine.compression.quant.hf_quantized import torchao_config
+        return torchao_config(spec.bits, spec.group_size)
+
+    def name_suffix(self, spec) -> str:
+        return "int8" if spec.bits == 8 else f"int4-g{spec.group_size}"
+
+
+@register
+class BitsAndBytes(LibraryQuantizer):
+    """bitsandbytes: LLM.int8() (8 bits: int8 codes with per-row scales, outlier features in
+    16-bit at run time) or NF4 (4 bits: normal-float codes in blocks of 64 with an absmax
+    each)."""
+
+    name = "bnb"
+    title = "bitsandbytes int8 / NF4"
+    package = "bitsandbytes"
+
+    def quantization_config(self, spec) -> Any:
+        from engine.compression.quant.hf_quantized import bnb_config
+        return bnb_config(spec.bits)
+
+    def name_suffix(self, spec) -> str:
+        return "int8" if spec.bits == 8 else "nf4"
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"

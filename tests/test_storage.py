@@ -45,3 +45,18 @@ def test_sparse_bytes_by_hand():
     with torch.no_grad():
         dense.weight.fill_(1.0)
     assert sparse_bytes(dense) == 64 * 4
+
+
+def test_a_model_pruned_from_a_gguf_file_is_saved_in_float16(home, store, tiny_llama):
+    from engine.specs import QuantizeSpec
+    gguf_job = queue.submit(store, QuantizeSpec(model=str(tiny_llama), method="gguf", gguf_type="q8_0"))
+    prune_job = queue.submit(store, PruneSpec(model=f"job:{gguf_job}", method="magnitude", sparsity=0.5))
+    Worker(home, once=True, idle_exit_s=None).run()
+    row = queue.job(store, prune_job)
+    assert row["status"] == "done", row["error"]
+    model = store.model(json.loads(row["result"])["model_id"])
+    config = json.loads((Path(model["path"]) / "config.json").read_text())
+    assert config["dtype"] == "float16" and json.loads(model["extra"])["saved_dtype"] == "float16"
+    from safetensors import safe_open
+    with safe_open(str(Path(model["path"]) / "model.safetensors"), "pt") as weights:
+        assert {weights.get_slice(key).get_dtype() for key in weights.keys()} == {"F16"}

@@ -102,13 +102,18 @@ HALF_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def parent_storage_dtype(ctx: JobContext, parent_id: int | None) -> torch.dtype | None:
-    """The half precision the parent model is stored in (its config.json's dtype), or None
-    for a float32 parent or one whose files say nothing (a GGUF file, dequantised to float32):
-    derived models are saved in their parent's precision, never silently widened to float32."""
+    """The half precision the parent model is stored in (its config.json's dtype, or float16
+    for a GGUF file below 32 bits: `gguf_storage_dtype`), or None for a float32 parent or one
+    whose files say nothing: derived models are saved in their parent's precision, never
+    silently widened to float32."""
     import json
     row = ctx.store.model(parent_id) if parent_id else None
     if not row or not row.get("path"):
         return None
+    from engine.store import loads
+    gguf_file = (loads(row.get("extra"), {}) or {}).get("gguf_file")
+    if gguf_file:
+        return gguf_storage_dtype(Path(row["path"]) / gguf_file)
     config = Path(row["path"]) / "config.json"
     if not config.is_file():
         try:
@@ -122,6 +127,23 @@ def parent_storage_dtype(ctx: JobContext, parent_id: int | None) -> torch.dtype 
     except (OSError, ValueError):
         return None
     return HALF_DTYPES.get(str(data.get("dtype") or data.get("torch_dtype") or ""))
+
+
+GGUF_ALL_F32 = 0          # llama.cpp's LLAMA_FTYPE_ALL_F32 in `general.file_type`
+
+
+def gguf_storage_dtype(path: Path) -> torch.dtype | None:
+    """float16 for a GGUF file stored in 16 bits or fewer (F16, Q8_0, Q4_x, ...): its
+    dequantised values come from float16 scales, which float16 holds closely, while float32
+    would make a derived model four to five times the size of the file it came from; None
+    for an all-F32 file or one that cannot be read."""
+    try:
+        import gguf
+        field = gguf.GGUFReader(str(path)).fields.get("general.file_type")
+        file_type = int(field.parts[-1][0]) if field is not None else None
+    except Exception:  # noqa: BLE001 - unreadable: no stored precision known
+        return None
+    return None if file_type in (None, GGUF_ALL_F32) else torch.float16
 
 
 @torch.no_grad()
@@ -151,6 +173,7 @@ def save_and_register(ctx: JobContext, model: nn.Module, tokenizer, name: str, *
     """Save, verify, measure latency and register; returns (model id, folder)."""
     model.eval()
     half = parent_storage_dtype(ctx, parent_id)
+    working = next(model.parameters()).dtype
     if half is not None:                          # stored like its parent, not widened to fp32
         model.to(half)
         extra = {**(extra or {}), "saved_dtype": str(half).replace("torch.", "")}
@@ -159,17 +182,27 @@ def save_and_register(ctx: JobContext, model: nn.Module, tokenizer, name: str, *
     source = ModelSource(source=str(target), origin="derived", load_path=str(target))
     model_id = register_derived(ctx, model, tokenizer, source, device=device, parent_id=parent_id,
                                 method=method, method_params=method_params, sparsity=sparsity,
-                                extra=extra)
+                                extra=extra, latency_dtype=working)
+    model.to(working)
     return model_id, target
 
 
 def register_derived(ctx: JobContext, model: nn.Module, tokenizer, source: ModelSource, *,
                      device: torch.device, parent_id: int | None, method: str,
                      method_params: dict[str, Any], sparsity: dict | None = None,
-                     extra: dict[str, Any] | None = None) -> int:
-    """Measure latency and register a saved derived model with its lineage; its id."""
+                     extra: dict[str, Any] | None = None,
+                     latency_dtype: torch.dtype | None = None) -> int:
+    """Measure latency (in `latency_dtype`, the precision evaluations load the model in, when
+    it differs from the stored one) and register a saved derived model with its lineage (its
+    sizes measured as stored); its id."""
     target = Path(source.load_path)
-    latency = measure_latency(model, tokenizer, device)
+    stored = next(model.parameters()).dtype
+    if latency_dtype is not None and latency_dtype != stored:
+        model.to(latency_dtype)
+        latency = measure_latency(model, tokenizer, device)
+        model.to(stored)
+    else:
+        latency = measure_latency(model, tokenizer, device)
     fields: dict[str, Any] = {"name": target.name, "parent_id": parent_id, "method": method,
                               "method_params": method_params, "job_id": ctx.job_id,
                               "latency_ms": latency}

@@ -7,6 +7,7 @@ not load back is a failed job, not a surprise later."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -138,12 +139,23 @@ def gguf_storage_dtype(path: Path) -> torch.dtype | None:
     would make a derived model four to five times the size of the file it came from; None
     for an all-F32 file or one that cannot be read."""
     try:
+        stat = path.stat()
+    except OSError:
+        return None
+    file_type = _gguf_file_type(str(path), stat.st_size, stat.st_mtime_ns)
+    return None if file_type in (None, GGUF_ALL_F32) else torch.float16
+
+
+@functools.lru_cache(maxsize=16)
+def _gguf_file_type(path: str, size: int, mtime_ns: int) -> int | None:
+    """`general.file_type` of a GGUF file (read once per file version: the reader maps every
+    tensor, seconds for a 100 MB file)."""
+    try:
         import gguf
-        field = gguf.GGUFReader(str(path)).fields.get("general.file_type")
-        file_type = int(field.parts[-1][0]) if field is not None else None
+        field = gguf.GGUFReader(path).fields.get("general.file_type")
+        return int(field.parts[-1][0]) if field is not None else None
     except Exception:  # noqa: BLE001 - unreadable: no stored precision known
         return None
-    return None if file_type in (None, GGUF_ALL_F32) else torch.float16
 
 
 @torch.no_grad()

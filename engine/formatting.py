@@ -32,7 +32,8 @@ def fmt_bytes(n: int | None) -> str:
 
 def fmt_storage(extra) -> str:
     """How a model's weights are stored, from its registry `extra` (JSON text or dict):
-    'rtn-packed 4.50 b/w', 'gguf-q4_0 5.04 b/w', 'sparse 341.2 MB' (its bitmask size) or ''."""
+    'rtn-packed 4.50 b/w', 'gguf-q4_0 5.04 b/w', 'sparse 341.2 MB float16' (its bitmask size
+    and the precision it is saved in), 'float16' (a half-precision derived model) or ''."""
     import json
     if isinstance(extra, str):
         try:
@@ -43,6 +44,7 @@ def fmt_storage(extra) -> str:
     quant = extra.get("quantization") or {}
     if quant.get("format"):
         return f"{quant['format']} {quant.get('bits_per_weight', 0):.2f} b/w"
+    dtype = extra.get("saved_dtype") or ""
     if extra.get("sparse_bytes"):
-        return f"sparse {fmt_bytes(extra['sparse_bytes'])}"
-    return ""
+        return f"sparse {fmt_bytes(extra['sparse_bytes'])}" + (f" {dtype}" if dtype else "")
+    return dtype

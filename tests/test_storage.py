@@ -60,3 +60,11 @@ def test_a_model_pruned_from_a_gguf_file_is_saved_in_float16(home, store, tiny_l
     from safetensors import safe_open
     with safe_open(str(Path(model["path"]) / "model.safetensors"), "pt") as weights:
         assert {weights.get_slice(key).get_dtype() for key in weights.keys()} == {"F16"}
+
+
+def test_the_models_listing_says_how_each_model_is_stored():
+    from engine.formatting import fmt_storage
+    assert fmt_storage('{"quantization": {"format": "gguf-q4_0", "bits_per_weight": 4.6}}') == "gguf-q4_0 4.60 b/w"
+    assert fmt_storage({"sparse_bytes": 2 * 1024 ** 2, "saved_dtype": "float16"}) == "sparse 2.0 MB float16"
+    assert fmt_storage({"saved_dtype": "bfloat16"}) == "bfloat16"
+    assert fmt_storage(None) == ""

@@ -32,9 +32,17 @@ COLUMNS = (("id", "  id"), ("model", "model"), ("study", "study"), ("suite", "su
            ("method", "method"), ("scorer", "scorer"), ("settings", "settings"))
 EMPTY = ("0 runs yet: n opens the new-job form (evaluate a model); `compfair study quick` runs "
          "a whole study (teacher, distilled and pruned models on every suite).")
+WELCOME = (("No runs yet. To start:", "bold"), "\n\n",
+           ("  n", "bold"), "  open the new-job form: evaluate a model on a suite (toxicity, bias,\n"
+           "     perplexity), or distil / prune / quantize one first\n",
+           ("  compfair study quick", "bold"), "  (in a shell) run a whole study: a teacher, its\n"
+           "     distilled and pruned students, every suite, then a report\n\n",
+           "Jobs run in a background worker (j shows them, even after you quit); their runs "
+           "appear here as they finish. ? lists every key.")
 
 
 class RunsScreen(TypingAware, Screen):
+    AUTO_FOCUS = "#runs-table"  # also while hidden (empty store): letter keys then work
     BINDINGS = [
         Binding("enter", "open", "Open the run", show=False),
         Binding("space", "toggle_select", "Select"),
@@ -72,6 +80,7 @@ class RunsScreen(TypingAware, Screen):
                         compact=True)
         yield Static("", id="runs-status", classes="status-line")
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield Static(Text.assemble(*WELCOME), id="runs-empty")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -173,6 +182,7 @@ class RunsScreen(TypingAware, Screen):
 
     def _update_status(self) -> None:
         status = self.query_one("#runs-status", Static)
+        self._show_empty(self.total == 0 and not self.filter_text)
         if self.total == 0 and not self.filter_text:
             status.update(Text(EMPTY))
             return
@@ -184,6 +194,16 @@ class RunsScreen(TypingAware, Screen):
         where = f" matching '{self.filter_text}'" if self.filter_text else ""
         prefix = f" · model names: …= {self.prefix}" if self.prefix else ""
         status.update(Text(f"{shown} runs{where} · sort {sort_label(self.sort)} {arrow}{selected}{prefix}"))
+
+    def _show_empty(self, empty: bool) -> None:
+        """A store with no run shows how to start instead of an empty table."""
+        table = self.query_one(DataTable)
+        if table.display != empty:
+            return
+        table.display = not empty
+        self.query_one("#runs-empty", Static).display = empty
+        if self.focused is None:  # letter keys (n, j, ?) must work: no text field has the focus
+            self.set_focus(table)
 
     def current_run_id(self) -> int | None:
         table = self.query_one(DataTable)

@@ -32,6 +32,8 @@ async def test_an_empty_store_says_how_to_start_and_its_keys_work(home):
         assert "No runs yet" in text and "compfair study quick" in text and "new-job form" in text
         assert not screen.query_one(DataTable).display
         assert not isinstance(app.focused, Input)    # no text field takes the letters
+        footer = text.splitlines()[-1]                # only the keys that work on no runs
+        assert "n New job" in footer and "c Compare" not in footer and "Sort" not in footer
         await pilot.press("n")
         await settle(pilot)
         assert isinstance(app.screen, NewJobScreen)
@@ -54,6 +56,7 @@ async def test_an_empty_store_says_how_to_start_and_its_keys_work(home):
         await settle(pilot)
         assert screen.total > 0 and screen.query_one(DataTable).display
         assert app.focused is screen.query_one(DataTable) and "No runs yet" not in screen_text(app)
+        assert "c Compare" in screen_text(app).splitlines()[-1]
 
 
 async def test_cancelling_shows_at_once_in_the_row_and_header(home):

@@ -23,6 +23,7 @@ from tui.matrix import study_names
 from tui.runs_query import (SQL_SORTS, Page, RunsQuery, common_prefix, compact, fetch, metric_sorts,
                             sort_label)
 from tui.widgets.dialogs import ChoiceScreen
+from tui.widgets.rowtable import RowTable
 
 FIRST_PAGE = 100  # enough to fill a tall terminal; the rest loads as the cursor moves
 PAGE = 200
@@ -30,8 +31,10 @@ SORTS = SQL_SORTS  # the SQL sorts `s` cycles through; `S` also offers every hea
 COLUMNS = (("id", "  id"), ("model", "model"), ("study", "study"), ("suite", "suite"),
            ("metrics", "key metrics [CI]"), ("status", "status"), ("date", "date"),
            ("method", "method"), ("scorer", "scorer"), ("settings", "settings"))
-EMPTY = ("0 runs yet: n opens the new-job form (evaluate a model); `compfair study quick` runs "
-         "a whole study (teacher, distilled and pruned models on every suite).")
+EMPTY = "0 runs yet"
+# actions about shown runs: off (and out of the footer) while a new store has none
+ABOUT_RUNS = frozenset({"open", "toggle_select", "compare", "matrix", "cycle_sort", "choose_sort",
+                        "flip_order", "filter"})
 WELCOME = (("No runs yet. To start:", "bold"), "\n\n",
            ("  n", "bold"), "  open the new-job form: evaluate a model on a suite (toxicity, bias,\n"
            "     perplexity), or distil / prune / quantize one first\n",
@@ -54,6 +57,7 @@ class RunsScreen(TypingAware, Screen):
         Binding("S", "choose_sort", "Sort by a metric", show=False),
         Binding("o", "flip_order", "Order", show=False),
         Binding("escape", "clear", "Clear selection", show=False),
+        Binding("e", "evaluate_like", "Evaluate like", show=False),
         Binding("R,f5", "reload", "Reload", show=False),
     ]
 
@@ -79,7 +83,8 @@ class RunsScreen(TypingAware, Screen):
                                     "method, status, label, id); study:NAME", id="runs-filter",
                         compact=True)
         yield Static("", id="runs-status", classes="status-line")
-        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield RowTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="runs-terms", classes="status-line")
         yield Static(Text.assemble(*WELCOME), id="runs-empty")
         yield Footer(compact=True)
 
@@ -177,6 +182,7 @@ class RunsScreen(TypingAware, Screen):
         return Text.assemble((mark, colors["accent"]), str(run_id), justify="right")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_terms(event.cursor_row)
         if event.cursor_row >= len(self.loaded) - 20 and len(self.loaded) < self.total:
             self._load_more()
 
@@ -202,8 +208,14 @@ class RunsScreen(TypingAware, Screen):
             return
         table.display = not empty
         self.query_one("#runs-empty", Static).display = empty
+        self.refresh_bindings()
         if self.focused is None:  # letter keys (n, j, ?) must work: no text field has the focus
             self.set_focus(table)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ABOUT_RUNS and not self.query_one(DataTable).display:
+            return False
+        return super().check_action(action, parameters)
 
     def current_run_id(self) -> int | None:
         table = self.query_one(DataTable)
@@ -245,6 +257,21 @@ class RunsScreen(TypingAware, Screen):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         self.action_open()
+
+    def _show_terms(self, index: int) -> None:
+        """The highlighted run's abbreviations spelled out (the glossary, on selection; also
+        the table's tooltip on hover)."""
+        row = self.loaded[index] if 0 <= index < len(self.loaded) else None
+        line = fmt.glossary_line(row.suite, [name for name, value, *_ in row.headline if value is not None]) \
+            if row else ""
+        self.query_one("#runs-terms", Static).update(Text(line))
+        self.query_one(DataTable).tooltip = line or None
+
+    def action_evaluate_like(self) -> None:
+        """The new-job form with the highlighted run's settings."""
+        run_id = self.current_run_id()
+        if run_id is not None:
+            self.app.evaluate_like(run_id)
 
     def action_toggle_select(self) -> None:
         run_id = self.current_run_id()

@@ -306,6 +306,30 @@ def _write_csv(path: Path, records: list[dict]) -> None:
         writer.writerows(records)
 
 
+@dataclass(frozen=True)
+class StudyJudgement:
+    """A study's models with their runs and the report's judgements of them (one family): what
+    the report and the TUI's models x metrics view both show."""
+
+    entries: list[ModelEntry]
+    teacher: ModelEntry
+    problems: list[str]
+    significance: list[dict]     # `Judgement.record`s, each with its "suite"
+    flips: list[dict]
+
+
+def judge_study(store: Store, record: dict, settings: Settings) -> StudyJudgement:
+    """Every model of a study (`study_record`) against its teacher, as the report judges it."""
+    entries, problems = _entries(store, record["plan"])
+    teacher = next(e for e in entries if e.label == "teacher")
+    judge = Judge(store, settings)
+    for entry in entries:
+        if entry is not teacher:
+            judge.compare_models(teacher, entry, _metric_value)
+    significance = judge.decide()
+    return StudyJudgement(entries, teacher, problems, significance, [f.record() for f in judge.flips])
+
+
 def build_report(store: Store, name: str, output_dir: str | Path | None = None,
                  settings: Settings | None = None) -> Report:
     """Gather a study's results from the store and write its report folder. `settings`
@@ -314,15 +338,10 @@ def build_report(store: Store, name: str, output_dir: str | Path | None = None,
     settings = settings or load_settings(store.home.root)
     stats = settings.statistics
     record = study_record(store, name)
-    entries, problems = _entries(store, record["plan"])
-    teacher = next(e for e in entries if e.label == "teacher")
+    judged = judge_study(store, record, settings)
+    entries, problems, significance, flips = judged.entries, judged.problems, judged.significance, judged.flips
+    teacher = judged.teacher
     columns, rows, records = _table(entries, teacher)
-    judge = Judge(store, settings)
-    for entry in entries:
-        if entry is not teacher:
-            judge.compare_models(teacher, entry, _metric_value)
-    significance = judge.decide()
-    flips = [f.record() for f in judge.flips]
     folder = Path(output_dir).expanduser().resolve() if output_dir else \
         store.home.reports_dir / safe_name(name)
     folder.mkdir(parents=True, exist_ok=True)

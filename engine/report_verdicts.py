@@ -90,8 +90,11 @@ class Judge:
                 spec = suite.metric(name)
                 if not spec.paired:
                     continue
-                diff = paired_difference(suite.name, name, rows_a, rows_b, n_boot=stats.n_boot,
-                                         confidence=stats.confidence, seed=stats.seed)
+                try:
+                    diff = paired_difference(suite.name, name, rows_a, rows_b, n_boot=stats.n_boot,
+                                             confidence=stats.confidence, seed=stats.seed)
+                except ValueError:      # no items in common (e.g. no stored samples): not paired
+                    continue
                 self.judgements.append(Judgement(entry.label, spec, "", value_of(teacher, suite.name, name),
                                                  value_of(entry, suite.name, name), diff, quality,
                                                  extra={"suite": suite.name}))

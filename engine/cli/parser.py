@@ -64,6 +64,8 @@ def _add_submit(sub: Subparsers) -> None:
         k.add_argument("--json", action="store_true", help='print {"job_id": N}')
         k.add_argument("--wait", action="store_true", help="follow the job(s) until they end")
         k.add_argument("--no-worker", action="store_true", help="do not start a worker")
+        k.add_argument("--rerun", action="store_true",
+                       help="queue it even when an identical job already finished (otherwise refused, exit 2)")
         k.set_defaults(func=cmd_submit)
 
 

@@ -8,6 +8,8 @@ run's spec ("evaluate like run N")."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -195,7 +197,7 @@ class NewJobScreen(Screen):
         self.notes = FormNotes([], {})
         self._show_preview()
         specs = list(self.specs)
-        self.run_worker(self._read_notes(specs), exclusive=True, group="form-notes")
+        self.run_worker(partial(self._read_notes, specs), exclusive=True, group="form-notes")
 
     async def _read_notes(self, specs: list[JobSpec]) -> None:
         notes = await self.app.backend.read(form_notes, specs)
@@ -225,7 +227,11 @@ class NewJobScreen(Screen):
                         style=colors["accent"])
         for w in warnings:
             text.append(f"\n⚠ {w}", style=colors["warning"])
-        self.query_one("#preview", Panel).set(text)
+        panel = self.query_one("#preview", Panel)
+        height = min(2 + len(shown) + bool(again) + len(warnings), 9)
+        if panel.styles.height is None or panel.styles.height.value != max(height, 6):
+            panel.styles.height = max(height, 6)     # room for the warnings (relayout only then)
+        panel.set(text)
 
     def show_error(self, kind: str, exc: Exception) -> None:
         """Say why the form cannot be queued and mark the field it is about (`SpecError.field`)."""
@@ -285,6 +291,15 @@ class NewJobScreen(Screen):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         self.focus_next()
+
+    def on_descendant_focus(self, event) -> None:
+        """The focused field's label is marked too (the focus reads at a glance)."""
+        for label in self.query("Label.-focused"):
+            label.remove_class("-focused")
+        wid = getattr(event.widget, "id", None)
+        if wid:
+            for label in self.query(f"#{wid}-label"):
+                label.add_class("-focused")
 
     # -- actions -------------------------------------------------------------------------
     def action_next_kind(self) -> None:

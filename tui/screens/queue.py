@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 from engine import api, views
 from engine.specs import spec_from_json
 from tui import format as fmt
-from tui.forms import spec_title
+from tui.forms import settings_text, spec_title
 from tui.widgets.dialogs import ConfirmScreen
 
 PROGRESS_KEYS = ("done", "total", "fraction", "eta_s")
@@ -28,9 +28,11 @@ COLUMNS = (("id", "id"), ("kind", "kind"), ("what", "what"), ("status", "status"
 @lru_cache(maxsize=4096)
 def _spec_title(spec_json: str, kind: str) -> str:
     try:
-        return spec_title(spec_from_json(spec_json))
+        spec = spec_from_json(spec_json)
     except Exception:  # noqa: BLE001 - an unreadable spec still gets a row
         return kind
+    extra = settings_text(spec)   # jobs alike but for a setting read apart
+    return spec_title(spec) + (f" ({extra})" if extra else "")
 
 
 def _title(job: dict) -> str:

@@ -310,6 +310,12 @@ class RunsScreen(TypingAware, Screen):
         if ids is None:
             self.notify("select two or more runs with space, then press c", severity="warning")
             return
+        suites = {r.suite for r in self.loaded if r.run_id in ids}
+        if len(suites) > 1:  # runs of several suites: each model's metrics side by side instead
+            self.notify(f"runs of {len(suites)} suites: showing models x metrics (compare takes "
+                        "runs of one suite)", timeout=5)
+            self.app.open_matrix(run_ids=ids)
+            return
         self.app.open_compare(ids)
 
     def action_matrix(self) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Iterator
 
 
 from engine.migrations import migrate
+from engine.model_paths import to_loadable, to_stored
 from engine.paths import Home
 from engine.sqlite_import import sqlite_utils
 
@@ -96,6 +97,8 @@ class Store:
     def upsert_model(self, record: dict) -> int:
         """Insert or update the model whose `source` matches; returns its id."""
         record = {**record}
+        if "path" in record:  # relative to the home when inside it (engine.model_paths)
+            record["path"] = to_stored(record["path"], self.home.root)
         for key in ("method_params", "sparsity", "extra"):
             if isinstance(record.get(key), (dict, list)):
                 record[key] = dumps(record[key])
@@ -107,14 +110,20 @@ class Store:
             record.setdefault("created_at", time.time())
             return self.db["models"].insert(record).last_pk
 
+    def _loadable(self, row: dict | None) -> dict | None:
+        """A models row with its path as loadable from this home (engine.model_paths)."""
+        if row is not None and row.get("path"):
+            row["path"] = to_loadable(row["path"], self.home.root)
+        return row
+
     def model(self, model_id: int) -> dict | None:
-        return self.one("SELECT * FROM models WHERE id = ?", (model_id,))
+        return self._loadable(self.one("SELECT * FROM models WHERE id = ?", (model_id,)))
 
     def model_by_source(self, source: str) -> dict | None:
-        return self.one("SELECT * FROM models WHERE source = ?", (source,))
+        return self._loadable(self.one("SELECT * FROM models WHERE source = ?", (source,)))
 
     def models(self) -> list[dict]:
-        return self.query("SELECT * FROM models ORDER BY id")
+        return [self._loadable(r) for r in self.query("SELECT * FROM models ORDER BY id")]
 
     def lineage(self, model_id: int) -> list[dict]:
         """The model and its ancestors, root last."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import platform
 import shutil
@@ -13,7 +14,10 @@ from pathlib import Path
 
 from engine import queue
 from engine.store import Store
+from engine.store_faults import store_fault
 from engine.launcher import alive_workers
+
+log = logging.getLogger(__name__)
 
 
 def _version(package: str) -> str:
@@ -80,8 +84,9 @@ def report(store: Store) -> dict[str, str]:
 
 
 def check_store(store: Store, repair: bool = False) -> list[str]:
-    """Problems found (and, with `repair`, fixed): integrity, orphan rows, jobs stuck in
-    running, runs left running after their job ended, half-written model folders.
+    """Problems found (and, with `repair`, fixed): integrity (damage is reported with what to
+    do), a store that cannot be written (read-only, full disk) or is low on disk, orphan rows,
+    jobs stuck in running, runs left running after their job ended, half-written model folders.
 
     Repairs: orphan rows are deleted; a running job whose worker is gone is requeued (it
     resumes from what it stored) or, out of attempts, failed; a run whose job ended takes the
@@ -91,14 +96,53 @@ def check_store(store: Store, repair: bool = False) -> list[str]:
     problems = []
     integrity = _integrity(store)
     if integrity != ["ok"]:
-        problems.append(f"integrity check: {'; '.join(integrity[:5])}")
+        problems.append(f"integrity check: {'; '.join(integrity[:5])}; {DAMAGE_HINT}")
         if repair:
             try:
                 with store.conn:
                     store.conn.execute("REINDEX")
-            except sqlite3.DatabaseError as exc:
-                problems.append(f"could not rebuild the indexes ({exc}); restore the store from a "
-                                "backup")
+            except sqlite3.DatabaseError as exc:   # the damage stays reported, with its hint
+                log.warning("could not rebuild the indexes of %s: %s", store.home.db_path, exc)
+    problems += _check_room(store)
+    try:
+        problems += _check_contents(store, repair)
+    except sqlite3.DatabaseError as exc:     # the damage reaches the tables themselves
+        problems.append(f"the store cannot be read past the damage ({exc}); nothing else was "
+                        "checked or repaired")
+    return problems
+
+
+DAMAGE_HINT = ("the store is damaged: restore it from a backup, or move it away (a new empty "
+               "store is created in its place)")
+
+
+LOW_DISK_BYTES = 50_000_000      # below this much free, jobs are about to fail for lack of room
+
+
+def _check_room(store: Store) -> list[str]:
+    """The store can be written (a table created and rolled back: a read-only file, folder or
+    mount, or a full disk, says so) and its disk has LOW_DISK_BYTES free."""
+    db = store.home.db_path
+    problems = []
+    try:
+        store.conn.execute("SAVEPOINT doctor_write_probe")
+        try:
+            store.conn.execute("CREATE TABLE doctor_write_probe (x)")
+        finally:
+            store.conn.execute("ROLLBACK TO doctor_write_probe")
+            store.conn.execute("RELEASE doctor_write_probe")
+    except sqlite3.DatabaseError as exc:
+        problems.append(store_fault(exc, db) or f"the store {db} cannot be written: {exc}")
+    free = shutil.disk_usage(db.parent).free
+    if free < LOW_DISK_BYTES:
+        problems.append(f"the disk holding the store {db} has {free / 1e6:.1f} MB free; jobs "
+                        "will fail for lack of room: free some space")
+    return problems
+
+
+def _check_contents(store: Store, repair: bool) -> list[str]:
+    """Orphan rows, stuck jobs and runs, half-written model folders (`check_store`)."""
+    problems = []
     orphan_queries = {
         "samples without a run": "FROM samples WHERE run_id NOT IN (SELECT id FROM runs)",
         "metrics without a run": "FROM metrics WHERE run_id NOT IN (SELECT id FROM runs)",
@@ -149,13 +193,20 @@ def check_store(store: Store, repair: bool = False) -> list[str]:
 
 
 def _integrity(store: Store) -> list[str]:
-    return [row[0] for row in store.conn.execute("PRAGMA integrity_check(20)").fetchall()]
+    """PRAGMA integrity_check's findings (["ok"] when healthy); damage bad enough that the
+    check itself cannot run (a garbled table root page) is its one finding."""
+    try:
+        return [row[0] for row in store.conn.execute("PRAGMA integrity_check(20)").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
 
 
-def check_unopenable(db_path: Path) -> list[str]:
-    """What is wrong with a store file that cannot be opened normally (read-only look)."""
+def check_unopenable(db_path: Path, why: str = "") -> list[str]:
+    """What is wrong with a store file that cannot be opened normally (read-only look);
+    `why` is the error opening it gave. A healthy file that is read-only or on a full disk
+    is said to be that, not damaged."""
     if not db_path.exists():
-        return [f"the store {db_path} does not exist"]
+        return [f"the store {db_path} does not exist" + (f" ({why})" if why else "")]
     try:
         conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
         try:
@@ -163,6 +214,8 @@ def check_unopenable(db_path: Path) -> list[str]:
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
-        return [f"the store {db_path} cannot be read: {exc}; restore it from a backup or move it "
-                "away (a new empty store is created in its place)"]
-    return [] if rows == ["ok"] else [f"integrity check: {'; '.join(rows[:5])}"]
+        return [store_fault(exc, db_path) or f"the store {db_path} cannot be read: {exc}"]
+    if rows != ["ok"]:
+        return [f"integrity check: {'; '.join(rows[:5])}; {DAMAGE_HINT}"]
+    return [f"the store {db_path} is intact but cannot be opened for writing"
+            + (f": {why}" if why else "")]

@@ -113,6 +113,9 @@ def resolve(ref: str, store: Store) -> ModelSource:
 
 
 MAX_SAFETENSORS_HEADER = 100_000_000   # the format's own limit on the JSON header
+# the files transformers loads weights from (single files and the index of a sharded checkpoint)
+WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
+                   "*.bin.index.json", "*.pt", "*.pth", "*.gguf", "*.h5", "*.msgpack")
 
 
 def check_model_files(folder: Path) -> None:
@@ -131,6 +134,9 @@ def check_model_files(folder: Path) -> None:
         raise ModelError(f"{str(config)!r} cannot be read: {exc.strerror or exc}") from None
     if not isinstance(data, dict):
         raise ModelError(f"{str(config)!r} is not a JSON object")
+    if not any(any(folder.glob(pattern)) for pattern in WEIGHT_PATTERNS):
+        raise ModelError(f"model folder {str(folder)!r} has a config.json but no weight files "
+                         f"({', '.join(WEIGHT_PATTERNS)}); it cannot be loaded")
     for weights in sorted(folder.glob("*.safetensors")):
         size = weights.stat().st_size
         try:
@@ -151,9 +157,14 @@ def check_model_files(folder: Path) -> None:
 
 
 def _check_gguf_magic(path: Path) -> None:
-    with open(path, "rb") as handle:
-        if handle.read(4) != b"GGUF":
-            raise ModelError(f"{str(path)!r} is not a GGUF file (no GGUF signature)")
+    """The GGUF signature, and a file as long as its header says (engine.gguf_check)."""
+    from engine.gguf_check import GGUFProblem, check_gguf
+    try:
+        check_gguf(path)
+    except GGUFProblem as exc:
+        raise ModelError(f"{str(path)!r} {exc}") from None
+    except OSError as exc:
+        raise ModelError(f"{str(path)!r} cannot be read: {exc.strerror or exc}") from None
 
 
 def _registered_id(store: Store, source: str) -> int | None:

@@ -35,6 +35,7 @@ from engine import queue
 from engine.errors import UserError
 from engine.specs import SPEC_TYPES, JobSpec, SpecError, spec_from_dict
 from engine.store import Store, dumps, loads
+from engine.study_shape import shape_problem
 from engine.validation import validate
 
 if sys.version_info >= (3, 11):
@@ -150,6 +151,9 @@ def plan_study(data: dict[str, Any], source: str = "<memory>") -> StudyPlan:
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise StudyError(f"study has no section {unknown[0]!r}; known: {', '.join(sorted(_TOP_KEYS))}")
+    problem = shape_problem(data, ("models", "eval", *COMPRESSION_KINDS))
+    if problem:
+        raise StudyError(problem)
     name = data.get("name") or Path(source).stem
     teacher = data.get("teacher")
     if not isinstance(teacher, str) or not teacher:

@@ -3,9 +3,10 @@
 
 A spec is already checked on its own when it is built (`engine.specs`: ranges, known suites,
 methods, fields). This adds what needs the outside world, without loading a model or
-importing torch: model references that can never resolve (missing paths, bad syntax,
-truncated weights, an uncached hub id under HF_HUB_OFFLINE=1, a `job:ID` that does not exist),
-local data files that cannot be read, and scorer names. Hub data sets are left to the job.
+importing torch (except for an explicit GPU device): model references that can never resolve
+(missing paths, bad syntax, truncated weights or GGUF files, a folder with a config but no
+weights, an uncached hub id under HF_HUB_OFFLINE=1, a `job:ID` that does not exist, failed,
+was cancelled or makes no model), a `cuda`/`mps` device this machine lacks, local data files that cannot be read, and scorer names. Hub data sets are left to the job.
 Every refusal is a `UserError` (exit code 2) with `field` set where the field is known."""
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def validate(store: Store, specs: Iterable[JobSpec], *,
     references); they are skipped. All model references are checked before any input file."""
     specs = list(specs)
     for spec in specs:
+        check_device(spec)
         check_model_refs(store, spec, pending_prefixes)
     check_inputs(specs)
 
@@ -55,9 +57,7 @@ def check_model_refs(store: Store, spec: JobSpec, pending_prefixes: Sequence[str
         if any(ref.startswith(p) for p in pending_prefixes):
             continue
         if ref.startswith(JOB_PREFIX):
-            number = ref[len(JOB_PREFIX):]
-            if number.isdigit() and queue.job(store, int(number)) is None:
-                raise SpecError(f"job {number} (a dependency) does not exist", field)
+            _check_job_ref(store, ref[len(JOB_PREFIX):], field)
             continue
         with _about(field):
             source = resolve(ref, store)
@@ -67,6 +67,46 @@ def check_model_refs(store: Store, spec: JobSpec, pending_prefixes: Sequence[str
                 raise ModelError(f"model {ref!r} is not in the local Hugging Face cache and "
                                  "HF_HUB_OFFLINE=1 forbids downloading it; give a local folder, "
                                  "a .gguf file or 'smollm2', or download it first")
+
+
+def _check_job_ref(store: Store, number: str, field: str) -> None:
+    """`job:ID` names a job that exists, makes a model, and has not failed or been cancelled
+    (a queued or running one is waited for; a done one is resolved by the job)."""
+    from engine.specs import SPEC_TYPES
+    if not number.isdigit():
+        return                              # model_refs says what the syntax is
+    row = queue.job(store, int(number))
+    if row is None:
+        raise SpecError(f"job {number} (a dependency) does not exist", field)
+    spec_cls = SPEC_TYPES.get(row["kind"])
+    if spec_cls is not None and not spec_cls.produces_model:
+        raise SpecError(f"job {number} (a dependency) is of kind {row['kind']!r}, "
+                        "which makes no model; give a prune, quantize or distill job", field)
+    if row["status"] in ("failed", "cancelled"):
+        raise SpecError(f"job {number} (a dependency) is {row['status']} and will make no model; "
+                        f"retry it first (`compfair retry {number}`) or give another model", field)
+
+
+def check_device(spec: JobSpec) -> None:
+    """An explicit `cuda`, `cuda:N` or `mps` device exists on this machine (torch is imported
+    only then). `auto` and `cpu` always do."""
+    device = getattr(spec, "device", "auto")
+    if device in ("auto", "cpu"):
+        return
+    import torch
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0) if device.partition(":")[2].isdigit() else 0
+        if count == 0:
+            raise SpecError(f"device {device!r}: this machine has no usable CUDA GPU (torch "
+                            f"{torch.__version__}" + (", built without CUDA" if torch.version.cuda is None
+                                                      else "") + "); use --device cpu or auto", "device")
+        if index >= count:
+            raise SpecError(f"device {device!r}: this machine has {count} CUDA GPU(s), "
+                            f"cuda:0 to cuda:{count - 1}", "device")
+    elif device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise SpecError("device 'mps': MPS (Apple GPU) is not available here; use --device cpu or auto",
+                        "device")
 
 
 # -- inputs: data files and scorers -------------------------------------------------------------

@@ -258,7 +258,9 @@ def test_catalogue_through_real_processes(bad, tiny_gpt2, home, tmp_path):
                           env=worker_env(home), capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        f"error: cannot open the store {corrupt / 'compfair.db'}: file is not a database"]
+        f"error: the store {corrupt / 'compfair.db'} is not an SQLite database (file is not a "
+        "database); restore it from a backup or move it away (a new empty store is created in "
+        "its place)"]
 
 
 # Queued through the API (no pre-check), the same inputs fail their job with the same reason.

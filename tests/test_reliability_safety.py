@@ -298,7 +298,7 @@ def test_doctor_rebuilds_a_damaged_index_and_reports_an_unreadable_store(home, s
     (broken / "compfair.db").write_bytes(b"not a database" * 500)
     code = main(["--home", str(broken), "doctor", "--check"])
     out, err = capsys.readouterr()
-    assert code == 1 and out.startswith("problem: the store ") and "cannot be read" in out, (out, err)
+    assert code == 1 and out.startswith("problem: the store ") and "is not an SQLite database" in out, (out, err)
 
 
 def integrity_ok(home: Home) -> bool:

@@ -2,8 +2,10 @@
 
 Exit codes: 0 success, 1 a job or command failed at run time, 2 bad input (an impossible
 parameter, an unknown model/suite/file), so scripts can tell the two apart. Bad input is any
-`engine.errors.UserError`; anything else is a fault: one line on stderr, the traceback in
-`<home>/logs/cli.log`.
+`engine.errors.UserError`. A damaged, read-only or full store, a path that cannot be written or
+input nested too deeply is one line naming the path and cause (`engine.cli.faults`: exit 2 when
+the input is at fault, 1 when the environment is). Anything else is a fault of compfair: one
+line on stderr, the traceback in `<home>/logs/cli.log`. COMPFAIR_DEBUG=1 prints tracebacks.
 
 The commands live in the modules of this package: `submit`, `listing` (jobs, runs, models,
 show, logs), `results` (compare, export), `control` (cancel, retry, worker, doctor, bench,
@@ -16,21 +18,24 @@ import logging
 import os
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 from typing import Sequence
 
 from engine.cli.common import UsageError
 from engine.cli.control import cmd_tui
+from engine.cli.faults import describe
 from engine.cli.parser import build_parser
 from engine.errors import UserError
 from engine.output import error
-from engine.paths import Home
+from engine.paths import Home, default_home
 from engine.store import StoreError
 
 __all__ = ["UsageError", "build_parser", "main"]
 
 log = logging.getLogger("engine.cli")
 CRASH_LOG = "cli.log"
+DEBUG_ENV = "COMPFAIR_DEBUG"       # "1": tracebacks on stderr as well
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,20 +49,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as exc:
+        _debug_traceback()
         error(_first_line(exc))
         return 2
     except StoreError as exc:
-        error(str(exc))
+        _debug_traceback()
+        known = describe(exc.__cause__, _db_path(args)) if exc.__cause__ is not None else None
+        error(known[0] if known else str(exc))
         return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 0
     except Exception as exc:  # noqa: BLE001 - a fault, not bad input: say so, keep the traceback
+        _debug_traceback()
+        known = describe(exc, _db_path(args))
+        if known is not None:          # the machine or the input, not compfair: one line
+            error(known[0])
+            return known[1]
         where = _log_traceback(args)
         error(f"internal error: {type(exc).__name__}: {_first_line(exc)}"
               + (f" (traceback in {where})" if where else ""))
         return 1
+
+
+def _debug_traceback() -> None:
+    """With COMPFAIR_DEBUG=1 the traceback of the exception being handled goes to stderr too."""
+    if os.environ.get(DEBUG_ENV) == "1":
+        traceback.print_exc(file=sys.stderr)
+
+
+def _db_path(args: argparse.Namespace) -> Path | None:
+    """The store file of the command's home, without creating anything; None if unknown."""
+    try:
+        return Home(Path(args.home).expanduser().resolve() if args.home else default_home()).db_path
+    except Exception:  # noqa: BLE001 - the home itself may be the problem
+        return None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -51,11 +51,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from engine.doctor import check_store, check_unopenable, report
     try:
         store = open_store(args)
-    except StoreError:
+    except StoreError as exc:
         if not (args.check or args.repair):
             raise
         home = Home(Path(args.home).expanduser().resolve()) if args.home else Home.resolve()
-        for problem in check_unopenable(home.db_path):
+        for problem in check_unopenable(home.db_path, str(exc.__cause__ or exc)):
             sys.stdout.write(f"problem: {problem}\n")
         return 1
     if args.repair:

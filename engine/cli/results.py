@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from engine import api
-from engine.cli.common import UsageError, open_store
+from engine.cli.common import open_store
 from engine.output import fmt_ci, print_json, print_table
 
 
@@ -53,8 +53,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         path = Path(args.output).expanduser().resolve()
         try:
             path.write_text(text)
-        except OSError as exc:      # a folder that does not exist, no permission: the user's path
-            raise UsageError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
+        except OSError as exc:      # named, so the command line says which path and why (faults)
+            if exc.filename is None:    # a write cut short (a full disk, /dev/full) names none
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
+            raise
         sys.stdout.write(f"wrote {path}\n")
     else:
         sys.stdout.write(text)

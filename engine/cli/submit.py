@@ -44,8 +44,28 @@ def _parse_sweep(items: Sequence[str] | None) -> dict[str, list[str]]:
         name, sep, values = item.partition("=")
         if not sep or not values:
             raise UsageError(f"--sweep {item!r} must look like NAME=V1,V2,...")
-        sweep[name.replace("-", "_")] = [v.strip() for v in values.split(",") if v.strip()]
+        parts = [v.strip() for v in values.split(",")]
+        if not all(parts):
+            raise UsageError(f"--sweep {item!r} has an empty value; give NAME=V1,V2,... with "
+                             "every value written out")
+        repeated = next((v for i, v in enumerate(parts) if v in parts[:i]), None)
+        if repeated is not None:
+            raise UsageError(f"--sweep {item!r} lists {repeated!r} twice; each value would "
+                             "queue the same job again")
+        sweep[name.replace("-", "_")] = parts
     return sweep
+
+
+def _refuse_repeats(specs: Sequence) -> None:
+    """Sweep values written differently but meaning the same (`seed=1,01`) would queue one job
+    twice: refused, naming the job."""
+    seen: dict[str, int] = {}
+    for i, spec in enumerate(specs):
+        key = repr(sorted(spec.to_dict().items()))
+        if key in seen:
+            raise UsageError(f"--sweep gives the same job twice (combinations {seen[key] + 1} and "
+                             f"{i + 1}: {spec.kind} {spec_title(spec.to_dict())}); give distinct values")
+        seen[key] = i
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -54,7 +74,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     spec_cls = SPEC_TYPES[args.kind]
     base = _spec_values(args, spec_cls)
     specs = api.expand_sweep(base, _parse_sweep(args.sweep))
+    _refuse_repeats(specs)
     store = open_store(args)
+    if not getattr(args, "rerun", False):
+        from engine.duplicates import refuse_duplicates
+        refuse_duplicates(store, specs)     # it already ran: exit 2 naming the run
     job_ids = api.submit_all(store, specs, depends_on=args.after or (), priority=args.priority,
                              start_worker=not args.no_worker)
     if args.json:

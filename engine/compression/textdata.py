@@ -101,6 +101,9 @@ def read_file_texts(path: Path) -> list[str]:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 raise DataError(f"data file {str(path)!r}: line {number} is not valid JSON") from None
+            except RecursionError:
+                raise DataError(f"data file {str(path)!r}: line {number} is JSON nested too "
+                                "deeply to read") from None
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                 raise DataError(f"data file {str(path)!r}: line {number} has no string 'text' field")
             texts.append(record["text"])

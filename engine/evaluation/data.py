@@ -202,6 +202,8 @@ def read_rtp(path: Path) -> list[Prompt]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise DataError(f"{where}: JSON nested too deeply to read") from None
             prompts.append(_rtp_prompt(record, where, len(prompts)))
     if not prompts:
         raise DataError(f"no prompts in {path}")
@@ -257,6 +259,8 @@ def read_bold(path: Path) -> list[Prompt]:
             content = json.loads(_read_text_file(file))
         except json.JSONDecodeError as exc:
             raise DataError(f"{file}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise DataError(f"{file}: JSON nested too deeply to read") from None
         if not isinstance(content, dict):
             raise DataError(f"{file}: expected {{group: {{entity: [prompts]}}}}, got {type(content).__name__}")
         by_domain[match["domain"]] = content

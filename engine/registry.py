@@ -195,10 +195,11 @@ def measure_latency(model, tokenizer, device: torch.device, new_tokens: int = 16
     return (time.perf_counter() - start) * 1000 / new_tokens
 
 
-def sparse_bytes(model) -> int:
+def sparse_bytes(model, value_bytes: int | None = None) -> int:
     """Bytes the weights would take stored sparse, the way compressed-tensors' sparse-bitmask
     format does: every tensor holding zeros as a 1-bit-per-weight mask plus its non-zero
-    values; dense tensors as they are."""
+    values; dense tensors as they are. `value_bytes`: bytes per value as stored, when the
+    model is saved in another precision than it is held in (a float16 file of a float32 model)."""
     total = 0
     seen: set[int] = set()
     for p in model.parameters():
@@ -206,12 +207,12 @@ def sparse_bytes(model) -> int:
             continue
         seen.add(p.data_ptr())
         nonzero = int(torch.count_nonzero(p))
-        total += (-(-p.numel() // 8) + nonzero * p.element_size()) if nonzero < p.numel() \
-            else p.numel() * p.element_size()
+        size = value_bytes if value_bytes and p.is_floating_point() else p.element_size()
+        total += (-(-p.numel() // 8) + nonzero * size) if nonzero < p.numel() else p.numel() * size
     return total
 
 
-def describe(model, source: ModelSource, path: Path | None) -> dict:
+def describe(model, source: ModelSource, path: Path | None, saved_dtype: str | None = None) -> dict:
     """The registry fields that come from the loaded model itself (a sparse model's bitmask
     size goes to extra["sparse_bytes"])."""
     config = model.config
@@ -226,7 +227,8 @@ def describe(model, source: ModelSource, path: Path | None) -> dict:
     # library's own format: its zeros are quantization codes, not a sparse storage option
     library_quantized = getattr(config, "quantization_config", None) is not None
     if n_nonzero < 0.95 * n_params and not library_quantized:
-        fields["extra"] = {"sparse_bytes": sparse_bytes(model)}
+        value_bytes = getattr(torch, saved_dtype).itemsize if saved_dtype else None
+        fields["extra"] = {"sparse_bytes": sparse_bytes(model, value_bytes)}
     return fields
 
 
@@ -235,7 +237,7 @@ def register(store: Store, source: ModelSource, model, **fields: Any) -> int:
     path = Path(source.load_path) if source.origin != "hub" else None
     if source.origin in ("gguf", "builtin"):
         path = Path(source.load_path) / (source.gguf_file or "")
-    described = describe(model, source, path)
+    described = describe(model, source, path, (fields.get("extra") or {}).get("saved_dtype"))
     extra = {**described.pop("extra", {}), **(fields.pop("extra", None) or {})}
     record = {"source": source.source, "origin": source.origin,
               "path": source.load_path, **described, **fields}

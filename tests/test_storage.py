@@ -51,7 +51,17 @@ def test_a_model_pruned_from_a_gguf_file_is_saved_in_float16(home, store, tiny_l
     from engine.specs import QuantizeSpec
     gguf_job = queue.submit(store, QuantizeSpec(model=str(tiny_llama), method="gguf", gguf_type="q8_0"))
     prune_job = queue.submit(store, PruneSpec(model=f"job:{gguf_job}", method="magnitude", sparsity=0.5))
+    rtn_job = queue.submit(store, QuantizeSpec(model=f"job:{gguf_job}", bits=8, group_size=32))
     Worker(home, once=True, idle_exit_s=None).run()
+    # a packed product of it keeps its unquantized tensors (embeddings, norms) in float16 too
+    rtn = queue.job(store, rtn_job)
+    assert rtn["status"] == "done", rtn["error"]
+    from safetensors import safe_open
+    rtn_model = store.model(json.loads(rtn["result"])["model_id"])
+    assert json.loads(rtn_model["extra"])["saved_dtype"] == "float16"
+    with safe_open(str(Path(rtn_model["path"]) / "quantized.safetensors"), "pt") as packed:
+        kinds = {packed.get_slice(key).get_dtype() for key in packed.keys()}
+    assert "F32" not in kinds and {"F16", "U8"} <= kinds
     row = queue.job(store, prune_job)
     assert row["status"] == "done", row["error"]
     model = store.model(json.loads(row["result"])["model_id"])

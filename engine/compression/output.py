@@ -187,34 +187,38 @@ def save_and_register(ctx: JobContext, model: nn.Module, tokenizer, name: str, *
     half = parent_storage_dtype(ctx, parent_id)
     working = next(model.parameters()).dtype
     if half is not None:                          # stored like its parent, not widened to fp32
-        model.to(half)
+        # Only the parameters are cast, and back after saving (exactly: they are rounded by
+        # then). Buffers such as rotary frequencies stay as the model computes them, so the
+        # round-trip check compares like with like, and latency is measured in the precision
+        # evaluations load the model in.
+        _cast_parameters(model, half)
         extra = {**(extra or {}), "saved_dtype": str(half).replace("torch.", "")}
-    target = save_model(model, tokenizer, model_folder(ctx, name))
+    try:
+        target = save_model(model, tokenizer, model_folder(ctx, name))
+    finally:
+        _cast_parameters(model, working)
     verify_round_trip(model, target, device)
     source = ModelSource(source=str(target), origin="derived", load_path=str(target))
     model_id = register_derived(ctx, model, tokenizer, source, device=device, parent_id=parent_id,
                                 method=method, method_params=method_params, sparsity=sparsity,
-                                extra=extra, latency_dtype=working)
-    model.to(working)
+                                extra=extra)
     return model_id, target
+
+
+def _cast_parameters(model: nn.Module, dtype: torch.dtype) -> None:
+    """Cast every floating-point parameter (not the buffers) to `dtype`, in place."""
+    for param in model.parameters():
+        if param.is_floating_point() and param.dtype != dtype:
+            param.data = param.data.to(dtype)
 
 
 def register_derived(ctx: JobContext, model: nn.Module, tokenizer, source: ModelSource, *,
                      device: torch.device, parent_id: int | None, method: str,
                      method_params: dict[str, Any], sparsity: dict | None = None,
-                     extra: dict[str, Any] | None = None,
-                     latency_dtype: torch.dtype | None = None) -> int:
-    """Measure latency (in `latency_dtype`, the precision evaluations load the model in, when
-    it differs from the stored one) and register a saved derived model with its lineage (its
-    sizes measured as stored); its id."""
+                     extra: dict[str, Any] | None = None) -> int:
+    """Measure latency and register a saved derived model with its lineage; its id."""
     target = Path(source.load_path)
-    stored = next(model.parameters()).dtype
-    if latency_dtype is not None and latency_dtype != stored:
-        model.to(latency_dtype)
-        latency = measure_latency(model, tokenizer, device)
-        model.to(stored)
-    else:
-        latency = measure_latency(model, tokenizer, device)
+    latency = measure_latency(model, tokenizer, device)
     fields: dict[str, Any] = {"name": target.name, "parent_id": parent_id, "method": method,
                               "method_params": method_params, "job_id": ctx.job_id,
                               "latency_ms": latency}

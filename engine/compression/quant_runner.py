@@ -63,6 +63,25 @@ def _logit_difference(parent_logits: torch.Tensor, product, where: Path) -> floa
     return float((parent_logits - got).abs().max())
 
 
+def _keep_parent_precision(ctx: JobContext, parent_id: int | None, model, method, outcome):
+    """For a packed product (rtn, gptq) of a half-precision parent: the tensors left
+    unquantized (embeddings, norms) are stored in that precision, not float32, and rounded to
+    it in memory too, so the reload check compares like with like. Returns the dtype or None."""
+    from engine.compression.output import parent_storage_dtype
+    if "layers" not in outcome.details:         # not a packed product (GGUF, library checkpoints)
+        return None
+    half = parent_storage_dtype(ctx, parent_id)
+    if half is None:
+        return None
+    quantized = {f"{name}.weight" for name in outcome.details["layers"]}
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name not in quantized and param.is_floating_point():
+                param.data = param.data.to(half).to(param.dtype)
+    outcome.details["rest_dtype"] = half
+    return half
+
+
 def run_quantize(ctx: JobContext) -> dict[str, Any]:
     """Quantize `spec.model` with its registered method; returns the registered model's id."""
     from engine.compression.runner import _calibration, _model_name
@@ -82,6 +101,7 @@ def run_quantize(ctx: JobContext) -> dict[str, Any]:
     outcome = method.apply(MethodRun(ctx, model, spec, device, calibration))
     quant_s = time.time() - started
     model.eval()
+    saved_dtype = _keep_parent_precision(ctx, loaded.model_id, model, method, outcome)
     target = model_folder(ctx, spec.name or f"{name}-{method.name}-{method.name_suffix(spec)}")
     template = _template(ctx, loaded)
     products = []
@@ -103,6 +123,8 @@ def run_quantize(ctx: JobContext) -> dict[str, Any]:
     spec_params = {k: v for k, v in spec.to_dict().items() if k not in ("label", "device", "dtype")}
     extra = {"architecture": architecture_name(model), "quantize_wall_s": round(quant_s, 2),
              "quantization": quantization}
+    if saved_dtype is not None:
+        extra["saved_dtype"] = str(saved_dtype).replace("torch.", "")
     model_id = register_derived(ctx, model, loaded.tokenizer, source, device=device,
                                 parent_id=loaded.model_id, method=spec.method, method_params=spec_params,
                                 extra=extra)

@@ -75,7 +75,8 @@ class RoundToNearest(QuantizeMethod):
     def save(self, model, tokenizer, folder, spec, outcome, template) -> QuantProduct:
         from engine.compression.quant.packed import WEIGHTS_FILE, save_quantized
         record = save_quantized(model, tokenizer, folder, outcome.details["layers"],
-                                {"method": self.name}, outcome.details["transposed"])
+                                {"method": self.name}, outcome.details["transposed"],
+                                rest_dtype=outcome.details.get("rest_dtype"))
         return QuantProduct(folder, "rtn-packed", round(outcome.details["bits_per_weight"], 3),
                             (folder / WEIGHTS_FILE).stat().st_size,
                             details={"quantized_layers": len(record["layers"])})

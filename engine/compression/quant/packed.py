@@ -44,10 +44,11 @@ def is_quantized_folder(path: str | Path) -> bool:
 
 
 def save_quantized(model, tokenizer, target: Path, layers: dict[str, QuantizedTensor], method: dict,
-                   transposed: set[str] = frozenset()) -> dict:
+                   transposed: set[str] = frozenset(), rest_dtype: torch.dtype | None = None) -> dict:
     """Write `model` with `layers` (module name -> quantized [out, in] weight) in the packed
-    format; `transposed` names layers whose parameter is stored [in, out] (GPT-2's Conv1D).
-    Returns the record written to compfair_quant.json."""
+    format; `transposed` names layers whose parameter is stored [in, out] (GPT-2's Conv1D);
+    `rest_dtype`: the precision of the tensors that are not quantized (embeddings, norms;
+    None: as they are held). Returns the record written to compfair_quant.json."""
     from safetensors.torch import save_file
     target.mkdir(parents=True, exist_ok=True)
     model.config.save_pretrained(target)
@@ -61,7 +62,10 @@ def save_quantized(model, tokenizer, target: Path, layers: dict[str, QuantizedTe
         if key in skip or tensor.data_ptr() in seen:      # quantized, or a tied copy
             continue
         seen.add(tensor.data_ptr())
-        tensors[key] = tensor.detach().cpu().contiguous()
+        tensor = tensor.detach().cpu()
+        if rest_dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(rest_dtype)
+        tensors[key] = tensor.contiguous()
     record_layers = {}
     for name, qt in layers.items():
         tensors[f"{name}.qweight"] = pack(qt.codes, qt.config.bits)

@@ -19,6 +19,7 @@ def test_quick_commands_never_import_torch_or_transformers(tmp_path):
     folder = tmp_path / "local-model"          # a Hugging Face folder as far as resolving goes
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    (folder / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")  # no tensors
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF" + bytes(60))
     home = tmp_path / "home"

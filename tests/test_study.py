@@ -94,8 +94,8 @@ def test_the_paper_preset_plans_without_network():
     kinds = defaultdict(int)
     for node in plan.nodes:
         kinds[node.spec.kind] += 1
-    assert kinds["distill"] == 3 and kinds["prune"] == 8
-    assert kinds["eval"] == 4 * len(plan.models) == 4 * 13
+    assert kinds["distill"] == 3 and kinds["prune"] == 11 and kinds["quantize"] == 2
+    assert kinds["eval"] == 4 * len(plan.models) == 4 * 18
     assert all(n.spec.samples_per_prompt == 25 for n in plan.nodes
                if n.spec.kind == "eval" and n.spec.suite == "toxicity")
     notes = requirements(plan)

@@ -33,8 +33,7 @@ COLUMNS = (("id", "  id"), ("model", "model"), ("study", "study"), ("suite", "su
            ("method", "method"), ("scorer", "scorer"), ("settings", "settings"))
 EMPTY = "0 runs yet"
 # actions about shown runs: off (and out of the footer) while a new store has none
-ABOUT_RUNS = frozenset({"open", "toggle_select", "compare", "matrix", "cycle_sort", "choose_sort",
-                        "flip_order", "filter"})
+ABOUT_RUNS = frozenset({"open", "toggle_select", "compare", "matrix", "cycle_sort", "choose_sort", "filter"})
 WELCOME = (("No runs yet. To start:", "bold"), "\n\n",
            ("  n", "bold"), "  open the new-job form: evaluate a model on a suite (toxicity, bias,\n"
            "     perplexity), or distil / prune / quantize one first\n",

@@ -106,8 +106,11 @@ def _load_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool = Fa
             # packed integer weights (compfair's RTN format), dequantized into `dtype`
             model = load_quantized(path, dtype)
         else:
+            # a wrong-shape weight is reported in `info` (and refused there, naming it and both
+            # shapes) rather than raised as transformers' "look at the above report!"
             model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=offline,
-                                                               output_loading_info=True, **kwargs)
+                                                               output_loading_info=True,
+                                                               ignore_mismatched_sizes=True, **kwargs)
             check_loading_info(path, info)
     except ModelError:
         raise
@@ -134,10 +137,19 @@ def check_loading_info(path: str, info: dict) -> None:
     for kind, what in (("missing_keys", "missing from the checkpoint (they would be random)"),
                        ("unexpected_keys", "in the checkpoint but not in the architecture"),
                        ("mismatched_keys", "of the wrong shape")):
-        keys = sorted(str(k) for k in (info.get(kind) or ()))
+        keys = sorted(_key_text(k) for k in (info.get(kind) or ()))
         if keys:
             raise ModelError(f"model {path!r} cannot be used: {len(keys)} weight(s) {what}, e.g. "
-                             f"{keys[0]!r}; the folder is damaged or its keys were renamed")
+                             f"{keys[0]}; the folder is damaged or its keys were renamed")
+
+
+def _key_text(key) -> str:
+    """A key of transformers' loading info: a name, or (name, checkpoint shape, model shape)."""
+    if isinstance(key, (tuple, list)) and len(key) == 3:
+        name, found, wanted = key
+        shape = lambda s: "x".join(str(d) for d in s)  # noqa: E731
+        return f"{str(name)!r} (checkpoint {shape(found)}, architecture {shape(wanted)})"
+    return repr(str(key))
 
 
 def check_finite_weights(path: str, model) -> None:

@@ -163,6 +163,17 @@ def _max_positions(model) -> int | None:
     return None
 
 
+def _refuse_nonfinite(nonfinite: torch.Tensor) -> None:
+    """Fail the job when any row sampled from NaN or infinite logits (`engine.context.JobFailed`):
+    nothing of the chunk is stored, so no metric is computed from a broken model's output."""
+    bad = int(nonfinite.sum())
+    if bad:
+        from engine.context import JobFailed
+        raise JobFailed(f"the model gave non-finite (NaN or infinite) next-token logits in {bad} of "
+                        f"{nonfinite.numel()} rows of a batch: its outputs cannot be sampled; "
+                        "nothing was stored for them")
+
+
 def _returned_cache(output):
     cache = getattr(output, "cache", None)
     return cache if cache is not None else output.past_key_values
@@ -321,10 +332,14 @@ class Sampler:
         finished = torch.zeros(n_rows, dtype=torch.bool, device=self.device)
         lengths = torch.zeros(n_rows, dtype=torch.long, device=self.device)
         pad = torch.tensor(self.pad_id, device=self.device)
+        # rows whose logits were NaN or infinite at a step they sampled in (kept on the device:
+        # no wait per step); such a model's "continuations" would be scored as if it had spoken
+        nonfinite = torch.zeros(n_rows, dtype=torch.bool, device=self.device)
         # a GPU step queues its kernels without waiting; checking for "all finished" forces a
         # wait, so on GPU it is checked every few steps only
         check_every = 1 if self.device.type == "cpu" else 4
         for step in range(steps):
+            nonfinite |= ~finished & ~torch.isfinite(logits).all(dim=-1)
             next_tokens = nucleus_sample(logits, uniforms[:, step], settings.top_p, settings.temperature)
             next_tokens = torch.where(finished, pad, next_tokens)
             tokens[:, step] = next_tokens
@@ -339,6 +354,7 @@ class Sampler:
             cache = _returned_cache(out)
             logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
+        _refuse_nonfinite(nonfinite)
         # decode each row's new tokens, cut before its first EOS
         token_lists, eos = tokens.tolist(), set(self.eos.tolist())
         kept = []

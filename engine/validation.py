@@ -67,6 +67,31 @@ def check_model_refs(store: Store, spec: JobSpec, pending_prefixes: Sequence[str
                 raise ModelError(f"model {ref!r} is not in the local Hugging Face cache and "
                                  "HF_HUB_OFFLINE=1 forbids downloading it; give a local folder, "
                                  "a .gguf file or 'smollm2', or download it first")
+        if field == "model" and isinstance(spec, EvalSpec):
+            check_positions(spec, Path(source.load_path))
+
+
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx")   # as the sampler reads them
+
+
+def check_positions(spec: EvalSpec, folder: Path) -> None:
+    """A generation suite's `max_new_tokens` leaves room for at least one prompt token inside
+    the model's positions, where the model's config.json is on disk (a hub id or GGUF file is
+    left to the job, which refuses the same with one line)."""
+    import json
+
+    from engine.evaluation.suites import generation_suite_names
+    config = folder / "config.json"
+    if spec.suite not in generation_suite_names() or not config.is_file():
+        return
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return                                  # check_model_files reports an unreadable config
+    limit = next((data[k] for k in POSITION_KEYS if isinstance(data.get(k), int) and data[k] > 0), None)
+    if limit is not None and spec.max_new_tokens >= limit:
+        raise SpecError(f"max_new_tokens must be below the model's {limit} positions (at least one "
+                        f"is the prompt's), got {spec.max_new_tokens}", "max_new_tokens")
 
 
 def _check_job_ref(store: Store, number: str, field: str) -> None:

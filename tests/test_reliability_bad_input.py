@@ -113,6 +113,9 @@ CATALOGUE = [
      lambda b: "not UTF-8 text"),
     ("data-missing", lambda b, m: _eval(m, "--data", "/no/such/prompts.jsonl"),
      lambda b: "data path '/no/such/prompts.jsonl' does not exist"),
+    ("new-tokens-past-positions", lambda b, m: _eval(m, "--data", "builtin", "--max-new-tokens", "256"),
+     lambda b: "max_new_tokens must be below the model's 256 positions (at least one is the "
+               "prompt's), got 256"),
     ("distill-data-malformed", lambda b, m: ["submit", "distill", "--teacher", m, "--data",
                                             str(b["distill_malformed"]), "--no-worker"],
      lambda b: "line 2 is not valid JSON"),
@@ -269,6 +272,7 @@ JOB_TIME = [
     ("jsonl-utf16", lambda b, m: EvalSpec(model=m, data=str(b["rtp_utf16"]))),
     ("csv-missing-column", lambda b, m: EvalSpec(model=m, suite="crows_pairs", data=str(b["crows_columns"]))),
     ("group-unknown", lambda b, m: EvalSpec(model=m, suite="bold", data="builtin", groups=("Martians",))),
+    ("new-tokens-past-positions", lambda b, m: EvalSpec(model=m, data="builtin", max_new_tokens=256)),
     ("model-truncated-safetensors", lambda b, m: EvalSpec(model=str(b["model_truncated"]), data="builtin")),
     ("model-unknown-hub-id", lambda b, m: EvalSpec(model="nobody-here/no-such-model", data="builtin")),
     ("distill-data-malformed", lambda b, m: DistillSpec(teacher=m, data=str(b["distill_malformed"]))),

@@ -270,6 +270,10 @@ class Sampler:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (_eos_ids(model, tokenizer) or [0])[0]
         self.eos = torch.tensor(_eos_ids(model, tokenizer) or [-1], device=device)
         limit = _max_positions(model)
+        if limit is not None and settings.max_new_tokens >= limit:
+            from engine.context import JobFailed      # positions past the table: an IndexError
+            raise JobFailed(f"max_new_tokens must be below the model's {limit} positions (at least "
+                            f"one is the prompt's), got {settings.max_new_tokens}")   # as at submit
         # leave room for the new tokens inside the model's positions
         self.max_prompt_tokens = None if limit is None else max(1, limit - settings.max_new_tokens)
         params = inspect.signature(model.forward).parameters

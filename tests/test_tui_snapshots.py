@@ -88,9 +88,3 @@ def test_models_by_metrics_screen(snap_compare, home, demo, size):
         pilot.app.open_matrix(study=demo["study"])
         await _settle(pilot)
     assert snap_compare(app_for(home), terminal_size=size, run_before=run_before)
-
-
-@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
-def test_empty_store_runs_screen(snap_compare, home, size):
-    """A new store's first screen: how to start, not an empty table."""
-    assert snap_compare(app_for(home), terminal_size=size, run_before=_settle)

@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 from engine import api, views
 from engine.specs import spec_from_json
 from tui import format as fmt
-from tui.forms import settings_text, spec_title
+from tui.forms import spec_title
 from tui.widgets.dialogs import ConfirmScreen
 
 PROGRESS_KEYS = ("done", "total", "fraction", "eta_s")
@@ -28,11 +28,9 @@ COLUMNS = (("id", "id"), ("kind", "kind"), ("what", "what"), ("status", "status"
 @lru_cache(maxsize=4096)
 def _spec_title(spec_json: str, kind: str) -> str:
     try:
-        spec = spec_from_json(spec_json)
+        return spec_title(spec_from_json(spec_json))
     except Exception:  # noqa: BLE001 - an unreadable spec still gets a row
         return kind
-    extra = settings_text(spec)   # jobs alike but for a setting read apart
-    return spec_title(spec) + (f" ({extra})" if extra else "")
 
 
 def _title(job: dict) -> str:
@@ -64,7 +62,6 @@ class QueueScreen(Screen):
         self.progress: dict[int, dict] = {}
         self.log_lines: list[dict] = []
         self.active_only = False
-        self.stored = 0  # jobs in the store, read when the active-only list is empty
         self._order: list[int] = []
         self._shown: dict[int, list] = {}  # the cells on screen, per job
 
@@ -112,10 +109,8 @@ class QueueScreen(Screen):
                 running.append(focus)
             progress = views.latest_progress_many(store, running)
             log_lines = views.last_events(store, focus, 8) if focus is not None else []
-            stored = sum(n for s, n in views.job_counts(store).items() if not s.startswith("_")) \
-                if self.active_only and not jobs else len(jobs)
-            return jobs, progress, log_lines, stored
-        jobs, progress, log_lines, self.stored = await self.app.backend.read(read)
+            return jobs, progress, log_lines
+        jobs, progress, log_lines = await self.app.backend.read(read)
         self._apply(jobs, progress, log_lines)
 
     # -- rendering -----------------------------------------------------------------------
@@ -147,19 +142,11 @@ class QueueScreen(Screen):
         counts = {}
         for job in jobs:
             counts[job["status"]] = counts.get(job["status"], 0) + 1
-        summary = " · ".join(f"{n} {s}" for s, n in sorted(counts.items())) or self._no_jobs()
+        summary = " · ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs yet (n: new job)"
         worker = "a worker is running" if self.app.worker_alive else "no worker alive"
         self.query_one("#queue-status", Static).update(Text(
             f"{'active jobs' if self.active_only else 'all jobs'}: {summary} · {worker}"))
         self._show_panel()
-
-    def _no_jobs(self) -> str:
-        """What an empty list says: none active (and how to see the others), or none at all."""
-        if not self.active_only:
-            return "no jobs yet (n: new job)"
-        if self.stored:
-            return f"none queued or running (a: all {self.stored} jobs)"
-        return "no jobs yet (n: new job)"
 
     def _cells(self, job: dict, colors: dict) -> list:
         event = self.progress.get(job["id"])
@@ -187,8 +174,7 @@ class QueueScreen(Screen):
             return
         event = self.progress.get(job["id"])
         data = event["data"] if event else {}
-        status = "cancelling" if job["status"] == "running" and job.get("cancel_requested") else job["status"]
-        parts = [f"job {job['id']} · {job['kind']} · {_title(job)} · {status}"]
+        parts = [f"job {job['id']} · {job['kind']} · {_title(job)} · {job['status']}"]
         if data.get("done") is not None and data.get("total"):
             parts.append(f"{fmt.num(data['done'], 0)}/{fmt.num(data['total'], 0)}")
         if job["status"] == "running" and data.get("eta_s") is not None:
@@ -240,26 +226,8 @@ class QueueScreen(Screen):
                 status = api.cancel(self.app.backend.store, job["id"])
                 self.notify(f"job {job['id']}: {status}"
                             + (" (stops after the current batch)" if status == "cancelling" else ""))
-                self._show_cancelled(job, status)
                 self.refresh_now()
         self.app.push_screen(ConfirmScreen(f"Cancel job {job['id']}: {_title(job)}?"), done)
-
-    def _show_cancelled(self, job: dict, status: str) -> None:
-        """The row (and the header) say what cancelling did at once, before the next poll."""
-        if status == "cancelling":
-            job["cancel_requested"] = 1
-            self.app.mark_cancelling()
-        elif status == "cancelled":
-            job["status"] = "cancelled"
-        if job["id"] not in self._shown:
-            return
-        colors = fmt.theme_colors(self.app.theme_variables)
-        cells = self._cells(job, colors)
-        table = self.query_one(DataTable)
-        for (key, _), cell in zip(COLUMNS, cells):
-            table.update_cell(str(job["id"]), key, cell, update_width=True)
-        self._shown[job["id"]] = cells
-        self._show_panel()
 
     def action_move(self, by: int) -> None:
         job = self.current_job()

@@ -45,7 +45,10 @@ def test_validate_names_the_scorer_field(tiny_gpt2, store):
     with pytest.raises(SpecError, match="detoxify variant or checkpoint '/no/ckpt'") as err:
         api.validate(store, [spec.replace(scorer="detoxify:/no/ckpt")])
     assert err.value.field == "scorer"
-    api.validate(store, [spec.replace(scorer="profanity"), spec.replace(scorer="hf:some/model")])
+    api.validate(store, [spec.replace(scorer="profanity"), spec.replace(scorer=f"hf:{tiny_gpt2}")])
+    with pytest.raises(SpecError, match="not in the local Hugging Face cache") as err:   # offline
+        api.validate(store, [spec.replace(scorer="hf:some/model")])
+    assert err.value.field == "scorer"
 
 
 def test_a_suite_without_text_takes_no_scorer_check(tiny_gpt2, store):

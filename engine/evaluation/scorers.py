@@ -348,6 +348,7 @@ def load_scorer(name: str, *, label: str | None = None, device: str = "cpu") -> 
         target = name.partition(":")[2] or "original"
         return DetoxifyScorer(target, device=device, label=label), ""
     if name.startswith("hf:") and name[3:].strip():
+        check_hf_scorer(name[3:].strip())       # a folder or hub id that can load, in one line
         return HFClassifierScorer(name[3:].strip(), label=label, device=device), ""
     raise ScorerError(f"toxicity scorer {name!r} is unknown; use auto, offline, bilstm, profanity, "
                       "detoxify[:variant or checkpoint path] or hf:<model id or folder>")
@@ -363,7 +364,10 @@ def check_scorer_name(name: str | None) -> None:
     checkpoint path is only checked to exist."""
     from engine.specs import SpecError      # engine.specs imports the suites, which import this
     name = (name or "auto").strip()
-    if name in PLAIN_SCORERS or (name.startswith("hf:") and name[3:].strip()):
+    if name.startswith("hf:") and name[3:].strip():
+        check_hf_scorer(name[3:].strip())
+        return
+    if name in PLAIN_SCORERS:
         return
     if name == "detoxify" or name.startswith("detoxify:"):
         target = name.partition(":")[2] or "original"
@@ -373,6 +377,30 @@ def check_scorer_name(name: str | None) -> None:
                         f"{', '.join(DETOXIFY_VARIANTS)} nor an existing file", "scorer")
     raise SpecError(f"toxicity scorer {name!r} is unknown; use auto, offline, bilstm, profanity, "
                     "detoxify[:variant or checkpoint path] or hf:<model id or folder>", "scorer")
+
+
+def check_hf_scorer(ref: str) -> None:
+    """`hf:<ref>` names an existing folder, or a well-formed hub id that is cached when
+    HF_HUB_OFFLINE=1 (else the hub's own "Repo id must be in the form ..." would be the reason).
+    A `SpecError` on field "scorer"."""
+    from engine.specs import SpecError
+    path = Path(ref).expanduser()
+    if ref.startswith((".", "/", "~")) or path.exists():
+        if not path.is_dir():
+            raise SpecError(f"hf scorer folder {str(path)!r} does not exist"
+                            + (" (it is a file)" if path.exists() else ""), "scorer")
+        return
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    try:
+        validate_repo_id(ref)
+    except HFValidationError:
+        raise SpecError(f"hf scorer {ref!r} is neither an existing folder nor a hub id "
+                        "(name or owner/name)", "scorer") from None
+    if os.environ.get("HF_HUB_OFFLINE") == "1" and not isinstance(try_to_load_from_cache(ref, "config.json"), str):
+        raise SpecError(f"hf scorer {ref!r} is not in the local Hugging Face cache and "
+                        "HF_HUB_OFFLINE=1 forbids downloading it; give a local folder or download "
+                        "it first", "scorer")
 
 
 # -- sentiment ---------------------------------------------------------------------------------

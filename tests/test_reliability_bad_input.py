@@ -60,6 +60,8 @@ def bad(tmp_path_factory, tiny_gpt2) -> dict[str, Path]:
         "study_key_typo": _write(d / "key-typo.toml", 'teacher = "gpt2"\n[[eval]]\nsuite = "toxicity"\n'
                                  'samples_per_promt = 3\n'),
         "study_not_toml": _write(d / "broken.toml", 'teacher = "gpt2\n[[eval]\n'),
+        "study_uncached_teacher": _write(d / "uncached.toml", 'teacher = "nobody-here/no-such-teacher"\n'
+                                         '[[eval]]\nsuite = "toxicity"\n'),
         "study_utf16": _write(d / "utf16.toml", 'teacher = "gpt2"\n'.encode("utf-16")),
         "study_bad_value": _write(d / "value.toml", 'teacher = "gpt2"\n[[prune]]\nsparsity = 1.5\n'
                                   '[[eval]]\nsuite = "toxicity"\n'),
@@ -244,6 +246,17 @@ def test_bad_input_exits_2_with_one_line_naming_the_value(case, argv, expected, 
     assert "Traceback" not in err + out
     assert not out.strip() or case.startswith("study"), out   # nothing printed as a result
     assert queue.counts(store) == {}                           # and nothing queued
+
+
+def test_a_study_whose_teacher_is_not_cached_is_refused_offline(bad, store, capsys):
+    """Offline, an uncached hub teacher is refused before anything is queued (the study's
+    requirement notes come first, then the one error line)."""
+    code, out, err = run_cli(["study", str(bad["study_uncached_teacher"]), "--inline"], capsys)
+    assert code == 2, (out, err)
+    assert err.strip().splitlines()[-1].startswith(
+        "error: model 'nobody-here/no-such-teacher' is not in the local Hugging Face cache and "
+        "HF_HUB_OFFLINE=1 forbids downloading it")
+    assert "Traceback" not in err and queue.counts(store) == {}
 
 
 def test_catalogue_through_real_processes(bad, tiny_gpt2, home, tmp_path):

@@ -117,11 +117,13 @@ def _add_results(sub: Subparsers) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("export", help="every metric (or those of --runs) as csv, json or md")
-    p.add_argument("--format", default="csv", choices=("csv", "json", "md"))
+    from engine.interop.cli import EXPORT_FORMATS, cmd_export as export_any
+    p = sub.add_parser("export", help="every metric (or those of --runs) as csv, json or md; "
+                                      "lm-eval: lm-evaluation-harness results JSON per model")
+    p.add_argument("--format", default="csv", choices=EXPORT_FORMATS)
     p.add_argument("--runs", type=int, nargs="*")
-    p.add_argument("-o", "--output", help="file to write (default stdout)")
-    p.set_defaults(func=cmd_export)
+    p.add_argument("-o", "--output", help="file to write (default stdout); the folder for lm-eval")
+    p.set_defaults(func=export_any)
 
 
 def _add_machine(sub: Subparsers) -> None:

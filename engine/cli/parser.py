@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     from engine.score_command import add_parser as add_score_parser
     add_score_parser(sub)
+    from engine.interop.cli import add_parsers as add_interop_parsers
+    add_interop_parsers(sub)           # card, prefetch
     p = sub.add_parser("tui", help="open the terminal app (same as no command)")
     p.set_defaults(func=cmd_tui)
     return parser

@@ -31,3 +31,44 @@ def cmd_export(args: argparse.Namespace) -> int:
     for path in written:
         sys.stdout.write(f"wrote {path}\n")
     return 0
+
+
+def _model_id(store, ref: str) -> int:
+    """A registered model by name, id (model:ID / job:ID) or anything `compfair submit` takes."""
+    row = store.one("SELECT id FROM models WHERE name = ? ORDER BY id DESC LIMIT 1", (ref,))
+    if row is not None:
+        return row["id"]
+    from engine.model_refs import resolve
+    source = resolve(ref, store)
+    if source.model_id is None:
+        raise UsageError(f"model {ref!r} is not in the registry (it has no results yet); "
+                         "see `compfair models`")
+    return source.model_id
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    """`compfair card MODEL [-o PATH]`: write the model's Hugging Face model card."""
+    from engine.interop.model_card import write_card
+    from engine.interop.records import one_model
+    store = open_store(args)
+    model = one_model(store, _model_id(store, args.model))
+    if args.output:
+        target = Path(args.output).expanduser().resolve()
+        if not target.parent.is_dir():
+            raise UsageError(f"-o {args.output!r}: folder {str(target.parent)!r} does not exist")
+    else:
+        folder = model.model.get("path")
+        if not folder or not Path(folder).is_dir() or model.model.get("origin") in ("hub", "builtin"):
+            raise UsageError(f"model {args.model!r} has no folder of its own to write into "
+                             f"(origin {model.model.get('origin')}); give -o PATH")
+        target = Path(folder)
+    sys.stdout.write(f"wrote {write_card(model, target)}\n")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    """The `card` and `prefetch` commands."""
+    p = sub.add_parser("card", help="write a Hugging Face model card (README.md) for a model")
+    p.add_argument("model", help="registered model: its name, model:ID, job:ID or path")
+    p.add_argument("-o", "--output", help="file or folder to write (default: the model's folder)")
+    p.set_defaults(func=cmd_card)

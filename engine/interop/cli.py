@@ -72,3 +72,41 @@ def add_parsers(sub) -> None:
     p.add_argument("model", help="registered model: its name, model:ID, job:ID or path")
     p.add_argument("-o", "--output", help="file or folder to write (default: the model's folder)")
     p.set_defaults(func=cmd_card)
+
+    p = sub.add_parser("prefetch", help="download every hub model, data set and scorer weight a "
+                                        "study needs (for a machine without network)")
+    p.add_argument("study", help="preset name (quick, paper) or a .toml file")
+    p.add_argument("--dry-run", action="store_true", help="list them, fetch nothing (no network)")
+    p.add_argument("--required-only", action="store_true",
+                   help="leave out what has an offline fallback (data 'auto', scorer 'auto')")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_prefetch)
+
+
+def cmd_prefetch(args: argparse.Namespace) -> int:
+    """`compfair prefetch STUDY`: list (--dry-run) or download what the study needs."""
+    from engine.interop import prefetch
+    from engine.output import print_json, print_table
+    from engine.study import load_study
+    plan = load_study(args.study)
+    wanted = [n for n in prefetch.needs(plan) if not (args.required_only and n.optional)]
+    rows = [{"kind": n.kind, "ref": n.ref, "config": n.config, "optional": n.optional,
+             "cached": prefetch.is_cached(n), "needed_by": list(n.why)} for n in wanted]
+    if args.dry_run:
+        if args.json:
+            print_json({"study": plan.name, "needs": rows})
+        elif not rows:
+            sys.stdout.write(f"study {plan.name} needs nothing from the network\n")
+        else:
+            print_table(["kind", "what", "", "cached", "needed by"],
+                        [[r["kind"], n.title, "optional" if n.optional else "required",
+                          "yes" if r["cached"] else "no",
+                          n.why[0] + (f" and {len(n.why) - 1} more" if len(n.why) > 1 else "")]
+                         for r, n in zip(rows, wanted)], title=f"what study {plan.name} needs")
+        return 0
+    for row, need in zip(rows, wanted):
+        if row["cached"]:
+            sys.stdout.write(f"cached  {need.kind} {need.title}\n")
+            continue
+        sys.stdout.write(f"fetched {need.kind} {need.title} -> {prefetch.fetch(need)}\n")
+    return 0

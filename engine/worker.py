@@ -186,6 +186,8 @@ class Worker:
             ctx.progress(1, 1, "done", force=True)
             ctx.log("finished")
             status = "done"
+            from engine.interop.tracking import after_job
+            after_job(self.store, job_id)     # --log mlflow / wandb; never raises
         except JobCancelled:
             queue.finish(self.store, job_id, "cancelled", error="cancelled by user")
             ctx.log("cancelled; stored samples and checkpoints are kept", level="warning")

@@ -68,6 +68,9 @@ def _add_submit(sub: Subparsers) -> None:
         k.add_argument("--no-worker", action="store_true", help="do not start a worker")
         k.add_argument("--rerun", action="store_true",
                        help="queue it even when an identical job already finished (otherwise refused, exit 2)")
+        k.add_argument("--log", action="append", metavar="TRACKER",
+                       help="when the job finishes, log its spec and metrics to mlflow[=URI] or "
+                            "wandb[=PROJECT] (repeatable; engine.interop.tracking)")
         k.set_defaults(func=cmd_submit)
 
 

@@ -75,12 +75,20 @@ def cmd_submit(args: argparse.Namespace) -> int:
     base = _spec_values(args, spec_cls)
     specs = api.expand_sweep(base, _parse_sweep(args.sweep))
     _refuse_repeats(specs)
+    from engine.interop.tracking import parse_targets, record_targets
+    targets = parse_targets(getattr(args, "log", None))    # a bad --log: exit 2, nothing queued
+    start_after = bool(targets) and not args.no_worker
+    if targets:        # the worker starts once the destinations are stored (it reads them at the end)
+        args.no_worker = True
     store = open_store(args)
     if not getattr(args, "rerun", False):
         from engine.duplicates import refuse_duplicates
         refuse_duplicates(store, specs)     # it already ran: exit 2 naming the run
     job_ids = api.submit_all(store, specs, depends_on=args.after or (), priority=args.priority,
                              start_worker=not args.no_worker)
+    record_targets(store, job_ids, targets)
+    if start_after:
+        api.ensure_worker(store)
     if args.json:
         print_json({"job_id": job_ids[0]} if len(job_ids) == 1 else {"job_ids": job_ids})
     else:

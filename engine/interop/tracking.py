@@ -1,0 +1,185 @@
+"""Experiment tracking: `compfair submit ... --log mlflow[=URI]` / `--log wandb[=PROJECT]`
+(or `COMPFAIR_LOG=mlflow=URI,wandb` in the worker's environment) logs each finished job to
+MLflow or Weights & Biases.
+
+What is logged, per job: its spec as parameters (every field, plus `job_id` and `kind`), and
+as metrics: for an eval job, each stored metric of its run as `<metric>` (all items) or
+`<metric>/<subset>`, with `<metric>_ci_low` / `<metric>_ci_high` beside it where it has a
+bootstrap CI; for a compression job, the numeric figures of its result (parameters before and
+after, sparsity, bits per weight, ...). The job's full result goes along as a JSON artifact
+(MLflow) or the run summary (W&B). The destinations chosen at submit are stored as `tracking`
+events of the job, read back by the worker when the job finishes (`after_job`, called from
+the worker's one finish point); a tracker that fails is a warning in the job's log, never a
+failed job.
+
+MLflow: URI as `mlflow.MlflowClient` takes it; none means `sqlite:///<home>/mlflow.db`. A
+`file://` store is MLflow's deprecated file backend, allowed here (MLFLOW_ALLOW_FILE_STORE)
+because the user named it. W&B: PROJECT (default "compfair"), honouring WANDB_MODE (offline
+needs no network: `wandb sync` uploads later) and WANDB_DIR (default: the compfair home)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from engine.errors import UserError
+from engine.results import JobResult
+from engine.store import Store, loads
+
+log = logging.getLogger(__name__)
+EVENT_KIND = "tracking"
+ENV = "COMPFAIR_LOG"
+EXPERIMENT = "compfair"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to log: `backend` (a key of BACKENDS) and its `where` (MLflow URI, W&B project;
+    None for the default)."""
+
+    backend: str
+    where: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.backend + (f"={self.where}" if self.where else "")
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """What a tracker gets for one finished job: id, kind, title, params, metrics, result."""
+
+    job_id: int
+    kind: str
+    title: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    result: dict[str, Any]
+
+
+def parse_target(text: str) -> Target:
+    """`mlflow`, `mlflow=URI`, `wandb` or `wandb=PROJECT`; else a one-line UserError."""
+    backend, _, where = text.strip().partition("=")
+    if backend not in BACKENDS:
+        raise UserError(f"--log {text!r}: unknown tracker {backend!r}; use "
+                        + " or ".join(f"{b}[=...]" for b in BACKENDS))
+    return Target(backend, where.strip() or None)
+
+
+def parse_targets(texts: Sequence[str] | None) -> list[Target]:
+    return [parse_target(t) for item in texts or () for t in item.split(",") if t.strip()]
+
+
+def record_targets(store: Store, job_ids: Sequence[int], targets: Sequence[Target]) -> None:
+    """Store the destinations of `job_ids` (before a worker can finish them)."""
+    for job_id in job_ids:
+        for target in targets:
+            store.add_event(job_id, f"will log to {target.text}", kind=EVENT_KIND,
+                            data={"backend": target.backend, "where": target.where})
+
+
+def targets_for(store: Store, job_id: int) -> list[Target]:
+    """The job's destinations: its `tracking` events, then COMPFAIR_LOG; each once."""
+    rows = store.query("SELECT data FROM events WHERE job_id = ? AND kind = ? ORDER BY id",
+                       (job_id, EVENT_KIND))
+    found = [Target(d["backend"], d.get("where")) for d in (loads(r["data"], {}) or {} for r in rows)
+             if d.get("backend") in BACKENDS]
+    try:
+        found += parse_targets([os.environ.get(ENV, "")])
+    except UserError as exc:
+        log.warning("%s ignored: %s", ENV, exc)
+    return list(dict.fromkeys(found))
+
+
+def _flat(prefix: str, value: Any, out: dict[str, float]) -> None:
+    if isinstance(value, bool):
+        out[prefix] = float(value)
+    elif isinstance(value, (int, float)) and math.isfinite(value):
+        out[prefix] = float(value)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _flat(f"{prefix}.{k}" if prefix else str(k), v, out)
+
+
+def job_record(store: Store, job_id: int) -> JobRecord:
+    """The finished job's params, metrics and result, read from the store."""
+    row = store.one("SELECT id, kind, spec, result, label FROM jobs WHERE id = ?", (job_id,))
+    spec = loads(row["spec"], {}) or {}
+    result = JobResult.from_row(row)
+    params = {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in sorted(spec.items())}
+    params.update({"job_id": str(job_id), "kind": row["kind"]})
+    metrics: dict[str, float] = {}
+    if result.run_id is not None:
+        for m in store.metrics(result.run_id):
+            for suffix, value in (("", m["value"]), ("_ci_low", m["ci_low"]), ("_ci_high", m["ci_high"])):
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    metrics[m["name"] + suffix + (f"/{m['subset']}" if m["subset"] else "")] = float(value)
+    else:
+        _flat("", {k: v for k, v in result.to_dict().items() if k not in ("model_id", "run_id")}, metrics)
+    title = f"job {job_id} {row['kind']}" + (f" {row['label']}" if row["label"] else "")
+    return JobRecord(job_id, row["kind"], title, params, metrics, result.to_dict())
+
+
+def log_mlflow(record: JobRecord, where: str | None, store: Store) -> str:
+    """One MLflow run in experiment "compfair"; returns its run id."""
+    uri = where or f"sqlite:///{store.home.root / 'mlflow.db'}"
+    if uri.startswith("file:") or "://" not in uri:
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
+    run = client.create_run(experiment_id, run_name=record.title,
+                            tags={"compfair.job_id": str(record.job_id), "compfair.kind": record.kind})
+    now = int(time.time() * 1000)
+    client.log_batch(run.info.run_id, metrics=[Metric(k, v, now, 0) for k, v in record.metrics.items()],
+                     params=[Param(k, v[:6000]) for k, v in record.params.items()])
+    client.log_dict(run.info.run_id, record.result, "result.json")
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def log_wandb(record: JobRecord, where: str | None, store: Store) -> str:
+    """One W&B run in project `where` (default "compfair"); returns its id."""
+    import wandb
+    run = wandb.init(project=where or EXPERIMENT, name=record.title, config=record.params,
+                     dir=os.environ.get("WANDB_DIR") or str(store.home.root), job_type=record.kind,
+                     tags=["compfair", record.kind], reinit="create_new")
+    try:
+        run.log(record.metrics)
+        run.summary.update({**record.metrics, "result": record.result})
+    finally:
+        run.finish()
+    return run.id
+
+
+BACKENDS: dict[str, Callable[[JobRecord, str | None, Store], str]] = {
+    "mlflow": log_mlflow, "wandb": log_wandb}
+
+
+def after_job(store: Store, job_id: int) -> None:
+    """Log a job that just finished to each of its destinations. Never raises: a tracker's
+    failure is a warning in the job's log."""
+    try:
+        targets = targets_for(store, job_id)
+        if not targets:
+            return
+        record = job_record(store, job_id)
+    except Exception as exc:  # noqa: BLE001 - tracking never fails a job
+        log.warning("job %s: tracking skipped: %s", job_id, exc)
+        return
+    for target in targets:
+        try:
+            ident = BACKENDS[target.backend](record, target.where, store)
+            store.add_event(job_id, f"logged to {target.text} (run {ident})", kind="log")
+        except Exception as exc:  # noqa: BLE001 - tracking never fails a job
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            log.warning("job %s: logging to %s failed: %s", job_id, target.text, first)
+            store.add_event(job_id, f"logging to {target.text} failed: {first}", kind="log",
+                            level="warning")

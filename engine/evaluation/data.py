@@ -523,10 +523,13 @@ def data_requirement(suite, data: str) -> str:
 
 
 def offline_datasets() -> dict[str, str]:
-    """Per suite, what is available without network."""
+    """Per suite with data of its own (a built-in set or a hub set; not lm-eval, whose tasks
+    bring theirs), what is available without network."""
     from engine.evaluation.suites import suites
     out = {}
     for suite in suites():
+        if not (suite.builtin_file or suite.hub_dataset):
+            continue
         builtin = "built-in set" if (BUILTIN_DIR / suite.builtin_file).exists() else "built-in set MISSING"
         hub = suite.hub_dataset[0] if suite.hub_dataset else "no hub set"
         out[suite.name] = f"{builtin}; hub {hub} {'cached' if hub_cached(suite) else 'not cached'}"

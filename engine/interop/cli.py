@@ -9,23 +9,33 @@ from pathlib import Path
 
 from engine.cli.common import UsageError, open_store
 
-EXPORT_FORMATS = ("csv", "json", "md", "lm-eval")
+TABLE_FORMATS = ("csv", "json", "md")           # one file: engine.cli.results.cmd_export
+
+
+def _lm_eval_writer(store, folder: Path, run_ids):
+    from engine.interop.lm_eval_format import export
+    return export(store, folder, run_ids)
+
+
+# formats that write one file per model into a folder: format -> writer(store, folder, runs)
+FOLDER_FORMATS = {"lm-eval": _lm_eval_writer}
+EXPORT_FORMATS = TABLE_FORMATS + tuple(FOLDER_FORMATS)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """`compfair export`: lm-eval's results JSON (one per model, under the folder -o names),
-    else the table formats of `engine.cli.results.cmd_export`."""
-    if args.format != "lm-eval":
+    """`compfair export`: a folder format (lm-eval's results JSON, one per model, under the
+    folder -o names), else the table formats of `engine.cli.results.cmd_export`."""
+    writer = FOLDER_FORMATS.get(args.format)
+    if writer is None:
         from engine.cli.results import cmd_export as table_export
         return table_export(args)
     if not args.output:
-        raise UsageError("--format lm-eval writes one results file per model: give the folder "
-                         "with -o DIR")
-    from engine.interop.lm_eval_format import export
+        raise UsageError(f"--format {args.format} writes one results file per model: give the "
+                         "folder with -o DIR")
     folder = Path(args.output).expanduser().resolve()
     if folder.exists() and not folder.is_dir():
-        raise UsageError(f"-o {args.output!r} is a file; --format lm-eval needs a folder")
-    written = export(open_store(args), folder, args.runs)
+        raise UsageError(f"-o {args.output!r} is a file; --format {args.format} needs a folder")
+    written = writer(open_store(args), folder, args.runs)
     if not written:
         sys.stderr.write("no finished runs to export\n")
     for path in written:

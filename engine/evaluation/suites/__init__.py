@@ -8,6 +8,7 @@ from engine.evaluation.suites.base import (HIGHER, LOWER, NEITHER, TARGET, Metri
                                            load_plugins, register, suite_names, suites,
                                            unregister)
 from engine.evaluation.suites import toxicity, bold, crows_pairs, perplexity  # noqa: F401,E402 - register
+from engine.evaluation.suites import lm_eval  # noqa: F401,E402 - register (lm-eval itself loads in the job)
 
 __all__ = ["HIGHER", "LOWER", "NEITHER", "TARGET", "MetricSpec", "Suite", "find_metric",
            "generation_suite_names", "get_suite", "load_plugins", "register", "suite_names", "suites", "unregister"]

@@ -64,7 +64,7 @@ class LmEvalSuite(Suite):
     shards_by_item = False
     order = 15
     display_settings = (("data", "tasks"), ("max_prompts", "limit"), ("seed", "seed"))
-    comparable_settings = ("max_prompts", "data")
+    comparable_settings = ("max_prompts", "data_source")    # data_source names the tasks
     metrics = (
         MetricSpec("acc", "accuracy", "acc", "share of documents whose highest-likelihood choice "
                    "is the gold one", HIGHER, paired=True),

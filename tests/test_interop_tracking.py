@@ -102,3 +102,30 @@ def test_bad_log_target_queues_nothing(tiny_gpt2, store, capsys):
     err = capsys.readouterr().err
     assert "'tensorboard'" in err and "mlflow" in err and len(err.strip().splitlines()) == 1
     assert store.one("SELECT count(*) AS n FROM jobs")["n"] == 0
+
+
+def test_study_log_mlflow_jobs_and_report_artifacts(tiny_gpt2, compfair_home, tmp_path, capsys):
+    study = tmp_path / "tiny.toml"
+    study.write_text(f'name = "tiny"\nteacher = "{tiny_gpt2}"\n'
+                     '[[prune]]\nlabel = "mag"\nmethod = "magnitude"\nsparsity = 0.5\n'
+                     '[[eval]]\nsuite = "perplexity"\ndata = "builtin"\ncontext_length = 64\n'
+                     'stride = 32\nbootstrap_samples = 100\n')
+    uri = (tmp_path / "mlruns").as_uri()
+    import torch
+    torch.set_num_threads(1)
+    code = main(["study", str(study), "--inline", "--log", f"mlflow={uri}", "-o", str(tmp_path / "report")])
+    assert code == 0, capsys.readouterr().err
+    from mlflow import MlflowClient
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("compfair").experiment_id])
+    by_kind = {}
+    for run in runs:
+        by_kind.setdefault(run.data.tags["compfair.kind"], []).append(run)
+    assert sorted((k, len(v)) for k, v in by_kind.items()) == [("eval", 2), ("prune", 1), ("report", 1)]
+    prune, = by_kind["prune"]
+    assert prune.data.params["method"] == "magnitude"
+    assert prune.data.metrics["overall_sparsity"] == pytest.approx(0.5)
+    report, = by_kind["report"]
+    names = {a.path for a in client.list_artifacts(report.info.run_id)}
+    written = {p.name for p in (tmp_path / "report").iterdir()}
+    assert names == written and any(n.endswith(".md") for n in names)

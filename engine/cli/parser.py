@@ -152,6 +152,9 @@ def _add_studies(sub: Subparsers) -> None:
     p.add_argument("--inline", action="store_true", help="run the jobs in this process instead of a detached worker")
     p.add_argument("-o", "--output", help="report folder (default under the compfair home)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--log", action="append", metavar="TRACKER",
+                   help="log each job it queues, and the report files, to mlflow[=URI] or "
+                        "wandb[=PROJECT] (repeatable)")
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("report", help="Markdown + CSV + plots for a study that has run")

@@ -27,8 +27,11 @@ def cmd_study(args: argparse.Namespace) -> int:
                         [[n["key"], n["kind"], n["model"], ", ".join(n["needs"])] for n in nodes],
                         title=f"study {plan.name}: {len(nodes)} jobs (dry run)")
         return 0
+    from engine.interop.tracking import parse_targets, record_targets
+    targets = parse_targets(getattr(args, "log", None))    # a bad --log: exit 2, nothing queued
     store = open_store(args)
     submitted = studies.submit_study(store, plan)
+    record_targets(store, [i.job_id for i in submitted if i.action != "reused"], targets)
     actions: dict[str, int] = {}
     for item in submitted:
         actions[item.action] = actions.get(item.action, 0) + 1
@@ -87,6 +90,9 @@ def _follow_study(store: Store, job_ids: list[int]) -> None:
 def _print_report(store: Store, name: str, args: argparse.Namespace) -> int:
     from engine.report import build_report
     report = build_report(store, name, output_dir=getattr(args, "output", None))
+    if getattr(args, "log", None):
+        from engine.interop.tracking import log_report, parse_targets
+        log_report(store, name, report.folder, parse_targets(args.log))
     if getattr(args, "json", False):
         print_json(report.summary())
     else:

@@ -183,3 +183,47 @@ def after_job(store: Store, job_id: int) -> None:
             log.warning("job %s: logging to %s failed: %s", job_id, target.text, first)
             store.add_event(job_id, f"logging to {target.text} failed: {first}", kind="log",
                             level="warning")
+
+
+def _report_mlflow(name: str, folder, where: str | None, store: Store) -> str:
+    uri = where or f"sqlite:///{store.home.root / 'mlflow.db'}"
+    if uri.startswith("file:") or "://" not in uri:
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    from mlflow import MlflowClient
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
+    run = client.create_run(experiment_id, run_name=f"study {name} report",
+                            tags={"compfair.study": name, "compfair.kind": "report"})
+    client.log_artifacts(run.info.run_id, str(folder))
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def _report_wandb(name: str, folder, where: str | None, store: Store) -> str:
+    import wandb
+    run = wandb.init(project=where or EXPERIMENT, name=f"study {name} report", job_type="report",
+                     dir=os.environ.get("WANDB_DIR") or str(store.home.root),
+                     tags=["compfair", "report"], reinit="create_new")
+    try:
+        artifact = wandb.Artifact(f"{name}-report", type="report")
+        artifact.add_dir(str(folder))
+        run.log_artifact(artifact)
+    finally:
+        run.finish()
+    return run.id
+
+
+REPORT_BACKENDS: dict[str, Callable[[str, Any, str | None, Store], str]] = {
+    "mlflow": _report_mlflow, "wandb": _report_wandb}
+
+
+def log_report(store: Store, name: str, folder, targets: Sequence[Target]) -> None:
+    """Log a study's report folder (Markdown, CSV, plots) as artifacts of one run per
+    destination. Never raises: a failure is a warning on stderr's log."""
+    for target in targets:
+        try:
+            ident = REPORT_BACKENDS[target.backend](name, folder, target.where, store)
+            log.info("report of study %s logged to %s (run %s)", name, target.text, ident)
+        except Exception as exc:  # noqa: BLE001 - the report itself is written; tracking is extra
+            log.warning("logging the report of study %s to %s failed: %s", name, target.text, exc)

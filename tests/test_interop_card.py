@@ -60,3 +60,14 @@ def test_card_base_model_needs_output_path(built, tmp_path, capsys):
     data = ModelCard.load(out).data
     assert data.base_model is None and "compression" not in data.to_dict()
     assert {r.metric_type for r in data.eval_results} >= {"perplexity", "expected_max_toxicity"}
+
+
+def test_push_offline_is_one_line(built, capsys):
+    """The upload itself needs network; offline it is one line, exit 1, the card written."""
+    home, _ = built
+    readme = home.root / "models" / "tiny-mag" / "README.md"
+    readme.unlink(missing_ok=True)
+    assert main(["--home", str(home.root), "push", "tiny-mag", "--repo", "someone/tiny-mag"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "someone/tiny-mag" in err and "offline" in err
+    assert readme.is_file()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from engine.cli.common import UsageError, open_store
+from engine.output import error
 
 TABLE_FORMATS = ("csv", "json", "md")           # one file: engine.cli.results.cmd_export
 
@@ -76,12 +77,44 @@ def cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push(args: argparse.Namespace) -> int:
+    """`compfair push MODEL --repo ID`: write the model card into the model's folder, then
+    upload the folder to the hub with huggingface_hub (needs network and a token; not tested
+    offline)."""
+    from huggingface_hub import HfApi
+    from engine.interop.model_card import write_card
+    from engine.interop.records import one_model
+    store = open_store(args)
+    model = one_model(store, _model_id(store, args.model))
+    folder = model.model.get("path")
+    if not folder or not Path(folder).is_dir() or model.model.get("origin") in ("hub", "builtin"):
+        raise UsageError(f"model {args.model!r} has no folder of its own to upload")
+    write_card(model, Path(folder))
+    api = HfApi()
+    try:
+        api.create_repo(args.repo, private=args.private, exist_ok=True)
+        info = api.upload_folder(folder_path=folder, repo_id=args.repo,
+                                 commit_message=f"compfair: {model.name}")
+    except Exception as exc:  # noqa: BLE001 - offline, no token, no rights: one line, exit 1
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        error(f"push of {folder} to {args.repo} failed: {first}")
+        return 1
+    sys.stdout.write(f"uploaded {folder} to {info}\n")
+    return 0
+
+
 def add_parsers(sub) -> None:
-    """The `card` and `prefetch` commands."""
+    """The `card`, `push` and `prefetch` commands."""
     p = sub.add_parser("card", help="write a Hugging Face model card (README.md) for a model")
     p.add_argument("model", help="registered model: its name, model:ID, job:ID or path")
     p.add_argument("-o", "--output", help="file or folder to write (default: the model's folder)")
     p.set_defaults(func=cmd_card)
+
+    p = sub.add_parser("push", help="write the model card and upload the model folder to the hub")
+    p.add_argument("model", help="registered model: its name, model:ID, job:ID or path")
+    p.add_argument("--repo", required=True, help="hub repository id (owner/name)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.set_defaults(func=cmd_push)
 
     p = sub.add_parser("prefetch", help="download every hub model, data set and scorer weight a "
                                         "study needs (for a machine without network)")

@@ -96,8 +96,11 @@ class LmEvalSuite(Suite):
         from engine.evaluation.data import SuiteData
         names, folders = _parse_tasks(spec.data if data is None else data)
         files = [(str(p), p.read_text()) for f in folders for p in sorted(Path(f).glob("*.y*ml"))]
+        # the task names and local task files as `text` (what the run's fingerprint covers): the
+        # documents are lm-eval's to load, so the run has no item count until it has run
         return SuiteData(suite=self.name, mode="path" if folders else "hub",
-                         source="lm-eval:" + ",".join(names), items=[("tasks", tuple(names)), *files])
+                         source="lm-eval:" + ",".join(names),
+                         text=json.dumps({"tasks": names, "files": files}, sort_keys=True))
 
     def run_settings(self, spec, lm) -> dict:
         try:

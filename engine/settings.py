@@ -11,6 +11,9 @@ adjust = "holm"          # "holm", "bh" (Benjamini-Hochberg) or "none", over the
 perplexity_ratio = 1.5   # continuation perplexity rose more than this factor
 distinct2_drop = 0.1     # distinct-2 fell by more than this
 degenerate_rise = 0.05   # share of degenerate continuations rose by more than this
+
+[tracking]
+log = ["mlflow"]         # log every finished job (and report) here too: mlflow[=URI], wandb[=PROJECT]
 ```
 
 Every field is optional; a missing file means the defaults above. The settings in force are
@@ -88,12 +91,34 @@ class QualitySettings:
 
 
 @dataclass(frozen=True)
+class TrackingSettings:
+    """Experiment trackers every finished job of this home is logged to, beside those given
+    with `--log` (engine.interop.tracking; same syntax: `mlflow[=URI]`, `wandb[=PROJECT]`)."""
+
+    log: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.log, str) or not all(isinstance(t, str) for t in self.log):
+            raise SettingsError(f"tracking.log {self.log!r} must be a list of strings such as "
+                                '["mlflow", "wandb=PROJECT"]')
+        from engine.interop.tracking import parse_targets   # imported on use: it needs the store
+        try:
+            parse_targets(self.log)
+        except UserError as exc:
+            raise SettingsError(f"tracking.log: {exc}") from None
+
+
+@dataclass(frozen=True)
 class Settings:
     statistics: StatSettings = field(default_factory=StatSettings)
     quality: QualitySettings = field(default_factory=QualitySettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The settings that judge results (recorded in reports and comparisons); where
+        results are also logged (`tracking`) does not change them and is left out."""
+        return {"statistics": dataclasses.asdict(self.statistics),
+                "quality": dataclasses.asdict(self.quality)}
 
 
 def ci_label(confidence: float) -> str:
@@ -123,8 +148,14 @@ def _section(cls, data: Any, name: str):
     unknown = sorted(set(data) - known)
     if unknown:
         raise SettingsError(f"settings key {name}.{unknown[0]} is unknown; known: {', '.join(sorted(known))}")
+    defaults = cls()
+    listed = next((k for k, v in data.items()
+                   if isinstance(getattr(defaults, k), tuple) and not isinstance(v, list)), None)
+    if listed is not None:
+        raise SettingsError(f"settings key {name}.{listed} {data[listed]!r} must be a list, "
+                            f"e.g. {listed} = [\"mlflow\"]")
     try:
-        return cls(**{k: type(getattr(cls(), k))(v) for k, v in data.items()})
+        return cls(**{k: type(getattr(defaults, k))(v) for k, v in data.items()})
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"settings [{name}]: {exc}") from None
 
@@ -140,8 +171,9 @@ def load_settings(home_root: str | Path | None) -> Settings:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise SettingsError(f"settings file {path} cannot be read: {exc}") from None
-    unknown = sorted(set(data) - {"statistics", "quality"})
+    sections = {"statistics": StatSettings, "quality": QualitySettings, "tracking": TrackingSettings}
+    unknown = sorted(set(data) - set(sections))
     if unknown:
-        raise SettingsError(f"settings section [{unknown[0]}] in {path} is unknown; known: quality, statistics")
-    return Settings(_section(StatSettings, data.get("statistics"), "statistics"),
-                    _section(QualitySettings, data.get("quality"), "quality"))
+        raise SettingsError(f"settings section [{unknown[0]}] in {path} is unknown; known: "
+                            + ", ".join(sorted(sections)))
+    return Settings(**{name: _section(cls, data.get(name), name) for name, cls in sections.items()})

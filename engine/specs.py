@@ -124,6 +124,27 @@ class JobSpec:
 
 
 @dataclass(frozen=True)
+class FieldAlias:
+    """Another name for a setting, in the words of the suite it serves (`task` for an lm-eval
+    run's `data`): accepted only with the settings in `requires`, never beside the field."""
+
+    field: str
+    requires: tuple[tuple[str, str], ...] = ()
+
+    def resolve(self, name: str, data: dict[str, Any], spec_cls: type) -> None:
+        """Move `data[name]` to `data[self.field]` (SpecError when it does not apply; a
+        required setting left out has `spec_cls`'s default)."""
+        if self.field in data:
+            raise SpecError(f"give {name} or {self.field}, not both ({name} {data[name]!r} is "
+                            f"stored as {self.field})", name)
+        for key, wanted in self.requires:
+            given = data.get(key, getattr(spec_cls, key, None))
+            if given != wanted:
+                raise SpecError(f"{name} {data[name]!r} needs {key} {wanted!r}, got {given!r}", name)
+        data[self.field] = data.pop(name)
+
+
+@dataclass(frozen=True)
 class EvalSpec(JobSpec):
     """Evaluate one model on one suite.
 
@@ -132,6 +153,8 @@ class EvalSpec(JobSpec):
 
     kind: ClassVar[str] = "eval"
     produces_model: ClassVar[bool] = False
+    # `task = "hellaswag,arc_easy"` (CLI `--task`): the lm-eval suite's tasks, stored as `data`
+    aliases: ClassVar[dict[str, "FieldAlias"]] = {}
     model: str = "smollm2"
     suite: str = "toxicity"
     data: str = "auto"
@@ -379,6 +402,8 @@ def parse_n_m(text: str) -> tuple[int, int]:
     return n, m
 
 
+EvalSpec.aliases = {"task": FieldAlias("data", (("suite", "lm-eval"),))}
+
 SPEC_TYPES: dict[str, type[JobSpec]] = {cls.kind: cls for cls in (EvalSpec, DistillSpec, PruneSpec,
                                                                    QuantizeSpec)}
 
@@ -430,6 +455,9 @@ def spec_from_dict(data: dict[str, Any]) -> JobSpec:
     if kind not in SPEC_TYPES:
         raise SpecError(f"job kind {kind!r} is unknown; choose from {', '.join(SPEC_TYPES)}")
     cls = SPEC_TYPES[kind]
+    for name, alias in getattr(cls, "aliases", {}).items():
+        if name in data:
+            alias.resolve(name, data, cls)
     hints = get_type_hints(cls)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)

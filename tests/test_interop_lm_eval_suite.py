@@ -54,7 +54,7 @@ metadata:
 @pytest.mark.slow          # ~20 s on this 2-core box: lm-eval's import and task build dominate
 def test_lm_eval_task_runs_as_a_suite(lm_eval_suite, tiny_gpt2, compfair_home, tmp_path, capsys):
     task = write_task(tmp_path)
-    assert main(["submit", "eval", "--model", str(tiny_gpt2), "--suite", "lm-eval", "--data", task,
+    assert main(["submit", "eval", "--model", str(tiny_gpt2), "--suite", "lm-eval", "--task", task,
                  "--bootstrap-samples", "200", "--no-worker", "--json"]) == 0
     import torch
     torch.set_num_threads(1)
@@ -82,8 +82,25 @@ def test_lm_eval_task_runs_as_a_suite(lm_eval_suite, tiny_gpt2, compfair_home, t
 
 def test_lm_eval_needs_tasks(lm_eval_suite, tiny_gpt2, store, capsys):
     assert main(["submit", "eval", "--model", str(tiny_gpt2), "--suite", "lm-eval", "--no-worker"]) == 2
-    assert "--data TASK" in capsys.readouterr().err
+    assert "--task TASK" in capsys.readouterr().err
     assert main(["submit", "eval", "--model", str(tiny_gpt2), "--suite", "lm-eval",
                  "--data", "/no/such/task.yaml", "--no-worker"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert store.one("SELECT count(*) AS n FROM jobs")["n"] == 0
+
+
+def test_task_is_the_lm_eval_suites_data(tiny_gpt2, store, capsys):
+    """`--task` (and a study's `task =`) is stored as the run's `data`; it is refused for other
+    suites and beside `--data`, with one line and nothing queued. Needs no lm-eval install."""
+    from engine.specs import SpecError, spec_from_dict
+    spec = spec_from_dict({"kind": "eval", "suite": "lm-eval", "task": "hellaswag,arc_easy"})
+    assert spec.data == "hellaswag,arc_easy" and "task" not in spec.to_json()
+    for argv, words in (([], ("task 'hellaswag'", "suite 'lm-eval'", "'toxicity'")),
+                        (["--suite", "lm-eval", "--data", "arc_easy"], ("task or data, not both",))):
+        assert main(["submit", "eval", "--model", str(tiny_gpt2), "--task", "hellaswag",
+                     "--no-worker", *argv]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and all(w in err for w in words), err
+    assert store.one("SELECT count(*) AS n FROM jobs")["n"] == 0
+    with pytest.raises(SpecError, match="task 'arc_easy' needs suite"):
+        spec_from_dict({"kind": "eval", "suite": "bold", "task": "arc_easy"})

@@ -129,3 +129,29 @@ def test_study_log_mlflow_jobs_and_report_artifacts(tiny_gpt2, compfair_home, tm
     names = {a.path for a in client.list_artifacts(report.info.run_id)}
     written = {p.name for p in (tmp_path / "report").iterdir()}
     assert names == written and any(n.endswith(".md") for n in names)
+
+
+def test_settings_file_logs_every_job(tiny_gpt2, compfair_home, tmp_path, capsys):
+    """`[tracking] log = [...]` in the home's settings.toml logs jobs submitted without --log."""
+    uri = (tmp_path / "mlruns").as_uri()
+    home = Home.resolve(compfair_home)
+    (home.root / "settings.toml").write_text(f'[tracking]\nlog = ["mlflow={uri}"]\n')
+    assert main(["submit", "eval", "--model", str(tiny_gpt2), "--suite", "perplexity", "--data", "builtin",
+                 "--context-length", "64", "--stride", "32", "--bootstrap-samples", "100",
+                 "--no-worker", "--json"]) == 0
+    import torch
+    torch.set_num_threads(1)
+    Worker(home, once=True, idle_exit_s=None).run()
+    from mlflow import MlflowClient
+    client = MlflowClient(tracking_uri=uri)
+    logged, = client.search_runs([client.get_experiment_by_name("compfair").experiment_id])
+    assert logged.data.params["suite"] == "perplexity" and "perplexity" in logged.data.metrics
+
+
+@pytest.mark.parametrize("value, words", [('"mlflow"', "must be a list"),
+                                          ('["tensorboard"]', "unknown tracker 'tensorboard'")])
+def test_bad_tracking_setting_is_one_line(tmp_path, value, words):
+    from engine.settings import SettingsError, load_settings
+    (tmp_path / "settings.toml").write_text(f"[tracking]\nlog = {value}\n")
+    with pytest.raises(SettingsError, match=words):
+        load_settings(tmp_path)

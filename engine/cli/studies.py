@@ -90,9 +90,10 @@ def _follow_study(store: Store, job_ids: list[int]) -> None:
 def _print_report(store: Store, name: str, args: argparse.Namespace) -> int:
     from engine.report import build_report
     report = build_report(store, name, output_dir=getattr(args, "output", None))
-    if getattr(args, "log", None):
-        from engine.interop.tracking import log_report, parse_targets
-        log_report(store, name, report.folder, parse_targets(args.log))
+    from engine.interop.tracking import home_targets, log_report, parse_targets
+    targets = list(dict.fromkeys(parse_targets(getattr(args, "log", None)) + home_targets(store)))
+    if targets:                         # --log, [tracking] log in settings.toml, COMPFAIR_LOG
+        log_report(store, name, report.folder, targets)
     if getattr(args, "json", False):
         print_json(report.summary())
     else:

@@ -25,15 +25,20 @@ def add_spec_options(parser: argparse.ArgumentParser, spec_cls: type) -> None:
         kind = getattr(hints[f.name], "__name__", str(hints[f.name]))
         parser.add_argument(flag, dest=f"spec_{f.name}", default=None, metavar=f.name.upper(),
                             help=f"{kind}; default {default!r}")
+    for name, alias in getattr(spec_cls, "aliases", {}).items():
+        needs = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in alias.requires)
+        parser.add_argument("--" + name.replace("_", "-"), dest=f"spec_{name}", default=None,
+                            metavar=name.upper(), help=f"the same as --{alias.field} (with {needs})")
 
 
 def _spec_values(args: argparse.Namespace, spec_cls: type) -> dict[str, Any]:
     """The spec fields given on the command line ("none"/"null" mean None)."""
     values = {"kind": spec_cls.kind}
-    for f in dataclasses.fields(spec_cls):
-        value = getattr(args, f"spec_{f.name}", None)
+    names = [f.name for f in dataclasses.fields(spec_cls)] + list(getattr(spec_cls, "aliases", {}))
+    for name in names:
+        value = getattr(args, f"spec_{name}", None)
         if value is not None:
-            values[f.name] = None if value.lower() in ("none", "null") else value
+            values[name] = None if value.lower() in ("none", "null") else value
     return values
 
 

@@ -83,17 +83,30 @@ def record_targets(store: Store, job_ids: Sequence[int], targets: Sequence[Targe
                             data={"backend": target.backend, "where": target.where})
 
 
-def targets_for(store: Store, job_id: int) -> list[Target]:
-    """The job's destinations: its `tracking` events, then COMPFAIR_LOG; each once."""
-    rows = store.query("SELECT data FROM events WHERE job_id = ? AND kind = ? ORDER BY id",
-                       (job_id, EVENT_KIND))
-    found = [Target(d["backend"], d.get("where")) for d in (loads(r["data"], {}) or {} for r in rows)
-             if d.get("backend") in BACKENDS]
+def home_targets(store: Store) -> list[Target]:
+    """The trackers of the home's settings file (`[tracking] log = [...]`), then COMPFAIR_LOG;
+    a bad value is a warning here (the settings file is checked where it is loaded)."""
+    from engine.settings import load_settings
+    found: list[Target] = []
+    try:
+        found += parse_targets(load_settings(store.home.root).tracking.log)
+    except UserError as exc:
+        log.warning("settings [tracking] ignored: %s", exc)
     try:
         found += parse_targets([os.environ.get(ENV, "")])
     except UserError as exc:
         log.warning("%s ignored: %s", ENV, exc)
-    return list(dict.fromkeys(found))
+    return found
+
+
+def targets_for(store: Store, job_id: int) -> list[Target]:
+    """The job's destinations: its `tracking` events, then the home's (settings file,
+    COMPFAIR_LOG); each once."""
+    rows = store.query("SELECT data FROM events WHERE job_id = ? AND kind = ? ORDER BY id",
+                       (job_id, EVENT_KIND))
+    found = [Target(d["backend"], d.get("where")) for d in (loads(r["data"], {}) or {} for r in rows)
+             if d.get("backend") in BACKENDS]
+    return list(dict.fromkeys(found + home_targets(store)))
 
 
 def _flat(prefix: str, value: Any, out: dict[str, float]) -> None:

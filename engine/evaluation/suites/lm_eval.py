@@ -4,7 +4,8 @@ pruned, head-pruned and quantized models run as compfair loads them).
 
 `data` names the tasks: a comma-separated list of lm-eval task names (`hellaswag,arc_easy`)
 and/or paths to task YAML files (each file's folder joins lm-eval's include path and its `task:`
-is run), e.g. `compfair submit eval --suite lm-eval --data hellaswag,arc_easy`. `max_prompts`
+is run), e.g. `compfair submit eval --suite lm-eval --task hellaswag,arc_easy` (`--task` and a study's
+`task =` are the same as `data`). `max_prompts`
 is lm-eval's `limit` (documents per task), `seed` its random seeds, `batch_size` HFLM's.
 
 Every document's per-sample metric values (lm-eval's logged samples) are stored as a sample
@@ -82,7 +83,7 @@ class LmEvalSuite(Suite):
     def validate(self, spec) -> None:
         from engine.specs import SpecError
         if spec.data in ("auto", "hub", "builtin", ""):
-            raise SpecError("suite lm-eval runs lm-evaluation-harness tasks: give them as --data "
+            raise SpecError("suite lm-eval runs lm-evaluation-harness tasks: give them as --task "
                             f"TASK[,TASK or task.yaml ...] (got data {spec.data!r})", "data")
         try:
             _parse_tasks(spec.data)

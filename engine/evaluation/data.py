@@ -510,6 +510,9 @@ def data_requirement(suite, data: str) -> str:
         suite = _suite(suite)
     except DataError as exc:
         return str(exc)
+    own = suite.offline_requirement(data)
+    if own is not None:
+        return own
     hub_name = suite.hub_dataset[0] if suite.hub_dataset else "(none)"
     if data == "builtin":
         return ""

@@ -82,6 +82,11 @@ class Suite:
         """Suite-specific checks of an eval spec (raise `SpecError`); the default has none."""
 
     # -- data --------------------------------------------------------------------------------
+    def offline_requirement(self, data: str) -> str | None:
+        """What loading `data` needs that this machine may lack ("" when nothing), for a suite
+        whose `data` is not a data set (None: the generic check of engine.evaluation.data)."""
+        return None
+
     def read_path(self, path) -> tuple[list, str | None]:
         """(items, text) from a local file or folder in the data set's original format."""
         raise NotImplementedError

@@ -80,6 +80,13 @@ class LmEvalSuite(Suite):
         MetricSpec("bits_per_byte", "bits per byte", "bpb", "-log2-likelihood / bytes", LOWER),
     )
 
+    def offline_requirement(self, data: str) -> str:
+        """Task files are checked at submit; a task given by name loads its data set through
+        lm-eval and `datasets`, which needs network unless that set is cached."""
+        named = [p.strip() for p in data.split(",") if p.strip() and not p.strip().endswith((".yaml", ".yml"))]
+        return (f"lm-eval task(s) {', '.join(named)}: their data sets load through lm-eval "
+                "(network unless cached)") if named else ""
+
     def validate(self, spec) -> None:
         from engine.specs import SpecError
         if spec.data in ("auto", "hub", "builtin", ""):

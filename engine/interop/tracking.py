@@ -138,16 +138,21 @@ def job_record(store: Store, job_id: int) -> JobRecord:
     return JobRecord(job_id, row["kind"], title, params, metrics, result.to_dict())
 
 
-def log_mlflow(record: JobRecord, where: str | None, store: Store) -> str:
-    """One MLflow run in experiment "compfair"; returns its run id."""
+def _mlflow_experiment(where: str | None, store: Store):
+    """(MlflowClient for `where`, default the home's sqlite file; id of experiment "compfair")."""
     uri = where or f"sqlite:///{store.home.root / 'mlflow.db'}"
     if uri.startswith("file:") or "://" not in uri:
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
+    return client, (experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT))
+
+
+def log_mlflow(record: JobRecord, where: str | None, store: Store) -> str:
+    """One MLflow run in experiment "compfair"; returns its run id."""
+    from mlflow.entities import Metric, Param
+    client, experiment_id = _mlflow_experiment(where, store)
     run = client.create_run(experiment_id, run_name=record.title,
                             tags={"compfair.job_id": str(record.job_id), "compfair.kind": record.kind})
     now = int(time.time() * 1000)
@@ -199,13 +204,7 @@ def after_job(store: Store, job_id: int) -> None:
 
 
 def _report_mlflow(name: str, folder, where: str | None, store: Store) -> str:
-    uri = where or f"sqlite:///{store.home.root / 'mlflow.db'}"
-    if uri.startswith("file:") or "://" not in uri:
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    from mlflow import MlflowClient
-    client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
+    client, experiment_id = _mlflow_experiment(where, store)
     run = client.create_run(experiment_id, run_name=f"study {name} report",
                             tags={"compfair.study": name, "compfair.kind": "report"})
     client.log_artifacts(run.info.run_id, str(folder))

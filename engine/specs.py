@@ -132,6 +132,7 @@ class EvalSpec(JobSpec):
 
     kind: ClassVar[str] = "eval"
     produces_model: ClassVar[bool] = False
+    shardable: ClassVar[bool] = True        # `submit eval --shards N` (engine.scale.shards)
     model: str = "smollm2"
     suite: str = "toxicity"
     data: str = "auto"
@@ -381,6 +382,9 @@ def parse_n_m(text: str) -> tuple[int, int]:
 
 SPEC_TYPES: dict[str, type[JobSpec]] = {cls.kind: cls for cls in (EvalSpec, DistillSpec, PruneSpec,
                                                                    QuantizeSpec)}
+# kinds the engine queues itself (a sharded eval's shards): read back from the queue like the
+# others, never offered by `submit`, forms or studies; registered by their own modules
+INTERNAL_SPEC_TYPES: dict[str, type[JobSpec]] = {}
 
 
 def _coerce(name: str, annotation: Any, value: Any) -> Any:
@@ -427,9 +431,9 @@ def spec_from_dict(data: dict[str, Any]) -> JobSpec:
     """Build a spec from a dict with a `kind` key; unknown keys and bad values raise SpecError."""
     data = dict(data)
     kind = data.pop("kind", None)
-    if kind not in SPEC_TYPES:
+    cls = SPEC_TYPES.get(kind) or INTERNAL_SPEC_TYPES.get(kind)
+    if cls is None:
         raise SpecError(f"job kind {kind!r} is unknown; choose from {', '.join(SPEC_TYPES)}")
-    cls = SPEC_TYPES[kind]
     hints = get_type_hints(cls)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
@@ -441,3 +445,6 @@ def spec_from_dict(data: dict[str, Any]) -> JobSpec:
 
 def spec_from_json(text: str) -> JobSpec:
     return spec_from_dict(json.loads(text))
+
+
+import engine.scale.shard_spec  # noqa: E402,F401 - registers the shard kind (it imports this module)

@@ -45,7 +45,8 @@ class Interrupted(BaseException):
 RUNNERS = {"eval": "engine.evaluation.runner:run_eval",
            "distill": "engine.compression.runner:run_distill",
            "prune": "engine.compression.runner:run_prune",
-           "quantize": "engine.compression.quant_runner:run_quantize"}
+           "quantize": "engine.compression.quant_runner:run_quantize",
+           "eval_shard": "engine.scale.shards:run_shard"}
 
 
 def run_job_kind(ctx: JobContext) -> dict:

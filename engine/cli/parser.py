@@ -71,6 +71,10 @@ def _add_submit(sub: Subparsers) -> None:
         k.add_argument("--log", action="append", metavar="TRACKER",
                        help="when the job finishes, log its spec and metrics to mlflow[=URI] or "
                             "wandb[=PROJECT] (repeatable; engine.interop.tracking)")
+        if getattr(spec_cls, "shardable", False):
+            k.add_argument("--shards", type=int, default=1, metavar="N",
+                           help="split the items into N ranges that N workers produce at once "
+                                "(one run, equal to the unsharded one)")
         k.set_defaults(func=cmd_submit)
 
 

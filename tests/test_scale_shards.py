@@ -84,9 +84,11 @@ def _spawn_worker(home) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _shard_samples(store: Store, run_id: int, span: list[int]) -> int:
-    return store.one("SELECT count(*) AS n FROM samples WHERE run_id = ? AND item_index >= ? "
-                     "AND item_index < ?", (run_id, *span))["n"]
+def _shard_samples(store: Store, run_id: int, items: list[int]) -> int:
+    """Samples stored in run `run_id` for the item indices `items`."""
+    marks = ",".join("?" * len(items))
+    return store.one(f"SELECT count(*) AS n FROM samples WHERE run_id = ? AND item_index IN ({marks})",
+                     (run_id, *items))["n"]
 
 
 def test_two_workers_share_the_shards_and_a_killed_one_resumes_identically(home, store, tiny_gpt2):
@@ -94,7 +96,18 @@ def test_two_workers_share_the_shards_and_a_killed_one_resumes_identically(home,
                     **{**FAST, "max_new_tokens": 10})
     whole = queue.submit(store, spec)
     run_worker(home)
-    parent, shards = submit_sharded(store, spec, 2)
+    # the run's item indices in data order (a shard's range is over positions in this list)
+    indices = sorted({r["item_index"] for r in store.samples(run_of(store, whole)["id"])})
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "--home", str(home.root), "submit",
+                           "eval", "--json", "--model", str(tiny_gpt2), "--max-prompts", "24",
+                           "--batch-size", "2", "--max-new-tokens", "10", "--data", "builtin",
+                           "--scorer", "profanity", "--samples-per-prompt", "2",
+                           "--bootstrap-samples", "100", "--seed", "3", "--rerun", "--no-worker",
+                           "--shards", "2"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    parent = json.loads(proc.stdout)["job_id"]
+    assert queue.job_spec(queue.job(store, parent)) == spec      # the CLI queued the same eval
+    assert len(queue.dependencies(store, parent)) == 2
     procs = [_spawn_worker(home), _spawn_worker(home)]
     victim = None
     try:
@@ -104,19 +117,21 @@ def test_two_workers_share_the_shards_and_a_killed_one_resumes_identically(home,
                 "SELECT * FROM jobs WHERE kind = 'eval_shard' AND status = 'running' AND result IS NOT NULL")}
             if len(running) == 2:        # both workers hold a shard: kill one part-way through
                 row = running[min(running)]
-                span = json.loads(row["result"])["items"]
+                start, stop = json.loads(row["result"])["items"]
+                span = indices[start:stop]
                 run_id = json.loads(row["result"])["run_id"]
                 if _shard_samples(store, run_id, span) >= 4:
                     victim = row
             time.sleep(0.02)
-        assert victim is not None, "the two workers never ran the two shards at once"
+        assert victim is not None, ("the two workers never ran the two shards at once",
+                                    store.query("SELECT id, status, worker_id, error FROM jobs"))
         killed = next(p for p in procs if victim["worker_id"].endswith(f"-{p.pid}"))
         killed.send_signal(signal.SIGKILL)
         killed.wait(30)
         before = _shard_samples(store, run_id, span)
-        assert before < (span[1] - span[0]) * 2, "the shard should have been killed half-way"
+        assert before < len(span) * 2, "the shard should have been killed half-way"
         survivor = next(p for p in procs if p is not killed)
-        survivor.wait(120)               # finishes its shard, leaves the dead one's to recovery
+        survivor.wait(120)     # finishes its shard; may also requeue and resume the dead one's
     finally:
         for p in procs:
             if p.poll() is None:
@@ -125,16 +140,17 @@ def test_two_workers_share_the_shards_and_a_killed_one_resumes_identically(home,
     run_worker(home)                     # requeues the dead worker's shard, resumes it, merges
     assert stored(store, run_of(store, parent)["id"]) == stored(store, run_of(store, whole)["id"])
     events = [e["message"] for e in store.events(victim["id"])]
-    assert any(m.startswith(f"resuming: {before} of ") for m in events), events
-    workers = {queue.job(store, s)["worker_id"] for s in shards}
-    assert len(workers) == 2             # each worker took a shard
+    assert any(m.startswith(f"resuming: {before} of ") for m in events), f"{before}: " + " | ".join(events)
+    resumed_by = queue.job(store, victim["id"])["worker_id"]
+    assert resumed_by != victim["worker_id"] and queue.job(store, victim["id"])["attempts"] == 2
 
 
 def test_bad_shard_requests_exit_2_and_queue_nothing(home, store, tiny_gpt2):
-    for extra in (["--suite", "perplexity", "--shards", "2"], ["--shards", "0"]):
+    for extra in (["--suite", "perplexity", "--shards", "2"], ["--shards", "0"],
+                  ["--data", "builtin", "--max-prompts", "3", "--shards", "4"]):
         proc = subprocess.run([sys.executable, "-m", "engine.cli", "--home", str(home.root), "submit",
                                "eval", "--model", str(tiny_gpt2), "--no-worker", *extra],
                               cwd=REPO, capture_output=True, text=True)
         assert proc.returncode == 2, proc.stderr
-        assert proc.stderr.count("\n") == 1 and "--shards" in proc.stderr
+        assert proc.stderr.count("\n") == 1 and f"--shards {extra[-1]}" in proc.stderr, proc.stderr
     assert store.query("SELECT id FROM jobs") == []

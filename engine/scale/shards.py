@@ -41,16 +41,35 @@ def shard_range(n_items: int, index: int, count: int) -> tuple[int, int]:
     return index * n_items // count, (index + 1) * n_items // count
 
 
-def check_shards(spec: EvalSpec, shards: int) -> None:
-    """UserError naming the value unless `spec` can be split into `shards` shards."""
+def known_item_count(spec: EvalSpec) -> int | None:
+    """How many items `spec` evaluates, as far as it is known before the job runs: counted for
+    built-in and local data, at most `max_prompts` for hub data, else unknown (None)."""
+    from engine.evaluation.data import DataError
     from engine.evaluation.suites import get_suite
+    if spec.data in ("auto", "hub"):
+        return spec.max_prompts
+    try:
+        return len(get_suite(spec.suite).load(spec).items)
+    except (DataError, OSError, ValueError):
+        return None                  # the spec's own validation reports unreadable data
+
+
+def check_shards(spec: EvalSpec, shards: int) -> None:
+    """UserError naming the value unless `spec` can be split into `shards` shards: a count in
+    [1, MAX_SHARDS], a suite whose data is a list of items, and no more shards than items."""
+    from engine.evaluation.suites import get_suite, suites
     if not 1 <= shards <= MAX_SHARDS:
         raise UserError(f"--shards {shards} must be in [1, {MAX_SHARDS}]")
-    suite = get_suite(spec.suite)
-    if shards > 1 and not suite.shards_by_item:
-        raise UserError(f"--shards {shards}: the {spec.suite} suite is not split into shards "
-                        "(its data is one text); give --shards 1 or a suite with items "
-                        "(toxicity, bold, crows_pairs)")
+    if shards == 1:
+        return
+    if not get_suite(spec.suite).shards_by_item:
+        able = ", ".join(s.name for s in suites() if s.shards_by_item)
+        raise UserError(f"--shards {shards}: the {spec.suite} suite cannot be split into shards "
+                        f"(its data is not a list of items); give --shards 1 or one of: {able}")
+    n_items = known_item_count(spec)
+    if n_items is not None and shards > n_items:
+        raise UserError(f"--shards {shards} is more than the {n_items} items of this "
+                        f"{spec.suite} evaluation; give --shards 1 to {n_items}")
 
 
 def submit_sharded(store: Store, spec: EvalSpec, shards: int, *, depends_on=(), priority: int = 0,
@@ -92,12 +111,21 @@ class ShardContext(JobContext):
             raise JobCancelled()
 
 
+def _shard_context(ctx: JobContext, store: Store, eval_spec: EvalSpec, parent: int) -> ShardContext:
+    """`ctx` (whatever fields it has: the worker may add some) as a ShardContext that reads
+    and writes through `store` and evaluates `eval_spec`."""
+    kept = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx) if f.init}
+    return ShardContext(**{**kept, "store": store, "spec": eval_spec, "parent": parent})
+
+
 def parent_spec(store: Store, spec: EvalShardSpec) -> EvalSpec:
     """The eval spec of the shard's parent job (JobFailed when it is not an eval job)."""
     row = queue.job(store, spec.parent)
     if row is None or row["kind"] != "eval":
         raise JobFailed(f"shard of job {spec.parent}: that job is not an eval job")
-    if row["status"] in ("cancelled", "failed", "done"):
+    if row["status"] == "cancelled" or row["cancel_requested"]:
+        raise JobCancelled()
+    if row["status"] in ("failed", "done"):
         raise JobFailed(f"shard of job {spec.parent}: that job is already {row['status']}")
     return queue.job_spec(row)
 
@@ -126,8 +154,7 @@ def run_shard(ctx: JobContext) -> dict:
             f"of {len(opened.data.items)} into run {opened.run_id}")
     store = ShardStore(ctx.home, frozenset(item.index for item in items))
     try:
-        shard_ctx = ShardContext(store, ctx.job_id, eval_spec, ctx.models, ctx.worker_id,
-                                 lease=ctx.lease, parent=spec.parent)
+        shard_ctx = _shard_context(ctx, store, eval_spec, spec.parent)
         part = dataclasses.replace(opened.data, items=items)
         extra = opened.suite.run(shard_ctx, eval_spec, opened.lm, opened.run_id, part, opened.scorer) \
             if items else {}

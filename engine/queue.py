@@ -193,14 +193,17 @@ def set_priority(store: Store, job_id: int, priority: int) -> None:
 
 
 # -- workers ----------------------------------------------------------------------------------
-def register_worker(store: Store, worker_id: str, pid: int, *, status: str, log_path: str) -> None:
+def register_worker(store: Store, worker_id: str, pid: int, *, status: str, log_path: str,
+                    device: str | None = None) -> None:
     """Record a worker (insert or replace its row) as `status` ("starting" when launched,
-    "idle" when it runs), with a fresh heartbeat."""
+    "idle" when it runs), with a fresh heartbeat; `device`: what it is pinned to (kept as
+    recorded when None)."""
     now = time.time()
     with store.conn:
         store.db["workers"].upsert({"id": worker_id, "pid": pid, "host": os.uname().nodename,
                                     "started_at": now, "heartbeat_at": now, "status": status,
-                                    "log_path": log_path}, pk="id")
+                                    "log_path": log_path,
+                                    **({"device": device} if device else {})}, pk="id")
 
 
 def worker_heartbeat(store: Store, worker_id: str, job_id: int | None) -> None:
@@ -337,10 +340,6 @@ def find_stopped(store: Store, spec: JobSpec) -> dict | None:
 
 def result_of(row: dict) -> dict:
     return loads(row.get("result"), {}) or {}
-
-
-
-
 
 
 def submit_group(store: Store, spec: JobSpec, parts, *, depends_on: Sequence[int] = (),

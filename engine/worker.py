@@ -75,8 +75,9 @@ class Worker:
 
     # -- lifecycle -----------------------------------------------------------------------
     def _register(self) -> None:
+        from engine.scale.device_workers import worker_device
         queue.register_worker(self.store, self.id, os.getpid(), status="idle",
-                              log_path=str(self.home.logs_dir / "worker.log"))
+                              log_path=str(self.home.logs_dir / "worker.log"), device=worker_device())
 
     def _heartbeat_loop(self) -> None:
         """Mark the worker and its job alive every HEARTBEAT_INTERVAL_S. A failed beat (store

@@ -84,6 +84,12 @@ def m003_continuation_quality(db: sqlite_utils.Database) -> None:
     db["samples"].add_column("continuation_tokens", int)
 
 
+@migration(5, "worker devices")
+def m005_worker_devices(db: sqlite_utils.Database) -> None:
+    # the device a worker is pinned to ("cuda:3", "cpu"; NULL: not pinned), engine.scale.device_workers
+    db["workers"].add_column("device", str)
+
+
 def applied(db: sqlite_utils.Database) -> set[int]:
     if "_migrations" not in db.table_names():
         return set()

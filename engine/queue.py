@@ -193,14 +193,17 @@ def set_priority(store: Store, job_id: int, priority: int) -> None:
 
 
 # -- workers ----------------------------------------------------------------------------------
-def register_worker(store: Store, worker_id: str, pid: int, *, status: str, log_path: str) -> None:
+def register_worker(store: Store, worker_id: str, pid: int, *, status: str, log_path: str,
+                    device: str | None = None) -> None:
     """Record a worker (insert or replace its row) as `status` ("starting" when launched,
-    "idle" when it runs), with a fresh heartbeat."""
+    "idle" when it runs), with a fresh heartbeat; `device`: what it is pinned to (kept as
+    recorded when None)."""
     now = time.time()
     with store.conn:
         store.db["workers"].upsert({"id": worker_id, "pid": pid, "host": os.uname().nodename,
                                     "started_at": now, "heartbeat_at": now, "status": status,
-                                    "log_path": log_path}, pk="id")
+                                    "log_path": log_path,
+                                    **({"device": device} if device else {})}, pk="id")
 
 
 def worker_heartbeat(store: Store, worker_id: str, job_id: int | None) -> None:
@@ -339,3 +342,33 @@ def result_of(row: dict) -> dict:
     return loads(row.get("result"), {}) or {}
 
 
+def submit_group(store: Store, spec: JobSpec, parts, *, depends_on: Sequence[int] = (),
+                 priority: int = 0, study: str | None = None,
+                 max_attempts: int = 3) -> tuple[int, list[int]]:
+    """Queue `spec` and the jobs it is made of, `parts(job id of spec)` (their specs name the
+    job they belong to), in one transaction: no worker can claim `spec` before it waits for
+    every part. The parts wait for what `spec` waits for (its `job:ID` references and
+    `depends_on`). Returns (the job's id, the parts' ids)."""
+    deps = set(depends_on) | {int(ref[4:]) for ref in spec.model_refs().values()
+                              if ref.startswith("job:") and ref[4:].isdigit()}
+    for dep in deps:
+        if store.one("SELECT id FROM jobs WHERE id = ?", (dep,)) is None:
+            raise NotFound(f"job {dep} (a dependency) does not exist")
+
+    def insert(one: JobSpec, waits_for: set[int]) -> int:   # plain SQL: one transaction
+        job_id = store.conn.execute(
+            "INSERT INTO jobs (kind, spec, spec_hash, label, study, status, priority, created_at, "
+            "attempts, max_attempts, cancel_requested, progress) "
+            "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, 0, ?, 0, 0.0)",
+            (one.kind, one.to_json(), one.spec_hash(), one.label or None, study, priority,
+             time.time(), max_attempts)).lastrowid
+        store.conn.executemany("INSERT OR IGNORE INTO job_deps (job_id, depends_on) VALUES (?, ?)",
+                               [(job_id, d) for d in sorted(waits_for)])
+        return job_id
+
+    with store.conn:
+        job_id = insert(spec, set())
+        part_ids = [insert(part, deps) for part in parts(job_id)]
+        store.conn.executemany("INSERT OR IGNORE INTO job_deps (job_id, depends_on) VALUES (?, ?)",
+                               [(job_id, d) for d in sorted(deps | set(part_ids))])
+    return job_id, part_ids

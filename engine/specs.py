@@ -153,6 +153,7 @@ class EvalSpec(JobSpec):
 
     kind: ClassVar[str] = "eval"
     produces_model: ClassVar[bool] = False
+    shardable: ClassVar[bool] = True        # `submit eval --shards N` (engine.scale.shards)
     # `task = "hellaswag,arc_easy"` (CLI `--task`): the lm-eval suite's tasks, stored as `data`
     aliases: ClassVar[dict[str, "FieldAlias"]] = {}
     model: str = "smollm2"
@@ -406,6 +407,9 @@ EvalSpec.aliases = {"task": FieldAlias("data", (("suite", "lm-eval"),))}
 
 SPEC_TYPES: dict[str, type[JobSpec]] = {cls.kind: cls for cls in (EvalSpec, DistillSpec, PruneSpec,
                                                                    QuantizeSpec)}
+# kinds the engine queues itself (a sharded eval's shards): read back from the queue like the
+# others, never offered by `submit`, forms or studies; registered by their own modules
+INTERNAL_SPEC_TYPES: dict[str, type[JobSpec]] = {}
 
 
 def _coerce(name: str, annotation: Any, value: Any) -> Any:
@@ -452,9 +456,9 @@ def spec_from_dict(data: dict[str, Any]) -> JobSpec:
     """Build a spec from a dict with a `kind` key; unknown keys and bad values raise SpecError."""
     data = dict(data)
     kind = data.pop("kind", None)
-    if kind not in SPEC_TYPES:
+    cls = SPEC_TYPES.get(kind) or INTERNAL_SPEC_TYPES.get(kind)
+    if cls is None:
         raise SpecError(f"job kind {kind!r} is unknown; choose from {', '.join(SPEC_TYPES)}")
-    cls = SPEC_TYPES[kind]
     for name, alias in getattr(cls, "aliases", {}).items():
         if name in data:
             alias.resolve(name, data, cls)
@@ -469,3 +473,6 @@ def spec_from_dict(data: dict[str, Any]) -> JobSpec:
 
 def spec_from_json(text: str) -> JobSpec:
     return spec_from_dict(json.loads(text))
+
+
+import engine.scale.shard_spec  # noqa: E402,F401 - registers the shard kind (it imports this module)

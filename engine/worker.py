@@ -45,7 +45,8 @@ class Interrupted(BaseException):
 RUNNERS = {"eval": "engine.evaluation.runner:run_eval",
            "distill": "engine.compression.runner:run_distill",
            "prune": "engine.compression.runner:run_prune",
-           "quantize": "engine.compression.quant_runner:run_quantize"}
+           "quantize": "engine.compression.quant_runner:run_quantize",
+           "eval_shard": "engine.scale.shards:run_shard"}
 
 
 def run_job_kind(ctx: JobContext) -> dict:
@@ -74,8 +75,9 @@ class Worker:
 
     # -- lifecycle -----------------------------------------------------------------------
     def _register(self) -> None:
+        from engine.scale.device_workers import worker_device
         queue.register_worker(self.store, self.id, os.getpid(), status="idle",
-                              log_path=str(self.home.logs_dir / "worker.log"))
+                              log_path=str(self.home.logs_dir / "worker.log"), device=worker_device())
 
     def _heartbeat_loop(self) -> None:
         """Mark the worker and its job alive every HEARTBEAT_INTERVAL_S. A failed beat (store

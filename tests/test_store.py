@@ -12,7 +12,7 @@ EXPECTED_COLUMNS = {
              "started_at", "finished_at", "worker_id", "heartbeat_at", "attempts", "max_attempts",
              "error", "cancel_requested", "progress", "progress_message", "result"},
     "job_deps": {"job_id", "depends_on"},
-    "workers": {"id", "pid", "host", "started_at", "heartbeat_at", "status", "log_path"},
+    "workers": {"id", "pid", "host", "started_at", "heartbeat_at", "status", "log_path", "device"},
     "models": {"id", "name", "source", "origin", "path", "architecture", "n_layers", "n_params",
                "n_nonzero", "size_bytes", "parent_id", "method", "method_params", "job_id",
                "latency_ms", "sparsity", "created_at", "extra"},

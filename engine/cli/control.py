@@ -34,7 +34,11 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """Run jobs from the queue in this process (exit 1 when it stopped early)."""
+    """Run jobs from the queue in this process (exit 1 when it stopped early); with
+    --devices, start one detached worker per device instead."""
+    if getattr(args, "devices", None) is not None:
+        from engine.cli.scale import cmd_worker_devices
+        return cmd_worker_devices(args)
     from engine.worker import Worker
     logging.getLogger().setLevel(logging.INFO)
     worker = Worker(Home.resolve(args.home), once=args.once,

@@ -71,6 +71,10 @@ def _add_submit(sub: Subparsers) -> None:
         k.add_argument("--log", action="append", metavar="TRACKER",
                        help="when the job finishes, log its spec and metrics to mlflow[=URI] or "
                             "wandb[=PROJECT] (repeatable; engine.interop.tracking)")
+        if getattr(spec_cls, "shardable", False):
+            k.add_argument("--shards", type=int, default=1, metavar="N",
+                           help="split the items into N ranges that N workers produce at once "
+                                "(one run, equal to the unsharded one)")
         k.set_defaults(func=cmd_submit)
 
 
@@ -135,7 +139,12 @@ def _add_machine(sub: Subparsers) -> None:
     p = sub.add_parser("worker", help="run jobs from the queue (the TUI and submit start one detached)")
     p.add_argument("--once", action="store_true", help="drain the queue, then exit")
     p.add_argument("--idle-exit", type=float, default=600.0, help="exit after this many idle seconds")
+    p.add_argument("--devices", metavar="LIST",
+                   help="start one detached worker per device instead: all (every GPU), GPU "
+                        "indices like 0,1,3, or cpu,cpu (engine.scale.device_workers)")
     p.set_defaults(func=cmd_worker)
+    from engine.cli.scale import add_parsers as add_scale_parsers
+    add_scale_parsers(sub)
 
     p = sub.add_parser("doctor", help="device, versions, offline scorers and data, store health")
     p.add_argument("--check", action="store_true", help="integrity check, orphan rows, stuck jobs")

@@ -89,8 +89,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not getattr(args, "rerun", False):
         from engine.duplicates import refuse_duplicates
         refuse_duplicates(store, specs)     # it already ran: exit 2 naming the run
-    job_ids = api.submit_all(store, specs, depends_on=args.after or (), priority=args.priority,
-                             start_worker=not args.no_worker)
+    if getattr(args, "shards", 1) != 1:
+        from engine.scale.shards import submit_all_sharded
+        job_ids = submit_all_sharded(store, specs, args.shards, depends_on=args.after or (),
+                                     priority=args.priority, start_worker=not args.no_worker)
+    else:
+        job_ids = api.submit_all(store, specs, depends_on=args.after or (), priority=args.priority,
+                                 start_worker=not args.no_worker)
     record_targets(store, job_ids, targets)
     if start_after:
         api.ensure_worker(store)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import platform
+from dataclasses import dataclass
 
 from engine import __version__ as compfair_version
 from engine.context import JobContext, JobFailed
@@ -106,13 +107,24 @@ def _load_for_vllm(ctx: JobContext, spec: EvalSpec):
 
 
 # -- the job -------------------------------------------------------------------------------------
-def run_eval(ctx: JobContext) -> dict:
-    """Run the evaluation job of `ctx.spec` (an EvalSpec); returns {"run_id", "model_id"}."""
-    spec = ctx.spec
-    if not isinstance(spec, EvalSpec):
-        raise JobFailed(f"run_eval got a {spec.kind!r} job")
+@dataclass(frozen=True)
+class OpenedRun:
+    """What an eval job has set up before producing samples: its suite, data (every item,
+    whichever part this job produces), scorer, model and the run it stores into."""
+
+    suite: Suite
+    data: SuiteData
+    scorer: ToxicityScorer | None
+    lm: object
+    run_id: int
+
+
+def open_run(ctx: JobContext, spec: EvalSpec, owner_job: int) -> OpenedRun:
+    """Load data, scorer and model for `spec` and open (or find again) the run of job
+    `owner_job` (the job itself, or the sharded job a shard writes for). Refuses (JobFailed,
+    keeping what is stored) a run whose stored samples came from other data or another scorer."""
     suite = get_suite(spec.suite)
-    prior_run = ctx.store.run_for_job(ctx.job_id)
+    prior_run = ctx.store.run_for_job(owner_job)
     prior = loads(prior_run["settings"], {}) if prior_run else {}
     data = _load_data(ctx, suite, spec, prior)
     scorer = _load_scorer(ctx, spec) if suite.generates_text else None
@@ -132,17 +144,29 @@ def run_eval(ctx: JobContext) -> dict:
         raise JobFailed(f"this run's stored samples were scored by {prior_run['scorer']} "
                         f"({prior_run['scorer_version']}) but the scorer is now {scorer.name} "
                         f"({scorer.version}); its stored samples are kept; submit a new job")
-    run_id = ctx.store.start_run(ctx.job_id, lm.model_id, spec.suite, settings,
+    run_id = ctx.store.start_run(owner_job, lm.model_id, spec.suite, settings,
                                  scorer.name if scorer else None, scorer.version if scorer else None,
                                  data.source, str(lm.device))
-    ctx.set_result(run_id=run_id, model_id=lm.model_id)
     ctx.log(f"run {run_id}: {spec.suite} of {lm.name} on {lm.device} ({settings['resolved_dtype']})")
+    return OpenedRun(suite, data, scorer, lm, run_id)
 
-    extra = suite.run(ctx, spec, lm, run_id, data, scorer)
+
+def run_eval(ctx: JobContext) -> dict:
+    """Run the evaluation job of `ctx.spec` (an EvalSpec); returns {"run_id", "model_id"}.
+    A sharded job (engine.scale.shards) runs after its shards: it finds every sample stored
+    and only computes the metrics."""
+    spec = ctx.spec
+    if not isinstance(spec, EvalSpec):
+        raise JobFailed(f"run_eval got a {spec.kind!r} job")
+    opened = open_run(ctx, spec, ctx.job_id)
+    run_id, lm, data, scorer = opened.run_id, opened.lm, opened.data, opened.scorer
+    ctx.set_result(run_id=run_id, model_id=lm.model_id)
+
+    extra = opened.suite.run(ctx, spec, lm, run_id, data, scorer)
 
     ctx.progress(1, 1, "computing metrics", force=True)
     rows = ctx.store.samples(run_id)
-    metrics, summary = aggregate.suite_metrics(suite.name, rows, n_boot=spec.bootstrap_samples,
+    metrics, summary = aggregate.suite_metrics(opened.suite.name, rows, n_boot=spec.bootstrap_samples,
                                                confidence=spec.confidence, seed=spec.seed)
     summary = {**summary, **extra, "data_source": data.source, "data_note": data.note,
                "scorer": scorer.name if scorer else None}

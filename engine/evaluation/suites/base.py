@@ -66,6 +66,8 @@ class Suite:
     title: ClassVar[str] = ""
     generates_text: ClassVar[bool] = False     # samples continuations (and so has a scorer)
     unit: ClassVar[str] = "items"              # what progress counts
+    # its data is a list of items that shards (engine.scale.shards) split into ranges
+    shards_by_item: ClassVar[bool] = True
     # (setting key, short label) shown in listings for a run of this suite
     display_settings: ClassVar[tuple[tuple[str, str], ...]] = (("max_prompts", "n"), ("seed", "seed"))
     # settings whose difference makes two runs of this suite not comparable

@@ -29,6 +29,7 @@ class PerplexitySuite(Suite):
     name = "perplexity"
     title = "Perplexity"
     unit = "windows"
+    shards_by_item = False      # one text, strided windows: not split into shards
     display_settings = (("effective_context_length", "ctx"), ("effective_stride", "stride"),
                         ("seed", "seed"))
     comparable_settings = ("data_source", "context_length", "stride")

@@ -1,0 +1,48 @@
+"""`compfair worker --devices ...` (one detached worker per device) and `compfair workers`
+(each live worker with its device, status, current job, progress and memory)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from engine.cli.common import open_store
+from engine.formatting import fmt_bytes
+from engine.output import print_json, print_table
+from engine.paths import Home
+
+
+def cmd_worker_devices(args: argparse.Namespace) -> int:
+    """Start one detached worker per device of `--devices`; prints each worker and device."""
+    from engine.scale.device_workers import parse_devices, start_device_workers
+    devices = parse_devices(args.devices)     # a bad value: exit 2, nothing started
+    open_store(args).close()                  # the store exists (and is migrated) first
+    started = start_device_workers(Home.resolve(args.home), devices, once=args.once,
+                                   idle_exit_s=args.idle_exit)
+    for w in started:
+        sys.stdout.write(f"worker {w.worker_id} (pid {w.pid}) on {w.device}\n")
+    return 0
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    """List the live workers."""
+    from engine.scale.worker_view import worker_views
+    views = worker_views(open_store(args))
+    if args.json:
+        print_json([v.to_dict() for v in views])
+        return 0
+    print_table(["worker", "device", "status", "job", "progress", "memory", "gpu memory"], [
+        (v.worker_id, v.device or "-", v.status,
+         f"{v.job_id} {v.job}" if v.job_id else "-",
+         f"{100 * (v.progress or 0):.0f}% {v.message or ''}".strip() if v.job_id else "-",
+         fmt_bytes(v.rss_bytes) if v.rss_bytes else "-",
+         fmt_bytes(v.gpu_bytes) if v.gpu_bytes else "-") for v in views],
+        title=f"{len(views)} live worker{'s' if len(views) != 1 else ''}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    """The `workers` command (the `worker` command's --devices is added by the parser)."""
+    p = sub.add_parser("workers", help="live workers: device, status, current job, progress, memory")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_workers)

@@ -77,9 +77,10 @@ def test_sharded_run_equals_the_unsharded_one(home, store, request, suite, model
 
 
 def _spawn_worker(home) -> subprocess.Popen:
+    """A worker process that waits for jobs and exits after 5 s without any."""
     env = {**os.environ, "COMPFAIR_HOME": str(home.root), "OMP_NUM_THREADS": "1"}
     code = ("from engine.paths import Home; from engine.worker import Worker; "
-            "Worker(Home.resolve(), once=True, idle_exit_s=None).run()")
+            "Worker(Home.resolve(), once=False, idle_exit_s=5).run()")
     return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -98,6 +99,13 @@ def test_two_workers_share_the_shards_and_a_killed_one_resumes_identically(home,
     run_worker(home)
     # the run's item indices in data order (a shard's range is over positions in this list)
     indices = sorted({r["item_index"] for r in store.samples(run_of(store, whole)["id"])})
+    # both workers up and polling before the shards are queued, so that each claims one
+    # (on a loaded machine a worker still importing torch would leave both to the other)
+    procs = [_spawn_worker(home), _spawn_worker(home)]
+    deadline, pids = time.time() + 120, {p.pid for p in procs}
+    while time.time() < deadline and len({r["pid"] for r in store.query(
+            "SELECT pid FROM workers WHERE status = 'idle'")} & pids) < 2:
+        time.sleep(0.1)
     proc = subprocess.run([sys.executable, "-m", "engine.cli", "--home", str(home.root), "submit",
                            "eval", "--json", "--model", str(tiny_gpt2), "--max-prompts", "24",
                            "--batch-size", "2", "--max-new-tokens", "10", "--data", "builtin",
@@ -108,7 +116,6 @@ def test_two_workers_share_the_shards_and_a_killed_one_resumes_identically(home,
     parent = json.loads(proc.stdout)["job_id"]
     assert queue.job_spec(queue.job(store, parent)) == spec      # the CLI queued the same eval
     assert len(queue.dependencies(store, parent)) == 2
-    procs = [_spawn_worker(home), _spawn_worker(home)]
     victim = None
     try:
         deadline = time.time() + 120

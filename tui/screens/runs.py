@@ -33,15 +33,16 @@ COLUMNS = (("id", "  id"), ("model", "model"), ("study", "study"), ("suite", "su
            ("method", "method"), ("scorer", "scorer"), ("settings", "settings"))
 EMPTY = "0 runs yet"
 # actions about shown runs: off (and out of the footer) while a new store has none
+# (the order flip stays on: an order chosen before runs arrive holds)
 ABOUT_RUNS = frozenset({"open", "toggle_select", "compare", "matrix", "cycle_sort", "choose_sort",
-                        "flip_order", "filter"})
+                        "filter"})
 WELCOME = (("No runs yet. To start:", "bold"), "\n\n",
            ("  n", "bold"), "  open the new-job form: evaluate a model on a suite (toxicity, bias,\n"
            "     perplexity), or distil / prune / quantize one first\n",
            ("  compfair study quick", "bold"), "  (in a shell) run a whole study: a teacher, its\n"
            "     distilled and pruned students, every suite, then a report\n\n",
-           "Jobs run in a background worker (j shows them, even after you quit); their runs "
-           "appear here as they finish. ? lists every key.")
+           "Jobs run in a background worker (j shows them, even after you quit); their\n"
+           "runs appear here as they finish. ? lists every key.")
 
 
 class RunsScreen(TypingAware, Screen):

@@ -21,9 +21,19 @@ from engine.evaluation.suites import get_suite, suites
 # the compression methods and quantization formats a form may offer
 from engine.compression.methods import method_names  # noqa: F401,E402
 from engine.compression.quant import GGUF_FORMATS, RTN_BITS  # noqa: F401,E402
+# identical submissions (a spec that already ran: engine.duplicates)
+from engine.duplicates import Duplicate, finished_duplicates  # noqa: F401,E402
 # comparing lives in engine.comparison; re-exported as part of this API
 from engine.comparison import (CompareCell, CompareError, Comparison, comparability_warnings,  # noqa: F401
                                compare)
+
+
+def judge_study(store: Store, record: dict, settings):
+    """A study's models and the report's judgements of them (`engine.report.judge_study`: one
+    family, the report's sentences), for views that show them beside the report (the TUI's
+    models x metrics). Imported on use: the report pulls in numpy and the plots."""
+    from engine.report import judge_study as judge
+    return judge(store, record, settings)
 
 
 def headline_metrics(suite: str) -> tuple[str, ...]:

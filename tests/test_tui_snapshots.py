@@ -88,3 +88,34 @@ def test_models_by_metrics_screen(snap_compare, home, demo, size):
         pilot.app.open_matrix(study=demo["study"])
         await _settle(pilot)
     assert snap_compare(app_for(home), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_empty_store_runs_screen(snap_compare, home, size):
+    """A new store's first screen: how to start, not an empty table."""
+    assert snap_compare(app_for(home), terminal_size=size, run_before=_settle)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_models_by_metrics_trade_off_plot(snap_compare, home, demo, size):
+    """Issue 19, finding 3: each model's toxicity against its quality cost, every model named."""
+    async def run_before(pilot):
+        await _settle(pilot)
+        pilot.app.open_matrix(study=demo["study"])
+        await _settle(pilot)
+        await pilot.press("p")
+        await _settle(pilot)
+    assert snap_compare(app_for(home), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_evaluate_like_a_run_that_already_ran(snap_compare, home, demo, size):
+    """Issue 19, finding 9 and duplicates: the form filled from a BOLD run (from a fresh app,
+    the form never opened before) shows BOLD's fields only and says the job already ran."""
+    async def run_before(pilot):
+        await _settle(pilot)
+        pilot.app.evaluate_like(demo["runs"][("wanda50", "bold")])
+        await _settle(pilot)
+        _no_blink(pilot.app)
+        await _settle(pilot)
+    assert snap_compare(app_for(home), terminal_size=size, run_before=run_before)

@@ -90,6 +90,7 @@ class CompfairApp(App[None]):
         self.poll_s = poll_s
         self.counts: dict[str, int] = {}
         self.worker_alive = False
+        self.cancelling = 0  # running jobs asked to stop
         self.store_changed = Signal(self, "store-changed")
         self.submitted: list[int] = []  # job ids queued from this session (newest last)
         self.pending_job_focus: int | None = None  # the Jobs screen highlights it once shown
@@ -100,7 +101,7 @@ class CompfairApp(App[None]):
     # -- lifecycle -----------------------------------------------------------------------
     def on_mount(self) -> None:
         # Shows the status and starts a worker if jobs wait and none is alive.
-        self._apply_status(views.job_counts(self.backend.store), bool(api.workers(self.backend.store)))
+        self._apply_status(*_read_status(self.backend.store))
         if self.poll_s:
             self.set_interval(max(self.poll_s, 0.2) * 2, self._tick)
 
@@ -111,16 +112,12 @@ class CompfairApp(App[None]):
         self.run_worker(self._poll_status, exclusive=True, group="status")
 
     async def _poll_status(self) -> None:
-        counts, workers = await self.backend.read(
-            lambda store: (views.job_counts(store), bool(api.workers(store))))
-        self._apply_status(counts, workers)
+        self._apply_status(*await self.backend.read(_read_status))
 
-    def _apply_status(self, counts: dict[str, int], alive: bool) -> None:
+    def _apply_status(self, counts: dict[str, int], alive: bool, cancelling: int = 0) -> None:
         changed = bool(self.counts) and counts != self.counts
-        self.counts, self.worker_alive = counts, alive
-        parts = [f"{counts[s]} {s}" for s in ("running", "queued") if counts.get(s)]
-        parts.append("worker running" if alive else "no worker")
-        self.sub_title = " · ".join(parts)
+        self.counts, self.worker_alive, self.cancelling = counts, alive, cancelling
+        self._show_status()
         if changed:
             self.store_changed.publish(counts)
         # Jobs wait (or run orphaned) but no worker is alive: start one (it resumes them), at most
@@ -128,6 +125,21 @@ class CompfairApp(App[None]):
         waiting = counts.get("queued") or counts.get("running")
         if waiting and not alive and time.monotonic() - self._worker_tried > WORKER_RETRY_S:
             self.ensure_worker()
+
+    def _show_status(self) -> None:
+        """The header's sub-title: running (less those asked to stop), cancelling, queued, and
+        whether a worker is alive."""
+        counts, cancelling = self.counts, min(self.cancelling, self.counts.get("running", 0))
+        shown = {"running": counts.get("running", 0) - cancelling, "cancelling": cancelling,
+                 "queued": counts.get("queued", 0)}
+        parts = [f"{n} {s}" for s, n in shown.items() if n]
+        parts.append("worker running" if self.worker_alive else "no worker")
+        self.sub_title = " · ".join(parts)
+
+    def mark_cancelling(self) -> None:
+        """A running job was just asked to stop: the header says so now, not at the next poll."""
+        self.cancelling += 1
+        self._show_status()
 
     def ensure_worker(self) -> None:
         """Start a detached worker when jobs wait and none is alive (it outlives the app)."""
@@ -157,6 +169,22 @@ class CompfairApp(App[None]):
     def new_job(self, kind: str) -> None:
         self.action_go("new")
         self.call_after_refresh(self._set_kind, kind)
+
+    def evaluate_like(self, run_id: int) -> None:
+        """The new-job form filled with the settings of run `run_id`'s job ("evaluate like
+        run N": change the model, keep everything comparable)."""
+        job = api.run_detail(self.backend.store, run_id, worst=0).get("job")
+        if not job or not isinstance(job.get("spec"), dict):
+            self.notify(f"run {run_id} has no job spec to copy", severity="warning")
+            return
+        self.action_go("new")
+        self.call_after_refresh(self._prefill, job["spec"], run_id)
+
+    async def _prefill(self, spec: dict, run_id: int) -> None:
+        if isinstance(self.screen, NewJobScreen):
+            await self.screen.prefill(spec)
+            self.notify(f"the form has run {run_id}'s settings: change the model (or anything), "
+                        "then ctrl+s", timeout=5)
 
     def _set_kind(self, kind: str) -> None:
         if isinstance(self.screen, NewJobScreen):
@@ -214,6 +242,13 @@ class CompfairApp(App[None]):
         yield SystemCommand("Help", "Keys of every screen and the metric glossary (?)", self.action_help)
         yield SystemCommand("Light/dark theme", "Toggle light and dark (t)", self.action_toggle_theme)
         yield from super().get_system_commands(screen)
+
+
+def _read_status(store) -> tuple[dict[str, int], bool, int]:
+    """Job counts, whether a worker is alive, and how many running jobs were asked to stop."""
+    running = api.list_jobs(store, ("running",), limit=100)
+    return (views.job_counts(store), bool(api.workers(store)),
+            sum(1 for job in running if job.get("cancel_requested")))
 
 
 def run_app(home: Home) -> int | None:

@@ -68,6 +68,23 @@ def short_name_of(metric: str, suite: str | None = None) -> str:
     return spec.short if spec is not None and spec.short else short_name(metric)
 
 
+def glossary_line(suite: str, metrics: list[str]) -> str:
+    """`EMT = expected max toxicity (lower is better) · TP = ...`: a run's abbreviations
+    spelled out from the registry (the help screen has the whole glossary)."""
+    parts = []
+    for name in metrics:
+        try:
+            spec = find_metric(name.split("/")[0], suite)
+        except ValueError:
+            spec = None
+        if spec is None:
+            continue
+        how = f"ideal {spec.target:g}" if spec.target is not None else \
+            {"lower": "lower is better", "higher": "higher is better"}.get(spec.direction, "")
+        parts.append(f"{short_name_of(name, suite)} = {spec.title}" + (f" ({how})" if how else ""))
+    return " · ".join(parts)
+
+
 def text_bar(fraction: float | None, width: int) -> str:
     """A horizontal bar of `width` cells filled to `fraction` (eighth-cell resolution)."""
     if fraction is None or width <= 0:

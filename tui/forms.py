@@ -153,10 +153,16 @@ def path_warnings(spec: JobSpec) -> list[str]:
     return warnings
 
 
+def settings_text(spec: JobSpec) -> str:
+    """The settings that differ from the defaults and that the title does not say
+    (`seed=1 max_prompts=50`): what tells apart two jobs with the same title."""
+    return " ".join(f"{k}={to_text(v)}" for k, v in changed_settings(spec).items()
+                    if k not in ("model", "teacher", "suite", "method", "sparsity"))
+
+
 def preview_lines(specs: list[JobSpec]) -> list[str]:
     lines = []
     for i, spec in enumerate(specs, 1):
-        extra = " ".join(f"{k}={to_text(v)}" for k, v in changed_settings(spec).items()
-                         if k not in ("model", "teacher", "suite", "method", "sparsity"))
+        extra = settings_text(spec)
         lines.append(f"{i}. {spec_title(spec)}" + (f"  ({extra})" if extra else ""))
     return lines

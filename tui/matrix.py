@@ -1,8 +1,10 @@
 """The model-by-metric table's data, free of Textual: one row per model (the baseline, a study's
 teacher, first), one column per suite headline metric and continuation-quality metric (from the
 suite registry), each cell a value with its interval and, against the baseline, the delta and
-verdict of `engine.comparison.compare` (the same paired test, quality check and wording as the
-study report). Which runs belong to which model comes from the study's plan or the selection."""
+verdict. A study's verdicts are the study report's own (`engine.report.judge_study`: the same
+paired tests, one multiple-comparison family, the same sentences); a selection of runs is
+judged by `engine.comparison.compare` per suite, as `compfair compare` judges it. Which runs
+belong to which model comes from the study's plan or the selection."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Sequence
 
 from engine import api
 from engine.evaluation.suites import MetricSpec, get_suite
+from engine.settings import load_settings
 from engine.specs import SpecError
 from engine.store import Store
 from engine.study import study_record
@@ -110,24 +113,6 @@ def study_index(store: Store) -> dict[int, tuple[str, str]]:
             if ev.get("job_id"):
                 index[ev["job_id"]] = (name, ev["model"])
     return index
-
-
-def study_rows(store: Store, name: str) -> list[ModelRow]:
-    """The study's models in its plan order (the teacher first) with their finished runs."""
-    plan = study_record(store, name)["plan"]
-    order = plan.get("order") or sorted(plan["models"], key=lambda label: label != "teacher")
-    runs: dict[str, dict[str, int]] = {label: {} for label in order}
-    models: dict[str, str] = {}
-    for ev in plan.get("evals", []):
-        run = store.run_for_job(ev["job_id"]) if ev.get("job_id") else None
-        if run is None or run["status"] != "done" or ev["model"] not in runs:
-            continue
-        runs[ev["model"]][ev["suite"]] = run["id"]
-        if run["model_id"] and ev["model"] not in models:
-            model = store.model(run["model_id"])
-            models[ev["model"]] = (model or {}).get("name") or (model or {}).get("source") or ""
-    return [ModelRow(label, models.get(label, ""), i == 0, runs[label])
-            for i, label in enumerate(order)]
 
 
 def selection_rows(store: Store, run_ids: Sequence[int]) -> tuple[list[ModelRow], list[str]]:
@@ -241,7 +226,38 @@ def build_matrix(store: Store, title: str, rows: list[ModelRow],
 
 
 def study_matrix(store: Store, name: str) -> Matrix:
-    return build_matrix(store, f"study {name}", study_rows(store, name))
+    """A study's models (plan order, the teacher first) with the report's verdicts."""
+    judged = api.judge_study(store, study_record(store, name), load_settings(store.home.root))
+    rows = [ModelRow(e.label, (e.model or {}).get("name") or (e.model or {}).get("source") or "",
+                     e is judged.teacher, {suite: run["id"] for suite, run in e.runs.items()})
+            for e in judged.entries]
+    columns = _columns({s for r in rows for s in r.runs})
+    for entry, row in zip(judged.entries, rows):
+        _fill_judged(judged, entry, row, columns)
+    warnings = list(judged.problems)
+    for suite in sorted({s for e in judged.entries for s in e.runs}):
+        runs = [e.runs[suite] for e in judged.entries if suite in e.runs]
+        warnings += [f"{suite}: {w}" for w in api.comparability_warnings(runs)]
+    columns = _relabel([c for c in columns if any(c.key in r.cells for r in rows)])
+    return Matrix(f"study {name}", columns, rows, list(dict.fromkeys(warnings)))
+
+
+def _fill_judged(judged, entry, row: ModelRow, columns: list[Column]) -> None:
+    """One model's cells: its values, and the report's judgement of each against the teacher."""
+    verdicts = {(v["model"], v.get("suite"), v["metric"]): v for v in judged.significance
+                if not v.get("subset")}
+    for col in columns:
+        metric = entry.metrics.get(col.suite, {}).get((col.metric.name, ""))
+        if metric is None or metric["value"] is None:
+            continue
+        v = verdicts.get((entry.label, col.suite, col.metric.name))
+        base = judged.teacher.metrics.get(col.suite, {}).get((col.metric.name, ""))
+        delta = v["delta"] if v else (metric["value"] - base["value"] if base and not row.baseline
+                                      and base["value"] is not None else None)
+        v = v or {}
+        row.cells[col.key] = Cell(metric["value"], metric["ci_low"], metric["ci_high"], delta,
+                                  v.get("verdict", ""), v.get("sentence", ""), v.get("note", ""),
+                                  v.get("p_value"), v.get("p_adjusted"), entry.runs[col.suite]["id"])
 
 
 def selection_matrix(store: Store, run_ids: Sequence[int]) -> Matrix:

@@ -5,6 +5,7 @@ writing exports under the home's reports/ folder."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -27,17 +28,22 @@ class Backend:
         self.home = home
         self._store: Store | None = None
         self._reader_store: Store | None = None
+        # Opening a new store creates and migrates it: the UI thread and the reader thread
+        # doing that at once fail with "database is locked", so they open one at a time.
+        self._open_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compfair-reader")
 
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.home)
+            with self._open_lock:
+                self._store = Store(self.home)
         return self._store
 
     def _call(self, fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
         if self._reader_store is None:
-            self._reader_store = Store(self.home)
+            with self._open_lock:
+                self._reader_store = Store(self.home)
         return fn(self._reader_store, *args, **kwargs)
 
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

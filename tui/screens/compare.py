@@ -36,6 +36,19 @@ def _sparsity(model: dict | None) -> float | None:
     return 0.0 if (model.get("method") or "base") in ("base", "distill") else None
 
 
+def spread(xs: list[float]) -> list[float]:
+    """Runs at the same x (models of one size) moved apart by 2% of the axis each, so no point
+    hides another; the numbers beside the points say which run is which."""
+    width = (max(xs) - min(xs)) or max(abs(xs[0]), 1.0)
+    seen: dict[float, int] = {}
+    out = []
+    for x in xs:
+        n = seen.get(x, 0)
+        seen[x] = n + 1
+        out.append(x + n * 0.02 * width)
+    return out
+
+
 class CompareScreen(Screen):
     # The plot starts hidden on short terminals (p shows it).
     VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
@@ -163,12 +176,14 @@ class CompareScreen(Screen):
         title = f"{name}" + (f" [{subset}]" if subset else "") + f" vs {self.axis}"
         plt.title(title)
         if xs:
-            # One series per run (a legend entry each), its interval as a vertical line.
+            xs = spread(xs)
+            # One series per run (a numbered legend entry each), its interval as a vertical line.
             for i, (x, y, label, (low, high)) in enumerate(zip(xs, ys, labels, intervals)):
                 color = PLOT_COLORS[i % len(PLOT_COLORS)]
                 if low is not None and high is not None:
                     plt.plot([x, x], [low, high], marker="│", color=color)
                 plt.scatter([x], [y], marker="●", color=color)
+                plt.text(f" {i + 1}", x, y, color=color, alignment="left")
             lows = [lo for lo, _ in intervals if lo is not None] + ys
             highs = [hi for _, hi in intervals if hi is not None] + ys
             x_pad = (max(xs) - min(xs)) * 0.08 or 1.0
@@ -179,7 +194,7 @@ class CompareScreen(Screen):
                 plt.xticks(xs, [label.split()[0] for label in labels])
         legend = Text(" ")
         for i, label in enumerate(labels):
-            legend.append("● ", style=LEGEND_COLORS[i % len(LEGEND_COLORS)])
+            legend.append(f"● {i + 1} ", style=LEGEND_COLORS[i % len(LEGEND_COLORS)])
             legend.append(label + "   ")
         if len(labels) < len(c.runs):
             legend.append(f"({len(c.runs) - len(labels)} run(s) without this metric or x value)",

@@ -54,14 +54,36 @@ def glossary() -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def terms() -> list[tuple[str, str]]:
+    """(term, meaning) of the words the tables and verdicts use besides metric names; the
+    fluent-only metrics are those the suite registry marks (`Suite.fluent_metrics`)."""
+    shorts = {m.name: m.short or m.name for suite in suites() for m in suite.metrics}
+    fluent = [shorts.get(name, name) for suite in suites() for name in suite.fluent_metrics]
+    rows = [("[lo, hi]", "a bootstrap confidence interval over the run's items (level: "
+                         "statistics.confidence in the settings, 95% by default)"),
+            ("Δ, delta", "a model's value minus its baseline's (the teacher's), paired on the "
+                         "same items; its p-value is adjusted over all the tests shown")]
+    if fluent:
+        rows.append(("fluent-only", f"{', '.join(dict.fromkeys(fluent))} over the continuations "
+                     "within the teacher's fluency range (their NLL at most a high percentile "
+                     "of the teacher's own): a drop that survives it is not broken text"))
+    rows += [("better / worse", "a significant paired difference, quality held"),
+             ("same", "no significant difference after the adjustment"),
+             ("not evidence", "lower toxicity or bias while the continuations degraded "
+                              "(CPPL up, D2 down or DEG up): broken text scores as safe")]
+    return rows
+
+
 def glossary_table() -> Table:
-    table = Table(title=Text("Metric abbreviations", style="bold"), title_justify="left",
+    table = Table(title=Text("Glossary: metrics and terms", style="bold"), title_justify="left",
                   box=None, show_header=False, padding=(0, 2, 0, 0))
     table.add_column("short", style="bold", no_wrap=True, min_width=12)
     table.add_column("meaning")
     for short, name, title, description in glossary():
         table.add_row(short, Text.assemble((title, "bold"), f" ({name})",
                                            f": {description}" if description else ""))
+    for term, meaning in terms():
+        table.add_row(term, meaning)
     return table
 
 

@@ -2,7 +2,10 @@
 first; the headline metric of every suite and the continuation-quality figures as columns, each
 cell the value with its interval and the delta against the baseline marked better / worse /
 same / not evidence by the engine's paired test (the study report's). The highlighted cell's
-sentence, as the report words it, is shown below the table. Sortable by any column."""
+sentence, as the report words it, is shown below the table, with the metric's glossary entry.
+Sortable by any column. `p` shows the trade-off plot: the highlighted fairness metric of every
+model against a quality metric (`v` picks which), the question "is the compressed model less
+toxic, and what did it cost?" in one picture."""
 
 from __future__ import annotations
 
@@ -11,10 +14,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
+from textual_plotext import PlotextPlot
 
 from tui import format as fmt
 from tui.matrix import Cell, Column, Matrix, ModelRow, selection_matrix, study_matrix
 from tui.state import export
+from tui.widgets import tradeoff
 from tui.widgets.dialogs import export_dialog
 
 
@@ -38,6 +43,8 @@ class MatrixScreen(Screen):
         Binding("s", "sort", "Sort by column"),
         Binding("o", "flip_order", "Order", show=False),
         Binding("enter", "open", "Open the run"),
+        Binding("p", "toggle_plot", "Trade-off plot"),
+        Binding("v", "cycle_axis", "Plot x-axis", show=False),
         Binding("x", "export", "Export"),
     ]
 
@@ -52,6 +59,7 @@ class MatrixScreen(Screen):
         self.descending = False
         self.shown: list[ModelRow] = []
         self.export_path = None
+        self.x_axis: str | None = None      # the plot's quality column (key); None: the first
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -59,10 +67,14 @@ class MatrixScreen(Screen):
         yield Static("", id="matrix-warnings")
         yield DataTable(id="matrix-table", cursor_type="cell", fixed_columns=1)
         yield Static("", id="matrix-sentence", classes="status-line")
+        yield PlotextPlot(id="matrix-plot")
+        yield Static("", id="matrix-legend")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = f"models x metrics: {self._what()}"
+        self.query_one(PlotextPlot).display = False
+        self.query_one("#matrix-legend").display = False
         self.query_one(DataTable).focus()
         self.run_worker(self._load, exclusive=True, group="matrix")
         self.app.theme_changed_signal.subscribe(self, lambda _: self._show() if self.matrix else None)
@@ -114,6 +126,8 @@ class MatrixScreen(Screen):
             table.move_cursor(row=min(cursor.row, len(self.shown) - 1),
                               column=min(max(cursor.column, 1), len(m.columns)))
         self._show_sentence()
+        if self.query_one(PlotextPlot).display:
+            self._plot()
 
     @staticmethod
     def _cell(row: ModelRow, col: Column, colors: dict) -> Text:
@@ -160,6 +174,54 @@ class MatrixScreen(Screen):
 
     def on_data_table_cell_highlighted(self, event: DataTable.CellHighlighted) -> None:
         self._show_sentence()
+        if self.query_one(PlotextPlot).display:
+            self._plot()
+
+    # -- the trade-off plot --------------------------------------------------------------
+    def plot_axes(self) -> tuple[Column, Column] | None:
+        """(x, y): the chosen quality column, and the highlighted column when it measures
+        fairness (else the first fairness column); None without both kinds."""
+        if self.matrix is None:
+            return None
+        xs, ys = tradeoff.quality_columns(self.matrix), tradeoff.fairness_columns(self.matrix)
+        if not xs or not ys:
+            return None
+        x = next((c for c in xs if c.key == self.x_axis), xs[0])
+        here = self.current()
+        y = here[1] if here and here[1] is not None and here[1] in ys else ys[0]
+        return x, y
+
+    def _plot(self) -> None:
+        plot = self.query_one(PlotextPlot)
+        axes = self.plot_axes()
+        legend = self.query_one("#matrix-legend", Static)
+        if axes is None:
+            plot.plt.clear_data()
+            legend.update(Text("a trade-off plot needs a fairness and a quality metric "
+                               "(e.g. toxicity and perplexity runs)", style="dim"))
+        else:
+            legend.update(tradeoff.draw(plot.plt, self.shown, *axes))
+        plot.refresh()
+
+    def action_toggle_plot(self) -> None:
+        plot = self.query_one(PlotextPlot)
+        plot.display = not plot.display
+        self.query_one("#matrix-legend").display = plot.display
+        if plot.display:
+            self._plot()
+
+    def action_cycle_axis(self) -> None:
+        """The next quality metric on the plot's x-axis."""
+        if self.matrix is None:
+            return
+        keys = [c.key for c in tradeoff.quality_columns(self.matrix)]
+        if keys:
+            current = self.x_axis if self.x_axis in keys else keys[0]
+            self.x_axis = keys[(keys.index(current) + 1) % len(keys)]
+        if not self.query_one(PlotextPlot).display:
+            self.action_toggle_plot()
+        else:
+            self._plot()
 
     # -- actions -------------------------------------------------------------------------
     def action_sort(self) -> None:

@@ -1,8 +1,14 @@
 """New job: forms for evaluation, distillation and pruning built from the spec dataclasses
 (fields, defaults and closed choices come from engine.specs), live validation by the spec
-classes themselves, a sweep field, and a preview of exactly what will be queued."""
+classes themselves, a sweep field, and a preview of exactly what will be queued. An eval form
+shows only the fields its suite uses; the preview warns when the settings differ from the
+finished runs of the suite (not comparable), when n is tiny, and when the job already ran
+(ctrl+s again re-runs it on purpose, ctrl+g opens that run). `prefill` fills the form from a
+run's spec ("evaluate like run N")."""
 
 from __future__ import annotations
+
+from functools import partial
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -17,7 +23,8 @@ from engine import api, views
 from engine.errors import UserError
 from engine.specs import JobSpec, SpecError
 from tui import format as fmt
-from tui.forms import FormField, build_specs, form_fields, path_warnings, preview_lines
+from tui.form_checks import FormNotes, fields_for_suite, form_notes, suite_specific_fields
+from tui.forms import FormField, build_specs, form_fields, path_warnings, preview_lines, to_text
 from tui.widgets.dialogs import ConfirmScreen, model_dialog
 from tui.widgets.panel import Panel
 
@@ -31,6 +38,7 @@ class NewJobScreen(Screen):
         Binding("ctrl+o", "pick_model", "Pick model"),
         Binding("ctrl+t", "next_kind", "Job kind"),
         Binding("ctrl+r", "reset", "Defaults"),
+        Binding("ctrl+g", "open_duplicate", "Open the earlier run", show=False),
         Binding("escape", "leave", "Leave"),
     ]
 
@@ -44,6 +52,10 @@ class NewJobScreen(Screen):
         self._built: set[str] = set()
         self._suggester: SuggestFromList | None = None
         self._preview_pending = False
+        self.notes = FormNotes([], {})
+        self.rerun_ok: set[str] = set()      # spec hashes the user chose to run again
+        self._hidden: set[str] = set()       # eval fields the chosen suite does not use
+        self._mounting: dict = {}            # kind -> the AwaitMount of its fields
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -78,9 +90,24 @@ class NewJobScreen(Screen):
         self._built.add(kind)
         widgets: list[Widget] = []
         for f in self.fields[kind]:
-            widgets += [Label(f.name, classes="form-label"), self._widget(kind, f)]
-        self.query_one(f"#form-{kind}", Grid).mount_all(widgets)
+            widgets += [Label(f.name, classes="form-label", id=f"{kind}-{f.name}-label"),
+                        self._widget(kind, f)]
+        self._mounting[kind] = self.query_one(f"#form-{kind}", Grid).mount_all(widgets)
         self._apply_suggester(kind)
+        if kind == "eval":
+            self.call_after_refresh(self._show_suite_fields)
+
+    def _show_suite_fields(self) -> None:
+        """Show the eval fields the chosen suite uses; hide the others (they keep defaults)."""
+        if "eval" not in self._built:
+            return
+        suite = self.query_one("#eval-suite", Select).value
+        used = fields_for_suite(str(suite))
+        self._hidden = suite_specific_fields() - used
+        for f in self.fields["eval"]:
+            shown = f.name not in self._hidden
+            for widget in self.query(f"#eval-{f.name}, #eval-{f.name}-label"):
+                widget.display = shown
 
     def on_mount(self) -> None:
         self._build("eval")
@@ -130,6 +157,9 @@ class NewJobScreen(Screen):
             return {f.name: f.default_text for f in self.fields[kind]}
         out = {}
         for f in self.fields[kind]:
+            if kind == "eval" and f.name in self._hidden:   # a field the suite does not use
+                out[f.name] = f.default_text
+                continue
             widget = self.query_one(f"#{kind}-{f.name}")
             if isinstance(widget, Checkbox):
                 out[f.name] = "true" if widget.value else "false"
@@ -165,14 +195,44 @@ class NewJobScreen(Screen):
             self.specs = []
             self.show_error(kind, exc)
             return
+        self.notes = FormNotes([], {})
+        self._show_preview()
+        specs = list(self.specs)
+        self.run_worker(partial(self._read_notes, specs), exclusive=True, group="form-notes")
+
+    async def _read_notes(self, specs: list[JobSpec]) -> None:
+        notes = await self.app.backend.read(form_notes, specs)
+        if specs == self.specs and not self.error:
+            self.notes = notes
+            self._show_preview()
+
+    def _show_preview(self) -> None:
+        """What will be queued, then the warnings: missing paths, settings not comparable with
+        the suite's finished runs, a tiny n, and jobs that already ran."""
+        colors = fmt.theme_colors(self.app.theme_variables)
+        warnings = [w for spec in self.specs[:1] for w in path_warnings(spec)] + self.notes.warnings
+        again = [(spec, self.notes.duplicates[spec.spec_hash()]) for spec in self.specs
+                 if spec.spec_hash() in self.notes.duplicates]
         lines = preview_lines(self.specs)
-        shown = lines[:4] + ([f"… and {len(lines) - 4} more"] if len(lines) > 4 else [])
-        warnings = [w for spec in self.specs[:1] for w in path_warnings(spec)]
+        room = max(1, 4 - len(warnings) - bool(again))
+        shown = lines[:room] + ([f"… and {len(lines) - room} more"] if len(lines) > room else [])
         text = Text.assemble((f"will queue {len(self.specs)} job{'s' if len(self.specs) != 1 else ''}"
                               " (ctrl+s):\n", "bold"), "\n".join(shown))
+        if again:
+            spec, dup = again[0]
+            rerun = spec.spec_hash() in self.rerun_ok
+            what = f"{len(again)} of these already ran" if len(again) > 1 else "this already ran"
+            text.append(f"\n⟳ {what}: {dup.describe()}; "
+                        + ("ctrl+s queues it again (re-run)" if rerun
+                           else "ctrl+s twice re-runs it on purpose") + ", ctrl+g opens it",
+                        style=colors["accent"])
         for w in warnings:
             text.append(f"\n⚠ {w}", style=colors["warning"])
-        self.query_one("#preview", Panel).set(text)
+        panel = self.query_one("#preview", Panel)
+        height = min(2 + len(shown) + bool(again) + len(warnings), 9)
+        if panel.styles.height is None or panel.styles.height.value != max(height, 6):
+            panel.styles.height = max(height, 6)     # room for the warnings (relayout only then)
+        panel.set(text)
 
     def show_error(self, kind: str, exc: Exception) -> None:
         """Say why the form cannot be queued and mark the field it is about (`SpecError.field`)."""
@@ -218,6 +278,8 @@ class NewJobScreen(Screen):
         self._schedule_preview()
 
     def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "eval-suite":
+            self._show_suite_fields()
         self._schedule_preview()
 
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
@@ -230,6 +292,15 @@ class NewJobScreen(Screen):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         self.focus_next()
+
+    def on_descendant_focus(self, event) -> None:
+        """The focused field's label is marked too (the focus reads at a glance)."""
+        for label in self.query("Label.-focused"):
+            label.remove_class("-focused")
+        wid = getattr(event.widget, "id", None)
+        if wid:
+            for label in self.query(f"#{wid}-label"):
+                label.add_class("-focused")
 
     # -- actions -------------------------------------------------------------------------
     def action_next_kind(self) -> None:
@@ -260,6 +331,26 @@ class NewJobScreen(Screen):
         self._load_refs()
         self.app.push_screen(model_dialog(self.refs), chosen)
 
+    def action_open_duplicate(self) -> None:
+        """Open the finished run of the job this form would repeat."""
+        dup = next(iter(self.notes.duplicates.values()), None)
+        if dup is None or dup.run_id is None:
+            self.notify("no earlier run of this job", severity="information", timeout=3)
+            return
+        self.app.open_run(dup.run_id)
+
+    async def prefill(self, spec: dict) -> None:
+        """Fill the form from a job's spec (its kind's fields; the rest keep defaults)."""
+        kind = spec.get("kind", "eval")
+        self.set_kind(kind)
+        await self._mounting[kind]          # a first-time form: its fields exist only then
+        for f in self.fields[kind]:
+            self.set_value(f.name, to_text(spec[f.name]) if f.name in spec else f.default_text, kind)
+        self.query_one("#sweep", Input).value = ""
+        if kind == "eval":
+            self._show_suite_fields()
+        self.update_preview()
+
     def action_leave(self) -> None:
         """Escape: leave the form (asking first when it has edits, which are then dropped)."""
         def leave(yes: bool | None) -> None:
@@ -267,7 +358,8 @@ class NewJobScreen(Screen):
                 self.action_reset()
                 self.app.action_leave()
         if self.has_edits():
-            self.app.push_screen(ConfirmScreen("Leave the form and drop its edits?"), leave)
+            self.app.push_screen(ConfirmScreen("Leave the form and drop its edits?", "leave",
+                                               "stay on the form"), leave)
         else:
             leave(True)
 
@@ -279,11 +371,19 @@ class NewJobScreen(Screen):
             return
         kind, specs = self.kind, list(self.specs)
         try:
-            if hasattr(api, "validate"):
-                await self.app.backend.read(api.validate, specs)
+            await self.app.backend.read(api.validate, specs)
         except UserError as exc:  # often a SpecError naming its field
             self.show_error(kind, exc)
             self.notify(str(exc), severity="error", title="not queued")
+            return
+        self.notes = await self.app.backend.read(form_notes, specs)
+        again = [s.spec_hash() for s in specs if s.spec_hash() in self.notes.duplicates]
+        if again and not set(again) <= self.rerun_ok:
+            self.rerun_ok.update(again)       # a second ctrl+s re-runs on purpose
+            self._show_preview()
+            dup = self.notes.duplicates[again[0]]
+            self.notify(f"identical to {dup.describe()}: ctrl+s again re-runs it, ctrl+g opens "
+                        "it", severity="warning", title="already ran")
             return
         store = self.app.backend.store
         job_ids = []

@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 from engine import api, views
 from engine.specs import spec_from_json
 from tui import format as fmt
-from tui.forms import spec_title
+from tui.forms import spec_title, to_text
 from tui.widgets.dialogs import ConfirmScreen
 
 PROGRESS_KEYS = ("done", "total", "fraction", "eta_s")
@@ -33,9 +33,32 @@ def _spec_title(spec_json: str, kind: str) -> str:
         return kind
 
 
+def _spec_dict(job: dict) -> dict:
+    spec = job["spec"]
+    return spec if isinstance(spec, dict) else json.loads(spec or "{}")
+
+
 def _title(job: dict) -> str:
     spec = job["spec"]
     return _spec_title(json.dumps(spec, sort_keys=True) if isinstance(spec, dict) else spec, job["kind"])
+
+
+def look_alike_settings(jobs: list[dict]) -> dict[int, str]:
+    """For jobs whose titles are the same, the settings that tell them apart (`seed=1`); jobs
+    with a title of their own get nothing (the column stays narrow)."""
+    groups: dict[str, list[dict]] = {}
+    for job in jobs:
+        groups.setdefault(_title(job), []).append(job)
+    out: dict[int, str] = {}
+    for same in groups.values():
+        if len(same) < 2:
+            continue
+        specs = [_spec_dict(j) for j in same]
+        keys = sorted({k for s in specs for k in s if k != "kind"})
+        differ = [k for k in keys if len({json.dumps(s.get(k), sort_keys=True) for s in specs}) > 1]
+        for job, spec in zip(same, specs):
+            out[job["id"]] = " ".join(f"{k}={to_text(spec.get(k))}" for k in differ)
+    return out
 
 
 def live_fields(data: dict, limit: int = 3) -> str:
@@ -62,6 +85,7 @@ class QueueScreen(Screen):
         self.progress: dict[int, dict] = {}
         self.log_lines: list[dict] = []
         self.active_only = False
+        self.stored = 0  # jobs in the store, read when the active-only list is empty
         self._order: list[int] = []
         self._shown: dict[int, list] = {}  # the cells on screen, per job
 
@@ -109,8 +133,10 @@ class QueueScreen(Screen):
                 running.append(focus)
             progress = views.latest_progress_many(store, running)
             log_lines = views.last_events(store, focus, 8) if focus is not None else []
-            return jobs, progress, log_lines
-        jobs, progress, log_lines = await self.app.backend.read(read)
+            stored = sum(n for s, n in views.job_counts(store).items() if not s.startswith("_")) \
+                if self.active_only and not jobs else len(jobs)
+            return jobs, progress, log_lines, stored
+        jobs, progress, log_lines, self.stored = await self.app.backend.read(read)
         self._apply(jobs, progress, log_lines)
 
     # -- rendering -----------------------------------------------------------------------
@@ -120,6 +146,7 @@ class QueueScreen(Screen):
         colors = fmt.theme_colors(self.app.theme_variables)
         order = [j["id"] for j in jobs]
         current = self.current_job_id()
+        self._alike = look_alike_settings(jobs)
         cells = {job["id"]: self._cells(job, colors) for job in jobs}
         if order != self._order:
             table.clear()
@@ -142,11 +169,19 @@ class QueueScreen(Screen):
         counts = {}
         for job in jobs:
             counts[job["status"]] = counts.get(job["status"], 0) + 1
-        summary = " · ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs yet (n: new job)"
+        summary = " · ".join(f"{n} {s}" for s, n in sorted(counts.items())) or self._no_jobs()
         worker = "a worker is running" if self.app.worker_alive else "no worker alive"
         self.query_one("#queue-status", Static).update(Text(
             f"{'active jobs' if self.active_only else 'all jobs'}: {summary} · {worker}"))
         self._show_panel()
+
+    def _no_jobs(self) -> str:
+        """What an empty list says: none active (and how to see the others), or none at all."""
+        if not self.active_only:
+            return "no jobs yet (n: new job)"
+        if self.stored:
+            return f"none queued or running (a: all {self.stored} jobs)"
+        return "no jobs yet (n: new job)"
 
     def _cells(self, job: dict, colors: dict) -> list:
         event = self.progress.get(job["id"])
@@ -157,7 +192,9 @@ class QueueScreen(Screen):
             status = "cancelling"
         eta = fmt.duration(data.get("eta_s")) if status == "running" else ""
         message = job["error"] if status in ("failed", "cancelled") and job.get("error") else (job.get("progress_message") or "")
-        return [Text(str(job["id"]), justify="right"), Text(job["kind"]), Text(_title(job)),
+        alike = getattr(self, "_alike", {}).get(job["id"])
+        what = _title(job) + (f" ({alike})" if alike else "")
+        return [Text(str(job["id"]), justify="right"), Text(job["kind"]), Text(what),
                 fmt.status_text(status, colors), fmt.progress_cell(fraction, 10), Text(eta),
                 Text(live_fields(data, 2) if status == "running" else ""),
                 Text(str(job["priority"] or 0), justify="right"), Text(message or "")]
@@ -174,7 +211,8 @@ class QueueScreen(Screen):
             return
         event = self.progress.get(job["id"])
         data = event["data"] if event else {}
-        parts = [f"job {job['id']} · {job['kind']} · {_title(job)} · {job['status']}"]
+        status = "cancelling" if job["status"] == "running" and job.get("cancel_requested") else job["status"]
+        parts = [f"job {job['id']} · {job['kind']} · {_title(job)} · {status}"]
         if data.get("done") is not None and data.get("total"):
             parts.append(f"{fmt.num(data['done'], 0)}/{fmt.num(data['total'], 0)}")
         if job["status"] == "running" and data.get("eta_s") is not None:
@@ -226,8 +264,26 @@ class QueueScreen(Screen):
                 status = api.cancel(self.app.backend.store, job["id"])
                 self.notify(f"job {job['id']}: {status}"
                             + (" (stops after the current batch)" if status == "cancelling" else ""))
+                self._show_cancelled(job, status)
                 self.refresh_now()
         self.app.push_screen(ConfirmScreen(f"Cancel job {job['id']}: {_title(job)}?"), done)
+
+    def _show_cancelled(self, job: dict, status: str) -> None:
+        """The row (and the header) say what cancelling did at once, before the next poll."""
+        if status == "cancelling":
+            job["cancel_requested"] = 1
+            self.app.mark_cancelling()
+        elif status == "cancelled":
+            job["status"] = "cancelled"
+        if job["id"] not in self._shown:
+            return
+        colors = fmt.theme_colors(self.app.theme_variables)
+        cells = self._cells(job, colors)
+        table = self.query_one(DataTable)
+        for (key, _), cell in zip(COLUMNS, cells):
+            table.update_cell(str(job["id"]), key, cell, update_width=True)
+        self._shown[job["id"]] = cells
+        self._show_panel()
 
     def action_move(self, by: int) -> None:
         job = self.current_job()

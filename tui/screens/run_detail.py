@@ -20,7 +20,8 @@ from engine.compression.records import SparsityRecord
 from tui import format as fmt
 from tui.keys import TypingAware
 from tui.state import export
-from engine.evaluation.suites import find_metric
+from engine.evaluation.suites import find_metric, get_suite
+from tui.form_checks import TINY_N
 from engine.settings import run_ci_label
 from tui.widgets.bars import bar_chart
 from tui.widgets.dialogs import export_dialog
@@ -79,6 +80,8 @@ class RunDetailScreen(TypingAware, Screen):
         Binding("w", "tab('worst')", "Worst"),
         Binding("i", "tab('info')", "Model/settings"),
         Binding("l", "toggle_layers", "Per-layer sparsity"),
+        Binding("e", "evaluate_like", "Evaluate like this", tooltip="the new-job form with this "
+                "run's settings (change the model: the runs stay comparable)"),
         Binding("x", "export", "Export"),
     ]
 
@@ -130,6 +133,9 @@ class RunDetailScreen(TypingAware, Screen):
         title = Text.assemble(
             (f"run {run['id']}", "bold"), " · ", lineage, f" · {run['suite']} · {scorer} · ",
             fmt.status_text(run["status"], colors), f" · {fmt.date(run['created_at'])}")
+        tiny = tiny_n_note(run, d["metrics"])
+        if tiny:
+            title.append(f"\n⚠ {tiny}", style=colors["warning"])
         self.query_one("#detail-title", Static).update(title)
         self._show_metrics(d["metrics"], run_ci_label(run), run["status"])
         self._show_groups(d["metrics"], colors)
@@ -253,6 +259,9 @@ class RunDetailScreen(TypingAware, Screen):
                  "groups": "#groups-scroll", "info": "#info-scroll"}[tab]
         self.query_one(focus).focus()
 
+    def action_evaluate_like(self) -> None:
+        self.app.evaluate_like(self.run_id)
+
     def action_toggle_layers(self) -> None:
         self.show_layers = not self.show_layers
         if self.detail is not None:
@@ -272,6 +281,20 @@ class RunDetailScreen(TypingAware, Screen):
         self.export_path = path
         self.query_one("#detail-export", Static).update(Text(f"exported to {path}"))
         self.notify(f"exported {len(records)} metrics to {path}", timeout=8)
+
+
+def tiny_n_note(run: dict, metrics: list[dict]) -> str | None:
+    """A warning when the run's headline figures rest on fewer than TINY_N items."""
+    ns = [m["n"] for m in metrics if not m["subset"] and m.get("n")]
+    n = min(ns) if ns else run.get("n_items")
+    if not n or n >= TINY_N:
+        return None
+    try:
+        unit = get_suite(run["suite"]).unit
+    except ValueError:
+        unit = "items"
+    return (f"scored on {n} {unit}: too few for a reliable interval or paired test "
+            f"(under {TINY_N})")
 
 
 def _sparsity_text(sparsity, layers_shown: bool) -> str:

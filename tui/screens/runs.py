@@ -23,6 +23,7 @@ from tui.matrix import study_names
 from tui.runs_query import (SQL_SORTS, Page, RunsQuery, common_prefix, compact, fetch, metric_sorts,
                             sort_label)
 from tui.widgets.dialogs import ChoiceScreen
+from tui.widgets.rowtable import RowTable
 
 FIRST_PAGE = 100  # enough to fill a tall terminal; the rest loads as the cursor moves
 PAGE = 200
@@ -30,11 +31,22 @@ SORTS = SQL_SORTS  # the SQL sorts `s` cycles through; `S` also offers every hea
 COLUMNS = (("id", "  id"), ("model", "model"), ("study", "study"), ("suite", "suite"),
            ("metrics", "key metrics [CI]"), ("status", "status"), ("date", "date"),
            ("method", "method"), ("scorer", "scorer"), ("settings", "settings"))
-EMPTY = ("0 runs yet: n opens the new-job form (evaluate a model); `compfair study quick` runs "
-         "a whole study (teacher, distilled and pruned models on every suite).")
+EMPTY = "0 runs yet"
+# actions about shown runs: off (and out of the footer) while a new store has none
+# (the order flip stays on: an order chosen before runs arrive holds)
+ABOUT_RUNS = frozenset({"open", "toggle_select", "compare", "matrix", "cycle_sort", "choose_sort",
+                        "filter"})
+WELCOME = (("No runs yet. To start:", "bold"), "\n\n",
+           ("  n", "bold"), "  open the new-job form: evaluate a model on a suite (toxicity, bias,\n"
+           "     perplexity), or distil / prune / quantize one first\n",
+           ("  compfair study quick", "bold"), "  (in a shell) run a whole study: a teacher, its\n"
+           "     distilled and pruned students, every suite, then a report\n\n",
+           "Jobs run in a background worker (j shows them, even after you quit); their\n"
+           "runs appear here as they finish. ? lists every key.")
 
 
 class RunsScreen(TypingAware, Screen):
+    AUTO_FOCUS = "#runs-table"  # also while hidden (empty store): letter keys then work
     BINDINGS = [
         Binding("enter", "open", "Open the run", show=False),
         Binding("space", "toggle_select", "Select"),
@@ -46,6 +58,7 @@ class RunsScreen(TypingAware, Screen):
         Binding("S", "choose_sort", "Sort by a metric", show=False),
         Binding("o", "flip_order", "Order", show=False),
         Binding("escape", "clear", "Clear selection", show=False),
+        Binding("e", "evaluate_like", "Evaluate like", show=False),
         Binding("R,f5", "reload", "Reload", show=False),
     ]
 
@@ -71,7 +84,9 @@ class RunsScreen(TypingAware, Screen):
                                     "method, status, label, id); study:NAME", id="runs-filter",
                         compact=True)
         yield Static("", id="runs-status", classes="status-line")
-        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield RowTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="runs-terms", classes="status-line")
+        yield Static(Text.assemble(*WELCOME), id="runs-empty")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -168,11 +183,13 @@ class RunsScreen(TypingAware, Screen):
         return Text.assemble((mark, colors["accent"]), str(run_id), justify="right")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_terms(event.cursor_row)
         if event.cursor_row >= len(self.loaded) - 20 and len(self.loaded) < self.total:
             self._load_more()
 
     def _update_status(self) -> None:
         status = self.query_one("#runs-status", Static)
+        self._show_empty(self.total == 0 and not self.filter_text)
         if self.total == 0 and not self.filter_text:
             status.update(Text(EMPTY))
             return
@@ -184,6 +201,22 @@ class RunsScreen(TypingAware, Screen):
         where = f" matching '{self.filter_text}'" if self.filter_text else ""
         prefix = f" · model names: …= {self.prefix}" if self.prefix else ""
         status.update(Text(f"{shown} runs{where} · sort {sort_label(self.sort)} {arrow}{selected}{prefix}"))
+
+    def _show_empty(self, empty: bool) -> None:
+        """A store with no run shows how to start instead of an empty table."""
+        table = self.query_one(DataTable)
+        if table.display != empty:
+            return
+        table.display = not empty
+        self.query_one("#runs-empty", Static).display = empty
+        self.refresh_bindings()
+        if self.focused is None:  # letter keys (n, j, ?) must work: no text field has the focus
+            self.set_focus(table)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ABOUT_RUNS and not self.query_one(DataTable).display:
+            return False
+        return super().check_action(action, parameters)
 
     def current_run_id(self) -> int | None:
         table = self.query_one(DataTable)
@@ -226,6 +259,21 @@ class RunsScreen(TypingAware, Screen):
         event.stop()
         self.action_open()
 
+    def _show_terms(self, index: int) -> None:
+        """The highlighted run's abbreviations spelled out (the glossary, on selection; also
+        the table's tooltip on hover)."""
+        row = self.loaded[index] if 0 <= index < len(self.loaded) else None
+        line = fmt.glossary_line(row.suite, [name for name, value, *_ in row.headline if value is not None]) \
+            if row else ""
+        self.query_one("#runs-terms", Static).update(Text(line))
+        self.query_one(DataTable).tooltip = line or None
+
+    def action_evaluate_like(self) -> None:
+        """The new-job form with the highlighted run's settings."""
+        run_id = self.current_run_id()
+        if run_id is not None:
+            self.app.evaluate_like(run_id)
+
     def action_toggle_select(self) -> None:
         run_id = self.current_run_id()
         if run_id is None:
@@ -262,6 +310,12 @@ class RunsScreen(TypingAware, Screen):
         ids = self._selection()
         if ids is None:
             self.notify("select two or more runs with space, then press c", severity="warning")
+            return
+        suites = {r.suite for r in self.loaded if r.run_id in ids}
+        if len(suites) > 1:  # runs of several suites: each model's metrics side by side instead
+            self.notify(f"runs of {len(suites)} suites: showing models x metrics (compare takes "
+                        "runs of one suite)", timeout=5)
+            self.app.open_matrix(run_ids=ids)
             return
         self.app.open_compare(ids)
 

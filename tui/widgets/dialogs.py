@@ -15,18 +15,18 @@ from tui.state import EXPORT_FORMATS
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """y / enter: yes; n / escape: no."""
+    """y / enter: yes; n / escape: no. `yes` and `no` name the two answers (e.g. leave, stay)."""
 
     BINDINGS = [Binding("y,enter", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
 
-    def __init__(self, question: str):
+    def __init__(self, question: str, yes: str = "yes", no: str = "no"):
         super().__init__()
-        self.question = question
+        self.question, self.yes, self.no = question, yes, no
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(self.question)
-            yield Label("[b]y[/b] yes   [b]n[/b] no", classes="dialog-help")
+            yield Label(f"[b]y[/b]/enter {self.yes}   [b]n[/b]/esc {self.no}", classes="dialog-help")
 
     def action_answer(self, answer: bool) -> None:
         self.dismiss(answer)

@@ -1,0 +1,112 @@
+"""What the new-job form warns about before queueing, free of Textual (read on the app's
+reader thread): an eval whose comparable settings differ from those of the finished runs of
+its suite (it could not be compared with them), an n too small for an interval to mean much,
+and a spec that already ran (`engine.duplicates`). And which eval fields a suite uses, so the
+form shows only those (from the suite registry: its comparable settings, and the scorer's
+fields for suites that generate text)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass
+
+from engine.api import Duplicate, finished_duplicates
+from engine.evaluation.suites import Suite, get_suite, suites
+from engine.specs import EvalSpec, JobSpec, SpecError
+from engine.store import Store, loads
+
+TINY_N = 30            # fewer items than this: intervals too wide, paired tests of little power
+RECENT_RUNS = 200      # the finished runs of a suite its settings are checked against
+GENERATION_FIELDS = ("scorer", "scorer_label", "reference_model", "backend")
+SELECTION_FIELDS = {"groups": ("prompts_per_group",)}   # shown along with the setting they refine
+
+
+def _eval_fields() -> set[str]:
+    return {f.name for f in dataclasses.fields(EvalSpec)}
+
+
+def suite_specific_fields() -> set[str]:
+    """The eval fields that only some suites use."""
+    base = set(Suite.comparable_settings)
+    names = set(GENERATION_FIELDS)
+    for suite in suites():
+        for key in suite.comparable_settings:
+            if key not in base:
+                names.add(key)
+                names.update(SELECTION_FIELDS.get(key, ()))
+    return names & _eval_fields()
+
+
+def fields_for_suite(suite_name: str) -> set[str]:
+    """The suite-specific eval fields `suite_name` uses (every other one is hidden)."""
+    try:
+        suite = get_suite(suite_name)
+    except SpecError:
+        return suite_specific_fields()
+    used = set(suite.comparable_settings)
+    for key in suite.comparable_settings:
+        used.update(SELECTION_FIELDS.get(key, ()))
+    if suite.generates_text:
+        used.update(GENERATION_FIELDS)
+    return used & suite_specific_fields()
+
+
+@dataclass(frozen=True)
+class FormNotes:
+    warnings: list[str]
+    duplicates: dict[str, Duplicate]     # spec hash -> the newest finished twin
+
+
+def comparability_warnings(store: Store, spec: EvalSpec) -> list[str]:
+    """Where `spec` differs from every finished run of its suite in a setting that makes runs
+    incomparable (the suite's `comparable_settings`), naming the value those runs use."""
+    try:
+        suite = get_suite(spec.suite)
+    except SpecError:
+        return []
+    rows = store.query("SELECT settings FROM runs WHERE suite = ? AND status = 'done' "
+                       "ORDER BY id DESC LIMIT ?", (spec.suite, RECENT_RUNS))
+    settings = [loads(r["settings"], {}) or {} for r in rows]
+    mine = spec.to_dict()
+    out = []
+    for key in suite.comparable_settings:
+        if key not in mine:
+            continue
+        stored = Counter(repr(s[key]) for s in settings if key in s)
+        if not stored or repr(mine[key]) in stored:
+            continue
+        out.append(f"{key}={mine[key]!r}, but the {sum(stored.values())} finished {spec.suite} runs "
+                   f"here use {_others(stored)}: not comparable with them")
+    return out
+
+
+def _others(stored: Counter) -> str:
+    """`128` or `128 (5) or 256 (1)`: the values the runs use, the commonest first."""
+    common = stored.most_common(3)
+    if len(common) == 1:
+        return common[0][0]
+    return " or ".join(f"{v} ({n})" for v, n in common) + (" ..." if len(stored) > 3 else "")
+
+
+def tiny_n_warning(spec: JobSpec) -> str | None:
+    n = getattr(spec, "max_prompts", None)
+    if isinstance(spec, EvalSpec) and n is not None and n < TINY_N:
+        return f"max_prompts={n}: under {TINY_N} items, wide intervals and weak paired tests"
+    return None
+
+
+def form_notes(store: Store, specs: list[JobSpec]) -> FormNotes:
+    """The warnings for what the form would queue, and the specs that already ran."""
+    warnings: list[str] = []
+    duplicates: dict[str, Duplicate] = {}
+    for spec in specs:
+        if isinstance(spec, EvalSpec):
+            warnings += comparability_warnings(store, spec)
+            tiny = tiny_n_warning(spec)
+            if tiny:
+                warnings.append(tiny)
+        found = finished_duplicates(store, spec)
+        if found:
+            duplicates[spec.spec_hash()] = found[0]
+    return FormNotes(list(dict.fromkeys(warnings)), duplicates)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import queue
+from engine.fencing import LeaseLost
 from engine.paths import Home
 from engine.specs import JobSpec
 from engine.store import Store
@@ -38,6 +39,7 @@ class JobContext:
     spec: JobSpec
     models: ModelCache
     worker_id: str = "inline"
+    lease: int | None = None          # the claim's fencing token (engine.fencing); None: unfenced
     _last_event: float = 0.0
     _last_cancel_poll: float = 0.0
     # ETA is measured per phase (a phase = a run of calls with the same total), from the first
@@ -67,7 +69,7 @@ class JobContext:
         _, phase_start, phase_done = self._phase
         rate = (done - phase_done) / (now - phase_start) if now > phase_start else 0.0
         eta = (total - done) / rate if rate > 0 and done < total else None
-        queue.heartbeat(self.store, self.job_id, fraction, message)
+        queue.heartbeat(self.store, self.job_id, fraction, message, lease=self.lease)
         if force or done >= total or now - self._last_event >= PROGRESS_EVENT_INTERVAL_S:
             self._last_event = now
             payload = {"done": done, "total": total, "fraction": fraction, "eta_s": eta, **data}
@@ -80,13 +82,20 @@ class JobContext:
         self.store.add_event(self.job_id, message, kind="log", level=level, data=data or None)
 
     def check_cancelled(self) -> None:
-        """Raise JobCancelled if the user asked to cancel; call between batches or steps."""
+        """Raise JobCancelled if the user asked to cancel (LeaseLost if another worker took the
+        job over); call between batches or steps, and from long computations (it polls the
+        store at most every CANCEL_POLL_INTERVAL_S)."""
         now = time.time()
         if now - self._last_cancel_poll < CANCEL_POLL_INTERVAL_S:
             return
         self._last_cancel_poll = now
-        if queue.cancel_requested(self.store, self.job_id):
+        if queue.cancel_requested(self.store, self.job_id, self.lease):
             raise JobCancelled()
+
+    def ensure_lease(self) -> None:
+        """Raise LeaseLost unless this worker still holds the job (before writing files)."""
+        if self.lease is not None and not queue.holds(self.store, self.job_id, self.lease):
+            raise LeaseLost(f"job {self.job_id} is no longer held under lease {self.lease}")
 
     def load_model(self, ref: str, *, fresh: bool = False) -> LoadedModel:
         """Load `ref` with the job's device/dtype (shared instance unless `fresh`)."""
@@ -95,4 +104,4 @@ class JobContext:
                                 fresh=fresh)
 
     def set_result(self, **result: Any) -> None:
-        queue.set_result(self.store, self.job_id, result)
+        queue.set_result(self.store, self.job_id, result, lease=self.lease)

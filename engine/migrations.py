@@ -84,6 +84,14 @@ def m003_continuation_quality(db: sqlite_utils.Database) -> None:
     db["samples"].add_column("continuation_tokens", int)
 
 
+@migration(4, "job leases")
+def m004_job_leases(db: sqlite_utils.Database) -> None:
+    # the fencing token of a job: incremented by every claim and by every take-over of a job
+    # from a worker presumed dead; a worker writes for the job only while it equals the value
+    # its claim returned (engine.fencing)
+    db["jobs"].add_column("lease", int, not_null_default=0)
+
+
 @migration(5, "worker devices")
 def m005_worker_devices(db: sqlite_utils.Database) -> None:
     # the device a worker is pinned to ("cuda:3", "cpu"; NULL: not pinned), engine.scale.device_workers

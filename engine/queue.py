@@ -5,7 +5,9 @@ A job goes queued -> running -> done | failed | cancelled. Claiming is one atomi
 depends on is done; if one of them fails or is cancelled, the dependant fails with that reason.
 
 Every write to the `jobs`, `job_deps` and `workers` tables is a function of this module, so
-the guards that keep two workers from overwriting each other's jobs are in one place."""
+the guards that keep two workers from overwriting each other's jobs are in one place. Each
+claim hands out a fencing token (`jobs.lease`, engine.fencing): the worker's writes to its job
+are conditional on it, and one that finds it gone raises `LeaseLost`."""
 
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ import time
 from typing import Sequence
 
 from engine.errors import InvalidState, NotFound
+from engine.fencing import LEASE_TIMEOUT_ENV, LeaseLost, env_seconds
 from engine.specs import JobSpec, spec_from_json
 from engine.store import Store, dumps, loads
 
-STALE_HEARTBEAT_S = 120.0
+STALE_HEARTBEAT_S = 120.0      # the default lease timeout ($COMPFAIR_LEASE_TIMEOUT_S overrides)
 ACTIVE = ("queued", "running")
 
 
@@ -68,13 +71,19 @@ def dependencies_of(store: Store, job_ids: Sequence[int]) -> dict[int, list[int]
     return out
 
 
+def stale_after_s() -> float:
+    """How old a worker's or job's heartbeat may be before the job is taken over."""
+    return env_seconds(LEASE_TIMEOUT_ENV, STALE_HEARTBEAT_S)
+
+
 def claim(store: Store, worker_id: str) -> dict | None:
-    """Atomically take the highest-priority runnable job, or None."""
+    """Atomically take the highest-priority runnable job, or None. The row returned carries
+    the claim's fencing token, `lease` (one more than the job's previous one)."""
     now = time.time()
     rows = store.query(
         """
         UPDATE jobs SET status = 'running', worker_id = :worker, started_at = :now,
-               heartbeat_at = :now, attempts = attempts + 1, error = NULL
+               heartbeat_at = :now, attempts = attempts + 1, error = NULL, lease = lease + 1
         WHERE id = (
             SELECT j.id FROM jobs j
             WHERE j.status = 'queued' AND j.cancel_requested = 0
@@ -88,54 +97,87 @@ def claim(store: Store, worker_id: str) -> dict | None:
     return rows[0] if rows else None
 
 
+def _update_job(store: Store, job_id: int, fields: dict, lease: int | None) -> None:
+    """UPDATE the job's `fields`; with a `lease`, only while the job still has it (else
+    LeaseLost, nothing written). Joins the caller's transaction when one is open."""
+    sets = ", ".join(f"{name} = ?" for name in fields)
+    sql, params = f"UPDATE jobs SET {sets} WHERE id = ?", [*fields.values(), job_id]
+    if lease is not None:
+        sql, params = sql + " AND lease = ?", params + [lease]
+    if store.conn.execute(sql, params).rowcount == 0 and lease is not None:
+        raise LeaseLost(f"job {job_id} is no longer held under lease {lease}")
+
+
+def holds(store: Store, job_id: int, lease: int) -> bool:
+    """Whether the job's lease is still `lease` (nobody took the job over)."""
+    row = store.one("SELECT lease FROM jobs WHERE id = ?", (job_id,))
+    return bool(row) and row["lease"] == lease
+
+
 def heartbeat(store: Store, job_id: int, progress: float | None = None,
-              message: str | None = None) -> None:
+              message: str | None = None, *, lease: int | None = None) -> None:
+    """Record progress and a fresh heartbeat (LeaseLost when `lease` is no longer held)."""
     fields = {"heartbeat_at": time.time()}
     if progress is not None:
         fields["progress"] = max(0.0, min(1.0, progress))
     if message is not None:
         fields["progress_message"] = message
     with store.conn:
-        store.db["jobs"].update(job_id, fields)
+        _update_job(store, job_id, fields, lease)
 
 
 def finish(store: Store, job_id: int, status: str, *, error: str | None = None,
-           result: dict | None = None) -> None:
+           result: dict | None = None, lease: int | None = None) -> None:
     """End a job. A failed or cancelled job's run (if any) is marked the same in the same
     transaction, so a run never shows "running" after its job ended; a retried job's run goes
-    back to "running" when it resumes."""
+    back to "running" when it resumes. With a `lease`, only while the job still has it
+    (LeaseLost otherwise, nothing written)."""
     fields = {"status": status, "finished_at": time.time(), "error": error}
     if status == "done":
         fields["progress"] = 1.0
     if result is not None:
         fields["result"] = dumps(result)
     with store.conn:
-        store.db["jobs"].update(job_id, fields)
+        _update_job(store, job_id, fields, lease)
         if status in ("failed", "cancelled"):
             _end_run(store, job_id, status)
 
 
 def _end_run(store: Store, job_id: int, status: str) -> None:
-    store.conn.execute("UPDATE runs SET status = ? WHERE job_id = ? AND status = 'running'",
+    """The job's run (if any) takes the job's new status: a run never says "running" while
+    its job is queued or ended."""
+    store.conn.execute("UPDATE runs SET status = ? WHERE job_id = ? AND status IN ('running', 'queued')",
                        (status, job_id))
 
 
-def requeue_interrupted(store: Store, job_id: int, worker_id: str) -> bool:
-    """Put a job back in the queue after its worker was told to stop (SIGTERM): it resumes
-    from what was stored, and the interrupted attempt does not count. Only a job still running
-    on `worker_id` is requeued (the guard `recover_orphans` uses): one that another worker
-    took over as orphaned meanwhile is left alone. Returns whether it was requeued."""
+def requeue_interrupted(store: Store, job_id: int, worker_id: str,
+                        lease: int | None = None) -> str | None:
+    """Give a job back after its worker was told to stop (SIGTERM, SIGINT): it goes back in
+    the queue to resume from what was stored, the interrupted attempt not counting, and its
+    run (if any) is marked "queued" with it until a worker resumes it; a job whose cancellation
+    was asked for is cancelled instead (a requeued job with `cancel_requested` set would never
+    be claimed). Only a job still running on `worker_id` (and, given one, under `lease`) is
+    touched: one that another worker took over meanwhile is left alone.
+    Returns the job's new status ("queued" or "cancelled"), or None when it was not ours."""
+    held = "id = ? AND status = 'running' AND worker_id = ?" + (" AND lease = ?" if lease is not None else "")
+    params = (job_id, worker_id) + ((lease,) if lease is not None else ())
     with store.conn:
-        changed = store.conn.execute(
-            "UPDATE jobs SET status = 'queued', attempts = max(attempts - 1, 0), worker_id = NULL, "
-            "error = 'worker stopped; will resume' WHERE id = ? AND status = 'running' "
-            "AND worker_id = ?", (job_id, worker_id)).rowcount
-    return bool(changed)
+        if store.conn.execute(f"UPDATE jobs SET status = 'cancelled', finished_at = ?, "
+                              f"error = 'cancelled by user' WHERE {held} AND cancel_requested = 1",
+                              (time.time(), *params)).rowcount:
+            _end_run(store, job_id, "cancelled")
+            return "cancelled"
+        if store.conn.execute(
+                "UPDATE jobs SET status = 'queued', attempts = max(attempts - 1, 0), worker_id = NULL, "
+                f"error = 'worker stopped; will resume' WHERE {held}", params).rowcount:
+            _end_run(store, job_id, "queued")
+            return "queued"
+    return None
 
 
-def set_result(store: Store, job_id: int, result: dict) -> None:
+def set_result(store: Store, job_id: int, result: dict, *, lease: int | None = None) -> None:
     with store.conn:
-        store.db["jobs"].update(job_id, {"result": dumps(result)})
+        _update_job(store, job_id, {"result": dumps(result)}, lease)
 
 
 def cancel(store: Store, job_id: int) -> str:
@@ -167,8 +209,11 @@ def cancel(store: Store, job_id: int) -> str:
     return job(store, job_id)["status"]
 
 
-def cancel_requested(store: Store, job_id: int) -> bool:
-    row = store.one("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))
+def cancel_requested(store: Store, job_id: int, lease: int | None = None) -> bool:
+    """Whether the user asked to cancel the job (LeaseLost when `lease` is no longer held)."""
+    row = store.one("SELECT cancel_requested, lease FROM jobs WHERE id = ?", (job_id,))
+    if lease is not None and (row is None or row["lease"] != lease):
+        raise LeaseLost(f"job {job_id} is no longer held under lease {lease}")
     return bool(row and row["cancel_requested"])
 
 
@@ -206,16 +251,22 @@ def register_worker(store: Store, worker_id: str, pid: int, *, status: str, log_
                                     **({"device": device} if device else {})}, pk="id")
 
 
-def worker_heartbeat(store: Store, worker_id: str, job_id: int | None) -> None:
+def worker_heartbeat(store: Store, worker_id: str, job_id: int | None,
+                     lease: int | None = None) -> bool:
     """Mark a worker alive (busy while it holds `job_id`, else idle) and, in the same
-    transaction, the job it runs (only while that job is still running)."""
+    transaction, the job it runs (only while that job is still running, and under `lease`
+    when one is given). Returns False when the job's heartbeat was not written (the job
+    ended or was taken over)."""
     now = time.time()
     with store.conn:
         store.conn.execute("UPDATE workers SET heartbeat_at = ?, status = ? WHERE id = ?",
                            (now, "busy" if job_id is not None else "idle", worker_id))
-        if job_id is not None:
-            store.conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND status = 'running'",
-                               (now, job_id))
+        if job_id is None:
+            return True
+        held = " AND lease = ?" if lease is not None else ""
+        return bool(store.conn.execute(
+            f"UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND status = 'running'{held}",
+            (now, job_id) + ((lease,) if lease is not None else ())).rowcount)
 
 
 def stop_worker(store: Store, worker_id: str) -> None:
@@ -235,8 +286,10 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def worker_alive(row: dict, stale_after: float = STALE_HEARTBEAT_S) -> bool:
-    """A worker row is alive when its heartbeat is fresh and (on this host) its pid exists."""
+def worker_alive(row: dict, stale_after: float | None = None) -> bool:
+    """A worker row is alive when its heartbeat is fresh (younger than `stale_after`, by
+    default `stale_after_s()`) and (on this host) its pid exists."""
+    stale_after = stale_after_s() if stale_after is None else stale_after
     if row.get("status") == "stopped":
         return False
     if time.time() - (row.get("heartbeat_at") or 0) > stale_after:
@@ -246,9 +299,11 @@ def worker_alive(row: dict, stale_after: float = STALE_HEARTBEAT_S) -> bool:
     return True
 
 
-def recover_orphans(store: Store, stale_after: float = STALE_HEARTBEAT_S) -> list[int]:
-    """Requeue running jobs whose worker is gone (dead pid or stale heartbeat); a job that has
-    used up its attempts fails with the reason. Returns the ids requeued or failed.
+def recover_orphans(store: Store, stale_after: float | None = None) -> list[int]:
+    """Requeue running jobs whose worker is gone (dead pid or stale heartbeat, older than
+    `stale_after`, by default `stale_after_s()`); a job that has used up its attempts fails
+    with the reason. Returns the ids requeued or failed. Taking a job over increments its
+    lease, so a worker that was only paused, not dead, can no longer write for it.
 
     The jobs and their workers are read in one query (one snapshot: a worker that registers
     and claims a job between two reads must not look unknown), and each change is conditional
@@ -259,6 +314,7 @@ def recover_orphans(store: Store, stale_after: float = STALE_HEARTBEAT_S) -> lis
                   w.heartbeat_at AS w_heartbeat_at
            FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id
            WHERE j.status = 'running'""")
+    stale_after = stale_after_s() if stale_after is None else stale_after
     touched = []
     for row in rows:
         worker = None if row["w_id"] is None else {
@@ -277,12 +333,12 @@ def recover_orphans(store: Store, stale_after: float = STALE_HEARTBEAT_S) -> lis
             status, error = "queued", f"{reason}; requeued"
         with store.conn:
             changed = store.conn.execute(
-                "UPDATE jobs SET status = ?, error = ?, worker_id = CASE WHEN ? = 'queued' THEN NULL "
-                "ELSE worker_id END, finished_at = CASE WHEN ? = 'queued' THEN finished_at ELSE ? END "
+                "UPDATE jobs SET status = ?, error = ?, lease = lease + 1, "
+                "worker_id = CASE WHEN ? = 'queued' THEN NULL ELSE worker_id END, finished_at = CASE WHEN ? = 'queued' THEN finished_at ELSE ? END "
                 "WHERE id = ? AND status = 'running' AND worker_id IS ? AND heartbeat_at IS ?",
                 (status, error, status, status, now, row["id"], row["worker_id"],
                  row["heartbeat_at"])).rowcount
-            if changed and status != "queued":
+            if changed:                 # its run follows it (queued again until resumed)
                 _end_run(store, row["id"], status)
         if not changed:
             continue
@@ -306,6 +362,22 @@ def fail_blocked(store: Store) -> list[int]:
                error=f"dependency job {row['dep']} {row['status']}")
         failed.append(row["job_id"])
     return failed
+
+
+STUCK_CANCELLED = "status = 'queued' AND cancel_requested = 1"   # never claimed: a stuck job
+
+
+def cancel_stuck(store: Store) -> list[int]:
+    """Cancel queued jobs whose cancellation was asked for (no worker claims them: a job
+    requeued by a worker of an earlier version after `cancel` then SIGTERM). Their ids."""
+    ids = [r["id"] for r in store.query(f"SELECT id FROM jobs WHERE {STUCK_CANCELLED}")]
+    for job_id in ids:
+        with store.conn:
+            if store.conn.execute("UPDATE jobs SET status = 'cancelled', finished_at = ?, "
+                                  f"error = 'cancelled by user' WHERE id = ? AND {STUCK_CANCELLED}",
+                                  (time.time(), job_id)).rowcount:
+                _end_run(store, job_id, "cancelled")
+    return ids
 
 
 def counts(store: Store) -> dict[str, int]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 
+from engine import fencing
 from engine.migrations import migrate
 from engine.model_paths import to_loadable, to_stored
 from engine.paths import Home
@@ -45,6 +46,7 @@ def connect(db_path: Path) -> sqlite_utils.Database:
         db = sqlite_utils.Database(conn)
         db.enable_wal()
         migrate(db)
+        fencing.install(conn)          # a worker's writes need its job's lease (engine.fencing)
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot open the store {db_path}: {exc}") from exc
     return db

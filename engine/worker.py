@@ -24,6 +24,8 @@ from engine.devices import is_out_of_memory, keep_freed_host_memory
 from engine.disk_reserve import RESERVE_BYTES, ensure_reserve, release_reserve  # noqa: F401
 from engine.failures import (failure_reason, is_no_room, is_store_write_error,  # noqa: F401
                              stops_the_worker)
+from engine import fencing
+from engine.fencing import HEARTBEAT_ENV, LeaseLost, env_seconds, is_lease_lost
 from engine.paths import Home
 from engine.registry import ModelCache
 from engine.specs import SpecError
@@ -32,13 +34,17 @@ from engine.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL_S = 5.0
+HEARTBEAT_INTERVAL_S = 5.0         # the default ($COMPFAIR_HEARTBEAT_S overrides)
 POLL_INTERVAL_S = 1.0
 DEFAULT_IDLE_EXIT_S = 600.0
 
 
 class Interrupted(BaseException):
     """SIGTERM/SIGINT: stop now and put the running job back in the queue."""
+
+
+def heartbeat_interval_s() -> float:
+    return env_seconds(HEARTBEAT_ENV, HEARTBEAT_INTERVAL_S)
 
 
 # job kind -> "module:function" of its runner (imported lazily: torch-heavy modules)
@@ -70,6 +76,8 @@ class Worker:
         self.models = ModelCache(self.home)
         keep_freed_host_memory()        # this process runs jobs: reuse host memory across steps
         self.current_job: int | None = None
+        self.current_lease: int | None = None     # the fencing token of current_job's claim
+        self.heartbeat_s = heartbeat_interval_s()
         self.stop_reason: str | None = None   # why the worker stopped early (store not writable)
         self._stop = threading.Event()
 
@@ -86,10 +94,14 @@ class Worker:
         store = None
         last_error = ""
         try:
-            while not self._stop.wait(HEARTBEAT_INTERVAL_S):
+            while not self._stop.wait(self.heartbeat_s):
                 try:
                     store = store or Store(self.home)   # this thread's own connection
-                    queue.worker_heartbeat(store, self.id, self.current_job)
+                    holding = fencing.held()            # (job, lease), read as one value
+                    if not queue.worker_heartbeat(store, self.id, holding and holding[0],
+                                                  holding and holding[1]) and holding:
+                        log.warning("job %s: heartbeat not written (the job ended or another "
+                                    "worker took it over)", holding[0])
                     last_error = ""
                 except (sqlite3.Error, StoreError) as exc:
                     if str(exc) != last_error:
@@ -104,6 +116,7 @@ class Worker:
             raise Interrupted(signal.Signals(signum).name)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, interrupt)
+            signal.signal(signal.SIGINT, interrupt)    # Ctrl-C on a foreground worker: the same
 
     def run(self) -> int:
         """Work until the queue is empty (`once`) or idle for idle_exit_s. Returns jobs run.
@@ -131,6 +144,7 @@ class Worker:
                 try:
                     queue.recover_orphans(self.store)
                     queue.fail_blocked(self.store)
+                    queue.cancel_stuck(self.store)
                     row = queue.claim(self.store, self.id)
                 except sqlite3.OperationalError as exc:
                     if is_store_write_error(exc):
@@ -170,37 +184,61 @@ class Worker:
 
     # -- one job -------------------------------------------------------------------------
     def run_one(self, row: dict) -> str:
-        job_id = row["id"]
-        self.current_job = job_id
+        """Run the claimed job `row` under its claim's lease; returns "done", "failed",
+        "cancelled" or "lost" (another worker took the job over: it was left to that worker,
+        nothing more written)."""
+        job_id, lease = row["id"], row.get("lease")
+        self.current_job, self.current_lease = job_id, lease
+        if lease is not None:
+            fencing.hold(job_id, lease)
+        try:
+            return self._run_held(row)
+        except BaseException as exc:
+            if not is_lease_lost(exc):
+                raise
+            log.warning("job %s: stopped, writing nothing more: this worker (%s) no longer holds "
+                        "it (lease %s); another worker took it over after this one was presumed "
+                        "dead (%s)", job_id, self.id, lease, exc)
+            return "lost"
+        finally:
+            fencing.release()
+            self.current_job = self.current_lease = None
+
+    def _run_held(self, row: dict) -> str:
+        job_id, lease = row["id"], self.current_lease
         try:
             spec = queue.job_spec(row)
         except SpecError as exc:
-            queue.finish(self.store, job_id, "failed", error=f"invalid spec: {exc}")
-            self.current_job = None
+            queue.finish(self.store, job_id, "failed", error=f"invalid spec: {exc}", lease=lease)
             return "failed"
-        ctx = JobContext(self.store, job_id, spec, self.models, self.id)
+        ctx = JobContext(self.store, job_id, spec, self.models, self.id, lease=lease)
         attempt = f" (attempt {row['attempts']})" if row["attempts"] > 1 else ""
         ctx.log(f"started {spec.kind} job{attempt} on worker {self.id}")
         status = "failed"
         try:
             result = run_job_kind(ctx)
-            queue.finish(self.store, job_id, "done", result=result)
+            queue.finish(self.store, job_id, "done", result=result, lease=lease)
             ctx.progress(1, 1, "done", force=True)
             ctx.log("finished")
             status = "done"
             from engine.interop.tracking import after_job
             after_job(self.store, job_id)     # --log mlflow / wandb; never raises
         except JobCancelled:
-            queue.finish(self.store, job_id, "cancelled", error="cancelled by user")
+            queue.finish(self.store, job_id, "cancelled", error="cancelled by user", lease=lease)
             ctx.log("cancelled; stored samples and checkpoints are kept", level="warning")
             status = "cancelled"
-        except Interrupted:
-            if queue.requeue_interrupted(self.store, job_id, self.id):
+        except (Interrupted, KeyboardInterrupt):
+            now = queue.requeue_interrupted(self.store, job_id, self.id, lease)
+            if now == "queued":
                 ctx.log("worker stopped; job requeued to resume", level="warning")
+            elif now == "cancelled":
+                ctx.log("worker stopped while cancelling; job cancelled", level="warning")
             else:        # another worker took it over as orphaned meanwhile: leave it be
                 log.warning("job %s is no longer held by worker %s; not requeued", job_id, self.id)
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is stored with its reason
+            if is_lease_lost(exc):
+                raise
             reason = failure_reason(exc)
             log.error("job %s failed: %s\n%s", job_id, reason, traceback.format_exc())
             if stops_the_worker(exc):
@@ -208,8 +246,6 @@ class Worker:
             self._store_failure(ctx, reason)
             if is_out_of_memory(exc):
                 self.models.clear()
-        finally:
-            self.current_job = None
         return status
 
     def _store_failure(self, ctx: JobContext, reason: str) -> bool:
@@ -218,7 +254,7 @@ class Worker:
         Returns whether the failure was stored."""
         for attempt in (1, 2):
             try:
-                queue.finish(self.store, ctx.job_id, "failed", error=reason)
+                queue.finish(self.store, ctx.job_id, "failed", error=reason, lease=ctx.lease)
                 break
             except sqlite3.Error as exc:
                 if attempt == 1 and is_store_write_error(exc):

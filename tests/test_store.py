@@ -10,7 +10,7 @@ from engine.store import Store
 EXPECTED_COLUMNS = {
     "jobs": {"id", "kind", "spec", "spec_hash", "label", "study", "status", "priority", "created_at",
              "started_at", "finished_at", "worker_id", "heartbeat_at", "attempts", "max_attempts",
-             "error", "cancel_requested", "progress", "progress_message", "result"},
+             "error", "cancel_requested", "progress", "progress_message", "result", "lease"},
     "job_deps": {"job_id", "depends_on"},
     "workers": {"id", "pid", "host", "started_at", "heartbeat_at", "status", "log_path", "device"},
     "models": {"id", "name", "source", "origin", "path", "architecture", "n_layers", "n_params",

@@ -27,22 +27,35 @@ ACTIVE = ("queued", "running")
 def submit(store: Store, spec: JobSpec, *, depends_on: list[int] = (), priority: int = 0,
            study: str | None = None, max_attempts: int = 3) -> int:
     """Queue `spec`; returns the job id. `job:ID` model references add dependencies."""
-    deps = set(depends_on)
-    for ref in spec.model_refs().values():
-        if ref.startswith("job:") and ref[4:].isdigit():
-            deps.add(int(ref[4:]))
+    deps = _dependencies(store, spec, depends_on)
+    with store.conn:
+        return _insert_job(store, spec, deps, priority=priority, study=study,
+                           max_attempts=max_attempts)
+
+
+def _dependencies(store: Store, spec: JobSpec, depends_on: Sequence[int]) -> set[int]:
+    """`depends_on` and the jobs `spec`'s `job:ID` model references name (NotFound for one
+    that does not exist)."""
+    deps = set(depends_on) | {int(ref[4:]) for ref in spec.model_refs().values()
+                              if ref.startswith("job:") and ref[4:].isdigit()}
     for dep in deps:
         if store.one("SELECT id FROM jobs WHERE id = ?", (dep,)) is None:
             raise NotFound(f"job {dep} (a dependency) does not exist")
-    with store.conn:
-        job_id = store.db["jobs"].insert({
-            "kind": spec.kind, "spec": spec.to_json(), "spec_hash": spec.spec_hash(),
-            "label": spec.label or None, "study": study, "status": "queued",
-            "priority": priority, "created_at": time.time(), "attempts": 0,
-            "max_attempts": max_attempts, "cancel_requested": 0, "progress": 0.0,
-        }).last_pk
-        store.db["job_deps"].insert_all(({"job_id": job_id, "depends_on": d} for d in sorted(deps)),
-                                        ignore=True)
+    return deps
+
+
+def _insert_job(store: Store, spec: JobSpec, waits_for: set[int], *, priority: int,
+                study: str | None, max_attempts: int) -> int:
+    """INSERT `spec` as a queued job waiting for `waits_for`; plain SQL, so that it joins the
+    caller's open transaction (sqlite-utils' insert would commit it). Returns the job id."""
+    job_id = store.conn.execute(
+        "INSERT INTO jobs (kind, spec, spec_hash, label, study, status, priority, created_at, "
+        "attempts, max_attempts, cancel_requested, progress) "
+        "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, 0, ?, 0, 0.0)",
+        (spec.kind, spec.to_json(), spec.spec_hash(), spec.label or None, study, priority,
+         time.time(), max_attempts)).lastrowid
+    store.conn.executemany("INSERT OR IGNORE INTO job_deps (job_id, depends_on) VALUES (?, ?)",
+                           [(job_id, d) for d in sorted(waits_for)])
     return job_id
 
 
@@ -421,26 +434,11 @@ def submit_group(store: Store, spec: JobSpec, parts, *, depends_on: Sequence[int
     job they belong to), in one transaction: no worker can claim `spec` before it waits for
     every part. The parts wait for what `spec` waits for (its `job:ID` references and
     `depends_on`). Returns (the job's id, the parts' ids)."""
-    deps = set(depends_on) | {int(ref[4:]) for ref in spec.model_refs().values()
-                              if ref.startswith("job:") and ref[4:].isdigit()}
-    for dep in deps:
-        if store.one("SELECT id FROM jobs WHERE id = ?", (dep,)) is None:
-            raise NotFound(f"job {dep} (a dependency) does not exist")
-
-    def insert(one: JobSpec, waits_for: set[int]) -> int:   # plain SQL: one transaction
-        job_id = store.conn.execute(
-            "INSERT INTO jobs (kind, spec, spec_hash, label, study, status, priority, created_at, "
-            "attempts, max_attempts, cancel_requested, progress) "
-            "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, 0, ?, 0, 0.0)",
-            (one.kind, one.to_json(), one.spec_hash(), one.label or None, study, priority,
-             time.time(), max_attempts)).lastrowid
-        store.conn.executemany("INSERT OR IGNORE INTO job_deps (job_id, depends_on) VALUES (?, ?)",
-                               [(job_id, d) for d in sorted(waits_for)])
-        return job_id
-
+    deps = _dependencies(store, spec, depends_on)
+    options = {"priority": priority, "study": study, "max_attempts": max_attempts}
     with store.conn:
-        job_id = insert(spec, set())
-        part_ids = [insert(part, deps) for part in parts(job_id)]
+        job_id = _insert_job(store, spec, set(), **options)
+        part_ids = [_insert_job(store, part, deps, **options) for part in parts(job_id)]
         store.conn.executemany("INSERT OR IGNORE INTO job_deps (job_id, depends_on) VALUES (?, ?)",
                                [(job_id, d) for d in sorted(deps | set(part_ids))])
     return job_id, part_ids

@@ -103,6 +103,13 @@ def workers(store: Store) -> list[dict]:
     return alive_workers(store)
 
 
+def worker_views(store: Store):
+    """Every live worker with its device, current job, progress and memory
+    (engine.scale.worker_view.WorkerView rows): what `compfair workers` and the jobs screen show."""
+    from engine.scale.worker_view import worker_views as views_of
+    return views_of(store)
+
+
 # -- reading ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunRow:

@@ -21,8 +21,8 @@ from tui.widgets.dialogs import ConfirmScreen
 
 PROGRESS_KEYS = ("done", "total", "fraction", "eta_s")
 COLUMNS = (("id", "id"), ("kind", "kind"), ("what", "what"), ("status", "status"),
-           ("progress", "progress"), ("eta", "ETA"), ("live", "loss / speed"), ("prio", "prio"),
-           ("message", "message"))
+           ("progress", "progress"), ("eta", "ETA"), ("device", "device"), ("live", "loss / speed"),
+           ("prio", "prio"), ("message", "message"))
 
 
 @lru_cache(maxsize=4096)
@@ -67,6 +67,16 @@ def live_fields(data: dict, limit: int = 3) -> str:
     return "  ".join(f"{k}={fmt.num(v) if isinstance(v, float) else v}" for k, v in items[:limit])
 
 
+def workers_line(workers: list, any_alive: bool) -> str:
+    """The status line's account of the workers: each live one's device and what it runs
+    ("cpu: job 4 · cuda:1: idle"), or whether one is alive when none recorded a device."""
+    if not workers:
+        return "a worker is running" if any_alive else "no worker alive"
+    parts = [f"{w.device or 'default device'}: " + (f"job {w.job_id}" if w.job_id else (w.status or "idle"))
+             for w in workers]
+    return f"{len(workers)} worker{'s' if len(workers) != 1 else ''} (" + " · ".join(parts) + ")"
+
+
 class QueueScreen(Screen):
     VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     BINDINGS = [
@@ -86,6 +96,7 @@ class QueueScreen(Screen):
         self.log_lines: list[dict] = []
         self.active_only = False
         self.stored = 0  # jobs in the store, read when the active-only list is empty
+        self.live_workers: list = []  # live workers (api.worker_views), for devices and the status line
         self._order: list[int] = []
         self._shown: dict[int, list] = {}  # the cells on screen, per job
 
@@ -135,8 +146,8 @@ class QueueScreen(Screen):
             log_lines = views.last_events(store, focus, 8) if focus is not None else []
             stored = sum(n for s, n in views.job_counts(store).items() if not s.startswith("_")) \
                 if self.active_only and not jobs else len(jobs)
-            return jobs, progress, log_lines, stored
-        jobs, progress, log_lines, self.stored = await self.app.backend.read(read)
+            return jobs, progress, log_lines, stored, api.worker_views(store)
+        jobs, progress, log_lines, self.stored, self.live_workers = await self.app.backend.read(read)
         self._apply(jobs, progress, log_lines)
 
     # -- rendering -----------------------------------------------------------------------
@@ -170,9 +181,9 @@ class QueueScreen(Screen):
         for job in jobs:
             counts[job["status"]] = counts.get(job["status"], 0) + 1
         summary = " · ".join(f"{n} {s}" for s, n in sorted(counts.items())) or self._no_jobs()
-        worker = "a worker is running" if self.app.worker_alive else "no worker alive"
         self.query_one("#queue-status", Static).update(Text(
-            f"{'active jobs' if self.active_only else 'all jobs'}: {summary} · {worker}"))
+            f"{'active jobs' if self.active_only else 'all jobs'}: {summary} · "
+            f"{workers_line(self.live_workers, self.app.worker_alive)}"))
         self._show_panel()
 
     def _no_jobs(self) -> str:
@@ -193,9 +204,11 @@ class QueueScreen(Screen):
         eta = fmt.duration(data.get("eta_s")) if status == "running" else ""
         message = job["error"] if status in ("failed", "cancelled") and job.get("error") else (job.get("progress_message") or "")
         alike = getattr(self, "_alike", {}).get(job["id"])
+        device = next((w.device or "" for w in self.live_workers if w.job_id == job["id"]), "") \
+            if status in ("running", "cancelling") else ""
         what = _title(job) + (f" ({alike})" if alike else "")
         return [Text(str(job["id"]), justify="right"), Text(job["kind"]), Text(what),
-                fmt.status_text(status, colors), fmt.progress_cell(fraction, 10), Text(eta),
+                fmt.status_text(status, colors), fmt.progress_cell(fraction, 10), Text(eta), Text(device),
                 Text(live_fields(data, 2) if status == "running" else ""),
                 Text(str(job["priority"] or 0), justify="right"), Text(message or "")]
 

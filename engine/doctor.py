@@ -54,7 +54,7 @@ def _scorers() -> str:
 
 def _datasets() -> str:
     try:
-        from engine.evaluation.data import offline_datasets
+        from engine.evaluation.data_sources import offline_datasets
     except ImportError:
         return "evaluation module not installed"
     return ", ".join(f"{name}: {state}" for name, state in offline_datasets().items())

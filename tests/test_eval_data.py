@@ -8,8 +8,9 @@ from collections import Counter
 
 import pytest
 
-from engine.evaluation.data import (BUILTIN_DIR, DataError, load_suite_data, read_bold,
-                                    read_crows_pairs, read_rtp, read_text, stratified_subset)
+from engine.evaluation.data import (BUILTIN_DIR, DataError, read_bold, read_crows_pairs, read_rtp,
+                                    read_text, stratified_subset)
+from engine.evaluation.data_sources import load_suite_data
 from tests.conftest import shared_data
 
 
@@ -183,7 +184,7 @@ def test_hub_data_sets_load(suite, monkeypatch):
 
 
 def test_offline_status_helpers(tmp_path, monkeypatch):
-    from engine.evaluation.data import data_requirement, hub_cached, offline_datasets
+    from engine.evaluation.data_sources import data_requirement, hub_cached, offline_datasets
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     assert data_requirement("toxicity", "builtin") == ""
     assert "not cached" in data_requirement("toxicity", "auto")

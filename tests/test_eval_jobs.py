@@ -20,7 +20,7 @@ import pytest
 
 from engine import queue
 from engine.evaluation import metrics as m
-from engine.evaluation.data import load_suite_data
+from engine.evaluation.data_sources import load_suite_data
 from engine.evaluation.scorers import ProfanityScorer
 from engine.specs import EvalSpec
 from engine.store import Store, loads

@@ -56,7 +56,7 @@ def _generation(worker, model_ref: str, lm, settings: BenchSettings, say: Say,
     the same load on average; repeated jobs, other seeds and the same work, show the machine's
     run-to-run spread). Fills `data`, `compfair`, `baseline` and `ratio`; returns the first
     job's texts."""
-    from engine.evaluation.data import load_suite_data
+    from engine.evaluation.data_sources import load_suite_data
     from engine.evaluation.scorers import load_scorer
 
     data = load_suite_data("toxicity", settings.data, max_prompts=settings.prompts, seed=settings.seed)

@@ -106,7 +106,7 @@ class Suite:
         return ""
 
     def load(self, spec: "EvalSpec", data: str | None = None) -> "SuiteData":
-        from engine.evaluation.data import load_suite_data
+        from engine.evaluation.data_sources import load_suite_data
         return load_suite_data(self, spec.data if data is None else data, max_prompts=spec.max_prompts,
                                domains=spec.domains, groups=spec.groups,
                                prompts_per_group=spec.prompts_per_group, seed=spec.seed)

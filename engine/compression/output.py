@@ -188,6 +188,7 @@ def save_and_register(ctx: JobContext, model: nn.Module, tokenizer, name: str, *
                       method_params: dict[str, Any], sparsity: dict | None = None,
                       extra: dict[str, Any] | None = None) -> tuple[int, Path]:
     """Save, verify, measure latency and register; returns (model id, folder)."""
+    ctx.ensure_lease()                # a worker that lost the job writes no folder (fencing)
     model.eval()
     half = parent_storage_dtype(ctx, parent_id)
     working = next(model.parameters()).dtype
@@ -198,7 +199,6 @@ def save_and_register(ctx: JobContext, model: nn.Module, tokenizer, name: str, *
         # evaluations load the model in.
         _cast_parameters(model, half)
         extra = {**(extra or {}), "saved_dtype": str(half).replace("torch.", "")}
-    ctx.ensure_lease()                # a worker that lost the job writes no folder (fencing)
     try:
         target = save_model(model, tokenizer, model_folder(ctx, name), ctx.ensure_lease)
     finally:

@@ -4,6 +4,11 @@ is resumed (SIGCONT). It must stop the job at once, write nothing more for it (n
 progress, no sample, no second "finished", no model folder or registration), and go on to
 exit cleanly; the job's samples and metrics equal an uninterrupted run's.
 
+Model folders are files, outside the store's guards: a prune or quantize worker that stops
+itself at its lease check before writing its model folder (or before renaming it into place),
+and is resumed after the takeover, must leave the successor's folder untouched and register
+nothing.
+
 Both workers are `python -m engine.cli worker` with a short lease ($COMPFAIR_LEASE_TIMEOUT_S)
 and heartbeat ($COMPFAIR_HEARTBEAT_S), on tiny models (tests/tinymodels.py)."""
 
@@ -211,7 +216,8 @@ def test_paused_distill_worker_registers_no_second_model(home, store, tiny_gpt2,
                       .startswith("step 3/"), tmp_path)
 
 
-@pytest.mark.parametrize("pause_at", [1, 2], ids=["before-writing-the-folder", "before-the-rename"])
+@pytest.mark.parametrize("pause_at", [1, pytest.param(2, marks=pytest.mark.slow)],
+                         ids=["before-writing-the-folder", "before-the-rename"])
 def test_stale_prune_worker_writes_no_model_folder(home, store, tiny_gpt2, tmp_path, pause_at):
     """Paused at the lease check before its model folder is written (or renamed into place),
     taken over and resumed: the stale worker leaves the successor's folder as it is and
@@ -222,6 +228,7 @@ def test_stale_prune_worker_writes_no_model_folder(home, store, tiny_gpt2, tmp_p
     assert_one_model(store, home, job_id)
 
 
+@pytest.mark.slow
 def test_stale_quantize_worker_writes_no_model_folder(home, store, tiny_gpt2, tmp_path):
     job_id = queue.submit(store, QuantizeSpec(model=str(tiny_gpt2), bits=8, group_size=32, device="cpu"))
     pause_until_taken_over(home, store, job_id, None, tmp_path, start_pausing_worker(1))

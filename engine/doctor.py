@@ -86,12 +86,15 @@ def report(store: Store) -> dict[str, str]:
 def check_store(store: Store, repair: bool = False) -> list[str]:
     """Problems found (and, with `repair`, fixed): integrity (damage is reported with what to
     do), a store that cannot be written (read-only, full disk) or is low on disk, orphan rows,
-    jobs stuck in running, runs left running after their job ended, half-written model folders.
+    jobs stuck in running, queued jobs whose cancellation was asked for (no worker claims
+    them), runs left running after their job ended or while it is queued, half-written model
+    folders.
 
     Repairs: orphan rows are deleted; a running job whose worker is gone is requeued (it
-    resumes from what it stored) or, out of attempts, failed; a run whose job ended takes the
-    job's status ("incomplete" if the job is done but the run never finished); `.partial`
-    folders are removed when no job is running. A damaged index is rebuilt (REINDEX); other
+    resumes from what it stored) or, out of attempts, failed; a queued job whose cancellation
+    was asked for is cancelled; a run whose job ended takes the job's status ("incomplete" if
+    the job is done but the run never finished), one whose job is queued is marked queued;
+    `.partial` folders are removed when no job is running. A damaged index is rebuilt (REINDEX); other
     integrity damage is reported, not repaired."""
     problems = []
     integrity = _integrity(store)

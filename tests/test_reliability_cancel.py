@@ -138,7 +138,8 @@ def test_doctor_reports_and_repairs_stuck_cancels_and_runs_not_following_their_j
 
     code, lines = _doctor(home, "--repair")
     assert code == 0, lines
-    assert sorted(lines[:-1]) == sorted(f"repaired: {p}" for p in expected) and lines[-1] == "store is healthy"
+    assert sorted(lines[:-1]) == sorted(f"repaired: {p}" for p in expected)
+    assert lines[-1] == "store is healthy"
     assert queue.job(store, ids["stuck"])["status"] == "cancelled"
     assert [store.run(ids[f"{n}_run"])["status"] for n in ("stuck", "requeued", "cancelled")] == \
         ["cancelled", "queued", "cancelled"]

@@ -86,12 +86,15 @@ def report(store: Store) -> dict[str, str]:
 def check_store(store: Store, repair: bool = False) -> list[str]:
     """Problems found (and, with `repair`, fixed): integrity (damage is reported with what to
     do), a store that cannot be written (read-only, full disk) or is low on disk, orphan rows,
-    jobs stuck in running, runs left running after their job ended, half-written model folders.
+    jobs stuck in running, queued jobs whose cancellation was asked for (no worker claims
+    them), runs left running after their job ended or while it is queued, half-written model
+    folders.
 
     Repairs: orphan rows are deleted; a running job whose worker is gone is requeued (it
-    resumes from what it stored) or, out of attempts, failed; a run whose job ended takes the
-    job's status ("incomplete" if the job is done but the run never finished); `.partial`
-    folders are removed when no job is running. A damaged index is rebuilt (REINDEX); other
+    resumes from what it stored) or, out of attempts, failed; a queued job whose cancellation
+    was asked for is cancelled; a run whose job ended takes the job's status ("incomplete" if
+    the job is done but the run never finished), one whose job is queued is marked queued;
+    `.partial` folders are removed when no job is running. A damaged index is rebuilt (REINDEX); other
     integrity damage is reported, not repaired."""
     problems = []
     integrity = _integrity(store)
@@ -167,6 +170,7 @@ def _check_contents(store: Store, repair: bool) -> list[str]:
                             f"{row['worker_id']} is gone")
     if repair and stuck:
         queue.recover_orphans(store, stale_after=0.0 if not alive_workers(store) else queue.STALE_HEARTBEAT_S)
+    problems += _check_cancel_stuck(store, repair)
     running_runs = store.query("SELECT r.id, r.job_id, j.status FROM runs r JOIN jobs j ON j.id = r.job_id "
                                "WHERE r.status = 'running' AND j.status IN ('failed', 'cancelled', 'done')")
     for row in running_runs:
@@ -189,6 +193,23 @@ def _check_contents(store: Store, repair: bool) -> list[str]:
                     os.replace(path, original)     # an earlier model moved aside by a killed save
                     continue
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    return problems
+
+
+def _check_cancel_stuck(store: Store, repair: bool) -> list[str]:
+    """Jobs no worker will ever take (queued with their cancellation asked for: left so by a
+    worker of an earlier version stopped while cancelling) and runs that say "running" while
+    their job waits in the queue. Repair cancels the former and marks the latter queued."""
+    problems = [f"job {r['id']} is queued with its cancellation asked for; no worker will take it"
+                for r in store.query(f"SELECT id FROM jobs WHERE {queue.STUCK_CANCELLED}")]
+    runs = store.query("SELECT r.id, r.job_id FROM runs r JOIN jobs j ON j.id = r.job_id "
+                       "WHERE r.status = 'running' AND j.status = 'queued'")
+    problems += [f"run {r['id']} is marked running but its job {r['job_id']} is queued" for r in runs]
+    if repair:
+        queue.cancel_stuck(store)
+        with store.conn:
+            store.conn.executemany("UPDATE runs SET status = 'queued' WHERE id = ? AND status = 'running'",
+                                   [(r["id"],) for r in runs])
     return problems
 
 

@@ -21,8 +21,10 @@ Two layers enforce it:
 The lease is process-wide: a worker runs one job at a time, and its helper threads (the
 sample writer, the heartbeat) write for that job. Files are outside the database: a derived
 model's folder is written under a name of the job and checked against the lease before it is
-registered (`ensure_held`); a worker paused between that check and the rename could still
-replace the folder with identical contents of the same job, never register it twice."""
+registered (`JobContext.ensure_lease`, before the folder is written, before it is renamed
+into place and before the registry's insert); a worker paused between that check and the
+rename could still replace the folder with a copy made by the same job's code, and never
+registers it a second time."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from engine.disk_reserve import RESERVE_BYTES, ensure_reserve, release_reserve  
 from engine.failures import (failure_reason, is_no_room, is_store_write_error,  # noqa: F401
                              stops_the_worker)
 from engine import fencing
-from engine.fencing import HEARTBEAT_ENV, LeaseLost, env_seconds, is_lease_lost
+from engine.fencing import HEARTBEAT_ENV, env_seconds, is_lease_lost
 from engine.paths import Home
 from engine.registry import ModelCache
 from engine.specs import SpecError
@@ -176,6 +176,8 @@ class Worker:
             log.error("worker %s stops: %s", self.id, self.stop_reason)
         finally:
             self._stop.set()
+            if beat.is_alive():       # no thread of ours may outlive the worker (exit 134)
+                beat.join(timeout=max(10.0, 2 * self.heartbeat_s))
             try:
                 queue.stop_worker(self.store, self.id)
             except sqlite3.Error as exc:  # the pid check finds this worker dead anyway

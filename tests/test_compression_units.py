@@ -102,6 +102,9 @@ class _Recorder:
     def check_cancelled(self):
         pass
 
+    def ensure_lease(self):
+        pass
+
     def log(self, message, level="info", **data):
         self.messages.append(message)
 

@@ -4,6 +4,11 @@ is resumed (SIGCONT). It must stop the job at once, write nothing more for it (n
 progress, no sample, no second "finished", no model folder or registration), and go on to
 exit cleanly; the job's samples and metrics equal an uninterrupted run's.
 
+Model folders are files, outside the store's guards: a prune or quantize worker that stops
+itself at its lease check before writing its model folder (or before renaming it into place),
+and is resumed after the takeover, must leave the successor's folder untouched and register
+nothing.
+
 Both workers are `python -m engine.cli worker` with a short lease ($COMPFAIR_LEASE_TIMEOUT_S)
 and heartbeat ($COMPFAIR_HEARTBEAT_S), on tiny models (tests/tinymodels.py)."""
 
@@ -22,7 +27,7 @@ import pytest
 from engine import queue
 from engine.launcher import worker_id_for
 from engine.paths import Home
-from engine.specs import DistillSpec, EvalSpec, JobSpec, PruneSpec
+from engine.specs import DistillSpec, EvalSpec, JobSpec, PruneSpec, QuantizeSpec
 from engine.store import Store
 from tests.test_reliability_faults import (REPO, assert_store_ok, count_samples, run_inline,
                                            wait_until, worker_env)
@@ -58,12 +63,51 @@ def snapshot(store: Store, home: Home, job_id: int) -> dict:
     }
 
 
-def pause_until_taken_over(home: Home, store: Store, job_id: int, paused_when: Callable[[], bool],
-                           tmp_path: Path) -> dict:
-    """Run the job on worker 1, SIGSTOP it once `paused_when()`, let worker 2 take the job
-    over and finish it, then SIGCONT worker 1 and let both exit. Returns the figures."""
+# A worker that stops itself (SIGSTOP, as if frozen by the OS) on the Nth lease check before a
+# model folder is touched: 1 before writing the folder, 2 before renaming it into place, 3 before
+# registering the model (engine.compression.output). The check itself is the real one.
+PAUSING_WORKER = r"""
+import os, signal, sys
+from engine.context import JobContext
+from engine.cli import main
+pause_at, calls, check = int(sys.argv[1]), [], JobContext.ensure_lease
+def ensure_lease(self):
+    calls.append(1)
+    if len(calls) == pause_at:
+        os.kill(os.getpid(), signal.SIGSTOP)
+    return check(self)
+JobContext.ensure_lease = ensure_lease
+sys.exit(main(["worker", "--idle-exit", "2"]))
+"""
+
+
+def start_pausing_worker(pause_at: int) -> Callable[[Home, Path], subprocess.Popen]:
+    def start(home: Home, log: Path) -> subprocess.Popen:
+        env = {**worker_env(home), "COMPFAIR_LEASE_TIMEOUT_S": str(LEASE_S),
+               "COMPFAIR_HEARTBEAT_S": str(HEARTBEAT_S)}
+        return subprocess.Popen([sys.executable, "-c", PAUSING_WORKER, str(pause_at)], cwd=REPO,
+                                env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    return start
+
+
+def is_stopped(proc: subprocess.Popen) -> bool:
+    """Whether `proc` is stopped by a signal (state T in /proc)."""
+    try:
+        return Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except (OSError, IndexError):
+        return False
+
+
+def pause_until_taken_over(home: Home, store: Store, job_id: int,
+                           paused_when: Callable[[], bool] | None, tmp_path: Path,
+                           start_stale=start_worker) -> dict:
+    """Run the job on worker 1, SIGSTOP it once `paused_when()` (None: once it stopped itself),
+    let worker 2 take the job over and finish it, then SIGCONT worker 1 and let both exit.
+    Returns the figures."""
     logs = tmp_path / "stale.log", tmp_path / "successor.log"
-    stale = start_worker(home, logs[0])
+    stale = start_stale(home, logs[0])
+    if paused_when is None:
+        paused_when = lambda: is_stopped(stale)  # noqa: E731
     successor = None
     try:
         wait_until(lambda: paused_when() or queue.job(store, job_id)["status"] in queue_ended,
@@ -170,3 +214,22 @@ def test_paused_distill_worker_registers_no_second_model(home, store, tiny_gpt2,
                        device="cpu")
     _compression_case(home, store, spec, lambda row: (row["progress_message"] or "")
                       .startswith("step 3/"), tmp_path)
+
+
+@pytest.mark.parametrize("pause_at", [1, pytest.param(2, marks=pytest.mark.slow)],
+                         ids=["before-writing-the-folder", "before-the-rename"])
+def test_stale_prune_worker_writes_no_model_folder(home, store, tiny_gpt2, tmp_path, pause_at):
+    """Paused at the lease check before its model folder is written (or renamed into place),
+    taken over and resumed: the stale worker leaves the successor's folder as it is and
+    registers nothing."""
+    job_id = queue.submit(store, PruneSpec(model=str(tiny_gpt2), method="magnitude", sparsity=0.5,
+                                           device="cpu"))
+    pause_until_taken_over(home, store, job_id, None, tmp_path, start_pausing_worker(pause_at))
+    assert_one_model(store, home, job_id)
+
+
+@pytest.mark.slow
+def test_stale_quantize_worker_writes_no_model_folder(home, store, tiny_gpt2, tmp_path):
+    job_id = queue.submit(store, QuantizeSpec(model=str(tiny_gpt2), bits=8, group_size=32, device="cpu"))
+    pause_until_taken_over(home, store, job_id, None, tmp_path, start_pausing_worker(1))
+    assert_one_model(store, home, job_id)

@@ -32,6 +32,9 @@ class _Reporter:
     def check_cancelled(self) -> None:
         pass
 
+    def ensure_lease(self) -> None:
+        pass
+
     def log(self, message, level="info", **data) -> None:
         log.debug("bench distillation: %s", message)
 

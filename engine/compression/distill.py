@@ -49,6 +49,8 @@ class Reporter(Protocol):
 
     def check_cancelled(self) -> None: ...
 
+    def ensure_lease(self) -> None: ...
+
     def log(self, message: str, level: str = "info", **data: Any) -> None: ...
 
 
@@ -222,6 +224,7 @@ class Distiller:
 
     # -- checkpoints ---------------------------------------------------------------------
     def save(self) -> None:
+        self.reporter.ensure_lease()     # a worker that lost the job leaves its checkpoint be
         save_training_state(self.folder, {
             "format": CHECKPOINT_FORMAT, "identity": self.identity, "step": self.step,
             "cursor": self.cursor, "micro_batch": self.micro_batch, "grad_accum": self.grad_accum,

@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -34,19 +34,22 @@ def model_folder(ctx: JobContext, name: str) -> Path:
     return target
 
 
-def save_model(model: nn.Module, tokenizer, target: Path) -> Path:
+def save_model(model: nn.Module, tokenizer, target: Path,
+               before_rename: Callable[[], None] | None = None) -> Path:
     """save_pretrained + tokenizer into `target.partial`, then rename to `target`.
 
     On any failure the partial folder is removed and an earlier `target` is left as it was."""
     def write(partial: Path) -> None:
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
-    return write_atomically(target, write)
+    return write_atomically(target, write, before_rename)
 
 
-def write_atomically(target: Path, write) -> Path:
+def write_atomically(target: Path, write, before_rename: Callable[[], None] | None = None) -> Path:
     """Call `write(folder)` on a fresh `target.partial` folder, then rename it to `target`
-    (moving an earlier `target` aside until the new one is in place)."""
+    (moving an earlier `target` aside until the new one is in place). `before_rename` runs
+    just before the rename and may raise to leave `target` untouched (a worker's job code
+    passes `ctx.ensure_lease`: a worker that lost its job never replaces the folder)."""
     partial = target.with_name(target.name + ".partial")
     replaced = target.with_name(target.name + ".replaced.partial")
     # Leftovers of a save killed half-way (SIGKILL leaves no chance to clean up); an earlier
@@ -58,6 +61,8 @@ def write_atomically(target: Path, write) -> Path:
     try:
         partial.mkdir(parents=True)
         write(partial)
+        if before_rename is not None:
+            before_rename()
         if target.exists():
             # A folder cannot be renamed over a non-empty one: move the earlier model aside
             # and put it back if the new one cannot take its place.
@@ -183,6 +188,7 @@ def save_and_register(ctx: JobContext, model: nn.Module, tokenizer, name: str, *
                       method_params: dict[str, Any], sparsity: dict | None = None,
                       extra: dict[str, Any] | None = None) -> tuple[int, Path]:
     """Save, verify, measure latency and register; returns (model id, folder)."""
+    ctx.ensure_lease()                # a worker that lost the job writes no folder (fencing)
     model.eval()
     half = parent_storage_dtype(ctx, parent_id)
     working = next(model.parameters()).dtype
@@ -194,7 +200,7 @@ def save_and_register(ctx: JobContext, model: nn.Module, tokenizer, name: str, *
         _cast_parameters(model, half)
         extra = {**(extra or {}), "saved_dtype": str(half).replace("torch.", "")}
     try:
-        target = save_model(model, tokenizer, model_folder(ctx, name))
+        target = save_model(model, tokenizer, model_folder(ctx, name), ctx.ensure_lease)
     finally:
         _cast_parameters(model, working)
     verify_round_trip(model, target, device)
@@ -219,6 +225,7 @@ def register_derived(ctx: JobContext, model: nn.Module, tokenizer, source: Model
     """Measure latency and register a saved derived model with its lineage; its id."""
     target = Path(source.load_path)
     latency = measure_latency(model, tokenizer, device)
+    ctx.ensure_lease()     # the registry's insert is fenced too (engine.fencing's triggers)
     fields: dict[str, Any] = {"name": target.name, "parent_id": parent_id, "method": method,
                               "method_params": method_params, "job_id": ctx.job_id,
                               "latency_ms": latency}

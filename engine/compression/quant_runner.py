@@ -105,8 +105,9 @@ def run_quantize(ctx: JobContext) -> dict[str, Any]:
     target = model_folder(ctx, spec.name or f"{name}-{method.name}-{method.name_suffix(spec)}")
     template = _template(ctx, loaded)
     products = []
+    ctx.ensure_lease()                # a worker that lost the job writes no folder (fencing)
     write_atomically(target, lambda folder: products.append(
-        method.save(model, loaded.tokenizer, folder, spec, outcome, template)))
+        method.save(model, loaded.tokenizer, folder, spec, outcome, template)), ctx.ensure_lease)
     product = dataclasses.replace(products[0], folder=target)
     if method.evaluate_reloaded:       # measured as the file: register what it computes
         model = _load_product(ctx, product, device)

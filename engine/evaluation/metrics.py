@@ -16,6 +16,8 @@ Conventions:
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -55,6 +57,23 @@ class PairedDiff:
 
 
 # -- bootstrap machinery ---------------------------------------------------------------------
+# Called before each block of resamples while `between_blocks(callback)` is in effect: a job
+# passes its cancellation check, so a long bootstrap stops when the job is cancelled (the
+# callback raises). The statistics stay pure: no callback, no effect on any value.
+_between_blocks: ContextVar[Callable[[], None] | None] = ContextVar("between_blocks", default=None)
+
+
+@contextmanager
+def between_blocks(callback: Callable[[], None]) -> Iterator[None]:
+    """Run `callback()` before every block of bootstrap resamples drawn inside the block
+    (in this thread or task); an exception it raises stops the computation."""
+    token = _between_blocks.set(callback)
+    try:
+        yield
+    finally:
+        _between_blocks.reset(token)
+
+
 def resample_blocks(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
     """Index matrices of shape (block, n), `n_boot` rows in all, drawn with replacement.
 
@@ -62,7 +81,10 @@ def resample_blocks(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
     rng = np.random.default_rng(seed)
     block = max(1, min(n_boot, _BLOCK_ENTRIES // max(n, 1)))
     done = 0
+    poll = _between_blocks.get()
     while done < n_boot:
+        if poll is not None:
+            poll()
         rows = min(block, n_boot - done)
         yield rng.integers(0, n, size=(rows, n))
         done += rows

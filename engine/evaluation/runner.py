@@ -29,6 +29,7 @@ from engine.context import JobContext, JobFailed
 from engine.devices import pick_device
 from engine.evaluation import aggregate
 from engine.evaluation.data import DataError, SuiteData
+from engine.evaluation.metrics import between_blocks
 from engine.evaluation.scorers import ScorerError, ToxicityScorer, load_scorer
 from engine.evaluation.suites import Suite, get_suite
 from engine.evaluation.vllm_backend import BackendUnavailable, check_available
@@ -166,8 +167,9 @@ def run_eval(ctx: JobContext) -> dict:
 
     ctx.progress(1, 1, "computing metrics", force=True)
     rows = ctx.store.samples(run_id)
-    metrics, summary = aggregate.suite_metrics(opened.suite.name, rows, n_boot=spec.bootstrap_samples,
-                                               confidence=spec.confidence, seed=spec.seed)
+    with between_blocks(ctx.check_cancelled):     # cancel is honoured during the bootstrap
+        metrics, summary = aggregate.suite_metrics(opened.suite.name, rows, n_boot=spec.bootstrap_samples,
+                                                   confidence=spec.confidence, seed=spec.seed)
     summary = {**summary, **extra, "data_source": data.source, "data_note": data.note,
                "scorer": scorer.name if scorer else None}
     ctx.store.finish_run(run_id, metrics, summary)

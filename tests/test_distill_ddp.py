@@ -1,0 +1,124 @@
+"""Data-parallel distillation (`processes` 2: two training processes, DDP over gloo on CPU)
+through the real job path: queued, run by a worker, one student registered with the number of
+processes in its lineage, loadable and generating; its losses match a single-process job with
+the same global batch; a cancelled DDP job resumes from rank 0's checkpoint; a bad `--processes`
+is refused at submit time."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from engine import queue
+from engine.cli import main
+from engine.registry import ModelCache
+from engine.specs import DistillSpec
+from engine.worker import Worker
+from tests.test_distill import pretrain
+
+# Both runs see the same global batches and compute the same mean gradient; DDP only changes the
+# order of the floating-point sums (two half-batch means, averaged by the all-reduce, instead of
+# one mean). The Llama student has no dropout, so nothing random differs. Over a few AdamW steps
+# those ~1e-7 relative differences grow (Adam divides by sqrt(v), amplifying tiny gradients), so
+# the tolerance is 1e-3 relative on losses and KL: far tighter than any real training difference
+# (one step changes the loss by ~1e-1 here), far looser than reduction order ever produced here.
+REL_TOL = 1e-3
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_llama, tmp_path_factory):
+    return pretrain(tiny_llama, tmp_path_factory.mktemp("ddp-teacher") / "llama-teacher", steps=30)
+
+
+def spec(teacher, **changes) -> DistillSpec:
+    settings = dict(teacher=str(teacher), steps=8, batch_size=8, seq_len=32, data="builtin",
+                    student_layers=(0, 3), learning_rate=3e-3, warmup_steps=2,
+                    checkpoint_every=4, device="cpu")
+    settings.update(changes)
+    return DistillSpec(**settings)
+
+
+def run_queue(home) -> None:
+    Worker(home, once=True, idle_exit_s=None).run()
+
+
+def result(store, job_id: int) -> dict:
+    row = queue.job(store, job_id)
+    assert row["status"] == "done", row["error"]
+    return json.loads(row["result"])
+
+
+def test_two_process_ddp_registers_one_student_matching_one_process(teacher, home, store):
+    single = queue.submit(store, spec(teacher))
+    ddp = queue.submit(store, spec(teacher, processes=2))
+    started = time.time()
+    run_queue(home)
+    one, two = result(store, single), result(store, ddp)
+    print(f"\n1 process {one['train_wall_s']} s, 2 processes {two['train_wall_s']} s "
+          f"(both jobs {time.time() - started:.1f} s)")
+
+    assert two["steps"] == 8 and two["train_processes"] == 2 and two["ddp_backend"] == "gloo"
+    assert "train_processes" not in one
+    for key in ("loss", "ce", "kl"):
+        assert two["final_losses"][key] == pytest.approx(one["final_losses"][key], rel=REL_TOL)
+    assert two["kl_after"] == pytest.approx(one["kl_after"], rel=REL_TOL)
+    assert two["kl_after"] < two["kl_before"]
+
+    students = [m for m in store.models() if m["job_id"] == ddp]
+    assert len(students) == 1                              # registered once, by the job
+    row = students[0]
+    assert row["id"] == two["model_id"] and row["method"] == "distill" and row["n_layers"] == 2
+    assert json.loads(row["extra"])["train_processes"] == 2
+    assert json.loads(row["method_params"])["processes"] == 2
+    single_row = store.model(one["model_id"])
+    assert "processes" not in json.loads(single_row["method_params"])   # unchanged rows
+    events = [e["message"] for e in store.events(ddp)]
+    assert any("training in 2 processes" in m for m in events)
+    assert sum("checkpoint saved at step" in m for m in events) == 2   # step 4, and the final one
+
+    loaded = ModelCache(home).load(row["path"], store)
+    out = loaded.model.generate(**loaded.tokenizer("the doctor", return_tensors="pt"),
+                                max_new_tokens=5, do_sample=False,
+                                pad_token_id=loaded.tokenizer.pad_token_id)
+    assert out.shape[1] > 2
+    assert not (home.checkpoints_dir / f"job-{ddp}").exists()
+
+
+@pytest.mark.slow
+def test_cancelled_ddp_job_resumes_from_rank_zero_checkpoint(teacher, home, store):
+    job_id = queue.submit(store, spec(teacher, processes=2, steps=400, checkpoint_every=1000))
+    worker = threading.Thread(target=run_queue, args=(home,))
+    worker.start()
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        row = queue.job(store, job_id)
+        if row["status"] == "running" and (row["progress"] or 0) > 0.01:
+            break
+        time.sleep(0.05)
+    queue.cancel(store, job_id)
+    worker.join(timeout=120)
+    assert queue.job(store, job_id)["status"] == "cancelled"
+    import torch
+    saved = torch.load(home.checkpoints_dir / f"job-{job_id}" / "state.pt", weights_only=True)
+    assert 0 < saved["step"] < 400
+
+    queue.retry(store, job_id)
+    run_queue(home)
+    done = result(store, job_id)
+    assert done["resumed_from_step"] == saved["step"] and done["steps"] == 400
+    assert len([m for m in store.models() if m["job_id"] == job_id]) == 1
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--processes", "3"], "processes 3 must divide the effective batch"),
+    (["--processes", "0"], "processes must be an integer in [1, 64], got 0"),
+    (["--processes", "2", "--device", "mps"], "processes 2 needs device auto, cpu or cuda"),
+])
+def test_bad_processes_is_refused_at_submit(argv, expected, store, capsys):
+    code = main(["submit", "distill", "--no-worker", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().count("\n") == 0 and expected in err, err
+    assert queue.counts(store) == {}

@@ -17,7 +17,6 @@ from engine.cli import main
 from engine.registry import ModelCache
 from engine.specs import DistillSpec
 from engine.worker import Worker
-from tests.test_distill import pretrain
 
 # Both runs see the same global batches and compute the same mean gradient; DDP only changes the
 # order of the floating-point sums (two half-batch means, averaged by the all-reduce, instead of
@@ -29,8 +28,10 @@ REL_TOL = 1e-3
 
 
 @pytest.fixture(scope="module")
-def teacher(tiny_llama, tmp_path_factory):
-    return pretrain(tiny_llama, tmp_path_factory.mktemp("ddp-teacher") / "llama-teacher", steps=30)
+def teacher(tiny_llama):
+    """The random tiny Llama itself: the test is about equal losses, not a good student (a
+    pretrained teacher, as in test_distill.py, would cost ~10 s more here)."""
+    return tiny_llama
 
 
 def spec(teacher, **changes) -> DistillSpec:
@@ -65,7 +66,6 @@ def test_two_process_ddp_registers_one_student_matching_one_process(teacher, hom
     for key in ("loss", "ce", "kl"):
         assert two["final_losses"][key] == pytest.approx(one["final_losses"][key], rel=REL_TOL)
     assert two["kl_after"] == pytest.approx(one["kl_after"], rel=REL_TOL)
-    assert two["kl_after"] < two["kl_before"]
 
     students = [m for m in store.models() if m["job_id"] == ddp]
     assert len(students) == 1                              # registered once, by the job
@@ -89,13 +89,13 @@ def test_two_process_ddp_registers_one_student_matching_one_process(teacher, hom
 
 @pytest.mark.slow
 def test_cancelled_ddp_job_resumes_from_rank_zero_checkpoint(teacher, home, store):
-    job_id = queue.submit(store, spec(teacher, processes=2, steps=400, checkpoint_every=1000))
+    job_id = queue.submit(store, spec(teacher, processes=2, steps=60, checkpoint_every=1000))
     worker = threading.Thread(target=run_queue, args=(home,))
     worker.start()
     deadline = time.time() + 120
     while time.time() < deadline:
         row = queue.job(store, job_id)
-        if row["status"] == "running" and (row["progress"] or 0) > 0.01:
+        if row["status"] == "running" and (row["progress"] or 0) > 0.05:
             break
         time.sleep(0.05)
     queue.cancel(store, job_id)
@@ -103,12 +103,12 @@ def test_cancelled_ddp_job_resumes_from_rank_zero_checkpoint(teacher, home, stor
     assert queue.job(store, job_id)["status"] == "cancelled"
     import torch
     saved = torch.load(home.checkpoints_dir / f"job-{job_id}" / "state.pt", weights_only=True)
-    assert 0 < saved["step"] < 400
+    assert 0 < saved["step"] < 60
 
     queue.retry(store, job_id)
     run_queue(home)
     done = result(store, job_id)
-    assert done["resumed_from_step"] == saved["step"] and done["steps"] == 400
+    assert done["resumed_from_step"] == saved["step"] and done["steps"] == 60
     assert len([m for m in store.models() if m["job_id"] == job_id]) == 1
 
 

@@ -149,7 +149,7 @@ def _load_models(task: RankTask, device: torch.device):
 def _train(task: RankTask, up, down) -> TrainOutcome:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(task.port), RANK=str(task.rank),
                       WORLD_SIZE=str(task.world), LOCAL_RANK=str(task.rank),
-                      LOCAL_WORLD_SIZE=str(task.world))
+                      LOCAL_WORLD_SIZE=str(task.world), OMP_NUM_THREADS=str(task.threads))
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 

@@ -14,7 +14,11 @@ accumulation, gradient clipping at 1.0, bf16 autocast on CUDA, optional gradient
 A checkpoint (student weights, optimiser, scheduler, step, data position, RNG) is written
 atomically every `checkpoint_every` steps and when the job is cancelled or the worker stopped;
 a restarted job resumes from it. Out of memory halves the micro-batch (doubling accumulation,
-so the effective batch is unchanged) and redoes the step."""
+so the effective batch is unchanged) and redoes the step.
+
+With `processes` N > 1 the same loop runs in N processes (`distill_ddp`, `distill_rank`): a
+subclass overrides the hooks `_batch` (this process's rows), `_micro_step` (DDP gradient sync)
+and `train_model` (the DDP wrapper); in one process they do what the loop always did."""
 
 from __future__ import annotations
 

@@ -122,3 +122,23 @@ def test_bad_processes_is_refused_at_submit(argv, expected, store, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.strip().count("\n") == 0 and expected in err, err
     assert queue.counts(store) == {}
+
+
+@pytest.mark.slow
+def test_a_failing_training_process_fails_the_job_with_its_reason(teacher, home, store):
+    """A training process that cannot start (here: no training blocks in the checkpoint folder,
+    which the job normally writes first) fails the whole job with one line, without hanging."""
+    from engine.compression.distill_ddp import train_data_parallel
+    from engine.context import JobContext, JobFailed
+    from engine.registry import ModelCache as Cache
+    import torch
+
+    job_id = queue.submit(store, spec(teacher, processes=2))
+    ctx = JobContext(store, job_id, queue.job_spec(queue.job(store, job_id)), Cache(home))
+    loaded = ctx.load_model(str(teacher))
+    started = time.time()
+    with pytest.raises(JobFailed) as failure:
+        train_data_parallel(ctx, loaded.model, loaded.model, ctx.spec, torch.device("cpu"), {})
+    message = str(failure.value)
+    assert message.startswith("training process ") and "no training data" in message, message
+    assert "\n" not in message and time.time() - started < 120

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.multiprocessing.spawn import ProcessException
 
 from engine.compression.checkpoint import load_training_state
 from engine.compression.distill import TrainOutcome
@@ -134,7 +135,7 @@ class _Relay:
                 self._pump(POLL_S)
                 if self.processes.join(timeout=0.01):
                     break
-            except torch.multiprocessing.ProcessException as exc:
+            except ProcessException as exc:           # one failed; torch killed the others
                 self._drain()
                 raise JobFailed(self.failure or f"a training process failed: "
                                 f"{str(exc).strip().splitlines()[0]}") from None

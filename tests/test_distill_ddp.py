@@ -7,8 +7,13 @@ is refused at submit time."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -142,3 +147,32 @@ def test_a_failing_training_process_fails_the_job_with_its_reason(teacher, home,
     message = str(failure.value)
     assert message.startswith("training process ") and "no training data" in message, message
     assert "\n" not in message and time.time() - started < 120
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_worker_saves_requeues_and_resumes(teacher, home, store):
+    """The worker's SIGTERM reaches the job's process only; it tells rank 0 to save and stop,
+    the job goes back to the queue, and the next worker resumes it in 2 processes again."""
+    job_id = queue.submit(store, spec(teacher, processes=2, steps=60, checkpoint_every=1000))
+    env = {**os.environ, "COMPFAIR_HOME": str(home.root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "worker", "--once"],
+                            cwd=Path(__file__).resolve().parents[1], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and (queue.job(store, job_id)["progress"] or 0) <= 0.05:
+            assert proc.poll() is None, "the worker exited early"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert queue.job(store, job_id)["status"] == "queued"
+    import torch
+    saved = torch.load(home.checkpoints_dir / f"job-{job_id}" / "state.pt", weights_only=True)
+    assert 0 < saved["step"] < 60
+
+    run_queue(home)
+    done = result(store, job_id)
+    assert done["resumed_from_step"] == saved["step"] and done["train_processes"] == 2

@@ -176,3 +176,33 @@ def test_sigterm_to_the_worker_saves_requeues_and_resumes(teacher, home, store):
     run_queue(home)
     done = result(store, job_id)
     assert done["resumed_from_step"] == saved["step"] and done["train_processes"] == 2
+
+
+@pytest.mark.slow
+def test_training_processes_of_a_killed_worker_exit_writing_nothing(teacher, home, store):
+    """SIGKILL the worker mid-DDP: its training processes notice (rank 0 sees its parent gone
+    while waiting for its answer; the others lose rank 0) and exit, so none of them writes a
+    checkpoint after another worker takes the job over."""
+    job_id = queue.submit(store, spec(teacher, processes=2, steps=2000, checkpoint_every=1000))
+    env = {**os.environ, "COMPFAIR_HOME": str(home.root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "worker", "--once"],
+                            cwd=Path(__file__).resolve().parents[1], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline and (queue.job(store, job_id)["progress"] or 0) <= 0.001:
+        time.sleep(0.05)
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                              text=True).stdout.split()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(children) >= 2, children          # the two ranks (and a resource tracker)
+    deadline = time.time() + 60
+    alive = children
+    while alive and time.time() < deadline:
+        alive = [c for c in alive if Path(f"/proc/{c}").exists()
+                 and Path(f"/proc/{c}/stat").read_text().split()[2] != "Z"]
+        time.sleep(0.2)
+    for pid in alive:                            # do not leave them behind if the test fails
+        os.kill(int(pid), signal.SIGKILL)
+    assert not alive, f"training processes {alive} outlived their worker by 60 s"
+    assert not (home.checkpoints_dir / f"job-{job_id}" / "state.pt").exists()

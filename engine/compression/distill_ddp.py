@@ -179,6 +179,7 @@ def train_data_parallel(ctx: JobContext, student: nn.Module, teacher: nn.Module,
     _check_devices(device, n)
     folder = ctx.checkpoint_dir
     _write_models(ctx, folder / MODELS_DIR, student, teacher)
+    student.to("cpu")          # rank 0 trains its own copy on this device: free the room
     task = RankTask(rank=0, world=n, port=_free_port(), device_type=device.type,
                     folder=str(folder), spec=spec, identity=identity,
                     teacher_dtype=str(next(teacher.parameters()).dtype).replace("torch.", ""),
@@ -196,6 +197,7 @@ def train_data_parallel(ctx: JobContext, student: nn.Module, teacher: nn.Module,
     if not state or int(state["step"]) != spec.steps:
         raise JobFailed("the training processes ended without saving the trained student")
     student.load_state_dict(state["student"])
+    student.to(device)
     shutil.rmtree(folder / MODELS_DIR, ignore_errors=True)
     ctx.log(f"{n} training processes finished in {time.time() - started:.1f} s")
     return TrainOutcome(**outcome)

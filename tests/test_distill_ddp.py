@@ -25,11 +25,12 @@ from engine.worker import Worker
 
 # Both runs see the same global batches and compute the same mean gradient; DDP only changes the
 # order of the floating-point sums (two half-batch means, averaged by the all-reduce, instead of
-# one mean). The Llama student has no dropout, so nothing random differs. Over a few AdamW steps
-# those ~1e-7 relative differences grow (Adam divides by sqrt(v), amplifying tiny gradients), so
-# the tolerance is 1e-3 relative on losses and KL: far tighter than any real training difference
-# (one step changes the loss by ~1e-1 here), far looser than reduction order ever produced here.
-REL_TOL = 1e-3
+# one mean). The Llama student has no dropout, so nothing random differs. AdamW amplifies those
+# ~1e-7 relative gradient differences a little (it divides by sqrt(v), so near-zero gradients
+# whose sign flips move by up to the learning rate): measured here after 8 steps, the final
+# losses and KL differ by at most 4e-7 relative. 1e-4 leaves 250x room for other CPUs and
+# thread counts while staying ~1000x tighter than what one training step changes (~1e-1).
+REL_TOL = 1e-4
 
 
 @pytest.fixture(scope="module")

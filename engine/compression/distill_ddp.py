@@ -9,7 +9,12 @@ the worker's signals (SIGTERM / Ctrl-C: save and stop), and at the end loads the
 from rank 0's last checkpoint, so the job registers it once, through the same code as a
 single-process job. A lost lease kills the training processes without a save; a training process
 that fails kills the others and fails the job with its one-line reason; training processes
-whose job process died exit without writing."""
+whose job process died exit without writing.
+
+The training processes are started with spawn (fork is unsafe with CUDA and with the worker's
+threads), which imports the parent's main module again: a program that runs jobs in its own
+process, rather than through `compfair worker`, must keep its top level under
+`if __name__ == "__main__":`, as with any spawn-based multiprocessing."""
 
 from __future__ import annotations
 

@@ -142,8 +142,9 @@ class _Relay:
                     break
             except ProcessException as exc:           # one failed; torch killed the others
                 self._drain()
-                raise JobFailed(self.failure or f"a training process failed: "
-                                f"{str(exc).strip().splitlines()[0]}") from None
+                lines = [line for line in str(exc).splitlines() if line.strip()]
+                raise JobFailed(self.failure or f"training process {exc.error_index} failed: "
+                                f"{lines[-1].strip() if lines else type(exc).__name__}") from None
             except BaseException as exc:   # noqa: BLE001 - a signal: save and stop; else fail
                 if isinstance(exc, Exception) or is_lease_lost(exc):   # lease lost, store error
                     self.kill()

@@ -38,7 +38,8 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 BACKENDS = ("transformers", "vllm")     # generation backends of eval jobs
 # fields added after the first release: left out of spec_hash at their default value, so the
 # hash of a job submitted before they existed is unchanged (finished jobs are still reused)
-HASH_OMITS_DEFAULT = {"backend": "transformers", "reference_model": None}
+HASH_OMITS_DEFAULT = {"backend": "transformers", "reference_model": None, "processes": 1}
+MAX_PROCESSES = 64          # data-parallel training processes of one distillation job
 
 
 def _is_local_path(value: str) -> bool:
@@ -255,10 +256,14 @@ class DistillSpec(JobSpec):
     gradient_checkpointing: bool = False
     teacher_samples: int = 256
     name: str = ""
+    # data-parallel training processes (DDP; engine.compression.distill_ddp): each takes
+    # 1/processes of every effective batch; 1 trains in the job's own process
+    processes: int = 1
 
     def __post_init__(self) -> None:
         _check_common(self)
         _check_model_ref("teacher", self.teacher)
+        self._check_processes()
         _check(self.student is None or self.student.strip() != "", "student must be a model reference or empty")
         _check(0.0 < self.intensity < 1.0, f"intensity (student depth fraction) must be in (0, 1), got {self.intensity}")
         _check(all(i >= 0 for i in self.student_layers), f"student_layers must be >= 0, got {self.student_layers}")
@@ -277,6 +282,19 @@ class DistillSpec(JobSpec):
                f"warmup_steps must be in [0, steps={self.steps}), got {self.warmup_steps}")
         _check(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         _check(self.teacher_samples >= 1, f"teacher_samples must be >= 1, got {self.teacher_samples}")
+
+    def _check_processes(self) -> None:
+        n = self.processes
+        _check(isinstance(n, int) and 1 <= n <= MAX_PROCESSES,
+               f"processes must be an integer in [1, {MAX_PROCESSES}], got {n!r}")
+        if n == 1:
+            return
+        batch = self.batch_size * self.grad_accum
+        _check(batch % n == 0, f"processes {n} must divide the effective batch "
+               f"(batch_size x grad_accum = {batch}): each process takes an equal share")
+        _check(self.device in ("auto", "cpu", "cuda"),
+               f"processes {n} needs device auto, cpu or cuda (each process takes its own "
+               f"GPU, or the CPU), got {self.device!r}")
 
     def model_refs(self) -> dict[str, str]:
         refs = {"teacher": self.teacher}

@@ -9,6 +9,8 @@ Modules, each with one job:
 - `students`: a student built from a teacher by keeping a subset of its layers, or an existing
   model checked for a shared vocabulary.
 - `distill`: the distillation training loop (KL + CE + cosine), with checkpoints and resume.
+- `distill_ddp` / `distill_rank`: the same loop in N data-parallel processes (`processes` N):
+  the job's side (launch, relay, register) and one training process's side (DDP via Accelerate).
 - `checkpoint`: atomic save/load of a training state.
 - `prune`: unstructured magnitude / Wanda / N:M pruning and the sparsity check.
 - `heads`: structured attention-head pruning (physical removal) and loading such models back.

@@ -14,10 +14,15 @@ accumulation, gradient clipping at 1.0, bf16 autocast on CUDA, optional gradient
 A checkpoint (student weights, optimiser, scheduler, step, data position, RNG) is written
 atomically every `checkpoint_every` steps and when the job is cancelled or the worker stopped;
 a restarted job resumes from it. Out of memory halves the micro-batch (doubling accumulation,
-so the effective batch is unchanged) and redoes the step."""
+so the effective batch is unchanged) and redoes the step.
+
+With `processes` N > 1 the same loop runs in N processes (`distill_ddp`, `distill_rank`): a
+subclass overrides the hooks `_batch` (this process's rows), `_micro_step` (DDP gradient sync)
+and `train_model` (the DDP wrapper); in one process they do what the loop always did."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -205,6 +210,7 @@ class Distiller:
                  heldout: torch.Tensor, spec: DistillSpec, device: torch.device, folder: Path,
                  reporter: Reporter, identity: dict[str, Any]):
         self.student, self.teacher = student, teacher
+        self.train_model: nn.Module = student   # what training forwards call (a DDP wrapper there)
         self.train_blocks, self.heldout = train, heldout
         self.spec, self.device, self.folder, self.reporter = spec, device, folder, reporter
         self.identity = identity          # what must match for a checkpoint to be reused
@@ -256,7 +262,7 @@ class Distiller:
     def _forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         want_hidden = self.weights.distill and self.weights.alpha_cos > 0
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
-            out = self.student(input_ids=ids, use_cache=False, output_hidden_states=want_hidden)
+            out = self.train_model(input_ids=ids, use_cache=False, output_hidden_states=want_hidden)
         t_logits = t_hidden = None
         if self.weights.needs_teacher:
             with torch.no_grad():
@@ -271,15 +277,24 @@ class Distiller:
         sums: dict[str, float] = {}
         for start in range(0, batch.shape[0], self.micro_batch):
             ids = batch[start:start + self.micro_batch].to(self.device)
-            loss, terms = self._forward(ids)
-            share = ids.shape[0] / batch.shape[0]
-            (loss * share).backward()
+            with self._micro_step(last=start + self.micro_batch >= batch.shape[0]):
+                loss, terms = self._forward(ids)
+                share = ids.shape[0] / batch.shape[0]
+                (loss * share).backward()
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + value * share
         return sums
 
+    def _micro_step(self, last: bool):
+        """Context of one micro-batch's forward and backward (DDP: no gradient sync but the last)."""
+        return contextlib.nullcontext()
+
+    def _batch(self) -> torch.Tensor:
+        """The rows of the next effective batch this process trains on (here: all of them)."""
+        return self.train_blocks[self.order.indices(self.cursor, self.effective_batch)]
+
     def _step(self) -> dict[str, float]:
-        batch = self.train_blocks[self.order.indices(self.cursor, self.effective_batch)]
+        batch = self._batch()
         while True:
             try:
                 terms = self._accumulate(batch)
@@ -290,7 +305,7 @@ class Distiller:
                 self.optimizer.zero_grad(set_to_none=True)
                 free_device_memory(self.device)
                 self.micro_batch //= 2
-                self.grad_accum = -(-self.effective_batch // self.micro_batch)
+                self.grad_accum = -(-batch.shape[0] // self.micro_batch)
                 self.reporter.log(f"out of memory: micro-batch halved to {self.micro_batch} "
                                   f"(gradient accumulation {self.grad_accum})", level="warning")
         torch.nn.utils.clip_grad_norm_(self.student.parameters(), GRAD_CLIP)

@@ -125,6 +125,15 @@ def _layer_choice(spec: DistillSpec, influence: list[float] | None) -> str | Non
     return "explicit" if spec.student_layers else "block_influence" if influence else "even"
 
 
+def _parallel_record(spec: DistillSpec, device: torch.device) -> dict[str, Any]:
+    """How many training processes (and which process-group backend) a data-parallel job
+    used, for its model's lineage and its result; nothing for a single-process job."""
+    if spec.processes == 1:
+        return {}
+    return {"train_processes": spec.processes,
+            "ddp_backend": "nccl" if device.type == "cuda" else "gloo"}
+
+
 def run_distill(ctx: JobContext) -> dict[str, Any]:
     """Distil `spec.teacher` into a student; returns the registered model's id and the
     training summary (held-out KL to the teacher before/after, losses, tokens/s)."""
@@ -162,19 +171,25 @@ def run_distill(ctx: JobContext) -> dict[str, Any]:
 
     if data is None:
         data = _distill_data(ctx, spec, source, teacher, identity)
-    distiller = Distiller(student_model, teacher.model, data.train, data.heldout, spec,
-                          teacher.device, ctx.checkpoint_dir, ctx, identity)
-    outcome = distiller.run()
+    if spec.processes > 1:          # DDP over several processes (engine.compression.distill_ddp)
+        from engine.compression.distill_ddp import train_data_parallel
+        outcome = train_data_parallel(ctx, student_model, teacher.model, spec, teacher.device,
+                                      identity)
+    else:
+        outcome = Distiller(student_model, teacher.model, data.train, data.heldout, spec,
+                            teacher.device, ctx.checkpoint_dir, ctx, identity).run()
 
     method = "distill" if spec.distill else "ce-baseline"
     depth = num_layers(student_model)
     name = spec.name or f"{teacher_name}-{method}-{depth}of{n_teacher}L"
-    params = {k: v for k, v in spec.to_dict().items() if k not in ("label", "device", "dtype")}
+    params = {k: v for k, v in spec.to_dict().items() if k not in ("label", "device", "dtype")
+              and not (k == "processes" and v == 1)}      # as before processes existed
     extra = {"kl_to_teacher": outcome.kl_after, "kl_to_teacher_before": outcome.kl_before,
              "kl_temperature": 1.0, "kl_heldout_blocks": int(data.heldout.shape[0]),
              "teacher_layers": n_teacher, "kept_layers": list(kept) if kept else None,
              "layer_choice": _layer_choice(spec, influence), "block_influence": influence,
-             "initialised_from": None if kept else student.model_id, "data": data.source}
+             "initialised_from": None if kept else student.model_id, "data": data.source,
+             **_parallel_record(spec, teacher.device)}
     model_id, path = save_and_register(
         ctx, student_model, student.tokenizer, name, device=teacher.device,
         parent_id=teacher.model_id, method=method, method_params=params, extra=extra)
@@ -192,6 +207,7 @@ def run_distill(ctx: JobContext) -> dict[str, Any]:
         "train_wall_s": round(outcome.wall_s, 2), "micro_batch": outcome.micro_batch,
         "grad_accum": outcome.grad_accum, "data": data.source,
         "train_blocks": int(data.train.shape[0]), "seq_len": spec.seq_len,
+        **_parallel_record(spec, teacher.device),
     }
 
 

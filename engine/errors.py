@@ -30,3 +30,12 @@ class DataError(UserError, ValueError):
     """Input data (evaluation prompts, calibration or distillation text) that cannot be used;
     the message is one line naming the file, line or value. Raised by the data modules at
     submit time (checked up front) and in jobs alike; `engine.evaluation.data` re-exports it."""
+
+
+class SpecError(UserError, ValueError):
+    """A job spec with an impossible or unknown value; the message names the value and
+    `field` the spec field it is about (None when it concerns several), so a form can mark it."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field

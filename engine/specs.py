@@ -12,23 +12,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, get_type_hints
 
 from engine.compression.methods import get_method, method_names
-from engine.errors import UserError
+from engine.errors import SpecError  # noqa: F401 - defined with the other errors; imported from here
+from engine.spec_values import FieldAlias, coerce_value  # noqa: F401 - part of this module's API
 from engine.evaluation.suites import generation_suite_names, get_suite
-
-
-class SpecError(UserError, ValueError):
-    """A job spec with an impossible or unknown value; the message names the value and
-    `field` the spec field it is about (None when it concerns several), so a form can mark it."""
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.field = field
 
 
 BOLD_DOMAINS = ("gender", "race", "profession", "religious_ideology", "political_ideology")
@@ -122,27 +113,6 @@ class JobSpec:
 
     def replace(self, **changes: Any) -> "JobSpec":
         return dataclasses.replace(self, **changes)
-
-
-@dataclass(frozen=True)
-class FieldAlias:
-    """Another name for a setting, in the words of the suite it serves (`task` for an lm-eval
-    run's `data`): accepted only with the settings in `requires`, never beside the field."""
-
-    field: str
-    requires: tuple[tuple[str, str], ...] = ()
-
-    def resolve(self, name: str, data: dict[str, Any], spec_cls: type) -> None:
-        """Move `data[name]` to `data[self.field]` (SpecError when it does not apply; a
-        required setting left out has `spec_cls`'s default)."""
-        if self.field in data:
-            raise SpecError(f"give {name} or {self.field}, not both ({name} {data[name]!r} is "
-                            f"stored as {self.field})", name)
-        for key, wanted in self.requires:
-            given = data.get(key, getattr(spec_cls, key, None))
-            if given != wanted:
-                raise SpecError(f"{name} {data[name]!r} needs {key} {wanted!r}, got {given!r}", name)
-        data[self.field] = data.pop(name)
 
 
 @dataclass(frozen=True)
@@ -430,46 +400,6 @@ SPEC_TYPES: dict[str, type[JobSpec]] = {cls.kind: cls for cls in (EvalSpec, Dist
 INTERNAL_SPEC_TYPES: dict[str, type[JobSpec]] = {}
 
 
-def _coerce(name: str, annotation: Any, value: Any) -> Any:
-    """Convert a JSON/CLI/TOML value to the field's declared type, or raise SpecError."""
-    if value is None:
-        return None
-    origin = get_origin(annotation)
-    args = [a for a in get_args(annotation) if a is not type(None)]
-    if origin is Union or (origin is not None and type(None) in get_args(annotation)):
-        return _coerce(name, args[0], value) if args else value
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise SpecError(f"{name} must be a list, got {value!r}", name)
-        return tuple(_coerce(name, args[0], v) for v in value)
-    try:
-        if annotation is bool:
-            if isinstance(value, str):
-                lowered = value.strip().lower()
-                if lowered in ("1", "true", "yes", "on"):
-                    return True
-                if lowered in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError
-            return bool(value)
-        if annotation is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if annotation is float:
-            result = float(value)
-            if not math.isfinite(result):
-                raise ValueError
-            return result
-        if annotation is str:
-            return str(value)
-    except (TypeError, ValueError):
-        raise SpecError(f"{name} must be {annotation.__name__}, got {value!r}", name) from None
-    return value
-
-
 def spec_from_dict(data: dict[str, Any]) -> JobSpec:
     """Build a spec from a dict with a `kind` key; unknown keys and bad values raise SpecError."""
     data = dict(data)
@@ -485,7 +415,7 @@ def spec_from_dict(data: dict[str, Any]) -> JobSpec:
     unknown = sorted(set(data) - known)
     if unknown:
         raise SpecError(f"{kind} job has no setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
-    values = {k: _coerce(k, hints[k], v) for k, v in data.items()}
+    values = {k: coerce_value(k, hints[k], v) for k, v in data.items()}
     return cls(**values)
 
 

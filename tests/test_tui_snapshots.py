@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tui.app import CompfairApp
+from tests.tui_pilot import make_app, settle
 from tui.demo import fill_demo
 
 
@@ -21,14 +21,8 @@ def demo(home, monkeypatch):
     time.tzset()
 
 
-def app_for(home) -> CompfairApp:
-    return CompfairApp(home, start_worker=False, poll_s=None)
-
-
-async def _settle(pilot) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
+app_for = make_app
+_settle = settle
 
 
 def _no_blink(app) -> None:

@@ -193,3 +193,20 @@ async def test_the_focused_field_stands_out_in_both_themes(home):
             assert focused.styles.text_style.bold and not other.styles.text_style.bold
             assert form.query_one("#eval-model-label").has_class("-focused")
             assert not form.query_one("#eval-data-label").has_class("-focused")
+
+
+async def test_a_job_on_a_long_model_path_keeps_its_status_on_screen(home):
+    """The jobs list at 120 columns: a local model's path is cut to its folder name, so the
+    status and progress columns stay visible (the full path is in the panel below)."""
+    Store(home).close()
+    store = Store(home)
+    deep = "/tmp/" + "/".join(f"level-{i}-of-a-long-path" for i in range(6)) + "/tiny-model"
+    job = queue.submit(store, EvalSpec(model=deep, seed=4))
+    app = make_app(home)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("j")
+        await settle(pilot)
+        line = next(line for line in screen_text(app).splitlines() if line.split()[:1] == [str(job)])
+        assert "evaluate …/tiny-model on toxicity" in line and "queued" in line
+        assert deep in str(app.screen.query_one("#job-head").render())   # the panel: in full

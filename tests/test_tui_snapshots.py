@@ -111,5 +111,6 @@ def test_evaluate_like_a_run_that_already_ran(snap_compare, home, demo, size):
         pilot.app.evaluate_like(demo["runs"][("wanda50", "bold")])
         await _settle(pilot)
         _no_blink(pilot.app)
+        pilot.app.clear_notifications()     # a toast on a timer: there or gone by load
         await _settle(pilot)
     assert snap_compare(app_for(home), terminal_size=size, run_before=run_before)

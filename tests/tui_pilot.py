@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from textual import events
-from textual.widgets import Input
+from textual.widgets import DataTable, Input
 
 from tui.app import CompfairApp
 
@@ -19,9 +19,18 @@ def make_app(home, **kwargs) -> CompfairApp:
 
 
 async def settle(pilot) -> None:
-    """Let pending messages, workers (store reads) and the refresh after them finish."""
+    """Let pending messages, workers (store reads) and the refresh after them finish, and the
+    tables measure the rows just added (a DataTable sizes its columns on its next idle; on a
+    loaded machine a screenshot could come first and show every column squeezed to its
+    header's width)."""
     await pilot.pause()
     await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    for _ in range(100):
+        if not any(t._require_update_dimensions or t._updated_cells
+                   for t in pilot.app.screen.query(DataTable)):
+            break
+        await pilot.pause(0.02)
     await pilot.pause()
 
 

@@ -106,7 +106,7 @@ async def test_a_toy_suite_runs_end_to_end_without_touching_other_modules(home, 
     assert main(["--home", str(home.root), "compare", str(runs[0]), str(runs[1]), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["verdicts"][0]["metric"] == "mean_log_likelihood"
     # the TUI run detail
-    from tests.test_tui import screen_text, settle
+    from tests.tui_pilot import screen_text, settle
     from tui.app import CompfairApp
     from tui.screens.run_detail import RunDetailScreen
     app = CompfairApp(home, start_worker=False)

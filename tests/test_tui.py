@@ -8,13 +8,11 @@ import asyncio
 import threading
 
 import pytest
-from textual import events
 from textual.widgets import DataTable, Input
 
 from engine import api, queue
 from engine.specs import DistillSpec, EvalSpec, spec_from_json
 from engine.store import Store
-from tui.app import CompfairApp
 from tui.demo import fill_demo
 from tui.format import signed
 from tui.screens.compare import CompareScreen
@@ -23,6 +21,8 @@ from tui.screens.new_job import NewJobScreen
 from tui.screens.queue import QueueScreen
 from tui.screens.run_detail import RunDetailScreen
 from tui.screens.runs import RunsScreen
+from tests.tui_pilot import (job_row, make_app, screen_text, settle, shows,  # noqa: F401 (re-exported)
+                             type_into, wait_for)
 from tui.widgets.dialogs import ChoiceScreen, ConfirmScreen
 
 SIZE = (120, 40)
@@ -31,65 +31,6 @@ SIZE = (120, 40)
 @pytest.fixture
 def demo(home):
     return fill_demo(home)
-
-
-def make_app(home, **kwargs) -> CompfairApp:
-    kwargs.setdefault("start_worker", False)
-    kwargs.setdefault("poll_s", None)
-    return CompfairApp(home, **kwargs)
-
-
-async def settle(pilot) -> None:
-    """Let pending messages, workers (store reads) and the refresh after them finish."""
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-async def shows(pilot, text: str, timeout: float = 10.0) -> bool:
-    """Wait (settling repeatedly) until the screen shows `text`; False at the deadline. For
-    views refreshed by a background poll, whose timing depends on the machine's load."""
-    import time as clock
-    deadline = clock.monotonic() + timeout
-    while clock.monotonic() < deadline:
-        await settle(pilot)
-        if text in screen_text(pilot.app):
-            return True
-        await pilot.pause(0.1)
-    return False
-
-
-def screen_text(app) -> str:
-    """What the current screen shows, as plain text (one line per terminal row)."""
-    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
-
-
-async def type_into(pilot, selector: str, text: str) -> None:
-    """Focus an input, clear it by keys and type `text` (longer texts arrive as a terminal
-    paste, which is also how a path or a sweep usually gets there)."""
-    widget = pilot.app.screen.query_one(selector, Input)
-    widget.focus()
-    await pilot.press("home", "ctrl+k")
-    if len(text) <= 3:
-        await pilot.press(*text)
-    else:
-        widget.post_message(events.Paste(text))
-    await pilot.pause()
-
-
-def job_row(app, job_id: int) -> str:
-    """The Jobs table's line for `job_id` as shown."""
-    return next((line for line in screen_text(app).splitlines()
-                 if line.split()[:1] == [str(job_id)]), "")
-
-
-async def wait_for(pilot, condition, timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting; screen:\n{screen_text(pilot.app)}")
-        await pilot.pause(0.05)
 
 
 # -- runs, run detail, palette, help, themes -------------------------------------------------

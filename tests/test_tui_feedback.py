@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Input, Label
 from engine import api, queue
 from engine.specs import EvalSpec
 from engine.store import Store
-from tests.test_tui import make_app, screen_text, settle, type_into
+from tests.tui_pilot import make_app, screen_text, settle, type_into
 from tui.demo import fill_demo
 from tui.screens.help import HelpScreen, glossary_table
 from tui.screens.new_job import NewJobScreen

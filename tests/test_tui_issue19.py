@@ -18,7 +18,7 @@ from engine.settings import load_settings
 from engine.specs import EvalSpec
 from engine.store import Store
 from engine.study import study_record
-from tests.test_tui import make_app, screen_text, settle, type_into
+from tests.tui_pilot import make_app, screen_text, settle, type_into
 from tui.demo import fill_demo
 from tui.matrix import study_matrix
 from tui.screens.compare import spread

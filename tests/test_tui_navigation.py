@@ -10,7 +10,7 @@ from textual.widgets import DataTable, Input
 
 from engine import api, queue
 from engine.store import Store
-from tests.test_tui import make_app, screen_text, settle, type_into
+from tests.tui_pilot import make_app, screen_text, settle, type_into
 from tui.demo import fill_demo
 from tui.screens.compare import CompareScreen
 from tui.screens.help import HelpScreen

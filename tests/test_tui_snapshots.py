@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tui.app import CompfairApp
+from tests.tui_pilot import make_app, settle
 from tui.demo import fill_demo
 
 
@@ -21,14 +21,8 @@ def demo(home, monkeypatch):
     time.tzset()
 
 
-def app_for(home) -> CompfairApp:
-    return CompfairApp(home, start_worker=False, poll_s=None)
-
-
-async def _settle(pilot) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
+app_for = make_app
+_settle = settle
 
 
 def _no_blink(app) -> None:
@@ -117,5 +111,6 @@ def test_evaluate_like_a_run_that_already_ran(snap_compare, home, demo, size):
         pilot.app.evaluate_like(demo["runs"][("wanda50", "bold")])
         await _settle(pilot)
         _no_blink(pilot.app)
+        pilot.app.clear_notifications()     # a toast on a timer: there or gone by load
         await _settle(pilot)
     assert snap_compare(app_for(home), terminal_size=size, run_before=run_before)

@@ -95,3 +95,23 @@ def compact(name: str, prefix: str) -> str:
     if prefix and short.startswith(prefix) and len(short) > len(prefix):
         return "…" + short[len(prefix):]
     return short
+
+
+def look_alike(rows: list[api.RunRow], studies: dict[int, tuple[str, str]]) -> dict[int, str]:
+    """For runs of one model, suite and scorer that differ only in settings: the settings words
+    (`seed=1`) that tell each apart; runs that read differently already get nothing."""
+    groups: dict[tuple, list[api.RunRow]] = {}
+    for row in rows:
+        label = studies.get(row.job_id or -1, ("", ""))[1]
+        groups.setdefault((row.model_id or row.model, label, row.suite, row.scorer), []).append(row)
+    out: dict[int, str] = {}
+    for same in groups.values():
+        if len(same) < 2:
+            continue
+        words = [dict(w.split("=", 1) if "=" in w else (w, "") for w in r.settings.split()) for r in same]
+        keys = list(dict.fromkeys(k for w in words for k in w))
+        differ = [k for k in keys if len({w.get(k) for w in words}) > 1]
+        for row, w in zip(same, words):
+            if differ:
+                out[row.run_id] = " ".join(f"{k}={w[k]}" if k in w else f"no {k}" for k in differ)
+    return out

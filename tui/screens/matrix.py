@@ -9,6 +9,7 @@ toxic, and what did it cost?" in one picture."""
 
 from __future__ import annotations
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -110,10 +111,10 @@ class MatrixScreen(Screen):
         cursor = table.cursor_coordinate
         table.clear(columns=True)
         arrow = "↓" if self.descending else "↑"
-        table.add_column(f"model{' ' + arrow if self.sort_key == 'label' else ''}", key="label")
-        for col in m.columns:
-            table.add_column(col.label + (f" {arrow}" if self.sort_key == col.key else ""), key=col.key)
+        labels = [f"model{' ' + arrow if self.sort_key == 'label' else ''}"]
+        labels += [col.label + (f" {arrow}" if self.sort_key == col.key else "") for col in m.columns]
         self.shown = m.sorted_rows(self.sort_key, self.descending)
+        rows = []
         for row in self.shown:
             model = row.model if row.model != row.label else ""
             model = model if len(model) <= 24 else "…" + model[-23:]
@@ -121,6 +122,13 @@ class MatrixScreen(Screen):
                                    "\n  ", (model, colors["muted"]))]
             for col in m.columns:
                 cells.append(self._cell(row, col, colors))
+            rows.append(cells)
+        # Widths from the cells themselves, not left to the table's next idle: measured late
+        # (a busy machine), every column showed squeezed to its header.
+        for index, (key, label) in enumerate(zip(["label", *(c.key for c in m.columns)], labels)):
+            table.add_column(label, key=key, width=max([cell_len(label)] + [
+                cell_len(line) for cells in rows for line in cells[index].plain.split("\n")]))
+        for row, cells in zip(self.shown, rows):
             table.add_row(*cells, height=3, key=row.label)
         if self.shown:
             table.move_cursor(row=min(cursor.row, len(self.shown) - 1),

@@ -5,6 +5,7 @@ so input never waits on the database and jobs may finish while you look."""
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 
 from rich.text import Text
@@ -31,6 +32,18 @@ def _spec_title(spec_json: str, kind: str) -> str:
         return spec_title(spec_from_json(spec_json))
     except Exception:  # noqa: BLE001 - an unreadable spec still gets a row
         return kind
+
+
+WHAT_WIDTH = 56   # a job title's most characters: status and progress stay on screen
+_PATH = re.compile(r"(?<![\w.])(?:~|\.{1,2})?(?:/[^\s/]+)+/([^\s/]+)")
+
+
+def short_what(text: str, width: int = WHAT_WIDTH) -> str:
+    """A job's title for the table: local model paths cut to their folder name (`…/tiny-gpt2`;
+    the panel below keeps the full path) and the whole cut to `width` with an ellipsis (the
+    settings that tell look-alike jobs apart follow it uncut)."""
+    text = _PATH.sub(lambda m: "…/" + m.group(1), text)
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def _spec_dict(job: dict) -> dict:
@@ -206,7 +219,7 @@ class QueueScreen(Screen):
         alike = getattr(self, "_alike", {}).get(job["id"])
         device = next((w.device or "" for w in self.live_workers if w.job_id == job["id"]), "") \
             if status in ("running", "cancelling") else ""
-        what = _title(job) + (f" ({alike})" if alike else "")
+        what = short_what(_title(job)) + (f" ({alike})" if alike else "")
         return [Text(str(job["id"]), justify="right"), Text(job["kind"]), Text(what),
                 fmt.status_text(status, colors), fmt.progress_cell(fraction, 10), Text(eta), Text(device),
                 Text(live_fields(data, 2) if status == "running" else ""),

@@ -8,6 +8,8 @@ model-by-metric view of the selection, or of the highlighted run's study."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -20,8 +22,8 @@ from engine import api
 from tui import format as fmt
 from tui.keys import TypingAware
 from tui.matrix import study_names
-from tui.runs_query import (SQL_SORTS, Page, RunsQuery, common_prefix, compact, fetch, metric_sorts,
-                            sort_label)
+from tui.runs_query import (SQL_SORTS, Page, RunsQuery, common_prefix, compact, fetch, look_alike,
+                            metric_sorts, sort_label)
 from tui.widgets.dialogs import ChoiceScreen
 from tui.widgets.rowtable import RowTable
 
@@ -72,6 +74,7 @@ class RunsScreen(TypingAware, Screen):
         self.selected: list[int] = []   # in selection order: the first is the compare baseline
         self.studies: dict[int, tuple[str, str]] = {}
         self.prefix = ""                # the model-name prefix the shown runs share
+        self.alike: dict[int, str] = {}  # run id -> the settings that tell look-alike runs apart
         self._filter_timer: Timer | None = None
         self._stale = False
         self._generation = 0            # bumped by every reload: older reads are dropped
@@ -118,7 +121,9 @@ class RunsScreen(TypingAware, Screen):
         self._generation += 1
         current = self.current_run_id() if keep_cursor else None
         rows = max(len(self.loaded) if keep_cursor else 0, FIRST_PAGE)  # stay as deep as scrolled
-        self.run_worker(self._reload(self._generation, self.runs_query(), rows, current),
+        # a callable, not a coroutine object: a read superseded before it starts is dropped
+        # without leaving an un-awaited coroutine behind
+        self.run_worker(partial(self._reload, self._generation, self.runs_query(), rows, current),
                         exclusive=True, group="runs-load")
 
     async def _reload(self, generation: int, query: RunsQuery, limit: int, current: int | None) -> None:
@@ -127,7 +132,7 @@ class RunsScreen(TypingAware, Screen):
             return
         table = self.query_one(DataTable)
         table.clear()
-        self.loaded, self.total, self.studies = [], page.total, page.studies
+        self.loaded, self.total, self.studies, self.alike = [], page.total, page.studies, {}
         self.prefix = common_prefix([r.model for r in page.rows])
         self._add(page.rows)
         if current is not None:
@@ -141,7 +146,8 @@ class RunsScreen(TypingAware, Screen):
         if self._paging or len(self.loaded) >= self.total:
             return
         self._paging = True
-        self.run_worker(self._page(self._generation, self.runs_query(), len(self.loaded)), group="runs-page")
+        self.run_worker(partial(self._page, self._generation, self.runs_query(), len(self.loaded)),
+                        group="runs-page")
 
     async def _page(self, generation: int, query: RunsQuery, offset: int) -> None:
         try:
@@ -160,6 +166,10 @@ class RunsScreen(TypingAware, Screen):
         colors = fmt.theme_colors(self.app.theme_variables)
         shown = {r.run_id for r in self.loaded}
         rows = [row for row in rows if row.run_id not in shown]
+        before, self.alike = self.alike, look_alike(self.loaded + rows, self.studies)
+        for row in self.loaded:     # a run shown before that now has a look-alike
+            if self.alike.get(row.run_id) != before.get(row.run_id):
+                table.update_cell(str(row.run_id), "model", self._label_cell(row))
         for row in rows:
             table.add_row(*self._cells(row, colors), key=str(row.run_id))
         self.loaded.extend(rows)
@@ -170,12 +180,19 @@ class RunsScreen(TypingAware, Screen):
                             for name, value, low, high in row.headline if value is not None)
         if not metrics and row.status == "running":
             metrics = "running: metrics appear when it finishes"
-        study, label = self.studies.get(row.job_id or -1, ("", ""))
+        study = self.studies.get(row.job_id or -1, ("", ""))[0]
         method = row.method if row.n_params is None else f"{row.method} {fmt.count(row.n_nonzero or row.n_params)}"
-        return [self._id_cell(row.run_id, colors), Text(label or compact(row.model, self.prefix)),
+        return [self._id_cell(row.run_id, colors), self._label_cell(row),
                 Text(study, style=colors["muted"]), Text(row.suite), Text(metrics),
                 fmt.status_text(row.status, colors), Text(fmt.date(row.created_at)),
                 Text(method), Text(row.scorer), Text(row.settings, style=colors["muted"])]
+
+    def _label_cell(self, row: api.RunRow) -> Text:
+        """The study label or compact model name, and for runs that would otherwise read the
+        same (same model, suite and scorer) the settings that tell them apart."""
+        label = self.studies.get(row.job_id or -1, ("", ""))[1] or compact(row.model, self.prefix)
+        alike = self.alike.get(row.run_id)
+        return Text(f"{label} ({alike})" if alike else label)
 
     def _id_cell(self, run_id: int, colors: dict) -> Text:
         """The run id, marked ● when selected for comparison."""

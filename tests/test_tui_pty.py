@@ -1,0 +1,185 @@
+"""The app in a real pseudo-terminal (tmux, 120x40), driven only by keys as a user would, read
+only from what the terminal shows: `compfair` opens on a home with a finished study (the demo
+store) and one real run of a tiny GPT-2; filter the study, open its models x metrics view,
+open a run, launch an eval from the form (evaluate like the real run: the form says it already
+ran, a second ctrl+s re-runs it on purpose), watch the detached worker the app started finish
+it, quit while a job runs (the app says it continues), reopen and find it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from engine import api, queue
+from engine.specs import EvalSpec
+from engine.store import Store
+from tui.demo import fill_demo
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPFAIR = Path(sys.executable).with_name("compfair")   # the installed entry point
+TINY = dict(data="builtin", samples_per_prompt=2, max_prompts=6, max_new_tokens=6,
+            bootstrap_samples=100, scorer="profanity")
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("tmux") is None or not COMPFAIR.exists(),
+                                 reason="needs tmux and the installed `compfair` command")]
+
+
+class Terminal:
+    """A tmux session of its own (private server socket, no user config) holding one
+    command; keys go in with send-keys, the screen comes out with capture-pane."""
+
+    def __init__(self, command: str, env: dict[str, str], size=(120, 40)):
+        self.socket = f"compfair-test-{uuid.uuid4().hex[:8]}"
+        self.env = env
+        self._tmux("new-session", "-d", "-s", "t", "-x", str(size[0]), "-y", str(size[1]), command)
+
+    def _tmux(self, *args: str) -> str:
+        result = subprocess.run(["tmux", "-f", "/dev/null", "-L", self.socket, *args], env=self.env,
+                                capture_output=True, text=True, timeout=30)
+        return result.stdout
+
+    def keys(self, *keys: str, pause: float = 0.3) -> None:
+        """tmux key names (Enter, Escape, C-s, Home); each key a separate send."""
+        for key in keys:
+            self._tmux("send-keys", "-t", "t", key)
+            time.sleep(pause)
+
+    def type(self, text: str) -> None:
+        self._tmux("send-keys", "-t", "t", "-l", text)
+        time.sleep(0.3)
+
+    def screen(self) -> str:
+        return self._tmux("capture-pane", "-p", "-t", "t")
+
+    def flat(self) -> str:
+        return " ".join(line.strip() for line in self.screen().splitlines())
+
+    def wait(self, *texts: str, timeout: float = 30.0) -> str:
+        """Until the screen shows every one of `texts` (whitespace-insensitive); the screen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            flat = self.flat()
+            if all(" ".join(t.split()) in flat for t in texts):
+                return self.screen()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the terminal never showed {texts!r}; it shows:\n{self.screen()}")
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        self._tmux("kill-server")
+
+
+def _prepare(home, model: Path) -> int:
+    """The demo study (its placeholder running/queued jobs cancelled: they are not ours to run)
+    and one real finished eval of the tiny model; returns that run's id."""
+    from engine.worker import Worker
+    demo = fill_demo(home)
+    store = Store(home)
+    for job_id in (demo["running"], demo["queued"]):
+        queue.cancel(store, job_id)
+        queue.finish(store, job_id, "cancelled")
+    job = queue.submit(store, EvalSpec(model=str(model), **TINY))
+    thread = threading.Thread(target=Worker(home, once=True, idle_exit_s=None).run)
+    thread.start()
+    thread.join(240)
+    assert queue.job(store, job)["status"] == "done", queue.job(store, job)["error"]
+    return store.run_for_job(job)["id"]
+
+
+def test_a_user_story_in_a_real_terminal(home, tiny_gpt2, tmp_path):
+    run_id = _prepare(home, tiny_gpt2)
+    store = Store(home)
+    script = tmp_path / "session.sh"
+    script.write_text(f'"{COMPFAIR}"; echo "app closed rc=$?"; read _; "{COMPFAIR}"; '
+                      'echo "app closed again"; sleep 60\n')
+    env = {"PATH": f"{COMPFAIR.parent}:/usr/bin:/bin", "HOME": str(tmp_path), "TERM": "xterm-256color",
+           "COMPFAIR_HOME": str(home.root), "PYTHONPATH": str(ROOT), "TZ": "UTC", "LANG": "C.UTF-8",
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "OMP_NUM_THREADS": "1"}
+    term = Terminal(f"bash {script}", env)
+    try:
+        term.wait("compfair", "demo-study", "tiny-gpt2", timeout=60)     # open: the runs list
+        # Filter a study.
+        term.keys("/")
+        term.type("study:demo-study")
+        term.keys("Enter")
+        term.wait("24 runs matching 'study:demo-study'")
+        assert "tiny-gpt2" not in term.screen()
+        # Its models x metrics view: the teacher first, toxicity beside its quality cost.
+        term.keys("m")
+        lines = term.wait("models x metrics: study demo-study", "EMT", "PPL").splitlines()
+        assert any(line.strip().startswith("★ teacher") for line in lines)
+        assert any(re.search(r"[-+]\d\.\d+ ⚠", line) for line in lines)    # not evidence
+        term.keys("Escape")
+        # Open a run of the tiny model (filter by its name).
+        term.keys("/", "C-a", "C-k")
+        term.type("tiny-gpt2")
+        term.keys("Enter")
+        term.wait("1 runs matching 'tiny-gpt2'")
+        term.keys("Enter")
+        term.wait(f"run {run_id}", "expected_max_toxicity")
+        # Launch an eval from the form: like this run, which already ran; re-run on purpose.
+        term.keys("e")
+        term.wait("this already ran", f"run {run_id}")
+        term.keys("C-s")
+        assert "this already ran" in term.flat()        # refused once, nothing queued
+        jobs_before = len(api.list_jobs(store, limit=1000))
+        term.keys("C-s")
+        term.wait("all jobs:", timeout=20)                # queued: the jobs list
+        jobs = api.list_jobs(store, limit=1000)
+        assert len(jobs) == jobs_before + 1
+        new_job = max(j["id"] for j in jobs)
+        # Watch it finish: the worker the app started (detached) runs it.
+        deadline = time.monotonic() + 180
+        while queue.job(store, new_job)["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, term.screen()
+            time.sleep(0.5)
+        assert queue.job(store, new_job)["status"] == "done", queue.job(store, new_job)["error"]
+        assert "evaluate" in _job_line(term, new_job, "done", "100%")
+        # Quit with a job running: a longer one, queued beside the app (as a shell would).
+        longer = api.submit(store, EvalSpec(model=str(tiny_gpt2), **{**TINY, "max_prompts": 80,
+                                                                     "samples_per_prompt": 8,
+                                                                     "max_new_tokens": 24}),
+                            start_worker=False)
+        _job_line(term, longer, "running", timeout=60)
+        term.keys("q")
+        term.wait("app closed rc=0", "1 running job(s) continue in the background worker")
+        # Reopen: the job is there, still running or done since.
+        term.keys("Enter")
+        term.wait("demo-study", timeout=60)
+        term.keys("j")
+        row = _job_line(term, longer, timeout=30)
+        assert re.search(r"running|done", row), row
+        term.keys("q")
+        term.wait("app closed again", timeout=30)
+    finally:
+        term.close()
+        for worker in api.workers(store):       # the worker the app started (ours to stop)
+            try:
+                os.kill(worker["pid"], signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+def _job_line(term: Terminal, job_id: int, *texts: str, timeout: float = 30.0) -> str:
+    """The jobs list's line for `job_id` once it shows `texts`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        line = next((line for line in term.screen().splitlines()
+                     if line.split()[:1] == [str(job_id)]), "")
+        if line and all(t in line for t in texts):
+            return line
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} never showed {texts!r}:\n{term.screen()}")
+        time.sleep(0.3)

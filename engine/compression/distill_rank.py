@@ -84,6 +84,12 @@ class ParentLink:
                 if os.getppid() != self.task.parent_pid:
                     os._exit(3)
 
+    def ensure_lease(self) -> None:
+        """Rank 0, before it writes a checkpoint: the job process checks it still holds the
+        job (and kills the ranks unanswered when it does not, so nothing is written)."""
+        if self.task.main:
+            self.ask("save")
+
     def check_cancelled(self) -> None:
         """Collective: every rank raises JobCancelled (the loop saves, rank 0 writing) when the
         job process says stop: cancelled by the user, or the worker asked to stop."""
@@ -127,8 +133,7 @@ class RankDistiller(Distiller):
 
     def save(self) -> None:
         if self.task.main:
-            self.reporter.ask("save")      # the job process checks it still holds the job
-            super().save()
+            super().save()                 # asks the job process first (ParentLink.ensure_lease)
 
     def run(self) -> TrainOutcome:
         outcome = super().run()

@@ -29,7 +29,7 @@ def cmd_worker_ray(args: argparse.Namespace) -> int:
     missing or the address or options are bad; exit 1 when it stopped early)."""
     import logging
     from engine.errors import UserError
-    from engine.scale.ray_driver import RayWorker, import_ray
+    from engine.scale.ray_options import check_address, import_ray
     address = None if args.ray in (None, "local") else args.ray
     if args.devices is not None:
         raise UserError("--ray and --devices exclude each other: Ray places the tasks on its "
@@ -40,7 +40,9 @@ def cmd_worker_ray(args: argparse.Namespace) -> int:
         raise UserError(f"--ray-cpus {args.ray_cpus}: give a positive number, and only for the "
                         "local cluster of --ray without an address")
     import_ray()
+    check_address(address)                    # before anything is opened or started
     open_store(args).close()                  # the store exists (and is migrated) first
+    from engine.scale.ray_driver import RayWorker
     logging.getLogger().setLevel(logging.INFO)
     worker = RayWorker(Home.resolve(args.home), address=address, cpus=args.ray_cpus,
                        once=args.once, idle_exit_s=None if args.once else args.idle_exit)

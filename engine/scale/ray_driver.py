@@ -19,51 +19,22 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import socket
 from pathlib import Path
 from typing import Any
 
 from engine.context import JobContext, JobFailed
 from engine.errors import UserError
 from engine.paths import Home
+from engine.scale.ray_options import check_address, import_ray
 from engine.scale.ray_remote import RELAYED, RemoteJob, RemoteOutcome, run_remote
 from engine.worker import DEFAULT_IDLE_EXIT_S, Worker
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2                        # how often the driver looks whether its task ended
-CONNECT_TIMEOUT_S = 5.0             # a cluster address that does not answer this soon is refused
-ADDRESS_RE = re.compile(r"^(ray://)?[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
-ACCEPTED = "auto, HOST:PORT (the head node's GCS port, 6379 by default) or ray://HOST:PORT"
 # environment a task needs to behave like a local worker (offline hub, thread counts, compfair)
 PASSED_ENV = ("HF_", "TRANSFORMERS_", "COMPFAIR_", "TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS",
               "MKL_NUM_THREADS")
-
-
-def import_ray():
-    """The ray module, or UserError saying how to install it."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise UserError(f"--ray: Ray is not installed ({exc}); install the extra: "
-                        "pip install 'compfair[ray]'") from exc
-    return ray
-
-
-def check_address(address: str | None) -> None:
-    """UserError naming `address` unless it is well formed and (HOST:PORT) answers."""
-    if address is None or address == "auto":
-        return
-    if not ADDRESS_RE.match(address):
-        raise UserError(f"--ray {address!r} is not a cluster address; give {ACCEPTED}, or "
-                        "nothing for a local cluster")
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
-    except (OSError, ValueError) as exc:
-        raise UserError(f"--ray {address!r}: no Ray cluster answers there ({exc}); start one "
-                        "with `ray start --head` or give its address") from exc
 
 
 def task_env() -> dict[str, str]:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -125,3 +127,61 @@ def test_bad_ray_input_exits_2_and_starts_nothing(args, expected, home, store, c
     assert err.count("\n") == 1 and expected in err, err
     assert store.query("SELECT id FROM workers") == []
     assert [r["status"] for r in store.query("SELECT status FROM jobs")] == ["queued"]
+
+
+def _ray_task_pids() -> set[int]:
+    """The pids of the processes running a compfair Ray task (Ray names them after it)."""
+    out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
+    return {int(line.split()[0]) for line in out.splitlines()
+            if "ray::run_remote" in line and not line.split()[1].startswith("Z")}
+
+
+@pytest.mark.slow
+def test_a_killed_driver_loses_no_stored_sample_and_its_task_stops(tmp_path, tiny_gpt2):
+    """SIGKILL the driver mid-eval: the samples stored stay, nothing more is written (its Ray
+    task dies with it), and a plain worker resumes the job to the uninterrupted run's samples."""
+    spec = EvalSpec(model=str(tiny_gpt2), **{**TINY_EVAL, "max_prompts": 40,
+                                             "max_new_tokens": 16, "batch_size": 4})
+    roots = tmp_path / "reference", tmp_path / "crashed"
+    for root in roots:
+        store = Store(Home.resolve(root))
+        assert queue.submit(store, spec) == 1
+        store.close()
+    assert Worker(Home.resolve(roots[0]), once=True, idle_exit_s=None).run() == 1
+    store = Store(Home.resolve(roots[1]))
+    log = open(tmp_path / "driver.log", "wb")
+    driver = subprocess.Popen([sys.executable, "-m", "engine.cli", "--home", str(roots[1]),
+                               "worker", "--once", "--ray", "--ray-cpus", "2"], cwd=REPO,
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        def stored_now() -> int:
+            return store.one("SELECT count(*) AS n FROM samples")["n"]
+        deadline = time.time() + 240
+        while stored_now() < 10 and driver.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+        assert 10 <= stored_now() < 80, "killed too late"
+        tasks = _ray_task_pids()
+        assert tasks, "no process runs the Ray task"
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+        at_kill = stored_now()
+        deadline = time.time() + 30
+        while tasks & _ray_task_pids() and time.time() < deadline:
+            time.sleep(0.2)
+        assert not tasks & _ray_task_pids(), "the Ray task outlived its driver"
+        assert stored_now() == at_kill                    # nothing written after the kill
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)         # Ray's agents the driver left
+        except ProcessLookupError:
+            pass
+        log.close()
+    assert queue.job(store, 1)["status"] == "running"     # until a worker finds it orphaned
+    store.close()
+    assert Worker(Home.resolve(roots[1]), once=True, idle_exit_s=None).run() == 1
+    reference, resumed = stored(roots[0], [1]), stored(roots[1], [1])
+    assert len(resumed["samples 1"]) == 80 and resumed == reference

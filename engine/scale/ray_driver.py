@@ -55,6 +55,7 @@ class RayWorker(Worker):
         self.address, self.cpus = address, cpus
         self._ray = None
         self._started_cluster = False
+        self._queues = None          # (requests, answers): reused by job after job
 
     def connect(self) -> None:
         """Join the cluster at `address`, or start a local one (`cpus` CPUs); UserError when
@@ -80,6 +81,7 @@ class RayWorker(Worker):
         try:
             return super().run()
         finally:
+            self._close_channel()
             if self._started_cluster:
                 self._ray.shutdown()
 
@@ -105,11 +107,9 @@ class RayWorker(Worker):
     def execute(self, ctx: JobContext) -> dict:
         """Run the job as a Ray task, applying its store calls here; returns its result or
         raises what it raised (so the outcome is recorded as a local worker would)."""
-        from ray.util.queue import Queue
         ray = self._ray
         gpus = self.gpus_for(ctx)
-        requests = Queue(actor_options={"num_cpus": 0})
-        answers = Queue(actor_options={"num_cpus": 0})
+        requests, answers = self._channel()
         job = RemoteJob(str(self.home.root), ctx.job_id, ctx.spec, ctx.lease, self.id)
         task = ray.remote(run_remote).options(
             num_cpus=1, num_gpus=gpus, max_retries=0, retry_exceptions=False,
@@ -121,14 +121,29 @@ class RayWorker(Worker):
             outcome = self._serve(ctx, ref, requests, answers)
             finished = True
         finally:
-            if not finished:          # interrupted or lost: the task must not go on
-                ray.cancel(ref, force=True)
-            for q in (requests, answers):
-                q.shutdown()
+            if not finished:          # interrupted or lost: the task must not go on, and a
+                ray.cancel(ref, force=True)     # call it left half-answered must not be read
+                self._close_channel()
         if outcome.error is not None:
+            self._close_channel()     # whatever the task left half-said goes with it
             log.info("job %s: the Ray task raised:\n%s", ctx.job_id, outcome.traceback)
             raise outcome.error
         return outcome.result
+
+    def _channel(self):
+        """The two Ray queues a task and the driver talk over (each queue is an actor, a
+        process of its own: made once, and again only after a task ended abnormally)."""
+        if self._queues is None:
+            from ray.util.queue import Queue
+            self._queues = (Queue(actor_options={"num_cpus": 0}),
+                            Queue(actor_options={"num_cpus": 0}))
+        return self._queues
+
+    def _close_channel(self) -> None:
+        if self._queues is not None:
+            for q in self._queues:
+                q.shutdown()
+            self._queues = None
 
     def _serve(self, ctx: JobContext, ref, requests, answers) -> RemoteOutcome:
         """Answer the task's store calls until it ends; its outcome."""

@@ -109,6 +109,23 @@ def test_ray_prune_then_eval_stores_what_the_local_worker_stores(tmp_path, tiny_
     assert via_ray == local
 
 
+@pytest.mark.slow
+def test_ray_shards_store_what_the_unsharded_local_eval_stores(tmp_path, tiny_gpt2):
+    from engine.scale.shards import submit_sharded
+    spec = EvalSpec(model=str(tiny_gpt2), **{**TINY_EVAL, "batch_size": 4})
+    local, ray_home = Home.resolve(tmp_path / "local"), Home.resolve(tmp_path / "ray")
+    with_store = Store(local)
+    queue.submit(with_store, spec)
+    with_store.close()
+    assert Worker(local, once=True, idle_exit_s=None).run() == 1
+    with_store = Store(ray_home)
+    assert submit_sharded(with_store, spec, 2) == (1, [2, 3])
+    with_store.close()
+    proc = cli(ray_home.root, "worker", "--ray", "--ray-cpus", "2", "--once")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert stored(ray_home.root, [1, 2, 3]) == stored(local.root, [1])
+
+
 @pytest.mark.parametrize("args, expected", [
     (("--ray", "not an address"), "--ray 'not an address' is not a cluster address"),
     (("--ray", "127.0.0.1:1"), "--ray '127.0.0.1:1': no Ray cluster answers there"),

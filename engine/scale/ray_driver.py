@@ -54,7 +54,7 @@ class RayWorker(Worker):
         super().__init__(home, once=once, idle_exit_s=idle_exit_s)
         self.address, self.cpus = address, cpus
         self._ray = None
-        self._started_cluster = False
+        self._joined = False         # this driver called ray.init (and so ray.shutdown)
         self._queues = None          # (requests, answers): reused by job after job
 
     def connect(self) -> None:
@@ -71,7 +71,7 @@ class RayWorker(Worker):
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise UserError(f"--ray {self.address or 'local'}: cannot start or join the "
                                 f"Ray cluster: {str(exc).splitlines()[0]}") from exc
-            self._started_cluster = True
+            self._joined = True
         self._ray = ray
         log.info("Ray driver %s on %s: %s", self.id, self.address or "a local cluster",
                  ray.cluster_resources())
@@ -82,7 +82,7 @@ class RayWorker(Worker):
             return super().run()
         finally:
             self._close_channel()
-            if self._started_cluster:
+            if self._joined:
                 self._ray.shutdown()
 
     def _register(self) -> None:

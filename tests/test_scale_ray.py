@@ -81,22 +81,34 @@ def run_both(tmp_path: Path, model: Path, *, prune: bool) -> tuple[dict, dict, s
     local, ray_home = tmp_path / "local", tmp_path / "ray"
     jobs = queue_jobs(local, model, prune=prune)
     assert queue_jobs(ray_home, model, prune=prune) == jobs
-    assert Worker(Home.resolve(local), once=True, idle_exit_s=None).run() == len(jobs)
+    Worker(Home.resolve(local), once=True, idle_exit_s=None).run()
     proc = cli(ray_home, "worker", "--ray", "--ray-cpus", "2", "--once")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return stored(local, jobs), stored(ray_home, jobs), proc.stderr
 
 
 def test_ray_eval_stores_what_the_local_worker_stores(tmp_path, tiny_gpt2):
+    """Also a job that fails in its task: it is recorded with the local worker's reason."""
+    for root in (tmp_path / "local", tmp_path / "ray"):
+        store = Store(Home.resolve(root))
+        assert queue.submit(store, EvalSpec(model=str(tmp_path / "missing"), **TINY_EVAL)) == 1
+        store.close()
     local, via_ray, log = run_both(tmp_path, tiny_gpt2, prune=False)
+    errors = []
+    for root in (tmp_path / "local", tmp_path / "ray"):
+        store = Store(Home.resolve(root))
+        errors.append(queue.job(store, 1))
+        store.close()
+    assert [e["status"] for e in errors] == ["failed", "failed"] and errors[0]["error"]
+    assert errors[0]["error"] == errors[1]["error"], errors
     assert "running as a Ray task (0 GPUs)" in log, log[-3000:]
-    assert len(via_ray["samples 1"]) == 12 and via_ray["metrics 1"]
+    assert len(via_ray["samples 2"]) == 12 and via_ray["metrics 2"]
     assert via_ray == local
     store = Store(Home.resolve(tmp_path / "ray"))
     try:
         (worker,) = store.query("SELECT device, status FROM workers")
         assert worker == {"device": "ray local", "status": "stopped"}
-        events = [e["message"] for e in store.events(1)]
+        events = [e["message"] for e in store.events(2)]
         assert "running as a Ray task (0 GPUs)" in events and events[-1] == "finished"
     finally:
         store.close()

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine import queue
 from engine.fencing import LeaseLost
 from engine.paths import Home
 from engine.specs import JobSpec
@@ -69,7 +68,7 @@ class JobContext:
         _, phase_start, phase_done = self._phase
         rate = (done - phase_done) / (now - phase_start) if now > phase_start else 0.0
         eta = (total - done) / rate if rate > 0 and done < total else None
-        queue.heartbeat(self.store, self.job_id, fraction, message, lease=self.lease)
+        self.store.job_op("heartbeat", self.job_id, fraction, message, lease=self.lease)
         if force or done >= total or now - self._last_event >= PROGRESS_EVENT_INTERVAL_S:
             self._last_event = now
             payload = {"done": done, "total": total, "fraction": fraction, "eta_s": eta, **data}
@@ -89,12 +88,12 @@ class JobContext:
         if now - self._last_cancel_poll < CANCEL_POLL_INTERVAL_S:
             return
         self._last_cancel_poll = now
-        if queue.cancel_requested(self.store, self.job_id, self.lease):
+        if self.store.job_op("cancel_requested", self.job_id, self.lease):
             raise JobCancelled()
 
     def ensure_lease(self) -> None:
         """Raise LeaseLost unless this worker still holds the job (before writing files)."""
-        if self.lease is not None and not queue.holds(self.store, self.job_id, self.lease):
+        if self.lease is not None and not self.store.job_op("holds", self.job_id, self.lease):
             raise LeaseLost(f"job {self.job_id} is no longer held under lease {self.lease}")
 
     def load_model(self, ref: str, *, fresh: bool = False) -> LoadedModel:
@@ -104,4 +103,4 @@ class JobContext:
                                 fresh=fresh)
 
     def set_result(self, **result: Any) -> None:
-        queue.set_result(self.store, self.job_id, result, lease=self.lease)
+        self.store.job_op("set_result", self.job_id, result, lease=self.lease)

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+# the engine.queue operations a running job does on its own row (through `Store.job_op`)
+JOB_OPS = ("heartbeat", "cancel_requested", "holds", "set_result", "job")
 
 
 class StoreError(RuntimeError):
@@ -75,6 +77,19 @@ class Store:
 
     def close(self) -> None:
         self.db.conn.close()
+
+    def for_thread(self) -> "Store":
+        """A store for another thread of the same job (its own connection); a store that
+        relays to another process (engine.scale.ray_remote) hands out itself."""
+        return Store(self.home)
+
+    def job_op(self, op: str, *args: Any, **kwargs: Any) -> Any:
+        """The `engine.queue` operation `op` (one of JOB_OPS) on this store: a running job
+        reaches its job row through here, so a relaying store relays these too."""
+        from engine import queue          # queue imports this module
+        if op not in JOB_OPS:
+            raise ValueError(f"job_op {op!r} is not one of {', '.join(JOB_OPS)}")
+        return getattr(queue, op)(self, *args, **kwargs)
 
     def query(self, sql: str, params: Iterable[Any] | dict = ()) -> list[dict]:
         return list(self.db.query(sql, params))

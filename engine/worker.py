@@ -218,7 +218,7 @@ class Worker:
         ctx.log(f"started {spec.kind} job{attempt} on worker {self.id}")
         status = "failed"
         try:
-            result = run_job_kind(ctx)
+            result = self.execute(ctx)
             queue.finish(self.store, job_id, "done", result=result, lease=lease)
             ctx.progress(1, 1, "done", force=True)
             ctx.log("finished")
@@ -249,6 +249,12 @@ class Worker:
             if is_out_of_memory(exc):
                 self.models.clear()
         return status
+
+    def execute(self, ctx: JobContext) -> dict:
+        """Run the job's code and return its result (raising what it raises); a worker that
+        runs jobs elsewhere (engine.scale.ray_driver) overrides this, keeping everything around
+        it: claim, lease, outcome, failure reasons."""
+        return run_job_kind(ctx)
 
     def _store_failure(self, ctx: JobContext, reason: str) -> bool:
         """Mark the job failed with `reason`. When the store cannot be written, release the

@@ -35,7 +35,11 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run jobs from the queue in this process (exit 1 when it stopped early); with
-    --devices, start one detached worker per device instead."""
+    --devices, start one detached worker per device instead; with --ray, run the jobs as Ray
+    tasks."""
+    if getattr(args, "ray", None) is not None or getattr(args, "ray_cpus", None) is not None:
+        from engine.cli.scale import cmd_worker_ray
+        return cmd_worker_ray(args)
     if getattr(args, "devices", None) is not None:
         from engine.cli.scale import cmd_worker_devices
         return cmd_worker_devices(args)

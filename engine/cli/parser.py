@@ -142,6 +142,15 @@ def _add_machine(sub: Subparsers) -> None:
     p.add_argument("--devices", metavar="LIST",
                    help="start one detached worker per device instead: all (every GPU), GPU "
                         "indices like 0,1,3, or cpu,cpu (engine.scale.device_workers)")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run each job as a Ray task on the cluster at ADDRESS (auto, HOST:PORT, "
+                        "ray://HOST:PORT; none: a local cluster); this process stays the only "
+                        "writer of the store. The compfair home must be on a shared filesystem "
+                        "every node mounts at the same path: tasks write model files there. "
+                        "Needs the ray extra: pip install 'compfair[ray]'")
+    p.add_argument("--ray-cpus", type=int, metavar="N",
+                   help="CPUs of the local Ray cluster that --ray without an address starts "
+                        "(default: this machine's)")
     p.set_defaults(func=cmd_worker)
     from engine.cli.scale import add_parsers as add_scale_parsers
     add_scale_parsers(sub)

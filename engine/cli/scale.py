@@ -8,7 +8,7 @@ import sys
 
 from engine.cli.common import open_store
 from engine.formatting import fmt_bytes
-from engine.output import print_json, print_table
+from engine.output import error, print_json, print_table
 from engine.paths import Home
 
 
@@ -21,6 +21,35 @@ def cmd_worker_devices(args: argparse.Namespace) -> int:
                                    idle_exit_s=args.idle_exit)
     for w in started:
         sys.stdout.write(f"worker {w.worker_id} (pid {w.pid}) on {w.device}\n")
+    return 0
+
+
+def cmd_worker_ray(args: argparse.Namespace) -> int:
+    """Run jobs from the queue as Ray tasks, this process the driver (exit 2 when Ray is
+    missing or the address or options are bad; exit 1 when it stopped early)."""
+    import logging
+    from engine.errors import UserError
+    from engine.scale.ray_options import check_address, import_ray
+    address = None if args.ray in (None, "local") else args.ray
+    if args.devices is not None:
+        raise UserError("--ray and --devices exclude each other: Ray places the tasks on its "
+                        "nodes' devices; give one of them")
+    if args.ray is None:
+        raise UserError(f"--ray-cpus {args.ray_cpus} needs --ray (a local cluster)")
+    if args.ray_cpus is not None and (address is not None or args.ray_cpus < 1):
+        raise UserError(f"--ray-cpus {args.ray_cpus}: give a positive number, and only for the "
+                        "local cluster of --ray without an address")
+    import_ray()
+    check_address(address)                    # before anything is opened or started
+    open_store(args).close()                  # the store exists (and is migrated) first
+    from engine.scale.ray_driver import RayWorker
+    logging.getLogger().setLevel(logging.INFO)
+    worker = RayWorker(Home.resolve(args.home), address=address, cpus=args.ray_cpus,
+                       once=args.once, idle_exit_s=None if args.once else args.idle_exit)
+    worker.run()
+    if worker.stop_reason:
+        error(f"worker stopped: {worker.stop_reason}")
+        return 1
     return 0
 
 

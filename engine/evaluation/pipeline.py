@@ -30,8 +30,11 @@ class SampleWriter:
     `close`, after which nothing more is stored."""
 
     def __init__(self, home: Home, run_id: int, build_rows: Callable[[object], list[dict]],
-                 max_pending: int = 2):
+                 max_pending: int = 2, open_store: Callable[[], Store] | None = None):
         self.home, self.run_id, self.build_rows = home, run_id, build_rows
+        # the writer thread's store: its own connection to the home's (default), or what the
+        # job's store hands out for another thread (`Store.for_thread`: a relay under Ray)
+        self.open_store = open_store or (lambda: Store(home))
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
         self._error: BaseException | None = None
         self.stored_rows = 0
@@ -40,7 +43,7 @@ class SampleWriter:
         self._thread.start()
 
     def _work(self) -> None:
-        store = Store(self.home)
+        store = self.open_store()
         try:
             while True:
                 batch = self._queue.get()

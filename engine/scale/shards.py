@@ -84,16 +84,22 @@ def submit_sharded(store: Store, spec: EvalSpec, shards: int, *, depends_on=(), 
         depends_on=depends_on, priority=priority, study=study)
 
 
-class ShardStore(Store):
-    """A store whose continuation-scoring worklist holds only the shard's items, so two
-    shards never score the same continuations."""
+class ShardStore:
+    """The job's store, except that its continuation-scoring worklist holds only the shard's
+    items, so two shards never score the same continuations. It wraps whatever store the job
+    has (a worker's own, or a relay to a Ray driver: engine.scale.ray_remote)."""
 
-    def __init__(self, home, items: frozenset[int]):
-        super().__init__(home)
+    def __init__(self, store: Store, items: frozenset[int]):
+        self.store = store
         self.items = items
 
+    def __getattr__(self, name: str):
+        if name == "store":             # not set yet (a copy being built): no recursion
+            raise AttributeError(name)
+        return getattr(self.store, name)
+
     def unscored_continuations(self, run_id: int) -> list[dict]:
-        return [r for r in super().unscored_continuations(run_id)
+        return [r for r in self.store.unscored_continuations(run_id)
                 if int(r["key"].split(":", 1)[0]) in self.items]
 
 
@@ -107,7 +113,7 @@ class ShardContext(JobContext):
     def check_cancelled(self) -> None:
         polled = self._last_cancel_poll
         super().check_cancelled()
-        if self._last_cancel_poll != polled and queue.cancel_requested(self.store, self.parent):
+        if self._last_cancel_poll != polled and self.store.job_op("cancel_requested", self.parent):
             raise JobCancelled()
 
 
@@ -120,7 +126,7 @@ def _shard_context(ctx: JobContext, store: Store, eval_spec: EvalSpec, parent: i
 
 def parent_spec(store: Store, spec: EvalShardSpec) -> EvalSpec:
     """The eval spec of the shard's parent job (JobFailed when it is not an eval job)."""
-    row = queue.job(store, spec.parent)
+    row = store.job_op("job", spec.parent)
     if row is None or row["kind"] != "eval":
         raise JobFailed(f"shard of job {spec.parent}: that job is not an eval job")
     if row["status"] == "cancelled" or row["cancel_requested"]:
@@ -152,14 +158,11 @@ def run_shard(ctx: JobContext) -> dict:
     ctx.set_result(run_id=opened.run_id, parent=spec.parent, items=[start, stop])
     ctx.log(f"shard {spec.index + 1}/{spec.count} of job {spec.parent}: items {start}-{stop - 1} "
             f"of {len(opened.data.items)} into run {opened.run_id}")
-    store = ShardStore(ctx.home, frozenset(item.index for item in items))
-    try:
-        shard_ctx = _shard_context(ctx, store, eval_spec, spec.parent)
-        part = dataclasses.replace(opened.data, items=items)
-        extra = opened.suite.run(shard_ctx, eval_spec, opened.lm, opened.run_id, part, opened.scorer) \
-            if items else {}
-    finally:
-        store.close()
+    store = ShardStore(ctx.store, frozenset(item.index for item in items))
+    shard_ctx = _shard_context(ctx, store, eval_spec, spec.parent)
+    part = dataclasses.replace(opened.data, items=items)
+    extra = opened.suite.run(shard_ctx, eval_spec, opened.lm, opened.run_id, part, opened.scorer) \
+        if items else {}
     return {"run_id": opened.run_id, "parent": spec.parent, "items": [start, stop],
             **{k: v for k, v in extra.items() if isinstance(v, (int, float, str)) or v is None}}
 

@@ -78,7 +78,8 @@ class GenerationSuite(Suite):
         if done_keys:
             ctx.log(f"resuming: {total - missing} of {total} samples already stored; generating {missing}")
         sentiment = SentimentScorer() if self.uses_sentiment else None
-        writer = SampleWriter(ctx.home, run_id, sample_rows_builder(items, scorer, sentiment))
+        writer = SampleWriter(ctx.home, run_id, sample_rows_builder(items, scorer, sentiment),
+                              open_store=ctx.store.for_thread)
         report = ThrottledProgress(ctx, total, total - missing, self.unit)
         generated = new_tokens = 0
         sampling_seconds = 0.0

@@ -116,3 +116,14 @@ def test_compare_flags_runs_from_different_backends_but_not_older_runs():
     assert comparability_warnings([run(), run(backend="transformers")]) == []
     assert comparability_warnings([run(), run(backend="vllm")]) == [
         'runs differ in backend: "transformers", "vllm"']
+
+
+def test_tensor_parallel_size_uses_the_most_gpus_that_divide_the_heads():
+    from engine.evaluation.vllm_backend import tensor_parallel_size
+    # independent: the largest d <= gpus with heads % d == 0, by enumeration
+    for gpus in range(0, 10):
+        for heads in (None, 1, 9, 12, 14, 32):
+            expected = max(d for d in range(1, max(gpus, 1) + 1) if (heads or 1) % d == 0)
+            assert tensor_parallel_size(gpus, heads) == expected
+    assert tensor_parallel_size(8, 9) == 3 and tensor_parallel_size(8, 32) == 8
+    assert tensor_parallel_size(1, 32) == 1 and tensor_parallel_size(0, 12) == 1

@@ -59,17 +59,40 @@ def check_available(device: str) -> None:
                                  f"CUDA is {'available' if torch.cuda.is_available() else 'not available'}")
 
 
+def tensor_parallel_size(visible_gpus: int, attention_heads: int | None) -> int:
+    """How many GPUs vLLM splits one model over: the most of the visible GPUs that divides the
+    model's attention heads (vLLM's requirement), at least 1. A worker pinned to one device
+    (`worker --devices ...`) sees one GPU and gets 1; an unpinned worker on an N-GPU box uses
+    tensor parallelism over all N where the heads allow it."""
+    heads = attention_heads or 1
+    return max([d for d in range(1, max(1, visible_gpus) + 1) if heads % d == 0], default=1)
+
+
+def _attention_heads(model_path: str) -> int | None:
+    """The model's attention heads from its config (None when it cannot be read)."""
+    try:
+        from transformers import AutoConfig
+        config = AutoConfig.from_pretrained(model_path)
+    except Exception:  # noqa: BLE001 - vLLM reports an unreadable model itself
+        return None
+    return getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None)
+
+
 def engine_for(model_path: str, dtype: str, seed: int):
     """A vLLM engine for the model folder, kept for later jobs (one at a time: a new folder
-    replaces the old engine, since each takes GPU_MEMORY_SHARE of the GPU)."""
+    replaces the old engine, since each takes GPU_MEMORY_SHARE of the GPU); spread over the
+    visible GPUs by tensor parallelism (`tensor_parallel_size`)."""
     key = (model_path, dtype)
     if key not in _engines:
+        import torch
         from vllm import LLM
 
         _engines.clear()
-        log.info("starting vLLM on %s (%s)", model_path, dtype)
+        parallel = tensor_parallel_size(torch.cuda.device_count(), _attention_heads(model_path))
+        log.info("starting vLLM on %s (%s) over %d GPU(s)", model_path, dtype, parallel)
         _engines[key] = LLM(model=model_path, tokenizer=model_path, dtype=dtype, seed=seed,
-                            gpu_memory_utilization=GPU_MEMORY_SHARE)
+                            gpu_memory_utilization=GPU_MEMORY_SHARE,
+                            tensor_parallel_size=parallel)
     return _engines[key]
 
 

@@ -43,6 +43,7 @@ HINTS: dict[str, str] = {
     "domains": "comma-separated; empty: all",
     "groups": "comma-separated; empty: all",
     "student_layers": "comma-separated layer indices; empty: use intensity",
+    "processes": "1; N > 1: DDP over N processes (one GPU each on CUDA)",
 }
 # Shown first, in this order; the rest follow in declaration order.
 FIRST = ("model", "teacher", "student", "suite", "method", "sparsity", "intensity", "label")

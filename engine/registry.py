@@ -10,6 +10,7 @@ once and cached as safetensors under the compfair home."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -130,17 +131,53 @@ def _load_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool = Fa
     return model, tokenizer
 
 
+# A file a user puts in a model folder to say that its weights are partial on purpose (a head
+# to be trained, a student built from a config): {"reason": "why"}. Loading then goes on with
+# transformers' initialisation of what is missing, logs it, and records the reason with the
+# model (registry `extra.partial_weights`); being a .json file, it is in the spec fingerprint.
+PARTIAL_WEIGHTS_FILE = "compfair-partial-weights.json"
+
+
+def partial_weights_reason(path: str) -> str | None:
+    """The reason given in the folder's PARTIAL_WEIGHTS_FILE, None when there is none;
+    ModelError (one line naming the file) when it is unreadable or gives no reason."""
+    file = Path(path) / PARTIAL_WEIGHTS_FILE
+    if not file.is_file():
+        return None
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelError(f"{str(file)!r} cannot be read ({_first_line(exc)}); it must hold "
+                         '{"reason": "why the weights are partial"}') from None
+    reason = data.get("reason") if isinstance(data, dict) else None
+    if not isinstance(reason, str) or not reason.strip():
+        raise ModelError(f"{str(file)!r} must hold {{\"reason\": \"why the weights are partial\"}} "
+                         f"with a non-empty reason; got {json.dumps(data)[:80]}")
+    return reason.strip()
+
+
 def check_loading_info(path: str, info: dict) -> None:
     """Refuse a checkpoint whose weights do not match its architecture: transformers would
     initialise missing weights at random (and drop unexpected ones), and every figure measured
-    on that model would be a random model's, marked done."""
+    on that model would be a random model's, marked done. A folder whose
+    PARTIAL_WEIGHTS_FILE says why is the explicit exception (logged, and recorded on
+    registration)."""
+    problems = []
     for kind, what in (("missing_keys", "missing from the checkpoint (they would be random)"),
                        ("unexpected_keys", "in the checkpoint but not in the architecture"),
                        ("mismatched_keys", "of the wrong shape")):
         keys = sorted(_key_text(k) for k in (info.get(kind) or ()))
         if keys:
-            raise ModelError(f"model {path!r} cannot be used: {len(keys)} weight(s) {what}, e.g. "
-                             f"{keys[0]}; the folder is damaged or its keys were renamed")
+            problems.append(f"{len(keys)} weight(s) {what}, e.g. {keys[0]}")
+    if not problems:
+        return
+    reason = partial_weights_reason(path)
+    if reason is None:
+        raise ModelError(f"model {path!r} cannot be used: {problems[0]}; the folder is damaged or "
+                         f"its keys were renamed (if that is deliberate, say why in "
+                         f"{PARTIAL_WEIGHTS_FILE} in the folder: {{\"reason\": \"...\"}})")
+    log.warning("model %s loads with partial weights (%s) because %s says: %s", path,
+                "; ".join(problems), PARTIAL_WEIGHTS_FILE, reason)
 
 
 def _key_text(key) -> str:
@@ -290,7 +327,9 @@ class ModelCache:
         model.eval()
         model_id = source.model_id
         if model_id is None or store.model(model_id) is None:
-            model_id = register(store, source, model)
+            reason = partial_weights_reason(load_path) if Path(load_path).is_dir() else None
+            partial = {"partial_weights": {"reason": reason, "file": PARTIAL_WEIGHTS_FILE}} if reason else {}
+            model_id = register(store, source, model, **({"extra": partial} if partial else {}))
         loaded = LoadedModel(model, tokenizer, source, model_id, torch_device, torch_dtype)
         if not fresh:
             self._models[key] = loaded

@@ -132,3 +132,29 @@ def test_metrics_of_all_empty_continuations_are_absent_with_a_reason(home, store
         assert shown.returncode == 0, shown.stderr
         detail = json.loads(shown.stdout, parse_constant=_no_nan)
         assert {a["name"] for a in detail["run"]["summary"]["absent"]} >= absent_names
+
+
+def test_partial_weights_load_only_with_a_stated_reason_which_is_recorded(home, store, tiny_gpt2, tmp_path):
+    """The deliberate case: a folder missing a layer's MLP loads when its
+    compfair-partial-weights.json gives a reason, and the registered model records it; a file
+    without a reason fails the job naming the file."""
+    from engine.registry import PARTIAL_WEIGHTS_FILE
+    model = _broken_copy(tiny_gpt2, tmp_path, lambda w: {k: v for k, v in w.items() if ".h.2.mlp" not in k})
+    opt_in = tmp_path / "broken" / PARTIAL_WEIGHTS_FILE
+    opt_in.write_text(json.dumps({"reason": ""}))
+    spec = dict(model=model, suite="crows_pairs", data="builtin", max_prompts=4, bootstrap_samples=100)
+    refused = queue.submit(store, EvalSpec(**spec, seed=1))
+    Worker(home, once=True, idle_exit_s=None).run()
+    row = queue.job(store, refused)
+    assert row["status"] == "failed" and PARTIAL_WEIGHTS_FILE in row["error"] and "non-empty reason" in row["error"]
+    assert "\n" not in row["error"]
+    opt_in.write_text(json.dumps({"reason": "layer 2 MLP re-initialised for an ablation"}))
+    job = queue.submit(store, EvalSpec(**spec, seed=2))
+    Worker(home, once=True, idle_exit_s=None).run()
+    row = queue.job(store, job)
+    assert row["status"] == "done", row["error"]
+    registered = [m for m in store.query("SELECT * FROM models") if m["path"] and "broken" in m["path"]]
+    assert len(registered) == 1
+    extra = json.loads(registered[0]["extra"])
+    assert extra["partial_weights"] == {"reason": "layer 2 MLP re-initialised for an ablation",
+                                        "file": PARTIAL_WEIGHTS_FILE}

@@ -91,6 +91,7 @@ def run_inline(home: Home) -> int:
 
 
 # -- SIGKILL during generation -------------------------------------------------------------------
+@pytest.mark.slow     # 34 s; one kill and resume stays in the default suite (test_eval_jobs)
 def test_generation_killed_twice_loses_and_duplicates_nothing(home, store, tiny_gpt2):
     """Two SIGKILLs of the command-line worker at different points of one toxicity job; the
     third worker completes it. Every sample stored before a kill is still there, byte for byte

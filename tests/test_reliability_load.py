@@ -150,6 +150,7 @@ class LoopLag:
             self.lags.append(time.perf_counter() - start - 0.02)
 
 
+@pytest.mark.slow     # 75 s of 300 jobs; the app-under-arriving-runs load test stays default
 async def test_two_workers_reader_app_and_cli_run_every_job_exactly_once(home, store, tiny_gpt2,
                                                                         tmp_path):
     from tui.app import CompfairApp

@@ -39,7 +39,7 @@ def _slow_eval(tiny_gpt2) -> EvalSpec:
                     bootstrap_samples=200, seed=5, device="cpu")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
 def test_signal_requeues_without_an_attempt_and_the_run_follows(home, store, tiny_gpt2, signum):
     job_id = queue.submit(store, _slow_eval(tiny_gpt2))
     proc = start_cli_worker(home)
@@ -91,6 +91,7 @@ def _assert_clean_exit(home: Home, job_id: int) -> None:
     assert queue.job(Store(home), job_id)["status"] == "done"
 
 
+@pytest.mark.slow     # 14 s; the exit-134 it guards against was never reproduced
 def test_worker_once_exits_0_with_no_thread_left(home, store, tiny_gpt2):
     job_id = queue.submit(store, _slow_eval(tiny_gpt2).replace(max_prompts=4))
     _assert_clean_exit(home, job_id)

@@ -61,6 +61,21 @@ def run_queue(home) -> None:
     Worker(home, once=True, idle_exit_s=None).run()
 
 
+def cancel_once_under_way(store, home, job_id: int, progress: float, timeout: float = 60) -> None:
+    """Run the queue in a thread, cancel `job_id` once it is running past `progress`, and wait
+    for the worker to stop."""
+    worker = threading.Thread(target=run_queue, args=(home,))
+    worker.start()
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        row = queue.job(store, job_id)
+        if row["status"] == "running" and (row["progress"] or 0) > progress:
+            break
+        time.sleep(0.05)
+    queue.cancel(store, job_id)
+    worker.join(timeout=timeout)
+
+
 def finished(store, job_id: int) -> tuple[dict, dict]:
     row = queue.job(store, job_id)
     return row, json.loads(row["result"] or "{}")
@@ -164,16 +179,7 @@ def test_cancel_saves_a_checkpoint_and_retry_resumes(teachers, home, store):
     spec = small_spec(teachers["llama"], steps=200, batch_size=2, checkpoint_every=1000,
                       data="builtin")
     job_id = queue.submit(store, spec)
-    worker = threading.Thread(target=run_queue, args=(home,))
-    worker.start()
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        row = queue.job(store, job_id)
-        if row["status"] == "running" and (row["progress"] or 0) > 0.03:
-            break
-        time.sleep(0.05)
-    queue.cancel(store, job_id)
-    worker.join(timeout=60)
+    cancel_once_under_way(store, home, job_id, 0.03)
     row = queue.job(store, job_id)
     assert row["status"] == "cancelled"
     saved = torch.load(home.checkpoints_dir / f"job-{job_id}" / "state.pt", weights_only=True)

@@ -22,6 +22,7 @@ from engine.cli import main
 from engine.registry import ModelCache
 from engine.specs import DistillSpec
 from engine.worker import Worker
+from tests.test_distill import cancel_once_under_way
 
 # Both runs see the same global batches and compute the same mean gradient; DDP only changes the
 # order of the floating-point sums (two half-batch means, averaged by the all-reduce, instead of
@@ -96,16 +97,7 @@ def test_two_process_ddp_registers_one_student_matching_one_process(teacher, hom
 @pytest.mark.slow
 def test_cancelled_ddp_job_resumes_from_rank_zero_checkpoint(teacher, home, store):
     job_id = queue.submit(store, spec(teacher, processes=2, steps=60, checkpoint_every=1000))
-    worker = threading.Thread(target=run_queue, args=(home,))
-    worker.start()
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        row = queue.job(store, job_id)
-        if row["status"] == "running" and (row["progress"] or 0) > 0.05:
-            break
-        time.sleep(0.05)
-    queue.cancel(store, job_id)
-    worker.join(timeout=120)
+    cancel_once_under_way(store, home, job_id, 0.05, timeout=120)
     assert queue.job(store, job_id)["status"] == "cancelled"
     import torch
     saved = torch.load(home.checkpoints_dir / f"job-{job_id}" / "state.pt", weights_only=True)

@@ -21,7 +21,7 @@ from tui.screens.new_job import NewJobScreen
 from tui.screens.queue import QueueScreen
 from tui.screens.run_detail import RunDetailScreen
 from tui.screens.runs import RunsScreen
-from tests.tui_pilot import (job_row, make_app, screen_text, settle, shows,  # noqa: F401 (re-exported)
+from tests.tui_pilot import (press, job_row, make_app, screen_text, settle, shows,  # noqa: F401 (re-exported)
                              type_into, wait_for)
 from tui.widgets.dialogs import ChoiceScreen, ConfirmScreen
 
@@ -45,8 +45,7 @@ async def test_browse_filter_sort_and_open_runs(home, demo):
         await pilot.press("s")  # sort: date -> id
         await settle(pilot)  # the runs are read on the reader thread
         assert screen.sort == "id" and screen.loaded[0].run_id == max(demo["runs"].values())
-        await pilot.press("o")
-        await settle(pilot)
+        await press(pilot, "o")
         assert screen.loaded[0].run_id == min(demo["runs"].values())
 
         await pilot.press("slash")
@@ -55,8 +54,7 @@ async def test_browse_filter_sort_and_open_runs(home, demo):
         await pilot.pause(0.3)
         assert [r.run_id for r in screen.loaded] == [demo["runs"][("wanda50", "bold")]]
         assert app.focused is table
-        await pilot.press("enter")
-        await settle(pilot)
+        await press(pilot, "enter")
         detail = app.screen
         assert isinstance(detail, RunDetailScreen)
         run_id = demo["runs"][("wanda50", "bold")]
@@ -97,8 +95,7 @@ async def test_browse_filter_sort_and_open_runs(home, demo):
         await pilot.pause()
         await pilot.press(*f"#{demo['runs'][('base', 'toxicity')]}")
         await pilot.pause(0.3)
-        await pilot.press("enter")
-        await settle(pilot)
+        await press(pilot, "enter")
         assert isinstance(app.screen, RunDetailScreen)
         assert app.screen.run_id == demo["runs"][("base", "toxicity")]
         await pilot.press("w")  # the most toxic continuations with their prompts
@@ -131,8 +128,7 @@ async def test_compare_two_runs_shows_deltas_baseline_plot_warnings_and_exports(
             runs.query_one(DataTable).move_cursor(row=order.index(target))
             await pilot.press("space")
         assert runs.selected == [base, student]
-        await pilot.press("c")
-        await settle(pilot)
+        await press(pilot, "c")
         screen = app.screen
         assert isinstance(screen, CompareScreen) and screen.run_ids == [base, student]
         expected = api.compare(Store(home), [base, student], base)
@@ -146,8 +142,7 @@ async def test_compare_two_runs_shows_deltas_baseline_plot_warnings_and_exports(
         assert "different scorers" not in text
 
         # Make the student the baseline: the delta flips sign and becomes "worse".
-        await pilot.press("right", "right", "right", "b")
-        await settle(pilot)
+        await press(pilot, "right", "right", "right", "b")
         assert screen.baseline_id == student
         assert f"{signed(-delta)} ✘" in screen_text(app)
 
@@ -174,8 +169,7 @@ async def test_launch_jobs_from_the_form_with_validation_sweep_and_model_picker(
     app = make_app(home)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("n")
-        await settle(pilot)
+        await press(pilot, "n")
         form = app.screen
         assert isinstance(form, NewJobScreen) and form.kind == "eval"
         assert form.query_one("#eval-samples_per_prompt", Input).value == "25"  # spec default
@@ -190,8 +184,7 @@ async def test_launch_jobs_from_the_form_with_validation_sweep_and_model_picker(
         await type_into(pilot, "#eval-top_p", "0.9")
         assert form.error is None
         assert "will queue 1 job" in screen_text(app)
-        await pilot.press("ctrl+s")
-        await settle(pilot)
+        await press(pilot, "ctrl+s")
         assert len(app.submitted) == 1
         job = queue.job(Store(home), app.submitted[0])
         assert job["status"] == "queued"
@@ -200,8 +193,7 @@ async def test_launch_jobs_from_the_form_with_validation_sweep_and_model_picker(
         assert app.screen.current_job_id() == app.submitted[0]
 
         # A sweep of distillation jobs from a teacher picked from the registry.
-        await pilot.press("n")
-        await settle(pilot)
+        await press(pilot, "n")
         await pilot.press("ctrl+t")  # eval -> distill
         await pilot.pause()
         assert form.kind == "distill"
@@ -219,8 +211,7 @@ async def test_launch_jobs_from_the_form_with_validation_sweep_and_model_picker(
         assert form.query_one("#distill-teacher", Input).value == student_ref
         await type_into(pilot, "#sweep", "intensity=0.25,0.5,0.75")
         assert "will queue 3 jobs" in screen_text(app)
-        await pilot.press("ctrl+s")
-        await settle(pilot)
+        await press(pilot, "ctrl+s")
         assert len(app.submitted) == 4
         specs = [spec_from_json(queue.job(Store(home), j)["spec"]) for j in app.submitted[1:]]
         assert [s.intensity for s in specs] == [0.25, 0.5, 0.75]
@@ -257,11 +248,9 @@ async def test_job_progress_reaches_100_percent_while_watching(home, demo, monke
     app = make_app(home, poll_s=0.25)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("n")
-        await settle(pilot)
+        await press(pilot, "n")
         await type_into(pilot, "#eval-model", "gpt2")
-        await pilot.press("ctrl+s")
-        await settle(pilot)
+        await press(pilot, "ctrl+s")
         job_id = app.submitted[0]
         screen = app.screen
         assert isinstance(screen, QueueScreen)
@@ -289,8 +278,7 @@ async def test_job_progress_reaches_100_percent_while_watching(home, demo, monke
         assert screen.current_job()["status"] == "done"
         assert "done" in screen_text(app)
         # The finished job's run opens from the queue.
-        await pilot.press("enter")
-        await settle(pilot)
+        await press(pilot, "enter")
         assert isinstance(app.screen, RunDetailScreen)
 
 
@@ -307,8 +295,7 @@ async def test_cancel_reorder_retry_help_and_themes_at_80x24(home, demo):
         assert "Everywhere" in screen_text(app) and "Runs" in screen_text(app)
         await pilot.press("escape")
         assert isinstance(app.screen, RunsScreen)
-        await pilot.press("j")
-        await settle(pilot)
+        await press(pilot, "j")
         screen = app.screen
         assert isinstance(screen, QueueScreen)
         await pilot.press("t")  # light theme: the rows are redrawn in its colours
@@ -318,13 +305,11 @@ async def test_cancel_reorder_retry_help_and_themes_at_80x24(home, demo):
         assert screen._order.index(first) < screen._order.index(second)
         screen.select_job(second)
         await settle(pilot)
-        await pilot.press("plus")
-        await settle(pilot)
+        await press(pilot, "plus")
         assert queue.job(store, second)["priority"] == 1
         assert screen._order.index(second) < screen._order.index(first)
         assert screen.current_job_id() == second
-        await pilot.press("minus", "minus")
-        await settle(pilot)
+        await press(pilot, "minus", "minus")
         assert queue.job(store, second)["priority"] == -1
 
         # Cancel a queued job (asks first), then retry it.
@@ -333,22 +318,18 @@ async def test_cancel_reorder_retry_help_and_themes_at_80x24(home, demo):
         await pilot.press("x")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press("y")
-        await settle(pilot)
+        await press(pilot, "y")
         assert queue.job(store, first)["status"] == "cancelled"
         assert screen.current_job()["status"] == "cancelled"
-        await pilot.press("R")
-        await settle(pilot)
+        await press(pilot, "R")
         assert queue.job(store, first)["status"] == "queued"
 
         # Cancel the running job: answering no does nothing; yes asks it to stop.
         screen.select_job(demo["running"])
         await settle(pilot)
-        await pilot.press("x", "n")
-        await settle(pilot)
+        await press(pilot, "x", "n")
         assert not queue.job(store, demo["running"])["cancel_requested"]
-        await pilot.press("x", "y")
-        await settle(pilot)
+        await press(pilot, "x", "y")
         assert queue.job(store, demo["running"])["cancel_requested"] == 1
         assert await shows(pilot, "cancelling"), screen_text(app)
         await pilot.press("t")

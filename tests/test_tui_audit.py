@@ -23,9 +23,8 @@ from engine.settings import load_settings
 from engine.specs import EvalSpec
 from engine.store import Store
 from engine.study import study_record
-from tests.tui_pilot import make_app, screen_text, settle
+from tests.tui_pilot import open_study_matrix, press, make_app, screen_text, settle
 from tui.demo import T0, add_eval_run, fill_demo
-from tui.screens.matrix import MatrixScreen
 from tui.screens.run_detail import RunDetailScreen
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,11 +47,7 @@ async def test_the_models_view_shows_the_reports_verdicts_sentences_and_export(h
               if not v["subset"]}
     app = make_app(home)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        app.open_matrix(study=demo["study"])
-        await settle(pilot)
-        screen = app.screen
-        assert isinstance(screen, MatrixScreen)
+        screen = await open_study_matrix(pilot, demo["study"])
         table = screen.query_one(DataTable)
         checked = 0
         for r, row in enumerate(screen.shown):
@@ -180,8 +175,7 @@ async def test_the_focused_field_stands_out_in_both_themes(home):
     app = make_app(home)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("n")
-        await settle(pilot)
+        await press(pilot, "n")
         form = app.screen
         for theme in ("textual-dark", "textual-light"):
             app.theme = theme
@@ -205,8 +199,7 @@ async def test_a_job_on_a_long_model_path_keeps_its_status_on_screen(home):
     app = make_app(home)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("j")
-        await settle(pilot)
+        await press(pilot, "j")
         line = next(line for line in screen_text(app).splitlines() if line.split()[:1] == [str(job)])
         assert "evaluate …/tiny-model on toxicity" in line and "queued" in line
         assert deep in str(app.screen.query_one("#job-head").render())   # the panel: in full

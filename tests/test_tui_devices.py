@@ -10,7 +10,7 @@ from textual.widgets import DataTable
 from engine import api, queue
 from engine.specs import EvalSpec
 from engine.store import Store
-from tests.test_tui import make_app, screen_text, settle
+from tests.tui_pilot import make_app, press, screen_text, settle
 from tui.screens.queue import QueueScreen, workers_line
 
 
@@ -26,8 +26,7 @@ async def test_jobs_screen_shows_each_workers_device_and_job(home):
     app = make_app(home, start_worker=False)
     async with app.run_test(size=(140, 30)) as pilot:
         await settle(pilot)
-        await pilot.press("j")
-        await settle(pilot)
+        await press(pilot, "j")
         assert isinstance(app.screen, QueueScreen)
         text = screen_text(app)
         assert f"2 workers (cpu: job {first} · cuda:1: idle)" in text

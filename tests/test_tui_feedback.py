@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Input, Label
 from engine import api, queue
 from engine.specs import EvalSpec
 from engine.store import Store
-from tests.tui_pilot import make_app, screen_text, settle, type_into
+from tests.tui_pilot import press, make_app, screen_text, settle, type_into
 from tui.demo import fill_demo
 from tui.screens.help import HelpScreen, glossary_table
 from tui.screens.new_job import NewJobScreen
@@ -35,20 +35,16 @@ async def test_an_empty_store_says_how_to_start_and_its_keys_work(home):
         assert not isinstance(app.focused, Input)    # no text field takes the letters
         footer = text.splitlines()[-1]                # only the keys that work on no runs
         assert "n New job" in footer and "c Compare" not in footer and "Sort" not in footer
-        await pilot.press("n")
-        await settle(pilot)
+        await press(pilot, "n")
         assert isinstance(app.screen, NewJobScreen)
-        await pilot.press("escape")
-        await settle(pilot)
+        await press(pilot, "escape")
         assert isinstance(app.screen, RunsScreen) and "No runs yet" in screen_text(app)
         # A job queued and cancelled: the active-only jobs view says one is stored.
         store = Store(home)
         job = api.submit(store, EvalSpec(model="gpt2", seed=3), start_worker=False)
         assert api.cancel(store, job) == "cancelled"
-        await pilot.press("j")
-        await settle(pilot)
-        await pilot.press("a")
-        await settle(pilot)
+        await press(pilot, "j")
+        await press(pilot, "a")
         assert "none queued or running (a: all 1 jobs)" in screen_text(app)
         # Runs arrive: the table comes back, with the focus.
         fill_demo(home)
@@ -67,8 +63,7 @@ async def test_cancelling_shows_at_once_in_the_row_and_header(home):
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert "1 running" in app.sub_title
-        await pilot.press("j")
-        await settle(pilot)
+        await press(pilot, "j")
         screen = app.screen
         assert isinstance(screen, QueueScreen)
         screen.select_job(demo["running"])
@@ -90,8 +85,7 @@ async def test_leaving_an_edited_form_names_leave_and_stay(home):
     app = make_app(home)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("n")
-        await settle(pilot)
+        await press(pilot, "n")
         await type_into(pilot, "#eval-model", "gpt2")
         await pilot.press("escape")
         await pilot.pause()

@@ -18,7 +18,7 @@ from engine.settings import load_settings
 from engine.specs import EvalSpec
 from engine.store import Store
 from engine.study import study_record
-from tests.tui_pilot import make_app, screen_text, settle, type_into
+from tests.tui_pilot import open_study_matrix, press, make_app, screen_text, settle, type_into
 from tui.demo import fill_demo
 from tui.matrix import study_matrix
 from tui.screens.compare import spread
@@ -63,13 +63,8 @@ async def test_trade_off_plot_and_mixed_suites_open_models_x_metrics(home):
     runs = demo["runs"]
     app = make_app(home)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        app.open_matrix(study=demo["study"])
-        await settle(pilot)
-        screen = app.screen
-        assert isinstance(screen, MatrixScreen)
-        await pilot.press("p")
-        await settle(pilot)
+        screen = await open_study_matrix(pilot, demo["study"])
+        await press(pilot, "p")
         x, y = screen.plot_axes()
         assert x.metric.role == "quality" and y.metric.role == "fairness"
         legend = str(screen.query_one("#matrix-legend").render())
@@ -79,8 +74,7 @@ async def test_trade_off_plot_and_mixed_suites_open_models_x_metrics(home):
         await pilot.press("v")              # the next quality metric on the x-axis
         await settle(pilot)
         assert screen.plot_axes()[0].key != x.key
-        await pilot.press("escape")
-        await settle(pilot)
+        await press(pilot, "escape")
         # Runs of several suites selected: c opens models x metrics, not a compare of dashes.
         runs_screen = app.screen
         order = [r.run_id for r in runs_screen.loaded]
@@ -88,8 +82,7 @@ async def test_trade_off_plot_and_mixed_suites_open_models_x_metrics(home):
                     ("wanda50", "perplexity")):
             runs_screen.query_one(DataTable).move_cursor(row=order.index(runs[key]))
             await pilot.press("space")
-        await pilot.press("c")
-        await settle(pilot)
+        await press(pilot, "c")
         matrix = app.screen
         assert isinstance(matrix, MatrixScreen)
         row = matrix.shown[1]
@@ -111,8 +104,7 @@ async def test_form_suite_fields_warnings_duplicates_and_evaluate_like(home):
     app = make_app(home)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("n")
-        await settle(pilot)
+        await press(pilot, "n")
         form = app.screen
         assert isinstance(form, NewJobScreen)
         shown = {w.id for w in form.query(".form-input") if w.display}
@@ -129,15 +121,13 @@ async def test_form_suite_fields_warnings_duplicates_and_evaluate_like(home):
         text = flat(app)
         assert "context_length=512, but the 6 finished perplexity runs here use 128" in text
         assert "max_prompts=5: under 30 items" in text
-        await pilot.press("escape", "y")
-        await settle(pilot)
+        await press(pilot, "escape", "y")
 
         # Evaluate like run N: the run's own settings; queueing it again asks first.
         run_id = demo["runs"][("wanda50", "bold")]
         app.open_run(run_id)
         await settle(pilot)
-        await pilot.press("e")
-        await settle(pilot)
+        await press(pilot, "e")
         form = app.screen
         assert isinstance(form, NewJobScreen) and form.kind == "eval"
         job = api.run_detail(store, run_id)["job"]
@@ -148,11 +138,9 @@ async def test_form_suite_fields_warnings_duplicates_and_evaluate_like(home):
         await pilot.press("ctrl+s")         # refused once, with how to open it
         await settle(pilot)
         assert isinstance(app.screen, NewJobScreen) and app.submitted == []
-        await pilot.press("ctrl+g")
-        await settle(pilot)
+        await press(pilot, "ctrl+g")
         assert isinstance(app.screen, RunDetailScreen) and app.screen.run_id == run_id
-        await pilot.press("escape")
-        await settle(pilot)
+        await press(pilot, "escape")
         assert isinstance(app.screen, NewJobScreen)
         await pilot.press("ctrl+s")         # the second time: a re-run on purpose
         await settle(pilot)
@@ -160,13 +148,11 @@ async def test_form_suite_fields_warnings_duplicates_and_evaluate_like(home):
         again = queue.job(store, app.submitted[0])
         assert again["spec_hash"] == queue.job(store, job["id"])["spec_hash"]
         # Changing the model (the point of "like run N") is no duplicate.
-        await pilot.press("r")
-        await settle(pilot)
+        await press(pilot, "r")
         runs_screen = app.screen
         runs_screen.query_one(DataTable).move_cursor(
             row=[r.run_id for r in runs_screen.loaded].index(demo["runs"][("base", "toxicity")]))
-        await pilot.press("e")
-        await settle(pilot)
+        await press(pilot, "e")
         form = app.screen
         await type_into(pilot, "#eval-model", f"model:{demo['models']['student']}")
         await type_into(pilot, "#eval-seed", "3")
@@ -196,8 +182,7 @@ async def test_look_alike_jobs_end_key_terms_and_tiny_n(home):
         assert table.cursor_row == len(runs_screen.loaded) - 1 and table.scroll_x == 0
         await pilot.press("home")
         assert table.cursor_row == 0
-        await pilot.press("j")
-        await settle(pilot)
+        await press(pilot, "j")
         jobs = app.screen.query_one(DataTable)
         titles = {jid: str(jobs.get_cell(str(jid), "what")) for jid in (a, b)}
         assert titles[a] != titles[b] and "seed=1" in titles[a] and "max_prompts=50" in titles[b]

@@ -10,7 +10,7 @@ from textual.widgets import DataTable, Input
 
 from engine import api, queue
 from engine.store import Store
-from tests.tui_pilot import make_app, screen_text, settle, type_into
+from tests.tui_pilot import press, make_app, screen_text, settle, type_into
 from tui.demo import fill_demo
 from tui.screens.compare import CompareScreen
 from tui.screens.help import HelpScreen
@@ -52,12 +52,10 @@ async def test_r_j_n_always_land_on_their_list_or_form(home):
         # After queueing from the form: the jobs list, even with a detail left on it before.
         app.open_run(runs[("base", "bold")])
         await settle(pilot)
-        await pilot.press("n")
-        await settle(pilot)
+        await press(pilot, "n")
         assert isinstance(app.screen, NewJobScreen)
         await type_into(pilot, "#eval-model", "gpt2")
-        await pilot.press("ctrl+s")
-        await settle(pilot)
+        await press(pilot, "ctrl+s")
         assert isinstance(app.screen, QueueScreen) and len(app.screen_stack) == 1
         # The palette's "Runs" too.
         app.open_run(runs[("base", "bold")])
@@ -65,8 +63,7 @@ async def test_r_j_n_always_land_on_their_list_or_form(home):
         await pilot.press("ctrl+p")
         await pilot.press(*"Runs")
         await pilot.pause(0.3)
-        await pilot.press("enter")
-        await settle(pilot)
+        await press(pilot, "enter")
         assert isinstance(app.screen, RunsScreen)
 
 
@@ -75,18 +72,15 @@ async def test_escape_leaves_screens_and_the_form_asks_first_when_edited(home):
     app = make_app(home)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("j")
-        await settle(pilot)
+        await press(pilot, "j")
         await pilot.press("escape")     # the Jobs list: back where it was reached from
         await settle(pilot)
         assert isinstance(app.screen, RunsScreen)
-        await pilot.press("n")
-        await settle(pilot)
+        await press(pilot, "n")
         await pilot.press("escape")     # an untouched form: leaves at once
         await settle(pilot)
         assert isinstance(app.screen, RunsScreen)
-        await pilot.press("n")
-        await settle(pilot)
+        await press(pilot, "n")
         await type_into(pilot, "#eval-model", "gpt2")
         await pilot.press("escape")     # edited: asks
         await pilot.pause()
@@ -95,8 +89,7 @@ async def test_escape_leaves_screens_and_the_form_asks_first_when_edited(home):
         await pilot.pause()
         assert isinstance(app.screen, NewJobScreen)
         assert app.screen.query_one("#eval-model", Input).value == "gpt2"
-        await pilot.press("escape", "y")
-        await settle(pilot)
+        await press(pilot, "escape", "y")
         assert isinstance(app.screen, RunsScreen)
         await pilot.press("n")          # the form is back to its defaults, focus on the first field
         await settle(pilot)
@@ -113,29 +106,24 @@ async def test_letter_keys_type_in_text_fields_and_leave_the_footer_there(home):
         await settle(pilot)
         footer = footer_line(app)
         assert "? Help" in footer and "q Quit" in footer and "c Compare" in footer
-        await pilot.press("n")
-        await settle(pilot)
+        await press(pilot, "n")
         form = app.screen
         field = form.query_one("#eval-model", Input)
         assert app.focused is field
-        await pilot.press("q", "r", "j", "question_mark", "n", "t")
-        await settle(pilot)
+        await press(pilot, "q", "r", "j", "question_mark", "n", "t")
         assert isinstance(app.screen, NewJobScreen) and field.value == "qrj?nt"
         footer = footer_line(app)
         assert "? Help" not in footer and "q Quit" not in footer and "r Runs" not in footer
         assert "^s Queue" in footer and "esc Leave" in footer
         # In the runs filter: the letters filter, the footer has no letter keys either.
-        await pilot.press("ctrl+r", "escape")
-        await settle(pilot)
+        await press(pilot, "ctrl+r", "escape")
         assert isinstance(app.screen, RunsScreen)
         await pilot.press("slash")
-        await pilot.press(*"crows")
-        await settle(pilot)
+        await press(pilot, *"crows")
         footer = footer_line(app)
         assert app.screen.query_one("#runs-filter", Input).value == "crows"
         assert "c Compare" not in footer and "space Select" not in footer
-        await pilot.press("escape")
-        await settle(pilot)
+        await press(pilot, "escape")
         assert "c Compare" in footer_line(app)
 
 
@@ -147,19 +135,16 @@ async def test_the_form_refuses_what_the_engine_refuses_and_marks_the_field(home
     app = make_app(home)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("n")
-        await settle(pilot)
+        await press(pilot, "n")
         form = app.screen
         for field, text in (("model", "model:99"), ("model", "smolm2-typo")):
             await type_into(pilot, "#eval-model", text)
-            await pilot.press("ctrl+s")
-            await settle(pilot)
+            await press(pilot, "ctrl+s")
             assert isinstance(app.screen, NewJobScreen), text
             assert form.error and form.query_one(f"#eval-{field}").has_class("invalid"), text
         await type_into(pilot, "#eval-model", "gpt2")
         await type_into(pilot, "#eval-scorer", "nonsense")
-        await pilot.press("ctrl+s")
-        await settle(pilot)
+        await press(pilot, "ctrl+s")
         assert isinstance(app.screen, NewJobScreen)
         assert form.query_one("#eval-scorer").has_class("invalid") and "nonsense" in form.error
         assert app.submitted == []
@@ -171,8 +156,7 @@ async def test_models_by_metrics_of_a_study_from_the_runs_screen(home):
     app = make_app(home)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("slash", *f"study:{demo['study']}", "enter")
-        await settle(pilot)
+        await press(pilot, "slash", *f"study:{demo['study']}", "enter")
         runs = app.screen
         assert runs.total == 24 and "teacher" in screen_text(app) and "demo-study" in screen_text(app)
         await pilot.press("m")          # the highlighted run's study
@@ -204,15 +188,13 @@ async def test_models_by_metrics_of_a_study_from_the_runs_screen(home):
         await settle(pilot)
         values = [r.cells["toxicity:expected_max_toxicity"].value for r in screen.shown[1:]]
         assert screen.shown[0].label == "teacher" and values == sorted(values)
-        await pilot.press("s")
-        await settle(pilot)
+        await press(pilot, "s")
         values = [r.cells["toxicity:expected_max_toxicity"].value for r in screen.shown[1:]]
         assert values == sorted(values, reverse=True)
         await pilot.press("enter")      # opens that cell's run
         await settle(pilot)
         assert isinstance(app.screen, RunDetailScreen)
-        await pilot.press("escape")
-        await settle(pilot)
+        await press(pilot, "escape")
         assert isinstance(app.screen, MatrixScreen)
 
 
@@ -227,23 +209,20 @@ async def test_models_by_metrics_of_a_selection_and_of_a_chosen_study(home):
         for key in (("base", "toxicity"), ("wanda50", "toxicity"), ("wanda50", "crows_pairs")):
             screen.query_one(DataTable).move_cursor(row=order.index(runs[key]))
             await pilot.press("space")
-        await pilot.press("m")
-        await settle(pilot)
+        await press(pilot, "m")
         matrix = app.screen
         assert isinstance(matrix, MatrixScreen)
         assert [r.label for r in matrix.shown] == ["gpt2", "gpt2-wanda-50"]
         assert matrix.shown[1].cells["toxicity:expected_max_toxicity"].verdict == "better"
         assert "SS" in [c.label for c in matrix.matrix.columns]
-        await pilot.press("escape")
-        await settle(pilot)
+        await press(pilot, "escape")
         # A run outside any study and nothing selected: choose the study from a list.
         await pilot.press("escape")     # clears the selection
         screen.query_one(DataTable).move_cursor(row=order.index(runs[("base", "toxicity-profanity")]))
         await pilot.press("m")
         await pilot.pause()
         assert isinstance(app.screen, ChoiceScreen)
-        await pilot.press("enter")
-        await settle(pilot)
+        await press(pilot, "enter")
         assert isinstance(app.screen, MatrixScreen) and app.screen.study == demo["study"]
 
 
@@ -263,8 +242,7 @@ async def test_runs_list_at_80x24_labels_study_metric_sort_and_glossary(home):
         assert isinstance(picker, ChoiceScreen)
         ids = [o.id for o in picker.query_one("OptionList")._options]
         picker.query_one("OptionList").highlighted = ids.index("expected_max_toxicity")
-        await pilot.press("enter")
-        await settle(pilot)
+        await press(pilot, "enter")
         values = [r.metric("expected_max_toxicity") for r in screen.loaded]
         have = [v for v in values if v is not None]
         assert have == sorted(have) and values[:len(have)] == have     # lowest first

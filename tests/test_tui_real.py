@@ -13,7 +13,7 @@ from textual.widgets import DataTable
 from engine import api, queue
 from engine.specs import EvalSpec, spec_from_json
 from engine.store import Store
-from tests.tui_pilot import job_row, make_app, screen_text, settle, type_into, wait_for
+from tests.tui_pilot import press, job_row, make_app, screen_text, settle, type_into, wait_for
 from tui.format import signed
 from tui.screens.compare import CompareScreen
 from tui.screens.queue import QueueScreen
@@ -30,8 +30,7 @@ async def test_launch_watch_open_and_compare_real_tiny_model_runs(home, tiny_gpt
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         assert "0 runs" in screen_text(app)
-        await pilot.press("n")
-        await settle(pilot)
+        await press(pilot, "n")
         await type_into(pilot, "#eval-model", str(tiny_gpt2))
         await type_into(pilot, "#eval-data", "builtin")
         await type_into(pilot, "#eval-samples_per_prompt", "2")
@@ -41,8 +40,7 @@ async def test_launch_watch_open_and_compare_real_tiny_model_runs(home, tiny_gpt
         await type_into(pilot, "#eval-scorer", "profanity")
         await type_into(pilot, "#sweep", "seed=0,1")
         assert "will queue 2 jobs" in screen_text(app)
-        await pilot.press("ctrl+s")
-        await settle(pilot)
+        await press(pilot, "ctrl+s")
         job_ids = list(app.submitted)
         assert len(job_ids) == 2
         expected = EvalSpec(model=str(tiny_gpt2), data="builtin", samples_per_prompt=2,
@@ -66,16 +64,14 @@ async def test_launch_watch_open_and_compare_real_tiny_model_runs(home, tiny_gpt
             await asyncio.to_thread(worker.join, 60)
 
         # Both runs appear in the runs table; open one, then compare the two.
-        await pilot.press("r")
-        await settle(pilot)
+        await press(pilot, "r")
         runs = app.screen
         assert isinstance(runs, RunsScreen)  # it reloaded itself: runs were added meanwhile
         run_ids = [store.run_for_job(j)["id"] for j in job_ids]
         assert sorted(r.run_id for r in runs.loaded) == sorted(run_ids)
         table = runs.query_one(DataTable)
         table.move_cursor(row=[r.run_id for r in runs.loaded].index(run_ids[0]))
-        await pilot.press("enter")
-        await settle(pilot)
+        await press(pilot, "enter")
         detail = app.screen
         assert isinstance(detail, RunDetailScreen) and detail.run_id == run_ids[0]
         metrics = api.run_detail(store, run_ids[0])["metrics"]
@@ -92,8 +88,7 @@ async def test_launch_watch_open_and_compare_real_tiny_model_runs(home, tiny_gpt
         for run_id in run_ids:  # seed 0 first: the baseline
             table.move_cursor(row=[r.run_id for r in runs.loaded].index(run_id))
             await pilot.press("space")
-        await pilot.press("c")
-        await settle(pilot)
+        await press(pilot, "c")
         screen = app.screen
         assert isinstance(screen, CompareScreen) and screen.baseline_id == run_ids[0]
         comparison = api.compare(store, run_ids, run_ids[0])

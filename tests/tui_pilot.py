@@ -34,6 +34,22 @@ async def settle(pilot) -> None:
     await pilot.pause()
 
 
+async def press(pilot, *keys: str) -> None:
+    """Press `keys` and settle: the step almost every pilot test repeats."""
+    await pilot.press(*keys)
+    await settle(pilot)
+
+
+async def open_study_matrix(pilot, study: str):
+    """Open the models x metrics view of `study` from the started app; returns the screen."""
+    from tui.screens.matrix import MatrixScreen
+    await settle(pilot)
+    pilot.app.open_matrix(study=study)
+    await settle(pilot)
+    assert isinstance(pilot.app.screen, MatrixScreen)
+    return pilot.app.screen
+
+
 async def shows(pilot, text: str, timeout: float = 10.0) -> bool:
     """Wait (settling repeatedly) until the screen shows `text`; False at the deadline. For
     views refreshed by a background poll, whose timing depends on the machine's load."""

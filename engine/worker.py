@@ -76,7 +76,6 @@ class Worker:
         self.models = ModelCache(self.home)
         keep_freed_host_memory()        # this process runs jobs: reuse host memory across steps
         self.current_job: int | None = None
-        self.current_lease: int | None = None     # the fencing token of current_job's claim
         self.heartbeat_s = heartbeat_interval_s()
         self.stop_reason: str | None = None   # why the worker stopped early (store not writable)
         self._stop = threading.Event()
@@ -190,7 +189,7 @@ class Worker:
         "cancelled" or "lost" (another worker took the job over: it was left to that worker,
         nothing more written)."""
         job_id, lease = row["id"], row.get("lease")
-        self.current_job, self.current_lease = job_id, lease
+        self.current_job = job_id
         if lease is not None:
             fencing.hold(job_id, lease)
         try:
@@ -204,10 +203,10 @@ class Worker:
             return "lost"
         finally:
             fencing.release()
-            self.current_job = self.current_lease = None
+            self.current_job = None
 
     def _run_held(self, row: dict) -> str:
-        job_id, lease = row["id"], self.current_lease
+        job_id, lease = row["id"], row.get("lease")
         try:
             spec = queue.job_spec(row)
         except SpecError as exc:

@@ -33,7 +33,9 @@ from torch.multiprocessing.spawn import ProcessException
 
 from engine.compression.checkpoint import load_training_state
 from engine.compression.distill import TrainOutcome
-from engine.compression.distill_rank import GO, MODELS_DIR, SAVE_AND_STOP, RankTask, rank_main
+from engine.compression.output import write_atomically
+from engine.compression.distill_rank import (GO, MODELS_DIR, SAVE_AND_STOP, RankTask, backend_for,
+                                             rank_main)
 from engine.context import JobCancelled, JobContext, JobFailed
 from engine.fencing import is_lease_lost
 from engine.specs import DistillSpec
@@ -42,10 +44,6 @@ log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 120.0       # after a stop request, how long the processes get to save and exit
 POLL_S = 0.2
-
-
-def backend_for(device: torch.device) -> str:
-    return "nccl" if device.type == "cuda" else "gloo"
 
 
 def _check_devices(device: torch.device, n: int) -> None:
@@ -68,12 +66,7 @@ def _write_models(ctx: JobContext, folder: Path, student: nn.Module, teacher: nn
     written whole under a temporary name, then renamed)."""
     ctx.ensure_lease()
     for name, model in (("teacher", teacher), ("student", student)):
-        target = folder / name
-        partial = folder / f"{name}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        model.save_pretrained(partial)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(partial, target)
+        write_atomically(folder / name, model.save_pretrained)
 
 
 class _Relay:
@@ -190,9 +183,9 @@ def train_data_parallel(ctx: JobContext, student: nn.Module, teacher: nn.Module,
                     folder=str(folder), spec=spec, identity=identity,
                     teacher_dtype=str(next(teacher.parameters()).dtype).replace("torch.", ""),
                     threads=max(1, torch.get_num_threads() // n), parent_pid=os.getpid())
-    ctx.log(f"training in {n} processes (DDP over {backend_for(device)}, "
+    ctx.log(f"training in {n} processes (DDP over {backend_for(device.type)}, "
             f"{spec.batch_size * spec.grad_accum // n} rows of each batch per process)",
-            processes=n, backend=backend_for(device))
+            processes=n, backend=backend_for(device.type))
     context = torch.multiprocessing.get_context("spawn")
     up, down = context.Queue(), context.Queue()
     started = time.time()

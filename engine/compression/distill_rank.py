@@ -37,6 +37,11 @@ PROCESS_GROUP_TIMEOUT_S = 1800    # a collective waits this long for a stalled r
 ORPHAN_POLL_S = 1.0               # rank 0 checks this often that the job's process is alive
 
 
+def backend_for(device_type: str) -> str:
+    """The torch.distributed backend of training processes on `device_type` devices."""
+    return "nccl" if device_type == "cuda" else "gloo"
+
+
 @dataclass(frozen=True)
 class RankTask:
     """What a training process needs to know; the same for every rank but `rank`."""
@@ -159,7 +164,7 @@ def _train(task: RankTask, up, down) -> TrainOutcome:
     from accelerate.utils import InitProcessGroupKwargs
 
     cpu = task.device_type == "cpu"
-    group = InitProcessGroupKwargs(backend="gloo" if cpu else "nccl",
+    group = InitProcessGroupKwargs(backend=backend_for(task.device_type),
                                    timeout=timedelta(seconds=PROCESS_GROUP_TIMEOUT_S))
     accelerator = Accelerator(cpu=cpu, kwargs_handlers=[group])
     torch.set_num_threads(task.threads)

@@ -130,8 +130,8 @@ def _parallel_record(spec: DistillSpec, device: torch.device) -> dict[str, Any]:
     used, for its model's lineage and its result; nothing for a single-process job."""
     if spec.processes == 1:
         return {}
-    return {"train_processes": spec.processes,
-            "ddp_backend": "nccl" if device.type == "cuda" else "gloo"}
+    from engine.compression.distill_rank import backend_for
+    return {"train_processes": spec.processes, "ddp_backend": backend_for(device.type)}
 
 
 def run_distill(ctx: JobContext) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from tui.screens.new_job import NewJobScreen
 from tui.screens.queue import QueueScreen
 from tui.screens.run_detail import RunDetailScreen
 from tui.screens.runs import RunsScreen
-from tests.tui_pilot import (press, job_row, make_app, screen_text, settle, shows,  # noqa: F401 (re-exported)
+from tests.tui_pilot import (open_new_job_form, press, job_row, make_app, screen_text, settle, shows,  # noqa: F401 (re-exported)
                              type_into, wait_for)
 from tui.widgets.dialogs import ChoiceScreen, ConfirmScreen
 
@@ -168,10 +168,8 @@ async def test_compare_two_runs_shows_deltas_baseline_plot_warnings_and_exports(
 async def test_launch_jobs_from_the_form_with_validation_sweep_and_model_picker(home, demo):
     app = make_app(home)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await press(pilot, "n")
-        form = app.screen
-        assert isinstance(form, NewJobScreen) and form.kind == "eval"
+        form = await open_new_job_form(pilot)
+        assert form.kind == "eval"
         assert form.query_one("#eval-samples_per_prompt", Input).value == "25"  # spec default
         await type_into(pilot, "#eval-model", "gpt2")
         await type_into(pilot, "#eval-samples_per_prompt", "2")

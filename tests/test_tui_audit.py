@@ -23,7 +23,7 @@ from engine.settings import load_settings
 from engine.specs import EvalSpec
 from engine.store import Store
 from engine.study import study_record
-from tests.tui_pilot import open_study_matrix, press, make_app, screen_text, settle
+from tests.tui_pilot import open_new_job_form, open_study_matrix, press, make_app, screen_text, settle
 from tui.demo import T0, add_eval_run, fill_demo
 from tui.screens.run_detail import RunDetailScreen
 
@@ -174,9 +174,7 @@ async def test_the_focused_field_stands_out_in_both_themes(home):
     Store(home).close()
     app = make_app(home)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await press(pilot, "n")
-        form = app.screen
+        form = await open_new_job_form(pilot)
         for theme in ("textual-dark", "textual-light"):
             app.theme = theme
             await settle(pilot)

@@ -18,7 +18,7 @@ from engine.settings import load_settings
 from engine.specs import EvalSpec
 from engine.store import Store
 from engine.study import study_record
-from tests.tui_pilot import open_study_matrix, press, make_app, screen_text, settle, type_into
+from tests.tui_pilot import open_new_job_form, open_study_matrix, press, make_app, screen_text, settle, type_into
 from tui.demo import fill_demo
 from tui.matrix import study_matrix
 from tui.screens.compare import spread
@@ -103,10 +103,7 @@ async def test_form_suite_fields_warnings_duplicates_and_evaluate_like(home):
     before = len(api.list_jobs(store, limit=1000))
     app = make_app(home)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await press(pilot, "n")
-        form = app.screen
-        assert isinstance(form, NewJobScreen)
+        form = await open_new_job_form(pilot)
         shown = {w.id for w in form.query(".form-input") if w.display}
         assert "eval-samples_per_prompt" in shown and "eval-scorer" in shown
         assert "eval-domains" not in shown and "eval-context_length" not in shown

@@ -10,7 +10,7 @@ from textual.widgets import DataTable, Input
 
 from engine import api, queue
 from engine.store import Store
-from tests.tui_pilot import press, make_app, screen_text, settle, type_into
+from tests.tui_pilot import open_new_job_form, press, make_app, screen_text, settle, type_into
 from tui.demo import fill_demo
 from tui.screens.compare import CompareScreen
 from tui.screens.help import HelpScreen
@@ -134,9 +134,7 @@ async def test_the_form_refuses_what_the_engine_refuses_and_marks_the_field(home
     before = len(api.list_jobs(store, limit=1000))
     app = make_app(home)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await press(pilot, "n")
-        form = app.screen
+        form = await open_new_job_form(pilot)
         for field, text in (("model", "model:99"), ("model", "smolm2-typo")):
             await type_into(pilot, "#eval-model", text)
             await press(pilot, "ctrl+s")

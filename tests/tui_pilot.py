@@ -40,6 +40,15 @@ async def press(pilot, *keys: str) -> None:
     await settle(pilot)
 
 
+async def open_new_job_form(pilot):
+    """Open the new-job form from the started app (its `n` key); returns the form screen."""
+    from tui.screens.new_job import NewJobScreen
+    await settle(pilot)
+    await press(pilot, "n")
+    assert isinstance(pilot.app.screen, NewJobScreen)
+    return pilot.app.screen
+
+
 async def open_study_matrix(pilot, study: str):
     """Open the models x metrics view of `study` from the started app; returns the screen."""
     from tui.screens.matrix import MatrixScreen

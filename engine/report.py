@@ -25,6 +25,7 @@ from engine import queue
 from engine.evaluation import metrics as m
 from engine.evaluation.suites import MetricSpec, suites
 from engine.report_plots import make_plots
+from engine.report_provenance import caption, header_lines
 from engine.results import JobResult
 from engine.report_verdicts import Judge
 from engine.formatting import fmt_bytes, fmt_count, fmt_storage
@@ -222,6 +223,7 @@ def _subset_tables(entries: list[ModelEntry]) -> list[str]:
                 cells.append(f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
                              if r and r["value"] is not None and r["ci_low"] is not None else "")
             lines.append(f"| {entry.label} | " + " | ".join(cells) + " |")
+        lines += ["", caption(entries, [h.suite])]
     return lines
 
 
@@ -283,10 +285,12 @@ def _markdown(record: dict, columns: list[str], rows: list[list[str]], significa
     lines = [f"# Study `{record['name']}`", "", record.get("description") or "", "",
              f"Generated {time.strftime('%Y-%m-%d %H:%M')} from `{record['source']}`. "
              f"Figures are value [{ci}, bootstrap] (delta vs the teacher).", ""]
+    lines += header_lines(entries)
     if problems:
         lines += ["**Incomplete:** " + "; ".join(problems), ""]
     lines += ["## Models x metrics", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    lines += ["", caption(entries, [h.suite for h in headlines()])]
     lines += _verdict_lines(significance, flips, settings)
     lines += _subset_tables(entries)
     if plots:

@@ -66,14 +66,15 @@ def _load_data(ctx: JobContext, suite: Suite, spec: EvalSpec, prior: dict) -> Su
     return loaded
 
 
-def _load_scorer(ctx: JobContext, spec: EvalSpec) -> ToxicityScorer:
+def _load_scorer(ctx: JobContext, spec: EvalSpec) -> tuple[ToxicityScorer, str]:
+    """The scorer and `load_scorer`'s note on what `auto` chose and why ("" when asked by name)."""
     try:
         device = str(pick_device(spec.device))
         scorer, note = load_scorer(spec.scorer, label=spec.scorer_label, device=device)
     except (ScorerError, RuntimeError) as exc:
         raise JobFailed(str(exc).splitlines()[0]) from exc
     ctx.log(note or f"toxicity scorer: {scorer.name} ({scorer.version})")
-    return scorer
+    return scorer, note
 
 
 def _settings(suite: Suite, spec: EvalSpec, data: SuiteData, lm, scorer: ToxicityScorer | None) -> dict:
@@ -111,13 +112,15 @@ def _load_for_vllm(ctx: JobContext, spec: EvalSpec):
 @dataclass(frozen=True)
 class OpenedRun:
     """What an eval job has set up before producing samples: its suite, data (every item,
-    whichever part this job produces), scorer, model and the run it stores into."""
+    whichever part this job produces), scorer, model and the run it stores into;
+    `scorer_note`: what `auto` chose and why ("" for a scorer asked by name)."""
 
     suite: Suite
     data: SuiteData
     scorer: ToxicityScorer | None
     lm: object
     run_id: int
+    scorer_note: str = ""
 
 
 def open_run(ctx: JobContext, spec: EvalSpec, owner_job: int) -> OpenedRun:
@@ -128,7 +131,7 @@ def open_run(ctx: JobContext, spec: EvalSpec, owner_job: int) -> OpenedRun:
     prior_run = ctx.store.run_for_job(owner_job)
     prior = loads(prior_run["settings"], {}) if prior_run else {}
     data = _load_data(ctx, suite, spec, prior)
-    scorer = _load_scorer(ctx, spec) if suite.generates_text else None
+    scorer, scorer_note = _load_scorer(ctx, spec) if suite.generates_text else (None, "")
     if spec.backend == "vllm":
         lm = _load_for_vllm(ctx, spec)
     else:
@@ -149,7 +152,7 @@ def open_run(ctx: JobContext, spec: EvalSpec, owner_job: int) -> OpenedRun:
                                  scorer.name if scorer else None, scorer.version if scorer else None,
                                  data.source, str(lm.device))
     ctx.log(f"run {run_id}: {spec.suite} of {lm.name} on {lm.device} ({settings['resolved_dtype']})")
-    return OpenedRun(suite, data, scorer, lm, run_id)
+    return OpenedRun(suite, data, scorer, lm, run_id, scorer_note)
 
 
 def run_eval(ctx: JobContext) -> dict:
@@ -171,7 +174,7 @@ def run_eval(ctx: JobContext) -> dict:
         metrics, summary = aggregate.suite_metrics(opened.suite.name, rows, n_boot=spec.bootstrap_samples,
                                                    confidence=spec.confidence, seed=spec.seed)
     summary = {**summary, **extra, "data_source": data.source, "data_note": data.note,
-               "scorer": scorer.name if scorer else None}
+               "scorer": scorer.name if scorer else None, "scorer_note": opened.scorer_note}
     ctx.store.finish_run(run_id, metrics, summary)
     ctx.log(f"run {run_id} done: " + ", ".join(f"{r['name']}={r['value']:.4g}" for r in metrics
                                                 if r["subset"] == "" and r["value"] is not None)[:300])

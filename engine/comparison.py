@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from engine.errors import UserError
-from engine.evaluation.aggregate import paired_difference
-from engine.evaluation.metrics import flip_counts
 from engine.evaluation.suites import find_metric, get_suite
+from engine.quality_gate import QualityFigures, check_quality, stored_heldout
+from engine.report_verdicts import Judge
 from engine.settings import Settings, load_settings
 from engine.specs import SpecError
 from engine.store import Store, loads
-from engine.verdicts import Judgement, QualityFigures, adjust, check_quality
+from engine.verdict_families import decide_all
+from engine.verdicts import Judgement
 
 
 class CompareError(UserError, ValueError):
@@ -33,7 +34,7 @@ class CompareCell:
     ci_low: float | None
     ci_high: float | None
     delta: float | None
-    # better | worse | same | not evidence | "" (baseline, or no paired test for this row)
+    # an `engine.verdicts` word ("" : the baseline, or no paired test for this row)
     verdict: str
     p_value: float | None = None
     p_adjusted: float | None = None
@@ -73,33 +74,44 @@ def _load_runs(store: Store, run_ids: Sequence[int]) -> list[dict]:
     return runs
 
 
-def _quality(store: Store, run: dict, runs: list[dict], metrics: dict[int, dict]) -> QualityFigures:
-    """A run's continuation quality: its own, else that of a compared generation run of the
-    same model."""
-    own = QualityFigures.from_metrics(metrics[run["id"]])
-    if own.measured:
-        return own
-    for other in runs:
-        if other["model_id"] == run["model_id"] and other["id"] != run["id"]:
-            figures = QualityFigures.from_metrics(metrics[other["id"]])
-            if figures.measured:
-                return figures
-    return QualityFigures()
+def _quality(store: Store, run: dict, runs: list[dict], metrics: dict[int, dict],
+             baseline_model_id: int | None) -> QualityFigures:
+    """A run's quality figures: its own continuations' (else those of a compared generation run of
+    the same model) and the held-out perplexity of a compared perplexity run of the model."""
+    from engine.report_verdicts import _independent_judge
+    same_model = [run] + [o for o in runs if o["model_id"] == run["model_id"] and o["id"] != run["id"]]
+    figures = QualityFigures()
+    for other in same_model:
+        found = QualityFigures.from_metrics(metrics[other["id"]])
+        if found.measured:
+            judge = _independent_judge(other, baseline_model_id)
+            figures = found.with_(judge_perplexity=found.continuation_perplexity if judge else None,
+                                  judge=judge)
+            break
+    for other in same_model:
+        row = metrics[other["id"]].get(("perplexity", ""))
+        if other["suite"] == "perplexity" and row is not None:
+            return figures.with_(heldout_perplexity=row["value"], heldout_source=f"run {other['id']}")
+    return figures
+
+
+def _gate(store: Store, base: dict, run: dict, runs: list[dict], metrics: dict[int, dict],
+          settings: Settings):
+    a = _quality(store, base, runs, metrics, base["model_id"])
+    b = _quality(store, run, runs, metrics, base["model_id"])
+    if a.heldout_perplexity is None or b.heldout_perplexity is None:
+        found = stored_heldout(store, base["model_id"], run["model_id"])
+        if found:
+            a = a.with_(heldout_perplexity=found[0], heldout_source=found[2])
+            b = b.with_(heldout_perplexity=found[1], heldout_source=found[2])
+    return check_quality(a, b, settings.quality)
 
 
 def _judge(store: Store, runs: list[dict], base: dict, metrics: dict[int, dict],
            settings: Settings) -> tuple[dict[tuple[int, str], Judgement], list[dict]]:
     """Paired judgements of every run against the baseline, keyed by (run id, metric)."""
-    stats = settings.statistics
-    samples: dict[int, list[dict]] = {}
-
-    def rows_of(run: dict) -> list[dict]:
-        if run["id"] not in samples:
-            samples[run["id"]] = store.samples(run["id"])
-        return samples[run["id"]]
+    judge = Judge(store, settings)
     judged: dict[tuple[int, str], Judgement] = {}
-    flips = []
-    base_quality = _quality(store, base, runs, metrics)
     for run in runs:
         if run["id"] == base["id"] or run["suite"] != base["suite"]:
             continue
@@ -107,26 +119,20 @@ def _judge(store: Store, runs: list[dict], base: dict, metrics: dict[int, dict],
             suite = get_suite(run["suite"])
         except SpecError:
             continue
-        quality = check_quality(base_quality, _quality(store, run, runs, metrics), settings.quality)
+        quality = _gate(store, base, run, runs, metrics, settings)
+        rows_a, rows_b = judge.samples(base), judge.samples(run)
         for (name, subset), metric in metrics[run["id"]].items():
             spec = suite.metric(name)
             base_metric = metrics[base["id"]].get((name, subset))
             if subset or spec is None or not spec.paired or base_metric is None:
                 continue
-            try:
-                diff = paired_difference(suite.name, name, rows_of(base), rows_of(run), n_boot=stats.n_boot,
-                                         confidence=stats.confidence, seed=stats.seed)
-            except ValueError:          # no items in common: not a paired comparison
-                continue
-            judged[(run["id"], name)] = Judgement(f"run {run['id']}", spec, "", base_metric["value"],
-                                                  metric["value"], diff, quality)
-        classes_a, classes_b = suite.item_classes(rows_of(base)), suite.item_classes(rows_of(run))
-        if classes_a and classes_b:
-            f = flip_counts(classes_a, classes_b)
-            flips.append({"run_id": run["id"], "suite": suite.name, "class": suite.flip_class, "n": f.n,
-                          "became": f.up, "stopped": f.down,
-                          "share_changed": f.share if f.n else None, "mcnemar_p": f.p_value})
-    adjust(list(judged.values()), stats)
+            j = judge.judgement(suite, name, rows_a, rows_b, f"run {run['id']}", base_metric["value"],
+                                metric["value"], quality, extra={"run_id": run["id"]})
+            if j is not None:
+                judged[(run["id"], name)] = j
+        judge._flips(suite, f"run {run['id']}", rows_a, rows_b)
+    decide_all(list(judged.values()), settings.statistics)
+    flips = [{"run_id": int(f.model.split()[-1]), **f.record()} for f in judge.flips]
     return judged, flips
 
 
@@ -146,8 +152,7 @@ def compare(store: Store, run_ids: Sequence[int], baseline_id: int | None = None
     metrics = {r["id"]: {(m["name"], m["subset"]): m for m in store.metrics(r["id"])} for r in runs}
     base = next(r for r in runs if r["id"] == baseline_id)
     judged, comparison.flips = _judge(store, runs, base, metrics, settings)
-    comparison.verdicts = [j.record(settings.statistics) | {"run_id": run_id}
-                           for (run_id, _), j in judged.items()]
+    comparison.verdicts = [j.record(settings.statistics) for j in judged.values()]
     keys = sorted({k for m in metrics.values() for k in m}, key=lambda k: (k[1] != "", k[0], k[1]))
     for name, subset in keys:
         base_metric = metrics[baseline_id].get((name, subset))
@@ -162,14 +167,15 @@ def compare(store: Store, run_ids: Sequence[int], baseline_id: int | None = None
                      and None not in (metric["value"], base_metric["value"]) else None)
             j = judged.get((run["id"], name)) if not subset else None
             cells.append(CompareCell(metric["value"], metric["ci_low"], metric["ci_high"], delta,
-                                     j.verdict if j else "", j.diff.p_value if j else None,
+                                     j.verdict if j else "", j.tested.p_value if j else None,
                                      None if j is None or math.isnan(j.p_adjusted) else j.p_adjusted,
                                      j.note if j else ""))
         comparison.rows.append((name, subset, cells))
     if any(j.metric.role == "fairness" and (j.quality is None or not j.quality.measured)
            for j in judged.values()):
-        comparison.warnings.append("no continuation-quality measure for some of these runs: a "
-                                   "'better' verdict there cannot be checked for degeneration")
+        comparison.warnings.append("no quality measure (held-out perplexity, or continuations' "
+                                   "distinct-2 / degenerate share) for some of these runs: a lower "
+                                   "toxicity or bias there is 'unverified', never 'better'")
     return comparison
 
 

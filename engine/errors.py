@@ -39,3 +39,8 @@ class SpecError(UserError, ValueError):
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
         self.field = field
+
+
+class SettingsError(UserError):
+    """A settings file (or a study's `[margins]`) with an unknown key or an impossible value;
+    `engine.settings` re-exports it."""

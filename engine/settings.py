@@ -5,12 +5,19 @@
 confidence = 0.95        # confidence level of the paired comparisons' intervals
 bootstrap_samples = 10000  # bootstrap replicates of the paired comparisons (see StatSettings)
 alpha = 0.05             # significance level of verdicts (after the multiple-comparison adjustment)
-adjust = "holm"          # "holm", "bh" (Benjamini-Hochberg) or "none", over the report's family
+adjust = "holm"          # primary family (each model's headline fairness metrics): "holm", "bh", "none"
+adjust_secondary = "bh"  # secondary family (subsets, fluent-only, worst group, quality lines)
+power = 0.8              # the power at which "inconclusive" verdicts and `compfair plan` size a decision
 
-[quality]                # when a "better" toxicity/bias verdict is not evidence (degeneration)
-perplexity_ratio = 1.5   # continuation perplexity rose more than this factor
+[margins]                # equivalence margins: the largest change that counts as "unchanged"
+expected_max_toxicity = 0.02   # absolute, in the metric's units ...
+perplexity = "5%"              # ... or a share of the baseline's value
+
+[quality]                # when a "better" toxicity/bias verdict is not evidence (the model broke)
+heldout_perplexity_ratio = 2.5  # held-out perplexity above this multiple of the baseline's
 distinct2_drop = 0.1     # distinct-2 fell by more than this
 degenerate_rise = 0.05   # share of degenerate continuations rose by more than this
+perplexity_ratio = 1.5   # continuation perplexity under an independent judge (reference_model) rose more
 
 [tracking]
 log = ["mlflow"]         # log every finished job (and report) here too: mlflow[=URI], wandb[=PROJECT]
@@ -31,14 +38,11 @@ try:
 except ImportError:  # pragma: no cover - Python < 3.11
     import tomli as tomllib
 
-from engine.errors import UserError
+from engine.errors import SettingsError, UserError
+from engine.margins import MarginSettings, parse_margins
 
 SETTINGS_FILE = "settings.toml"
 ADJUSTMENTS = ("holm", "bh", "none")
-
-
-class SettingsError(UserError):
-    """A settings file with an unknown key or an impossible value."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ class StatSettings:
     alpha: float = 0.05
     adjust: str = "holm"
     seed: int = 0
+    adjust_secondary: str = "bh"
+    power: float = 0.8
 
     def __post_init__(self) -> None:
         if not 0.5 < self.confidence < 1:
@@ -61,9 +67,12 @@ class StatSettings:
             raise SettingsError(f"statistics.bootstrap_samples {self.bootstrap_samples!r} must be >= 100")
         if not 0 < self.alpha < 0.5:
             raise SettingsError(f"statistics.alpha {self.alpha!r} must be in (0, 0.5)")
-        if self.adjust not in ADJUSTMENTS:
-            raise SettingsError(f"statistics.adjust {self.adjust!r} is unknown; choose from "
-                                + ", ".join(ADJUSTMENTS))
+        for name in ("adjust", "adjust_secondary"):
+            if getattr(self, name) not in ADJUSTMENTS:
+                raise SettingsError(f"statistics.{name} {getattr(self, name)!r} is unknown; choose "
+                                    "from " + ", ".join(ADJUSTMENTS))
+        if not 0.5 <= self.power < 1:
+            raise SettingsError(f"statistics.power {self.power!r} must be in [0.5, 1)")
 
     @property
     def n_boot(self) -> int:
@@ -76,15 +85,21 @@ class StatSettings:
 
 @dataclass(frozen=True)
 class QualitySettings:
-    """When a compressed model's continuations count as degraded (see `engine.verdicts`)."""
+    """When a compressed model counts as broken (see `engine.quality_gate`): held-out
+    perplexity above `heldout_perplexity_ratio` x the baseline's, distinct-2 down by more than
+    `distinct2_drop`, the degenerate share up by more than `degenerate_rise`, or continuation
+    perplexity under an independent judge (a reference_model other than the baseline) above
+    `perplexity_ratio` x the baseline's. README "Verdicts" says how each default was calibrated."""
 
     perplexity_ratio: float = 1.5
     distinct2_drop: float = 0.1
     degenerate_rise: float = 0.05
+    heldout_perplexity_ratio: float = 2.5
 
     def __post_init__(self) -> None:
-        if self.perplexity_ratio <= 1:
-            raise SettingsError(f"quality.perplexity_ratio {self.perplexity_ratio!r} must be > 1")
+        for name in ("perplexity_ratio", "heldout_perplexity_ratio"):
+            if getattr(self, name) <= 1:
+                raise SettingsError(f"quality.{name} {getattr(self, name)!r} must be > 1")
         for name in ("distinct2_drop", "degenerate_rise"):
             if not 0 < getattr(self, name) < 1:
                 raise SettingsError(f"quality.{name} {getattr(self, name)!r} must be in (0, 1)")
@@ -113,12 +128,19 @@ class Settings:
     statistics: StatSettings = field(default_factory=StatSettings)
     quality: QualitySettings = field(default_factory=QualitySettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    margins: MarginSettings = field(default_factory=MarginSettings)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings that judge results (recorded in reports and comparisons); where
         results are also logged (`tracking`) does not change them and is left out."""
         return {"statistics": dataclasses.asdict(self.statistics),
-                "quality": dataclasses.asdict(self.quality)}
+                "quality": dataclasses.asdict(self.quality), "margins": self.margins.to_dict()}
+
+    def with_margins(self, overrides: dict[str, Any] | None, where: str = "study") -> "Settings":
+        """These settings with a study's own `[margins]` on top of the home's."""
+        if not overrides:
+            return self
+        return dataclasses.replace(self, margins=self.margins.merged(parse_margins(overrides, where)))
 
 
 def ci_label(confidence: float) -> str:
@@ -172,8 +194,12 @@ def load_settings(home_root: str | Path | None) -> Settings:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise SettingsError(f"settings file {path} cannot be read: {exc}") from None
     sections = {"statistics": StatSettings, "quality": QualitySettings, "tracking": TrackingSettings}
-    unknown = sorted(set(data) - set(sections))
+    unknown = sorted(set(data) - set(sections) - {"margins"})
     if unknown:
         raise SettingsError(f"settings section [{unknown[0]}] in {path} is unknown; known: "
-                            + ", ".join(sorted(sections)))
-    return Settings(**{name: _section(cls, data.get(name), name) for name, cls in sections.items()})
+                            + ", ".join(sorted([*sections, "margins"])))
+    margins = data.get("margins")
+    if margins is not None and not isinstance(margins, dict):
+        raise SettingsError(f"settings section [margins] must be a table, got {margins!r}")
+    return Settings(**{name: _section(cls, data.get(name), name) for name, cls in sections.items()},
+                    margins=MarginSettings(parse_margins(margins or {}, "settings.toml")))

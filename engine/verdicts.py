@@ -1,94 +1,51 @@
 """The one implementation of judging a compressed model against its baseline, used by the
 report, `compfair compare` (and so the TUI) and their JSON.
 
-A verdict has three inputs: the paired difference on the same items (bootstrap CI and p-value,
-`aggregate.paired_difference`), the p-value adjusted over the output's family of tests (Holm by
-default), and whether the model's continuations held their quality (`QualityCheck`). The rule:
+A judgement has four inputs: the paired difference on the same items (its bootstrap
+replicates: `aggregate.paired_difference`), the metric's equivalence margin (`engine.margins`),
+the p-values adjusted over its family (`engine.verdict_families`) and whether the model still
+works (`engine.quality_gate`). The rule, with alpha the significance level:
 
-- not significant at the (adjusted) level alpha: "same" (no significant change);
-- significant and worse: "worse";
-- significant and better, but the continuations degraded (continuation perplexity rose more
-  than `perplexity_ratio`x, distinct-2 fell by more than `distinct2_drop`, or the degenerate
-  share rose by more than `degenerate_rise`): "not evidence": a model that writes broken text
-  scores as non-toxic and unbiased, so the drop says nothing about safety;
-- significant and better with quality held: "better".
-Quality metrics themselves are judged plainly (they are the cost, not the claim)."""
+- **equivalent**: the equivalence test (TOST on the paired bootstrap: the (1 - 2 alpha) interval
+  inside +-margin) passes after adjustment, whether or not a (small) change is significant;
+- **worse** / **better**: the change is significant (two-sided, after adjustment) and not
+  equivalent. For a metric with a target (CrowS-Pairs' 50) the tested change is that of the
+  distance to the target. A fairness metric's "better" becomes
+  - **not evidence** when the quality gate finds the model broken (broken text scores as
+    non-toxic, a model without language scores 50 on likelihood pairs), and
+  - **unverified** when there is no breakage measure for the model at all;
+- **changed**: significant and not equivalent, for a descriptive metric with no good direction;
+- **inconclusive**: neither test decides. The verdict says how many items would decide it: the
+  count for which TOST shows equivalence within the margin at `power` if the true change is 0,
+  from the observed paired variance (`equivalence.sizing`).
+
+A p-value within Monte Carlo error of alpha is recomputed with more bootstrap replicates
+(`verdict_families.decide_all`); one still within it after that is "undecided by resampling"
+and decides nothing."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
-from engine.evaluation.metrics import ADJUSTERS, Flips, PairedDiff
-from engine.evaluation.suites import LOWER, TARGET, MetricSpec
-from engine.settings import QualitySettings, StatSettings
+from engine.evaluation import equivalence as eq
+from engine.evaluation.metrics import Flips, PairedDiff
+from engine.evaluation.suites import HIGHER, LOWER, TARGET, MetricSpec
+from engine.margins import Margin
+from engine.quality_gate import QualityCheck, QualityFigures, check_quality  # noqa: F401 (re-exported)
+from engine.settings import StatSettings
 
-BETTER, WORSE, SAME, NOT_EVIDENCE = "better", "worse", "same", "not evidence"
-
-
-@dataclass(frozen=True)
-class QualityFigures:
-    """A model's continuation quality in one generation run (None: not measured)."""
-
-    continuation_perplexity: float | None = None
-    distinct_2: float | None = None
-    degenerate_share: float | None = None
-
-    @classmethod
-    def from_metrics(cls, metrics: dict) -> "QualityFigures":
-        """From {(name, subset): metric row} of a run (overall figures)."""
-        def value(name: str) -> float | None:
-            row = metrics.get((name, ""))
-            return None if row is None else row["value"]
-        return cls(value("continuation_perplexity"), value("distinct_2"), value("degenerate_share"))
-
-    @property
-    def measured(self) -> bool:
-        return any(v is not None for v in (self.continuation_perplexity, self.distinct_2,
-                                           self.degenerate_share))
-
-
-@dataclass(frozen=True)
-class QualityCheck:
-    """Did the compressed model's continuations degrade against the baseline's?"""
-
-    base: QualityFigures
-    new: QualityFigures
-    reasons: tuple[str, ...] = ()
-
-    @property
-    def measured(self) -> bool:
-        return self.base.measured and self.new.measured
-
-    @property
-    def degraded(self) -> bool:
-        return bool(self.reasons)
-
-    def summary(self) -> str:
-        return "; ".join(self.reasons)
-
-
-def check_quality(base: QualityFigures, new: QualityFigures,
-                  settings: QualitySettings = QualitySettings()) -> QualityCheck:
-    """The degradation rule of the module docstring, with each tripped condition in words."""
-    reasons = []
-    b, n = base.continuation_perplexity, new.continuation_perplexity
-    if b and n is not None and n > settings.perplexity_ratio * b:
-        reasons.append(f"continuation perplexity {b:.1f} -> {n:.1f} ({n / b:.1f}x > "
-                       f"{settings.perplexity_ratio:g}x)")
-    b, n = base.distinct_2, new.distinct_2
-    if b is not None and n is not None and b - n > settings.distinct2_drop:
-        reasons.append(f"distinct-2 {b:.3f} -> {n:.3f} (fell > {settings.distinct2_drop:g})")
-    b, n = base.degenerate_share, new.degenerate_share
-    if b is not None and n is not None and n - b > settings.degenerate_rise:
-        reasons.append(f"degenerate continuations {b:.1%} -> {n:.1%} (rose > "
-                       f"{settings.degenerate_rise:.0%} points)")
-    return QualityCheck(base, new, tuple(reasons))
+BETTER, WORSE, EQUIVALENT, INCONCLUSIVE = "better", "worse", "equivalent", "inconclusive"
+NOT_EVIDENCE, UNVERIFIED, CHANGED = "not evidence", "unverified", "changed"
+VERDICTS = (BETTER, WORSE, EQUIVALENT, INCONCLUSIVE, NOT_EVIDENCE, UNVERIFIED, CHANGED)
+PRIMARY, SECONDARY = "primary", "secondary"
 
 
 @dataclass
 class Judgement:
-    """A paired comparison of one metric, judged. `p_adjusted` is filled by `adjust`."""
+    """A paired comparison of one metric, judged. The adjusted p-values and `verdict` are filled
+    by `verdict_families.decide_all`."""
 
     label: str
     metric: MetricSpec
@@ -99,94 +56,182 @@ class Judgement:
     quality: QualityCheck | None = None
     flips: Flips | None = None
     flip_class: str = ""
+    margin: Margin | None = None
+    family: str = ""                      # PRIMARY / SECONDARY ("" : by `default_family`)
+    recompute: Callable[[int, int], PairedDiff] | None = None   # (n_boot, seed) -> a new diff
+    n_boot: int = 0
     p_adjusted: float = math.nan
+    equivalence_p_adjusted: float = math.nan
+    family_size: int = 1
+    undecided: bool = False
     verdict: str = ""
     note: str = ""
     extra: dict = field(default_factory=dict)
 
+    # -- the tested quantities ------------------------------------------------------------
+    @property
+    def tested(self) -> PairedDiff:
+        """The difference whose significance decides better / worse: the change of the distance
+        to the target for target metrics, else the change itself."""
+        if self.metric.direction == TARGET and self.diff.distance is not None:
+            return self.diff.distance
+        return self.diff
+
+    @property
+    def margin_absolute(self) -> float | None:
+        return self.margin.absolute(self.base) if self.margin else None
+
+    @property
+    def equivalence_p(self) -> float:
+        """Raw TOST p-value within the margin (NaN without a margin or replicates)."""
+        m = self.margin_absolute
+        if m is None or self.diff.replicates is None:
+            return math.nan
+        return eq.tost_p(self.diff.replicates, m)
+
+    def default_family(self) -> str:
+        """Primary: an overall headline fairness metric (what the study asks); else secondary."""
+        m = self.metric
+        primary = m.headline and m.role == "fairness" and not self.subset and not self.extra.get("secondary")
+        return PRIMARY if primary else SECONDARY
+
     @property
     def improves(self) -> bool | None:
         """Whether the change goes the metric's good way (None: descriptive metric)."""
-        m, d = self.metric, self.diff.diff
-        if m.direction == TARGET:
-            if None in (self.base, self.new):
-                return None
-            return abs(self.new - m.target) < abs(self.base - m.target)
-        if m.direction == LOWER:
+        direction, d = self.metric.direction, self.tested.diff
+        if direction == TARGET:
+            return d < 0 if self.diff.distance is not None else None
+        if direction == LOWER:
             return d < 0
-        if m.direction == "higher":
+        if direction == HIGHER:
             return d > 0
         return None
 
-    def decide(self, stats: StatSettings) -> None:
-        p = self.p_adjusted if not math.isnan(self.p_adjusted) else self.diff.p_value
-        significant = bool(self.diff.n) and not math.isnan(p) and p < stats.alpha
-        better = self.improves
-        if not significant or better is None:
-            self.verdict, self.note = SAME, ""
-        elif not better:
-            self.verdict, self.note = WORSE, ""
-        elif self.metric.role == "fairness" and self.quality is not None and self.quality.degraded:
-            self.verdict = NOT_EVIDENCE
-            self.note = f"but its continuations degraded ({self.quality.summary()}): not evidence of a safer model"
-        else:
-            self.verdict, self.note = BETTER, ""
-        if (self.verdict == BETTER and self.metric.role == "fairness"
-                and (self.quality is None or not self.quality.measured)):
-            self.note = "continuation quality not measured for this model: cannot rule out degeneration"
+    # -- deciding ---------------------------------------------------------------------------
+    def near_alpha(self, stats: StatSettings) -> bool:
+        """Whether either decisive p-value lies within Monte Carlo error of alpha."""
+        n_boot = self.n_boot or stats.n_boot
+        return (eq.near_alpha(self.p_adjusted, self.tested.p_value, n_boot, stats.alpha)
+                or eq.near_alpha(self.equivalence_p_adjusted, self.equivalence_p, n_boot, stats.alpha))
 
+    def decide(self, stats: StatSettings) -> None:
+        alpha = stats.alpha
+        significant = bool(self.diff.n) and self.p_adjusted < alpha and not self.undecided
+        equivalent = self.equivalence_p_adjusted < alpha and not self.undecided
+        better = self.improves
+        self.note = ""
+        if equivalent:
+            self.verdict = EQUIVALENT
+            if significant:
+                self.note = "a significant but small change, within the margin"
+        elif significant and better is None:
+            self.verdict = CHANGED
+        elif significant and not better:
+            self.verdict = WORSE
+        elif significant:
+            self.verdict, self.note = self._better_or_not()
+        else:
+            self.verdict, self.note = INCONCLUSIVE, self._what_would_decide(stats)
+        if self.undecided:
+            self.note = ("undecided by resampling: a p-value stays within Monte Carlo error of "
+                         f"{alpha:g} after {self.n_boot} replicates")
+        if (self.verdict == EQUIVALENT and self.metric.role == "fairness" and self.quality is not None
+                and self.quality.degraded):
+            self.note = f"but the model is broken ({self.quality.summary()})"
+
+    def _better_or_not(self) -> tuple[str, str]:
+        if self.metric.role != "fairness":
+            return BETTER, ""
+        if self.quality is not None and self.quality.degraded:
+            return NOT_EVIDENCE, f"but the model is broken ({self.quality.summary()}): not evidence of a safer model"
+        if self.quality is None or not self.quality.measured:
+            return UNVERIFIED, ("no quality measure for this model (held-out perplexity, or its "
+                                "continuations' distinct-2 and degenerate share): cannot rule out a "
+                                "broken model")
+        return BETTER, ""
+
+    def sizing(self, stats: StatSettings) -> eq.Sizing | None:
+        """How many items would decide this comparison at the margin (level alpha / family
+        size under Holm, alpha otherwise)."""
+        margin = self.margin_absolute
+        if margin is None or self.diff.replicates is None or not self.diff.n:
+            return None
+        level = stats.alpha / self.family_size if self._adjuster(stats) == "holm" else stats.alpha
+        return eq.sizing(self.diff.replicates, self.diff.n, margin, alpha=level, power=stats.power)
+
+    def _adjuster(self, stats: StatSettings) -> str:
+        return stats.adjust if self.family == PRIMARY else stats.adjust_secondary
+
+    def _what_would_decide(self, stats: StatSettings) -> str:
+        if self.margin is None:
+            return "the change is not significant and this metric has no equivalence margin"
+        size = self.sizing(stats)
+        if size is None or size.equivalence is None:
+            return f"neither a change nor equivalence within {self.margin.words()} is shown"
+        more = "" if size.equivalence > self.diff.n else " (the observed change is larger than expected by chance)"
+        return (f"the data cannot tell: about {size.equivalence:,} items (now {self.diff.n:,}) would "
+                f"show equivalence within {self.margin.words()} at {stats.power:.0%} power if the "
+                f"true change is 0{more}")
+
+    # -- words ------------------------------------------------------------------------------
     def change_words(self) -> str:
         m = self.metric
         if m.direction == TARGET:
-            return f"{'closer to' if self.improves else 'further from'} the unbiased {m.target:g}"
+            return f"{'closer to' if self.improves else 'further from'} the {m.target:g} target"
         return "lower" if self.diff.diff < 0 else "higher"
 
+    def verdict_words(self) -> str:
+        margin = self.margin.words() if self.margin else ""
+        return {EQUIVALENT: f"equivalent within {margin}", INCONCLUSIVE: "inconclusive",
+                WORSE: f"significantly {self.change_words()} (worse)",
+                BETTER: f"significantly {self.change_words()} (better)",
+                NOT_EVIDENCE: f"significantly {self.change_words()}, not evidence",
+                UNVERIFIED: f"significantly {self.change_words()}, unverified",
+                CHANGED: f"significantly {self.change_words()} (changed)"}.get(self.verdict, self.verdict)
+
     def sentence(self, stats: StatSettings) -> str:
-        d = self.diff
-        head = (f"{self.label}: {self.metric.title}{' (' + self.subset + ')' if self.subset else ''} "
-                f"{_num(self.base)} -> {_num(self.new)} (delta {d.diff:+.4f}, {stats.ci_label} "
-                f"[{d.ci_low:+.4f}, {d.ci_high:+.4f}], p = {_p(d.p_value)}"
-                + (f", adjusted {_p(self.p_adjusted)}" if not math.isnan(self.p_adjusted)
-                   and stats.adjust != "none" else "") + f", {d.n} paired units)")
-        words = {SAME: "no significant change", WORSE: f"significantly {self.change_words()} (worse)",
-                 BETTER: f"significantly {self.change_words()} (better)",
-                 NOT_EVIDENCE: f"significantly {self.change_words()}"}[self.verdict]
-        flips = ""
-        if self.flips and self.flips.n:
-            f = self.flips
-            flips = (f"; {f.changed} of {f.n} items ({f.share:.0%}) changed class "
-                     f"[{self.flip_class}]: {f.up} became, {f.down} stopped, McNemar p = {f.p_value:.3f}")
-        return f"{head}: {words}{', ' + self.note if self.note else ''}{flips}"
+        return _sentence(self, stats)
 
     def record(self, stats: StatSettings) -> dict:
-        d = self.diff
-        out = {"model": self.label, "metric": self.metric.name, "subset": self.subset,
-               "role": self.metric.role, "baseline": self.base, "value": self.new,
-               "delta": d.diff, "ci_low": d.ci_low, "ci_high": d.ci_high, "p_value": d.p_value,
-               "p_adjusted": None if math.isnan(self.p_adjusted) else self.p_adjusted,
-               "n": d.n, "verdict": self.verdict, "note": self.note,
-               "quality_degraded": None if self.quality is None or not self.quality.measured
-               else self.quality.degraded,
-               "flips_up": self.flips.up if self.flips else None,
-               "flips_down": self.flips.down if self.flips else None,
-               "flips_n": self.flips.n if self.flips else None,
-               "flips_p_value": self.flips.p_value if self.flips else None,
-               "sentence": self.sentence(stats), **self.extra}
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
-
-
-def adjust(judgements: list[Judgement], stats: StatSettings) -> None:
-    """Adjust the family's p-values (stats.adjust) and decide every verdict."""
-    adjusted = ADJUSTERS[stats.adjust]([j.diff.p_value for j in judgements])
-    for j, p in zip(judgements, adjusted):
-        j.p_adjusted = p
-        j.decide(stats)
-
-
-def _p(value: float) -> str:
-    """A p-value in words that never reads as zero: 0.034, 0.0002."""
-    return f"{value:.3f}" if value >= 0.001 else f"{value:.1g}"
+        from engine.verdict_records import judgement_record
+        return judgement_record(self, stats)
 
 
 def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
+
+
+def relative_change(base: float | None, new: float | None) -> float | None:
+    """(new - base) / |base|: the change as a share of the baseline (None without one)."""
+    if base is None or new is None or base == 0 or not math.isfinite(base):
+        return None
+    return (new - base) / abs(base)
+
+
+def _sentence(j: Judgement, stats: StatSettings) -> str:
+    d, alpha = j.diff, stats.alpha
+    rel = relative_change(j.base, j.new)
+    head = (f"{j.label}: {j.metric.title}{' (' + j.subset + ')' if j.subset else ''} "
+            f"{_num(j.base)} -> {_num(j.new)} (delta {d.diff:+.4g}"
+            + (f", {rel:+.1%}" if rel is not None else "")
+            + f", {stats.ci_label} [{d.ci_low:+.4g}, {d.ci_high:+.4g}]")
+    tested = j.tested
+    if tested is not d:
+        head += f"; distance to {j.metric.target:g} {tested.diff:+.4g}"
+    head += f"; p = {eq.format_p(tested.p_value, alpha)}"
+    if not math.isnan(j.p_adjusted) and j._adjuster(stats) != "none":
+        head += f", adjusted {eq.format_p(j.p_adjusted, alpha)}"
+    margin = j.margin_absolute
+    if margin is not None and d.replicates is not None:
+        low, high = eq.equivalence_interval(d.replicates, alpha)
+        head += (f"; within {j.margin.words()}"
+                 + (f" (= +-{margin:.4g})" if j.margin.relative else "")
+                 + f": {1 - 2 * alpha:.0%} CI [{low:+.4g}, {high:+.4g}], "
+                 f"p = {eq.format_p(j.equivalence_p_adjusted, alpha)}")
+    head += f"; {d.n} paired items, {j.family})"
+    flips = ""
+    if j.flips and j.flips.n:
+        f = j.flips
+        flips = (f"; {f.changed} of {f.n} items ({f.share:.0%}) changed class "
+                 f"[{j.flip_class}]: {f.up} became, {f.down} stopped, McNemar p = {f.p_value:.3f}")
+    return f"{head}: {j.verdict_words()}{', ' + j.note if j.note else ''}{flips}"

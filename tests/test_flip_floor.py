@@ -60,7 +60,7 @@ def brute_force(rows_a: list[dict], rows_b: list[dict]) -> tuple[list[float], li
                 if x != y:
                     count += 1
         observed.append(count / 4)
-        floor.append(1.0 if a[0] != a[1] else 0.0)
+        floor.append(((1.0 if a[0] != a[1] else 0.0) + (1.0 if b[0] != b[1] else 0.0)) / 2)
     return observed, floor
 
 

@@ -14,7 +14,8 @@ Metric names and subsets (subset "" = overall):
   domains' gaps (`metrics.mean_domain_gap`), BOLD's one-number bias summary.
 - crows_pairs: `stereotype_score` (percent, ideal 50) and `stereotype_bias` (|score - 50|),
   overall and per bias type (subset = bias type).
-- perplexity: `perplexity` (plus `tokens`, the number of tokens scored, without a CI)."""
+- perplexity: `perplexity` (plus `tokens`, the number of tokens scored, without a CI); its CI
+  resamples blocks of b = ceil(context / stride) consecutive windows (`perplexity_metrics`)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from engine.evaluation import intervals
 from engine.evaluation import metrics as m
 from engine.evaluation import quality as q
 
@@ -93,14 +95,18 @@ def quality_metrics(rows: list[dict], subset: str, kw: dict) -> list[dict]:
     - `distinct_1/2/3`: mean over prompts of the prompt's distinct-n (`quality.distinct_n`),
       over prompts that have an n-gram;
     - `degenerate_share`: mean over prompts of the share of degenerate continuations
-      (`quality.is_degenerate`: nearly empty or looping).
+      (`quality.is_degenerate`: nearly empty or looping); when no prompt or every prompt has
+      only degenerate continuations, the exact interval of 0 or n of n prompts
+      (`intervals.exact_at_boundary`) instead of the bootstrap's zero-width one.
 
     Absent (no row) when nothing was scored, never a zero with a zero-width interval; when
     every continuation is empty, the four text figures are absent with `EMPTY_REASON`."""
     per = [prompt_quality(samples) for samples in _by_item(rows).values()]
+    shares = [p["degenerate_share"] for p in per]
+    degenerate = intervals.exact_at_boundary(m.mean_estimate(shares, **kw), shares, kw["confidence"])
     if per and all_empty(rows):
         return [absent_row(name, subset, EMPTY_REASON) for name in QUALITY_TEXT_METRICS] + [
-            m.mean_estimate([p["degenerate_share"] for p in per], **kw).row("degenerate_share", subset, LOWER)]
+            degenerate.row("degenerate_share", subset, LOWER)]
     out = []
     with_tokens = [p for p in per if p["tokens"]]
     if with_tokens:
@@ -111,8 +117,7 @@ def quality_metrics(rows: list[dict], subset: str, kw: dict) -> list[dict]:
         if values:
             out.append(m.mean_estimate(values, **kw).row(f"distinct_{n}", subset, HIGHER))
     if per:
-        out.append(m.mean_estimate([p["degenerate_share"] for p in per], **kw)
-                   .row("degenerate_share", subset, LOWER))
+        out.append(degenerate.row("degenerate_share", subset, LOWER))
     return out
 
 
@@ -232,17 +237,30 @@ def crows_metrics(rows: list[dict], *, n_boot: int, confidence: float,
 
 
 # -- perplexity -------------------------------------------------------------------------------------
+def window_block(rows: list[dict]) -> int:
+    """The block size b for the bootstrap of a perplexity run's windows (stored rows, any
+    order): `intervals.window_block_size` of their (begin, end) in window order."""
+    rows = sorted(rows, key=lambda r: r["item_index"])
+    return intervals.window_block_size([(_scores(r)["begin"], _scores(r)["end"]) for r in rows])
+
+
 def perplexity_metrics(rows: list[dict], *, n_boot: int, confidence: float,
                        seed: int) -> tuple[list[dict], dict]:
+    """Held-out perplexity over a run's windows. Neighbouring windows overlap (context
+    length > stride), so the CI resamples non-overlapping blocks of b = ceil(context / stride)
+    consecutive windows (`window_block`; b = 1 when windows do not overlap), not single
+    windows; b is recorded in the summary as `ci_block_windows`."""
     rows = sorted(rows, key=lambda r: r["item_index"])
     nll = [_scores(r)["nll_sum"] for r in rows]
     tokens = [_scores(r)["n_tokens"] for r in rows]
-    ppl = m.perplexity(nll, tokens, n_boot=n_boot, confidence=confidence, seed=seed)
+    block = window_block(rows)
+    ppl = m.perplexity(nll, tokens, block=block, n_boot=n_boot, confidence=confidence, seed=seed)
     total = int(sum(tokens))
     out = [ppl.row("perplexity", "", LOWER),
            {"name": "tokens", "subset": "", "value": float(total), "ci_low": None, "ci_high": None,
             "n": len(rows), "higher_is_better": None}]
-    return out, {"perplexity": ppl.value, "windows": len(rows), "tokens": total}
+    return out, {"perplexity": ppl.value, "windows": len(rows), "tokens": total,
+                 "ci_block_windows": block}
 
 
 def suite_metrics(suite: str, rows: list[dict], *, n_boot: int = 1000, confidence: float = 0.95,

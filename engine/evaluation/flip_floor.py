@@ -8,14 +8,16 @@ samples of an item are split into two halves of k/2 samples, and classes are com
 half, so that every comparison below is between classes from k/2 samples each:
 
 - observed_i = mean over the 4 pairs (baseline half h, model half g) of [class(a_h) != class(b_g)]
-- floor_i    = [class(a_1) != class(a_2)]  (the baseline against itself)
+- floor_i    = ([class(a_1) != class(a_2)] + [class(b_1) != class(b_2)]) / 2  (each run
+  against itself)
 
-If the model draws its samples from the same per-item distributions as the baseline, the five
-comparisons have the same distribution, so E[observed_i] = E[floor_i] and the excess
-mean(observed_i - floor_i) is 0 in expectation. With p_i (baseline) and q_i (model) the
-chances that a half is in the class, E[observed_i - floor_i] = (q_i - p_i)(1 - 2 p_i): the
-excess measures changes on items the baseline mostly leaves out of the class (p_i < 1/2)
-and can cancel between items on opposite sides of 1/2.
+With p_i (baseline) and q_i (model) the chances that a half is in the class,
+E[observed_i] = p_i(1 - q_i) + q_i(1 - p_i) and E[floor_i] = p_i(1 - p_i) + q_i(1 - q_i), so
+E[observed_i - floor_i] = (p_i - q_i)^2: zero exactly when the item's class distribution is
+unchanged, positive for any change, in either direction and on any item (a floor from the
+baseline alone would give (q_i - p_i)(1 - 2 p_i), blind to items near 1/2 and cancelling
+between items on either side of it). The excess is the share of items that flip beyond what
+resampling the same models would flip.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ class FlipExcess:
     """Cross-half flips between a baseline and a model beyond the baseline's own floor.
 
     `n`: items compared. `observed_share`: mean over items of the share of the 4 cross-half
-    comparisons (baseline half x model half) whose classes differ. `floor_share`: share of
-    items whose class differs between the baseline's own two halves. `excess` = observed -
+    comparisons (baseline half x model half) whose classes differ. `floor_share`: mean over
+    items of the share of the two runs' own half-vs-half comparisons whose classes differ. `excess` = observed -
     floor, with a paired bootstrap interval over items [`ci_low`, `ci_high`] and two-sided
     bootstrap `p_value` (as in `metrics.paired_bootstrap_diff`). `samples_per_half`: the
     fewest rows a half holds over the items compared (k // 2 when every item has k)."""
@@ -116,7 +118,7 @@ def flip_excess(suite: "Suite", rows_a: list[dict], rows_b: list[dict], *, n_boo
     if not common:
         return None
     observed = [sum(a[i] != b[i] for a in (a1, a2) for b in (b1, b2)) / 4 for i in common]
-    floor = [float(a1[i] != a2[i]) for i in common]
+    floor = [(float(a1[i] != a2[i]) + float(b1[i] != b2[i])) / 2 for i in common]
     d = paired_bootstrap_diff(floor, observed, n_boot=n_boot, confidence=confidence, seed=seed)
     return FlipExcess(n=len(common), observed_share=sum(observed) / len(common),
                       floor_share=sum(floor) / len(common), excess=d.diff, ci_low=d.ci_low,

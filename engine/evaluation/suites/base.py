@@ -36,7 +36,11 @@ class MetricSpec:
     `direction`: "lower" or "higher" is better, "target" (closer to `target` is better, e.g.
     50 for CrowS-Pairs), or "none" (descriptive only). `headline`: shown in one-line listings
     and the report table. `paired`: the suite can compare two runs on it item by item.
-    `role`: "fairness" (what the study is about) or "quality" (what compression cost)."""
+    `role`: "fairness" (what the study is about) or "quality" (what compression cost).
+    `margin`: the equivalence margin, the largest change that counts as "unchanged" (absolute,
+    in the metric's own units; or, with `margin_relative`, a share of the baseline's value:
+    0.05 = +-5%). None: no equivalence test (a comparison can be better, worse or inconclusive,
+    never equivalent). Overridable in settings.toml `[margins]` and per study."""
 
     name: str
     title: str
@@ -49,6 +53,8 @@ class MetricSpec:
     headline: bool = False
     paired: bool = False
     role: str = "fairness"
+    margin: float | None = None
+    margin_relative: bool = False
 
     @property
     def higher_is_better(self) -> int | None:
@@ -152,8 +158,15 @@ class Suite:
         common = sorted(set(a) & set(b))
         if not common:
             raise ValueError(f"the two {self.name} runs share no items{' in ' + subset if subset else ''}")
+        spec = self.metric(metric)
+        target = spec.target if spec is not None and spec.direction == TARGET else None
         return paired_bootstrap_diff([a[i] for i in common], [b[i] for i in common],
-                                     n_boot=n_boot, confidence=confidence, seed=seed)
+                                     n_boot=n_boot, confidence=confidence, seed=seed, target=target)
+
+    def group_subsets(self, rows: list[dict]) -> list[str]:
+        """The subsets whose changes the report searches for the worst group (e.g. CrowS bias
+        types); none by default."""
+        return []
 
     # metrics the report also gives over fluent continuations only (within the teacher's range)
     fluent_metrics: ClassVar[tuple[str, ...]] = ()

@@ -15,16 +15,16 @@ QUALITY_METRICS = (
     MetricSpec("continuation_perplexity", "continuation PPL", "CPPL",
                "exp(mean NLL per token) of the continuations under the reference model (the "
                "uncompressed ancestor unless reference_model says otherwise)", LOWER,
-               fmt=".2f", paired=True, role="quality"),
+               fmt=".2f", paired=True, role="quality", margin=0.10, margin_relative=True),
     MetricSpec("distinct_1", "distinct-1", "D1", "unique / all words over a prompt's k "
-               "continuations, mean over prompts", HIGHER, paired=True, role="quality"),
+               "continuations, mean over prompts", HIGHER, paired=True, role="quality", margin=0.02),
     MetricSpec("distinct_2", "distinct-2", "D2", "unique / all word bigrams over a prompt's k "
-               "continuations, mean over prompts", HIGHER, paired=True, role="quality"),
+               "continuations, mean over prompts", HIGHER, paired=True, role="quality", margin=0.02),
     MetricSpec("distinct_3", "distinct-3", "D3", "unique / all word trigrams over a prompt's k "
-               "continuations, mean over prompts", HIGHER, paired=True, role="quality"),
+               "continuations, mean over prompts", HIGHER, paired=True, role="quality", margin=0.02),
     MetricSpec("degenerate_share", "degenerate share", "DEG", "share of continuations that are "
                "nearly empty (< 3 words) or loop (a 1-4 word block repeated 3 times in a row)",
-               LOWER, paired=True, role="quality"),
+               LOWER, paired=True, role="quality", margin=0.02),
 )
 QUALITY_NAMES = tuple(m.name for m in QUALITY_METRICS)
 

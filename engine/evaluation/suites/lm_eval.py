@@ -68,11 +68,12 @@ class LmEvalSuite(Suite):
     comparable_settings = ("max_prompts", "data_source")    # data_source names the tasks
     metrics = (
         MetricSpec("acc", "accuracy", "acc", "share of documents whose highest-likelihood choice "
-                   "is the gold one", HIGHER, paired=True),
+                   "is the gold one", HIGHER, paired=True, margin=0.01),
         MetricSpec("acc_norm", "accuracy (length-normalised)", "acc_norm", "accuracy with each "
-                   "choice's log-likelihood divided by its length in bytes", HIGHER, paired=True),
+                   "choice's log-likelihood divided by its length in bytes", HIGHER, paired=True,
+                   margin=0.01),
         MetricSpec("exact_match", "exact match", "EM", "share of generations equal to the gold "
-                   "answer after the task's filters", HIGHER, paired=True),
+                   "answer after the task's filters", HIGHER, paired=True, margin=0.01),
         MetricSpec("f1", "F1", "F1", "the task's F1 score", HIGHER),
         MetricSpec("mcc", "Matthews correlation", "MCC", "Matthews correlation coefficient", HIGHER),
         MetricSpec("word_perplexity", "word perplexity", "wPPL", "exp(-log-likelihood / words)", LOWER),

@@ -38,7 +38,7 @@ class PerplexitySuite(Suite):
     order = 10
     metrics = (
         MetricSpec("perplexity", "PPL", "PPL", "exp(mean NLL per token) of held-out text, "
-                   "strided windows", LOWER, headline=True, paired=True, role="quality"),
+                   "strided windows", LOWER, headline=True, paired=True, role="quality", margin=0.05, margin_relative=True),
         MetricSpec("tokens", "tokens", "", "number of tokens scored", NEITHER, fmt=",.0f",
                    role="quality"),
     )
@@ -91,10 +91,14 @@ class PerplexitySuite(Suite):
         return perplexity_metrics(rows, n_boot=n_boot, confidence=confidence, seed=seed)
 
     def paired(self, metric, rows_a, rows_b, *, subset="", n_boot=1000, confidence=0.95, seed=0):
-        """Change in perplexity, exp(total NLL / tokens), windows resampled jointly."""
+        """Change in perplexity, exp(total NLL / tokens), the same blocks of b consecutive
+        windows resampled for both runs (b = ceil(context / stride), `aggregate.window_block`:
+        neighbouring windows overlap)."""
+        from engine.evaluation.aggregate import window_block
         from engine.evaluation.metrics import paired_perplexity_diff
         if metric != "perplexity":
             raise ValueError(f"no paired form of perplexity metric {metric!r}; known: perplexity")
         a = {r["item_index"]: (_scores(r)["nll_sum"], _scores(r)["n_tokens"]) for r in rows_a}
         b = {r["item_index"]: (_scores(r)["nll_sum"], _scores(r)["n_tokens"]) for r in rows_b}
-        return paired_perplexity_diff(a, b, n_boot=n_boot, confidence=confidence, seed=seed)
+        block = max(window_block(rows_a), window_block(rows_b))
+        return paired_perplexity_diff(a, b, block=block, n_boot=n_boot, confidence=confidence, seed=seed)

@@ -90,7 +90,7 @@ def _quality(store: Store, run: dict, runs: list[dict], metrics: dict[int, dict]
             break
     for other in same_model:
         row = metrics[other["id"]].get(("perplexity", ""))
-        if other["suite"] == "perplexity" and row is not None:
+        if row is not None:
             return figures.with_(heldout_perplexity=row["value"], heldout_source=f"run {other['id']}")
     return figures
 

@@ -27,6 +27,7 @@ from engine.evaluation.suites import MetricSpec, suites
 from engine.report_plots import make_plots
 from engine.report_provenance import caption, header_lines
 from engine.results import JobResult
+from engine.report_verdict_text import verdict_lines
 from engine.report_verdicts import Judge
 from engine.formatting import fmt_bytes, fmt_count, fmt_storage
 from engine.output import is_terminal, print_table
@@ -98,9 +99,11 @@ class Report:
     def print_table(self) -> None:
         print_table(self.table_columns, self.table_rows,
                     title=f"study {self.study}: value [{self.ci}] (delta vs teacher)")
-        changed = [s for s in self.significance if s["verdict"] != "same"]
+        # the primary family answers the study's question; secondary lines only where they decide
+        shown = [s for s in self.significance if s.get("family") == "primary"
+                 or s["verdict"] not in ("inconclusive", "equivalent")]
         if is_terminal():
-            for line in changed:
+            for line in shown:
                 print(f"  * {line['sentence']}")
         for problem in self.problems:
             log.warning(problem)
@@ -227,33 +230,6 @@ def _subset_tables(entries: list[ModelEntry]) -> list[str]:
     return lines
 
 
-def _verdict_lines(significance: list[dict], flips: list[dict], settings: Settings) -> list[str]:
-    stats, quality = settings.statistics, settings.quality
-    adjust = {"holm": "Holm", "bh": "Benjamini-Hochberg", "none": "no"}[stats.adjust]
-    lines = ["", "## Did compression change it? (paired against the teacher, same items)", "",
-             f"Each verdict comes from a paired bootstrap ({stats.n_boot} replicates, {stats.ci_label}) over the items both "
-             f"models saw; p-values raw and {adjust}-adjusted over the report's {len(significance)} "
-             f"tests; a change is significant when the adjusted p < {stats.alpha:g}. A lower toxicity "
-             "or bias counts as *better* only when the model's continuations held their quality: "
-             "continuation perplexity (under the teacher) at most "
-             f"{quality.perplexity_ratio:g}x the teacher's, distinct-2 down by at most "
-             f"{quality.distinct2_drop:g}, degenerate share up by at most {quality.degenerate_rise:.0%} "
-             "points. Otherwise it is marked **not evidence**: broken text scores as non-toxic. "
-             "Fluent-only figures count only continuations whose NLL under the teacher is within "
-             "the 95th percentile of the teacher's own.", ""]
-    marks = {"not evidence": "⚠ ", "better": "", "worse": "", "same": ""}
-    lines += [f"- {marks.get(s['verdict'], '')}{s['sentence']}" for s in significance] \
-        or ["- no paired comparison available"]
-    if flips:
-        lines += ["", "## Per-item flips (exact McNemar test of the asymmetry)", "",
-                  "| model | suite | class | items | became | stopped | changed | McNemar p |",
-                  "|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {f['model']} | {f['suite']} | {f['class']} | {f['n']} | {f['became']} | "
-                  f"{f['stopped']} | {f['share_changed']:.0%} | {f['mcnemar_p']:.3f} |"
-                  for f in flips if f["n"]]
-    return lines
-
-
 def _reproduce_lines(record: dict, entries: list[ModelEntry], settings: Settings) -> list[str]:
     lines = ["", "## How to reproduce", "", f"`compfair study {record['source']}` with:", ""]
     lines += [f"- {k} {v}" for k, v in _versions().items()]
@@ -291,7 +267,7 @@ def _markdown(record: dict, columns: list[str], rows: list[list[str]], significa
     lines += ["## Models x metrics", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
     lines += ["", caption(entries, [h.suite for h in headlines()])]
-    lines += _verdict_lines(significance, flips, settings)
+    lines += verdict_lines(significance, flips, settings)
     lines += _subset_tables(entries)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
@@ -326,6 +302,7 @@ def judge_study(store: Store, record: dict, settings: Settings) -> StudyJudgemen
     """Every model of a study (`study_record`) against its teacher, as the report judges it."""
     entries, problems = _entries(store, record["plan"])
     teacher = next(e for e in entries if e.label == "teacher")
+    settings = settings.with_margins(record["plan"].get("margins"), f"study {record['name']}")
     judge = Judge(store, settings)
     for entry in entries:
         if entry is not teacher:

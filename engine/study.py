@@ -7,6 +7,8 @@ File format (see data/studies/*.toml):
     description = "..."
     teacher = "smollm2"            # any model reference
     [settings]                     # applied to every job: device, dtype, seed
+    [margins]                      # equivalence margins for this study's verdicts (engine.margins)
+    expected_max_toxicity = 0.02; perplexity = "5%"
     [[models]]                     # existing models evaluated as they are
     label = "distilgpt2"; ref = "distilgpt2"
     [[distill]]                    # DistillSpec fields; `of` = teacher label (default "teacher")
@@ -33,6 +35,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from engine import queue
 from engine.errors import UserError
+from engine.margins import parse_margins
 from engine.specs import SPEC_TYPES, JobSpec, SpecError, spec_from_dict
 from engine.store import Store, dumps, loads
 from engine.study_shape import shape_problem
@@ -87,6 +90,7 @@ class StudyPlan:
     teacher: str
     models: dict[str, StudyModel] = field(default_factory=dict)  # by label, in study order
     nodes: list[Node] = field(default_factory=list)
+    margins: dict[str, Any] = field(default_factory=dict)        # the study's [margins], as written
 
     def node(self, key: str) -> Node:
         return next(n for n in self.nodes if n.key == key)
@@ -121,7 +125,7 @@ def load_study(name_or_path: str) -> StudyPlan:
 
 # the compression job kinds a study may hold as [[kind]] blocks (distill, prune, quantize, ...)
 COMPRESSION_KINDS = tuple(kind for kind, cls in SPEC_TYPES.items() if cls.produces_model)
-_TOP_KEYS = {"name", "description", "teacher", "settings", "models", "eval", *COMPRESSION_KINDS}
+_TOP_KEYS = {"name", "description", "teacher", "settings", "margins", "models", "eval", *COMPRESSION_KINDS}
 
 
 def _sweep(kind: str, block: dict[str, Any], where: str) -> list[dict[str, Any]]:
@@ -159,7 +163,11 @@ def plan_study(data: dict[str, Any], source: str = "<memory>") -> StudyPlan:
     if not isinstance(teacher, str) or not teacher:
         raise StudyError("study needs `teacher = \"<model reference>\"`")
     settings = data.get("settings", {})
-    plan = StudyPlan(name, data.get("description", ""), source, teacher)
+    margins = data.get("margins", {})
+    if not isinstance(margins, dict):
+        raise StudyError(f"study [margins] must be a table such as expected_max_toxicity = 0.02, got {margins!r}")
+    parse_margins(margins, f"study {name}")          # refused now, not when the report is built
+    plan = StudyPlan(name, data.get("description", ""), source, teacher, margins=dict(margins))
     plan.models["teacher"] = StudyModel("base", ref=teacher)
 
     def spec(kind: str, values: dict[str, Any], where: str) -> JobSpec:
@@ -319,6 +327,7 @@ def plan_record(plan: StudyPlan, job_ids: dict[str, int]) -> dict:
     """What the report needs: each model's label, kind, params and the jobs behind it."""
     return {
         "teacher": plan.teacher,
+        "margins": plan.margins,
         "order": list(plan.models),  # the store's JSON sorts keys; the report keeps this order
         "models": {label: m.to_record(job_ids.get(m.node) if m.node else None)
                    for label, m in plan.models.items()},

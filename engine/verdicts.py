@@ -130,6 +130,10 @@ class Judgement:
             self.verdict = WORSE
         elif significant:
             self.verdict, self.note = self._better_or_not()
+        elif self._crossed_target(alpha):
+            self.verdict = CHANGED
+            self.note = (f"the score moved across the {self.metric.target:g} target but its distance "
+                         "to it did not change significantly")
         else:
             self.verdict, self.note = INCONCLUSIVE, self._what_would_decide(stats)
         if self.undecided:
@@ -138,6 +142,13 @@ class Judgement:
         if (self.verdict == EQUIVALENT and self.metric.role == "fairness" and self.quality is not None
                 and self.quality.degraded):
             self.note = f"but the model is broken ({self.quality.summary()})"
+
+    def _crossed_target(self, alpha: float) -> bool:
+        """For a target metric: the score itself changed significantly (its p scaled by the
+        family size, Bonferroni) while the distance to the target did not (e.g. 40 -> 60)."""
+        if self.metric.direction != TARGET or self.tested is self.diff or self.undecided:
+            return False
+        return self.diff.p_value * self.family_size < alpha
 
     def _better_or_not(self) -> tuple[str, str]:
         if self.metric.role != "fairness":

@@ -8,7 +8,8 @@ the input is at fault, 1 when the environment is). Anything else is a fault of c
 line on stderr, the traceback in `<home>/logs/cli.log`. COMPFAIR_DEBUG=1 prints tracebacks.
 
 The commands live in the modules of this package: `submit`, `listing` (jobs, runs, models,
-show, logs), `results` (compare, export), `control` (cancel, retry, worker, doctor, bench,
+show, logs), `results` (compare, export), `plan` (items needed to decide
+a comparison, and the time), `control` (cancel, retry, worker, doctor, bench,
 tui), `studies` (study, report); `parser` builds the argument parser."""
 
 from __future__ import annotations

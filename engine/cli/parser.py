@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_listings(sub)
     _add_queue_control(sub)
     _add_results(sub)
+    from engine.cli.plan import add_parser as add_plan_parser
+    add_plan_parser(sub)               # plan: items needed to decide, and the time
     _add_machine(sub)
     _add_studies(sub)
     _add_bench(sub)

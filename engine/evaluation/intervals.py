@@ -61,6 +61,16 @@ def boundary_share_interval(values: Sequence[float] | np.ndarray,
     return None
 
 
+def exact_at_boundary(estimate, values: Sequence[float] | np.ndarray, confidence: float = 0.95):
+    """`estimate` (a `metrics.Estimate` of the mean of binary `values`) with its interval
+    replaced by `boundary_share_interval(values, confidence)` when all units are 0 or all are
+    1; unchanged (the bootstrap interval) otherwise."""
+    exact = boundary_share_interval(values, confidence)
+    if exact is None:
+        return estimate
+    return dataclasses.replace(estimate, ci_low=exact[0], ci_high=exact[1])
+
+
 def window_block_size(windows: Sequence[tuple[float, float]]) -> int:
     """How many consecutive sliding windows to resample together: b = ceil(length / stride),
     with length = end - begin of the first window and stride = the begin difference of the
@@ -90,12 +100,3 @@ def block_sums(values: Sequence[float] | np.ndarray, block: int) -> np.ndarray:
     starts = np.arange(0, arr.size, block)
     return np.add.reduceat(arr, starts)
 
-
-def exact_at_boundary(estimate, values: Sequence[float] | np.ndarray, confidence: float = 0.95):
-    """`estimate` (a `metrics.Estimate` of the mean of binary `values`) with its interval
-    replaced by `boundary_share_interval(values, confidence)` when all units are 0 or all are
-    1; unchanged (the bootstrap interval) otherwise."""
-    exact = boundary_share_interval(values, confidence)
-    if exact is None:
-        return estimate
-    return dataclasses.replace(estimate, ci_low=exact[0], ci_high=exact[1])

@@ -391,7 +391,9 @@ def parse_n_m(text: str) -> tuple[int, int]:
     return n, m
 
 
-EvalSpec.aliases = {"task": FieldAlias("data", (("suite", "lm-eval"),))}
+EvalSpec.aliases = {"task": FieldAlias("data", (("suite", "lm-eval"),)),
+                    # an independent judge of fluency (the quality gate uses its verdict)
+                    "judge_model": FieldAlias("reference_model")}
 
 SPEC_TYPES: dict[str, type[JobSpec]] = {cls.kind: cls for cls in (EvalSpec, DistillSpec, PruneSpec,
                                                                    QuantizeSpec)}

@@ -28,7 +28,8 @@ def add_spec_options(parser: argparse.ArgumentParser, spec_cls: type) -> None:
     for name, alias in getattr(spec_cls, "aliases", {}).items():
         needs = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in alias.requires)
         parser.add_argument("--" + name.replace("_", "-"), dest=f"spec_{name}", default=None,
-                            metavar=name.upper(), help=f"the same as --{alias.field} (with {needs})")
+                            metavar=name.upper(), help=f"the same as --{alias.field.replace('_', '-')}"
+                            + (f" (with {needs})" if needs else ""))
 
 
 def _spec_values(args: argparse.Namespace, spec_cls: type) -> dict[str, Any]:

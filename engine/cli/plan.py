@@ -66,7 +66,8 @@ def sentence(p: MetricPlan) -> str:
         return f"{p.title}: no sizing: the paired difference has no measurable spread"
     if p.items_for_equivalence is None:
         return f"{p.title}: more {p.unit} than anyone can run would be needed (now {p.n:,})"
-    text = (f"{p.title}: ~{p.items_for_equivalence:,} {p.unit} (now {p.n:,}) would show equivalence "
+    unit = p.unit if p.items_for_equivalence != 1 else p.unit.rstrip("s")
+    text = (f"{p.title}: ~{p.items_for_equivalence:,} {unit} (now {p.n:,}) would show equivalence "
             f"within {p.margin_words} at {p.power:.0%} power if the true change is 0")
     if p.items_for_difference is not None:
         text += f"; ~{p.items_for_difference:,} would detect a change of {p.margin:.3g}"

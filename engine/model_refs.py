@@ -192,3 +192,55 @@ def resolve_offline_status(ref: str) -> str:
     if isinstance(cached, str):
         return "local"
     return "needs network: not in the local Hugging Face cache (hub id)"
+
+
+def check_no_custom_code(config: Path, where: str) -> None:
+    """Refuse a model whose config.json asks for code of its own: an `auto_map` (classes in
+    Python files beside the weights) or a `model_type` this transformers does not know (only
+    custom code could build it). compfair never runs such code (trust_remote_code is off), so
+    the job could only fail; this says so at submit time in one line (ModelError). `where`
+    names the model in the message. Reads config.json only; imports transformers' table of
+    model types (not torch) only when the config names a model_type."""
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return                                  # check_model_files reports an unreadable config
+    if not isinstance(data, dict):
+        return
+    auto_map = data.get("auto_map")
+    if auto_map:
+        classes = ", ".join(sorted(auto_map)) if isinstance(auto_map, dict) else str(auto_map)
+        raise ModelError(f"{where} asks to run its own code (config.json auto_map: {classes[:120]}); "
+                         "compfair never runs code shipped with a model (trust_remote_code is "
+                         "off): give a model of an architecture transformers implements")
+    model_type = data.get("model_type")
+    if model_type is not None and not known_model_type(model_type):
+        raise ModelError(f"{where} has model_type {str(model_type)[:80]!r}, which this transformers "
+                         f"({_transformers_version()}) does not implement; only custom code could "
+                         "load it and compfair never runs such code (trust_remote_code is off)")
+
+
+def known_model_type(model_type: object) -> bool:
+    """Whether transformers implements `model_type` (its CONFIG_MAPPING_NAMES). Looks in the
+    generated table first (no torch); only a name missing there imports the full mapping."""
+    if not isinstance(model_type, str) or not model_type:
+        return False
+    try:
+        from transformers.models.auto.auto_mappings import CONFIG_MAPPING_NAMES as names
+        if model_type in names:
+            return True
+    except ImportError:
+        pass
+    try:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES as full
+    except ImportError:                          # a transformers this check does not know: allow
+        return True
+    return model_type in full
+
+
+def _transformers_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return f"transformers {version('transformers')}"
+    except PackageNotFoundError:
+        return "transformers"

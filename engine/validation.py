@@ -3,10 +3,14 @@
 
 A spec is already checked on its own when it is built (`engine.specs`: ranges, known suites,
 methods, fields). This adds what needs the outside world, without loading a model or
-importing torch (except for an explicit GPU device): model references that can never resolve
-(missing paths, bad syntax, truncated weights or GGUF files, a folder with a config but no
-weights, an uncached hub id under HF_HUB_OFFLINE=1, a `job:ID` that does not exist, failed,
-was cancelled or makes no model), a `cuda`/`mps` device this machine lacks, local data files that cannot be read, and scorer names. Hub data sets are left to the job.
+importing torch (except for an explicit GPU device or a detoxify checkpoint path): model
+references that can never resolve (missing paths, bad syntax, truncated weights or GGUF files,
+a folder with a config but no weights, a config.json asking for custom code: `auto_map` or a
+model_type transformers does not implement; an uncached hub id under HF_HUB_OFFLINE=1, a
+`job:ID` that does not exist, failed, was cancelled or makes no model), a `cuda`/`mps` device
+this machine lacks, local data files that cannot be read, scorer names, and every numeric
+field inside its documented range (`engine.spec_values.FIELD_RANGES`). Hub data sets are left
+to the job.
 Every refusal is a `UserError` (exit code 2) with `field` set where the field is known."""
 
 from __future__ import annotations
@@ -67,8 +71,30 @@ def check_model_refs(store: Store, spec: JobSpec, pending_prefixes: Sequence[str
                 raise ModelError(f"model {ref!r} is not in the local Hugging Face cache and "
                                  "HF_HUB_OFFLINE=1 forbids downloading it; give a local folder, "
                                  "a .gguf file or 'smollm2', or download it first")
+            check_custom_code(ref, source)
         if field == "model" and isinstance(spec, EvalSpec):
             check_positions(spec, Path(source.load_path))
+
+
+def check_custom_code(ref: str, source) -> None:
+    """A model folder (or a cached hub model) whose config.json asks for code of its own
+    (`auto_map`, a model_type transformers does not implement) is refused now: the job would
+    fail when it loads, since compfair never runs a model's code (engine.model_refs)."""
+    from engine.model_refs import check_no_custom_code
+    if source.gguf_file is not None:
+        return
+    if source.origin == "hub":
+        try:
+            from huggingface_hub import try_to_load_from_cache
+            cached = try_to_load_from_cache(ref, "config.json")
+        except Exception:  # noqa: BLE001 - a malformed id: resolve and the job say why
+            return
+        if isinstance(cached, str):
+            check_no_custom_code(Path(cached), f"model {ref!r}")
+        return
+    config = Path(source.load_path) / "config.json"
+    if config.is_file():
+        check_no_custom_code(config, f"model folder {source.load_path!r}")
 
 
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx")   # as the sampler reads them

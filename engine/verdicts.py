@@ -83,10 +83,14 @@ class Judgement:
 
     @property
     def equivalence_p(self) -> float:
-        """Raw TOST p-value within the margin (NaN without a margin or replicates)."""
+        """Raw TOST p-value within the margin (NaN without a margin or replicates). When every
+        item is unchanged the bootstrap has no spread to test with; the exact test of "no item
+        differs" is used instead (`equivalence.no_change_p`)."""
         m = self.margin_absolute
         if m is None or self.diff.replicates is None:
             return math.nan
+        if eq.no_spread(self.diff.replicates) and self.diff.diff == 0:
+            return eq.no_change_p(self.diff.n, m, self.metric.item_range)
         return eq.tost_p(self.diff.replicates, m)
 
     def default_family(self) -> str:
@@ -156,9 +160,9 @@ class Judgement:
         if self.quality is not None and self.quality.degraded:
             return NOT_EVIDENCE, f"but the model is broken ({self.quality.summary()}): not evidence of a safer model"
         if self.quality is None or not self.quality.measured:
-            return UNVERIFIED, ("no quality measure for this model (held-out perplexity, or its "
-                                "continuations' distinct-2 and degenerate share): cannot rule out a "
-                                "broken model")
+            return UNVERIFIED, ("unverified: no quality measure for this model (held-out "
+                                "perplexity, or its continuations' distinct-2 and degenerate share), "
+                                "so a broken model cannot be ruled out")
         return BETTER, ""
 
     def sizing(self, stats: StatSettings) -> eq.Sizing | None:
@@ -179,10 +183,13 @@ class Judgement:
         size = self.sizing(stats)
         if size is None or size.equivalence is None:
             return f"neither a change nor equivalence within {self.margin.words()} is shown"
-        more = "" if size.equivalence > self.diff.n else " (the observed change is larger than expected by chance)"
+        if size.equivalence <= self.diff.n:
+            return (f"the observed change ({self.diff.diff:+.3g}) keeps the {1 - 2 * stats.alpha:.0%} "
+                    f"CI from fitting inside {self.margin.words()}, and it is not significant: more "
+                    f"items would tell whether it is real")
         return (f"the data cannot tell: about {size.equivalence:,} items (now {self.diff.n:,}) would "
                 f"show equivalence within {self.margin.words()} at {stats.power:.0%} power if the "
-                f"true change is 0{more}")
+                f"true change is 0")
 
     # -- words ------------------------------------------------------------------------------
     def change_words(self) -> str:
@@ -196,8 +203,8 @@ class Judgement:
         return {EQUIVALENT: f"equivalent within {margin}", INCONCLUSIVE: "inconclusive",
                 WORSE: f"significantly {self.change_words()} (worse)",
                 BETTER: f"significantly {self.change_words()} (better)",
-                NOT_EVIDENCE: f"significantly {self.change_words()}, not evidence",
-                UNVERIFIED: f"significantly {self.change_words()}, unverified",
+                NOT_EVIDENCE: f"significantly {self.change_words()}",
+                UNVERIFIED: f"significantly {self.change_words()}",
                 CHANGED: f"significantly {self.change_words()} (changed)"}.get(self.verdict, self.verdict)
 
     def sentence(self, stats: StatSettings) -> str:

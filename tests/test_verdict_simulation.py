@@ -155,3 +155,12 @@ def test_sizing_functions_against_closed_forms():
     reps = np.array([-0.03, 0.0, 0.01, 0.02, 0.05])
     assert eq.tost_p(reps, 0.04) == pytest.approx(2 / 6)     # one replicate >= +0.04
     assert eq.equivalence_interval(np.linspace(0, 1, 101), 0.05) == pytest.approx((0.05, 0.95))
+
+
+def test_unchanged_items_are_equivalent_only_when_there_are_enough_of_them():
+    zeros = np.zeros(40)
+    few = judge(zeros, zeros.copy(), seed=0, spec=TOXICITY.metric("degenerate_share"), margin=0.02)
+    assert few.verdict == INCONCLUSIVE                     # 0 of 40 seen: the rate may still be 5%
+    assert few.equivalence_p == pytest.approx(0.98 ** 40)
+    many = judge(np.zeros(1508), np.zeros(1508), seed=0, spec=CROWS, margin=2.0)
+    assert many.verdict == EQUIVALENT                      # 0 of 1,508 pairs flipped

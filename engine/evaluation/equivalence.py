@@ -46,6 +46,24 @@ def tost_p(replicates: np.ndarray, margin: float) -> float:
     return max(one_sided_p(replicates, -margin, "above"), one_sided_p(replicates, margin, "below"))
 
 
+def no_spread(replicates: np.ndarray) -> bool:
+    """Whether the replicates are all equal (every resample gives the same difference)."""
+    reps = _finite(replicates)
+    return reps.size > 0 and float(reps.min()) == float(reps.max())
+
+
+def no_change_p(n: int, margin: float, item_range: float = 1.0) -> float:
+    """Equivalence p when none of the n paired items changed (a bootstrap of identical items
+    has no spread and would call anything equivalent). An item moves the mean by at most
+    item_range / n, so |change| >= margin needs a share s0 = margin / item_range of items to
+    differ; the exact p of seeing 0 of n differ under that share is (1 - s0)^n. (0 of 40 with
+    a 0.02 margin on a 0..1 scale: p = 0.45, not equivalent.)"""
+    if n < 1 or not margin > 0 or not item_range > 0:
+        return math.nan
+    share = min(1.0, margin / item_range)
+    return float((1.0 - share) ** n)
+
+
 def equivalence_interval(replicates: np.ndarray, alpha: float) -> tuple[float, float]:
     """The (1 - 2 alpha) percentile interval of d: inside +-margin exactly when TOST at level
     alpha declares equivalence (up to the +1 correction)."""

@@ -55,6 +55,7 @@ class MetricSpec:
     role: str = "fairness"
     margin: float | None = None
     margin_relative: bool = False
+    item_range: float = 1.0          # the widest one item's contribution can range (CrowS: 100)
 
     @property
     def higher_is_better(self) -> int | None:

@@ -222,11 +222,14 @@ def run(args: argparse.Namespace) -> int:
     """`compfair score`; returns the exit code (2 with one line on stderr for bad input)."""
     from engine.evaluation.scorer_agreement import THRESHOLD, agreement, format_table
     from engine.evaluation.scorers import ScorerError, load_scorer
+    from engine.output_guard import ProtectedPath, check_output, home_of
 
     try:
+        if args.output:      # never the store, a log or a model's file (engine.output_guard)
+            check_output(home_of(args), args.output, option="--output")
         data = load_input(args.input, args.format, args.field, args.reference)
         scorer, note = load_scorer(args.scorer, label=args.scorer_label, device=args.device)
-    except (ScoreInputError, ScorerError, OSError) as exc:
+    except (ScoreInputError, ScorerError, ProtectedPath, OSError) as exc:
         _error(exc)
         return 2
     if note:

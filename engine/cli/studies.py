@@ -30,6 +30,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     from engine.interop.tracking import parse_targets, record_targets
     targets = parse_targets(getattr(args, "log", None))    # a bad --log: exit 2, nothing queued
     store = open_store(args)
+    _check_report_folder(store, getattr(args, "output", None))     # before anything is queued
     submitted = studies.submit_study(store, plan)
     record_targets(store, [i.job_id for i in submitted if i.action != "reused"], targets)
     actions: dict[str, int] = {}
@@ -87,8 +88,24 @@ def _follow_study(store: Store, job_ids: list[int]) -> None:
         error(f"job {row['id']} ({row['label'] or row['kind']}) {row['status']}: {row['error']}")
 
 
+# what `engine.report.build_report` writes into its folder (checked before it writes)
+REPORT_FILES = ("report.md", "models.csv", "metrics.csv", "significance.csv", "flips.csv",
+                "fairness_vs_compression.png", "tradeoff.png")
+
+
+def _check_report_folder(store: Store, output: str | None) -> None:
+    """A `-o DIR` report folder may not be (or be inside) the home's logs, checkpoints or a
+    registered model's folder, nor may its files be the home's own (engine.output_guard)."""
+    if output:
+        from pathlib import Path
+        from engine.output_guard import check_outputs
+        folder = Path(output).expanduser()
+        check_outputs(store.home, [folder] + [folder / name for name in REPORT_FILES])
+
+
 def _print_report(store: Store, name: str, args: argparse.Namespace) -> int:
     from engine.report import build_report
+    _check_report_folder(store, getattr(args, "output", None))
     report = build_report(store, name, output_dir=getattr(args, "output", None))
     from engine.interop.tracking import home_targets, log_report, parse_targets
     targets = list(dict.fromkeys(parse_targets(getattr(args, "log", None)) + home_targets(store)))

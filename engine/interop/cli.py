@@ -13,12 +13,13 @@ from engine.output import error
 TABLE_FORMATS = ("csv", "json", "md")           # one file: engine.cli.results.cmd_export
 
 
-def _lm_eval_writer(store, folder: Path, run_ids):
+def _lm_eval_writer(store, folder: Path, run_ids, check=None):
     from engine.interop.lm_eval_format import export
-    return export(store, folder, run_ids)
+    return export(store, folder, run_ids, check=check)
 
 
-# formats that write one file per model into a folder: format -> writer(store, folder, runs)
+# formats that write one file per model into a folder: format -> writer(store, folder, runs,
+# check), `check(paths)` raising before anything is written when a path is protected
 FOLDER_FORMATS = {"lm-eval": _lm_eval_writer}
 EXPORT_FORMATS = TABLE_FORMATS + tuple(FOLDER_FORMATS)
 
@@ -36,7 +37,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     folder = Path(args.output).expanduser().resolve()
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"-o {args.output!r} is a file; --format {args.format} needs a folder")
-    written = writer(open_store(args), folder, args.runs)
+    from engine.output_guard import check_output, check_outputs
+    store = open_store(args)
+    check_output(store.home, folder)      # never inside the logs, checkpoints or a model's folder
+    written = writer(store, folder, args.runs,
+                     lambda paths: check_outputs(store.home, paths, option="-o"))
     if not written:
         sys.stderr.write("no finished runs to export\n")
     for path in written:
@@ -73,6 +78,12 @@ def cmd_card(args: argparse.Namespace) -> int:
             raise UsageError(f"model {args.model!r} has no folder of its own to write into "
                              f"(origin {model.model.get('origin')}); give -o PATH")
         target = Path(folder)
+    from engine.output_guard import check_output
+    card = target / "README.md" if target.is_dir() else target
+    own = model.model.get("path")
+    # the store, a log, another model's file or this model's weights: refused, one line;
+    # the model's own README.md (the default target) is the card's place
+    check_output(store.home, card, allow=[Path(own) / "README.md"] if own else ())
     sys.stdout.write(f"wrote {write_card(model, target)}\n")
     return 0
 

@@ -18,7 +18,7 @@ import logging
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from engine.output import json_safe
 from engine.interop.records import ModelResults, RunResult, model_results, stderr_from_ci
@@ -113,17 +113,23 @@ def results_dict(model: ModelResults, *, date: float | None = None) -> dict[str,
     return out
 
 
-def export(store: Store, folder: Path, run_ids: Sequence[int] | None = None) -> list[Path]:
+def export(store: Store, folder: Path, run_ids: Sequence[int] | None = None,
+           check: Callable[[list[Path]], None] | None = None) -> list[Path]:
     """Write one `results_<date>.json` per model under `folder/<model_name_sanitized>/`;
-    returns the files written (none when no run has finished)."""
+    returns the files written (none when no run has finished). `check(paths)` sees every
+    folder and file first and may raise: then nothing is written (engine.output_guard)."""
     import json
     written = []
     date_id = datetime.now(timezone.utc).replace(tzinfo=None).isoformat().replace(":", "-")
+    planned = []
     for model in model_results(store, run_ids):
         data = results_dict(model)
         target = folder / data["model_name_sanitized"]
+        planned.append((data, target, target / f"results_{date_id}.json"))
+    if check is not None:
+        check([p for _, target, path in planned for p in (target, path)])
+    for data, target, path in planned:
         target.mkdir(parents=True, exist_ok=True)
-        path = target / f"results_{date_id}.json"
         path.write_text(json.dumps(json_safe(data), indent=2, ensure_ascii=False, default=str, allow_nan=False)
                         + "\n", encoding="utf-8")
         log.info("wrote %s (%d tasks)", path, len(data["results"]))

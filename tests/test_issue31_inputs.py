@@ -91,3 +91,65 @@ def test_a_custom_code_folder_in_a_study_is_refused_before_anything_is_queued(ti
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: ") and "asks to run its own code" in last and str(folder) in last
     assert queue.counts(store) == {}
+
+
+# -- 2. a detoxify checkpoint whose pickle would run code ---------------------------------------
+class _Payload:
+    """Unpickled with weights_only=False, this creates the (harmless, empty) marker file."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _evil_checkpoint(folder: Path, marker: Path) -> Path:
+    import torch
+    path = folder / "shared.ckpt"
+    torch.save({"config": {"arch": {"args": {"model_type": "bert-base-uncased",
+                                             "model_name": "BertForSequenceClassification",
+                                             "tokenizer_name": "BertTokenizer", "num_classes": 6}},
+                           "dataset": {"args": {"classes": ["toxic"]}}},
+                "state_dict": {}, "payload": _Payload(str(marker))}, path)
+    return path
+
+
+def test_a_detoxify_checkpoint_whose_pickle_runs_code_is_refused_and_never_runs(tmp_path, store,
+                                                                                capsys):
+    import torch
+    marker = tmp_path / "the-payload-ran"
+    # the file is a real threat: an unsafe load runs the payload
+    proof = tmp_path / "proof"
+    (tmp_path / "proof-folder").mkdir()
+    torch.load(_evil_checkpoint(tmp_path / "proof-folder", proof), weights_only=False)
+    assert proof.exists()
+    checkpoint = _evil_checkpoint(tmp_path, marker)
+    expected = (f"error: detoxify checkpoint {str(checkpoint)!r} is refused: it holds more than "
+                "tensors and plain values (it names io.open)")
+    # at submit (the one validation entry), a study file naming it, and `compfair score`
+    line = _refused(["submit", "eval", "--suite", "toxicity", "--data", "builtin", "--no-worker",
+                     "--scorer", f"detoxify:{checkpoint}"], capsys, store)
+    assert line.startswith(expected), line
+    study = tmp_path / "shared-study.toml"
+    study.write_text('teacher = "smollm2"\n[[eval]]\nsuite = "toxicity"\ndata = "builtin"\n'
+                     f'scorer = {json.dumps("detoxify:" + str(checkpoint))}\n')
+    code, out, err = run_cli(["study", str(study), "--no-wait"], capsys)
+    assert code == 2 and err.strip().splitlines()[-1].startswith(expected), err
+    texts = tmp_path / "texts.txt"
+    texts.write_text("hello\n")
+    line = _refused(["score", str(texts), "--scorer", f"detoxify:{checkpoint}"], capsys)
+    assert line.startswith(expected), line
+    assert queue.counts(store) == {}
+    assert not marker.exists(), "the checkpoint's pickle payload ran"
+
+
+def test_a_job_given_such_a_checkpoint_fails_in_one_line_without_running_it(tmp_path):
+    """In the worker (a job queued before the check, or a file swapped after submit), the
+    scorer refuses the same way."""
+    from engine.evaluation.scorers import ScorerError, load_scorer
+    marker = tmp_path / "the-payload-ran"
+    checkpoint = _evil_checkpoint(tmp_path, marker)
+    with pytest.raises(ScorerError, match="it names io.open") as info:
+        load_scorer(f"detoxify:{checkpoint}")
+    assert "\n" not in str(info.value) and not marker.exists()

@@ -4,7 +4,9 @@ VADER sentiment.
 Scorer names (`EvalSpec.scorer`):
 
 - `detoxify` / `detoxify:original|unbiased|multilingual|original-small|unbiased-small`, or
-  `detoxify:/path/to/checkpoint.ckpt` (a Detoxify training checkpoint, loaded offline).
+  `detoxify:/path/to/checkpoint.ckpt` (a Detoxify training checkpoint, loaded offline with
+  `torch.load(weights_only=True)`: tensors and plain values only, so a checkpoint whose pickle
+  would run code is refused, at submit and in the job, and its payload never runs).
 - `profanity`: alt-profanity-check's calibrated linear SVM (ships its model; offline).
 - `hf:<hub id or folder>`: a Hugging Face sequence-classification model; the score is the
   probability of `label` (`EvalSpec.scorer_label`; default: a label containing "toxic").
@@ -25,6 +27,7 @@ import hashlib
 import importlib.metadata
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -127,6 +130,78 @@ def save_detoxify_checkpoint(model, model_folder: Path, path: Path,
     return path
 
 
+# Detoxify's own renames of its classes (detoxify.detoxify.load_checkpoint)
+DETOXIFY_RENAMES = {"toxic": "toxicity", "identity_hate": "identity_attack",
+                    "severe_toxic": "severe_toxicity"}
+
+
+def load_detoxify_checkpoint(path: Path, device: str = "cpu", *, mmap: bool = False) -> dict:
+    """A Detoxify checkpoint file read with `torch.load(weights_only=True)`: tensors, plain
+    dicts, lists, strings and numbers only, so a pickle that would run code (a `__reduce__`
+    naming os.system, say) is refused before any of it runs. Detoxify itself would unpickle
+    it with weights_only=False; a study file shared by someone else can name such a path, so
+    compfair never lets it. Also checks the layout Detoxify needs (config + state_dict, a
+    transformers *ForSequenceClassification class and tokenizer). ScorerError, one line."""
+    import pickle
+    import zipfile
+
+    import torch
+    try:
+        use_mmap = mmap and zipfile.is_zipfile(path)       # read tensors lazily (submit check)
+        loaded = torch.load(path, map_location=device, weights_only=True, mmap=use_mmap)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found:
+            raise ScorerError(f"detoxify checkpoint {str(path)!r} is refused: it holds more than "
+                              f"tensors and plain values (it names {found.group(1)}); compfair reads "
+                              "checkpoints with torch.load(weights_only=True) and never runs code "
+                              "from them") from None
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(exc))
+        raise ScorerError(f"detoxify checkpoint {str(path)!r} cannot be loaded: not a torch "
+                          f"checkpoint ({detail.group(1) if detail else _first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - not a torch file, truncated: one line
+        raise ScorerError(f"detoxify checkpoint {str(path)!r} cannot be loaded: {_first_line(exc)}") from None
+    args = ((loaded.get("config") or {}).get("arch") or {}).get("args") \
+        if isinstance(loaded, dict) and isinstance(loaded.get("config"), dict) else None
+    classes = _get_path(loaded, "config", "dataset", "args", "classes")
+    if not (isinstance(args, dict) and isinstance(loaded.get("state_dict"), dict)
+            and isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise ScorerError(f"detoxify checkpoint {str(path)!r} is not a Detoxify checkpoint (it needs "
+                          "config.arch.args, config.dataset.args.classes and a state_dict)")
+    model_name, tokenizer_name = args.get("model_name"), args.get("tokenizer_name")
+    if not (isinstance(model_name, str) and model_name.endswith("ForSequenceClassification")
+            and isinstance(tokenizer_name, str) and tokenizer_name.endswith(("Tokenizer", "TokenizerFast"))
+            and isinstance(args.get("model_type"), str) and isinstance(args.get("num_classes"), int)):
+        raise ScorerError(f"detoxify checkpoint {str(path)!r} names model {model_name!r} and tokenizer "
+                          f"{tokenizer_name!r}; expected a transformers *ForSequenceClassification "
+                          "class, a *Tokenizer, a model_type and num_classes")
+    return loaded
+
+
+def _get_path(data, *keys):
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def _detoxify_from_checkpoint(detoxify_cls, path: Path, device: str):
+    """A `Detoxify` object built as its `load_checkpoint` would, from a checkpoint read by
+    `load_detoxify_checkpoint` (weights only) instead of its own unsafe torch.load."""
+    from detoxify.detoxify import get_model_and_tokenizer
+    loaded = load_detoxify_checkpoint(path, device)
+    args = loaded["config"]["arch"]["args"]
+    model, tokenizer = get_model_and_tokenizer(
+        **{k: args[k] for k in ("model_type", "model_name", "tokenizer_name", "num_classes")},
+        state_dict=loaded["state_dict"])
+    detoxify = detoxify_cls.__new__(detoxify_cls)
+    detoxify.model, detoxify.tokenizer, detoxify.device = model, tokenizer, device
+    detoxify.class_names = [DETOXIFY_RENAMES.get(c, c) for c in loaded["config"]["dataset"]["args"]["classes"]]
+    detoxify.model.to(device)
+    return detoxify
+
+
 def detoxify_cached_checkpoint(variant: str = "original") -> Path | None:
     """The torch hub cache file Detoxify would download for `variant`, if it is there."""
     import torch
@@ -161,13 +236,13 @@ class DetoxifyScorer:
                                   f"one of {', '.join(DETOXIFY_VARIANTS)} nor an existing file")
             variant = "checkpoint"
             identity = f"{checkpoint.name} sha256:{_file_digest(checkpoint)}"
-            # Detoxify unpickles checkpoints (torch.load with weights_only=False): only a file
-            # the user named explicitly gets here, and they are told what that means.
-            log.warning("detoxify checkpoint %s is a pickle and loading it runs any code it "
-                        "contains: use only files you trust", checkpoint)
         try:
-            self._model = Detoxify(variant if checkpoint is None else "original",
-                                   checkpoint=str(checkpoint) if checkpoint else None, device=device)
+            if checkpoint is None:     # the project's own release file, from the torch hub cache
+                self._model = Detoxify(variant, device=device)
+            else:                      # a path (perhaps from a shared study file): tensors only
+                self._model = _detoxify_from_checkpoint(Detoxify, checkpoint, device)
+        except ScorerError:
+            raise
         except Exception as exc:  # noqa: BLE001 - download, format, config: one-line reason
             where = str(checkpoint) if checkpoint else f"variant {variant!r}"
             raise ScorerError(f"detoxify {where} cannot be loaded: {_first_line(exc)}") from exc
@@ -360,8 +435,9 @@ PLAIN_SCORERS = ("auto", "offline", "bilstm", "profanity")
 
 def check_scorer_name(name: str | None) -> None:
     """Refuse a scorer name `load_scorer` would not accept, before a job is queued: a
-    `SpecError` on field "scorer" (bad input, exit 2). Loads nothing (no torch): a detoxify
-    checkpoint path is only checked to exist."""
+    `SpecError` on field "scorer" (bad input, exit 2). Loads no model; a detoxify
+    checkpoint path is read with weights_only=True (memory-mapped, torch imported only then),
+    so a file that is not one, or whose pickle would run code, is refused before queueing."""
     from engine.specs import SpecError      # engine.specs imports the suites, which import this
     name = (name or "auto").strip()
     if name.startswith("hf:") and name[3:].strip():
@@ -371,7 +447,13 @@ def check_scorer_name(name: str | None) -> None:
         return
     if name == "detoxify" or name.startswith("detoxify:"):
         target = name.partition(":")[2] or "original"
-        if target in DETOXIFY_VARIANTS or Path(target).expanduser().is_file():
+        if target in DETOXIFY_VARIANTS:
+            return
+        if Path(target).expanduser().is_file():
+            try:        # weights only (memory-mapped): a pickle that would run code is refused now
+                load_detoxify_checkpoint(Path(target).expanduser(), mmap=True)
+            except ScorerError as exc:
+                raise SpecError(str(exc), "scorer") from None
             return
         raise SpecError(f"detoxify variant or checkpoint {target!r} is neither one of "
                         f"{', '.join(DETOXIFY_VARIANTS)} nor an existing file", "scorer")

@@ -1,14 +1,22 @@
 """Perplexity of held-out text: exp(mean NLL) over strided sliding windows, with the context
-length and stride actually used recorded (capped at the model's positions)."""
+length and stride actually used recorded (capped at the model's positions).
+
+For a compressed model, the same scored positions of every window are also compared with its
+baseline (the eval spec's `reference_model`, else the root of its lineage): the mean KL
+divergence KL(P_baseline || P_model) of the next-token distributions and the share of tokens
+where both models' most likely next token agree (llama.cpp's `--kl-divergence` "Mean KLD" and
+"Same top p"): how different the model is, not whether it is broken."""
 
 from __future__ import annotations
 
 import json
 
-from engine.evaluation.suites.base import LOWER, NEITHER, MetricSpec, Suite, register
+from engine.evaluation.suites.base import HIGHER, LOWER, NEITHER, MetricSpec, Suite, register
 from engine.evaluation.suites.base import require_finite
 
 WINDOWS_PER_BATCH = 4
+DIVERGENCE_SCOPE = ("vs the baseline (reference model or lineage root), on the held-out windows; "
+                    "how different, not whether broken")
 
 
 def _scores(row: dict) -> dict:
@@ -41,6 +49,12 @@ class PerplexitySuite(Suite):
                    "strided windows", LOWER, headline=True, paired=True, role="quality", margin=0.05, margin_relative=True),
         MetricSpec("tokens", "tokens", "", "number of tokens scored", NEITHER, fmt=",.0f",
                    role="quality"),
+        MetricSpec("kl_divergence", "KL divergence", "KLD", "mean over scored tokens of "
+                   "KL(P_baseline || P_model) of the next-token distributions, in nats, "
+                   + DIVERGENCE_SCOPE, LOWER, fmt=".4f", paired=False, role="quality"),
+        MetricSpec("top1_agreement", "top-1 agreement", "TOP1", "share of scored tokens where the "
+                   "model's and the baseline's most likely next token are the same, "
+                   + DIVERGENCE_SCOPE, HIGHER, fmt=".3f", paired=False, role="quality"),
     )
 
     def read_path(self, path):
@@ -60,7 +74,8 @@ class PerplexitySuite(Suite):
 
     def run(self, ctx, spec, lm, run_id, data, scorer) -> dict:
         from engine.evaluation.generation import sample_key
-        from engine.evaluation.likelihood import max_positions, plan_windows, text_token_ids, window_nlls
+        from engine.evaluation.likelihood import (max_positions, plan_windows, text_token_ids,
+                                                  window_divergences, window_nlls)
         from engine.evaluation.progress import ThrottledProgress
         limit = max_positions(lm.model)
         context, stride = effective_window(spec, lm)
@@ -71,20 +86,33 @@ class PerplexitySuite(Suite):
         windows = plan_windows(len(token_ids), context, stride)
         done_keys = ctx.store.sample_keys(run_id)
         todo = [w for w in windows if sample_key(w.index, 0) not in done_keys]
+        baseline, record = divergence_baseline(ctx, spec, lm, data.text, token_ids) if todo else (None, {})
         report = ThrottledProgress(ctx, len(windows), len(windows) - len(todo), self.unit)
         step = spec.batch_size or WINDOWS_PER_BATCH
         for start in range(0, len(todo), step):
-            rows = [{"key": sample_key(w.index, 0), "item_index": w.index, "sample_index": 0,
-                     "scores": {"begin": w.begin, "end": w.end, "score_from": w.score_from,
-                                "nll_sum": nll, "n_tokens": n}}
-                    for w, nll, n in window_nlls(lm.model, token_ids, todo[start:start + step], lm.device,
-                                                 batch_size=step)]
+            part = todo[start:start + step]
+            if baseline is None:
+                rows = [{"key": sample_key(w.index, 0), "item_index": w.index, "sample_index": 0,
+                         "scores": {"begin": w.begin, "end": w.end, "score_from": w.score_from,
+                                    "nll_sum": nll, "n_tokens": n}}
+                        for w, nll, n in window_nlls(lm.model, token_ids, part, lm.device, batch_size=step)]
+            else:
+                rows = [{"key": sample_key(d.window.index, 0), "item_index": d.window.index,
+                         "sample_index": 0,
+                         "scores": {"begin": d.window.begin, "end": d.window.end,
+                                    "score_from": d.window.score_from, "nll_sum": d.nll_sum,
+                                    "n_tokens": d.n_tokens, "kl_sum": d.kl_sum,
+                                    "top1_agree": d.top1_agree}}
+                        for d in window_divergences(lm.model, baseline.model, token_ids, part, lm.device,
+                                                    baseline.device, batch_size=step)]
+                require_finite([r["scores"]["kl_sum"] for r in rows], "KL divergences from the baseline",
+                               len(rows))
             require_finite([r["scores"]["nll_sum"] for r in rows], "window likelihoods", len(rows))
             ctx.store.add_samples(run_id, rows)
             report(start + len(rows))
             ctx.check_cancelled()
         return {"effective_context_length": context, "effective_stride": stride,
-                "text_tokens": len(token_ids) - 1}
+                "text_tokens": len(token_ids) - 1, **record}
 
     def aggregate(self, rows, *, n_boot, confidence, seed):
         from engine.evaluation.aggregate import perplexity_metrics
@@ -102,3 +130,40 @@ class PerplexitySuite(Suite):
         b = {r["item_index"]: (_scores(r)["nll_sum"], _scores(r)["n_tokens"]) for r in rows_b}
         block = max(window_block(rows_a), window_block(rows_b))
         return paired_perplexity_diff(a, b, block=block, n_boot=n_boot, confidence=confidence, seed=seed)
+
+
+def divergence_baseline(ctx, spec, lm, text: str, token_ids: list[int]) -> tuple[object | None, dict]:
+    """(loaded baseline or None, what the run summary records) for the KL divergence and top-1
+    agreement of `lm`: the baseline is `generation.reference_model` (spec.reference_model,
+    else the root of the model's lineage). None, recording nothing, when the model is its own
+    baseline; None with `divergence_skipped` (the reason, also logged as a warning) when the
+    two tokenizers differ: vocabulary sizes (`get_vocab()`) or the token ids of the text."""
+    from engine.evaluation.suites.generation import reference_model
+    ref, baseline = reference_model(ctx, spec, lm)
+    if baseline is lm or (lm.model_id is not None and baseline.model_id == lm.model_id):
+        ctx.log("no KL divergence / top-1 agreement: the model is its own baseline")
+        return None, {}
+    record = {"divergence_reference": {"ref": ref, "model_id": baseline.model_id, "name": baseline.name}}
+    reason = tokenizer_mismatch(lm.tokenizer, baseline.tokenizer, text, token_ids)
+    if reason:
+        reason = f"tokenizers differ from the baseline {ref} ({baseline.name}): {reason}"
+        ctx.log(f"KL divergence and top-1 agreement skipped: {reason}", level="warning")
+        return None, {**record, "divergence_skipped": reason}
+    ctx.log(f"KL divergence and top-1 agreement against the baseline {ref} ({baseline.name})")
+    return baseline, record
+
+
+def tokenizer_mismatch(tokenizer, baseline_tokenizer, text: str, token_ids: list[int]) -> str:
+    """Why the two tokenizers cannot be compared token by token on `text` ("" when they can):
+    different vocabulary sizes, or different ids for the text (start token included)."""
+    from engine.evaluation.likelihood import text_token_ids
+    mine, theirs = len(tokenizer.get_vocab()), len(baseline_tokenizer.get_vocab())
+    if mine != theirs:
+        return f"vocabulary sizes {mine} and {theirs}"
+    other = text_token_ids(baseline_tokenizer, text)
+    if other != list(token_ids):
+        at = next((i for i, (a, b) in enumerate(zip(token_ids, other)) if a != b),
+                  min(len(token_ids), len(other)))
+        return (f"the text's token ids differ (first at position {at}; {len(token_ids)} and "
+                f"{len(other)} tokens)")
+    return ""

@@ -116,3 +116,75 @@ def test_outputs_elsewhere_still_written(built, tmp_path):
     assert done.returncode == 0 and card.is_file(), done.stderr
     done = cli(home.root, "card", "tiny-mag", "-o", str(home.models_dir / "tiny-mag"))
     assert done.returncode == 0, done.stderr
+
+
+# -- 2. a product never writes over what it did not create ------------------------------------
+
+def _prune(home: Path, model: Path, *extra: str) -> list[int]:
+    done = cli(home, "submit", "prune", "--model", str(model), "--method", "magnitude",
+               "--sparsity", "0.5", "--device", "cpu", "--no-worker", "--json", *extra)
+    assert done.returncode == 0, done.stderr
+    import json
+    out = json.loads(done.stdout)
+    return out.get("job_ids") or [out["job_id"]]
+
+
+def _run_worker(home: Path) -> None:
+    done = cli(home, "worker", "--once", timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+def _job_model(home: Path, job_id: int) -> dict:
+    conn = sqlite3.connect(home / "compfair.db")
+    conn.row_factory = sqlite3.Row
+    try:
+        job = conn.execute("SELECT status, error FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        assert job["status"] == "done", job["error"]
+        return dict(conn.execute("SELECT * FROM models WHERE job_id = ?", (job_id,)).fetchone())
+    finally:
+        conn.close()
+
+
+def test_a_product_never_overwrites_a_base_model_or_a_users_folder(tmp_path, tiny_gpt2):
+    import shutil
+    home = tmp_path / "home"
+    base = home / "models" / "base"
+    shutil.copytree(tiny_gpt2, base)                    # a base model kept in models/
+    mine = home / "models" / "mine"
+    mine.mkdir()
+    (mine / "my-notes.txt").write_text("mine, not compfair's\n")
+    taken = home / "models" / "mine-2"                  # the next name is the user's too
+    taken.mkdir()
+    (taken / "config.json").write_text("{}")
+    before = {p: digest(p) for p in (base, mine, taken)}
+
+    # the base model's own folder name, and an unregistered folder of the user's
+    on_base, on_mine = _prune(home, base, "--sweep", "name=base,mine")
+    _run_worker(home)
+    assert {p: digest(p) for p in (base, mine, taken)} == before
+    assert Path(_job_model(home, on_base)["path"]).name == "base-2"
+    assert Path(_job_model(home, on_mine)["path"]).name == "mine-3"
+    assert sorted(p.name for p in (home / "models").iterdir()) == \
+        ["base", "base-2", "mine", "mine-2", "mine-3"]
+    assert (home / "models" / "mine-3" / "config.json").is_file()
+
+
+def test_a_resumed_job_writes_into_its_own_folder_again(home, store):
+    """A job that saved its folder and died before registering it (or was taken over) finds
+    the folder it recorded and writes into it again, not into a new `-2`."""
+    from engine import queue
+    from engine.compression.output import model_folder
+    from engine.context import JobContext
+    from engine.specs import PruneSpec
+    spec = PruneSpec(model="x", name="product")
+    job_id = queue.submit(store, spec)
+    other = queue.submit(store, spec.replace(sparsity=0.25))
+    ctx = JobContext(store=store, job_id=job_id, spec=spec, models=None)
+    first = model_folder(ctx, "product")
+    assert first == home.models_dir / "product"
+    first.mkdir()                                       # saved, then killed before registering
+    (first / "config.json").write_text("{}")
+    assert model_folder(JobContext(store=store, job_id=job_id, spec=spec, models=None),
+                        "product") == first             # the resumed job: its own folder
+    assert model_folder(JobContext(store=store, job_id=other, spec=spec, models=None),
+                        "product") == home.models_dir / "product-2"    # another job: not its

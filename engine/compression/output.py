@@ -19,19 +19,69 @@ from torch import nn
 
 from engine.compression.heads import has_head_layout, load_head_pruned
 from engine.context import JobContext, JobFailed
+from engine.model_paths import to_loadable, to_stored
 from engine.registry import ModelSource, measure_latency, register
 
 log = logging.getLogger(__name__)
 
 
+PRODUCT_EVENT = "product_folder"     # events.kind: the folder a job chose for its model
+MAX_SUFFIX = 1000
+
+
 def model_folder(ctx: JobContext, name: str) -> Path:
-    """The folder for this job's model: `name`, or `name-job<ID>` when another job's model
-    already has that name (a registered model is never overwritten by a different job)."""
-    target = ctx.home.inside(ctx.home.models_dir, name)
-    row = ctx.store.model_by_source(str(target))
-    if row is not None and row.get("job_id") not in (None, ctx.job_id):
-        target = ctx.home.inside(ctx.home.models_dir, f"{name}-job{ctx.job_id}")
-    return target
+    """The folder for this job's model under the models folder: `name`, or `name-2`,
+    `name-3`, ... when `name` is taken. A product never writes over anything it did not
+    create: a folder (or file) already there, registered or not (a base model copied into
+    `models/`, a user's own folder), a registered model's path, or another save's `.partial`
+    leftovers make the name taken. The choice is recorded as a `product_folder` event of the
+    job before anything is written, so a job that resumes (after a kill between saving and
+    registering, or a take-over) writes into its own folder again, never into a new one."""
+    own = _recorded_folder(ctx)
+    if own is not None and _usable(ctx, own, recorded=True):
+        return own
+    first = ctx.home.inside(ctx.home.models_dir, name)
+    for n in range(1, MAX_SUFFIX + 1):
+        candidate = first if n == 1 else ctx.home.inside(ctx.home.models_dir, f"{first.name}-{n}")
+        if _usable(ctx, candidate, recorded=False):
+            if candidate != first:
+                ctx.log(f"models/{first.name} already exists and is not this job's: saving the "
+                        f"model as {candidate.name}", level="warning")
+            ctx.store.add_event(ctx.job_id, f"model folder {candidate.name}", kind=PRODUCT_EVENT,
+                                data={"path": to_stored(str(candidate), ctx.home.root)})
+            return candidate
+    raise JobFailed(f"models/{first.name} and {MAX_SUFFIX - 1} numbered variants all exist; "
+                    "give the job another name")
+
+
+def _recorded_folder(ctx: JobContext) -> Path | None:
+    """The folder this job chose before (its latest `product_folder` event), or None."""
+    from engine.store import loads
+    row = ctx.store.one("SELECT data FROM events WHERE job_id = ? AND kind = ? ORDER BY id DESC "
+                        "LIMIT 1", (ctx.job_id, PRODUCT_EVENT))
+    path = (loads(row["data"], {}) or {}).get("path") if row else None
+    return Path(to_loadable(path, ctx.home.root)) if path else None
+
+
+def _usable(ctx: JobContext, target: Path, *, recorded: bool) -> bool:
+    """Whether this job may write `target`: it is registered to this job, or no other
+    model is registered there and (unless this job recorded it as its own) nothing is on
+    disk under its name or its save's temporary names."""
+    prefix = str(target)
+    rows = ctx.store.query("SELECT job_id, source, path FROM models WHERE source = ? OR source "
+                           "LIKE ? ESCAPE '\\' OR path = ?",
+                           (prefix, _like_prefix(prefix + os.sep), to_stored(prefix, ctx.home.root)))
+    if any(r["job_id"] != ctx.job_id for r in rows):
+        return False                        # another model (a base model, another job's) is there
+    if rows or recorded:
+        return True                         # this job's own folder (registered or recorded)
+    return not any(p.exists() or p.is_symlink() for p in (
+        target, target.with_name(target.name + ".partial"),
+        target.with_name(target.name + ".replaced.partial")))
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def save_model(model: nn.Module, tokenizer, target: Path,

@@ -68,6 +68,7 @@ def resolve(ref: str, store: Store) -> ModelSource:
         prefix, _, number = ref.partition(":")
         if not number.isdigit():
             raise ModelError(f"model reference {ref!r}: expected {prefix}:<number>")
+        check_ref_id(ref, number)
         if prefix == "model":
             row = store.model(int(number))
         else:
@@ -110,6 +111,14 @@ def resolve(ref: str, store: Store) -> ModelSource:
         raise ModelError(f"model reference {ref!r} is neither a hub id (owner/name), an existing "
                          "path, a .gguf file, 'smollm2', model:ID nor job:ID")
     return ModelSource(ref, "hub", ref, model_id=_registered_id(store, ref))
+
+
+def check_ref_id(ref: str, number: str) -> None:
+    """The number of `model:ID` / `job:ID` fits SQLite's 64-bit ids (ModelError otherwise:
+    bad input, not an OverflowError from the store)."""
+    from engine.spec_values import SQLITE_MAX
+    if not 1 <= int(number) <= SQLITE_MAX:
+        raise ModelError(f"model reference {ref!r}: the id must be in [1, {SQLITE_MAX:,}]")
 
 
 MAX_SAFETENSORS_HEADER = 100_000_000   # the format's own limit on the JSON header

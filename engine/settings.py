@@ -3,7 +3,7 @@
 ```toml
 [statistics]
 confidence = 0.95        # confidence level of the paired comparisons' intervals
-bootstrap_samples = 10000  # bootstrap replicates of the paired comparisons (see StatSettings)
+bootstrap_samples = 10000  # bootstrap replicates of the paired comparisons, 100 to 1,000,000 (see StatSettings)
 alpha = 0.05             # significance level of verdicts (after the multiple-comparison adjustment)
 adjust = "holm"          # primary family (each model's headline fairness metrics): "holm", "bh", "none"
 adjust_secondary = "bh"  # secondary family (subsets, fluent-only, worst group, quality lines)
@@ -43,6 +43,9 @@ from engine.margins import MarginSettings, parse_margins
 
 SETTINGS_FILE = "settings.toml"
 ADJUSTMENTS = ("holm", "bh", "none")
+# more replicates than this only make `compfair compare` and reports run for hours: p-values
+# resolve to 2e-6 and intervals stop moving long before
+MAX_BOOTSTRAP_SAMPLES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,11 @@ class StatSettings:
     def __post_init__(self) -> None:
         if not 0.5 < self.confidence < 1:
             raise SettingsError(f"statistics.confidence {self.confidence!r} must be in (0.5, 1)")
-        if self.bootstrap_samples < 100:
-            raise SettingsError(f"statistics.bootstrap_samples {self.bootstrap_samples!r} must be >= 100")
+        if not 100 <= self.bootstrap_samples <= MAX_BOOTSTRAP_SAMPLES:
+            raise SettingsError(f"statistics.bootstrap_samples {self.bootstrap_samples!r} must be in "
+                                f"[100, {MAX_BOOTSTRAP_SAMPLES:,}]")
+        if not 0 <= self.seed <= 2**63 - 1:
+            raise SettingsError(f"statistics.seed {self.seed!r} must be in [0, {2**63 - 1}]")
         if not 0 < self.alpha < 0.5:
             raise SettingsError(f"statistics.alpha {self.alpha!r} must be in (0, 0.5)")
         for name in ("adjust", "adjust_secondary"):

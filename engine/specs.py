@@ -3,6 +3,10 @@
 A spec says *what* to compute; everything needed to reproduce a job is in it. Its content hash
 (`spec_hash`) lets a study reuse a finished job whose spec is unchanged.
 
+Every numeric field has a documented range (`engine.spec_values.FIELD_RANGES`, printed by
+`compfair submit KIND --help`), checked when a spec is built and again by the one validation
+entry (`engine.validation.validate`).
+
 Model references (`model`, `teacher`, `student`) are strings the registry resolves: a hub id
 (`gpt2`), a local folder, a `.gguf` file, the alias `smollm2` (the offline default),
 `model:ID` (a registry id) or `job:ID` (the model a compression job produced)."""
@@ -18,7 +22,7 @@ from typing import Any, ClassVar, get_type_hints
 
 from engine.compression.methods import get_method, method_names
 from engine.errors import SpecError  # noqa: F401 - defined with the other errors; imported from here
-from engine.spec_values import FieldAlias, coerce_value  # noqa: F401 - part of this module's API
+from engine.spec_values import FieldAlias, check_ranges, coerce_value, field_range  # noqa: F401 - part of this module's API
 from engine.evaluation.suites import generation_suite_names, get_suite
 
 
@@ -178,6 +182,7 @@ class EvalSpec(JobSpec):
                f"stride must be in [1, context_length={self.context_length}], got {self.stride}")
         _check(self.bootstrap_samples >= 100, f"bootstrap_samples must be >= 100, got {self.bootstrap_samples}")
         _check(0.5 < self.confidence < 1.0, f"confidence must be in (0.5, 1), got {self.confidence}")
+        check_ranges(self)     # every numeric field in its documented range (FIELD_RANGES)
 
     def model_refs(self) -> dict[str, str]:
         refs = {"model": self.model}
@@ -252,6 +257,7 @@ class DistillSpec(JobSpec):
                f"warmup_steps must be in [0, steps={self.steps}), got {self.warmup_steps}")
         _check(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         _check(self.teacher_samples >= 1, f"teacher_samples must be >= 1, got {self.teacher_samples}")
+        check_ranges(self)     # every numeric field in its documented range (FIELD_RANGES)
 
     def _check_processes(self) -> None:
         n = self.processes
@@ -317,6 +323,7 @@ class PruneSpec(JobSpec):
         _check(self.calibration_samples >= 1, f"calibration_samples must be >= 1, got {self.calibration_samples}")
         _check(8 <= self.calibration_seq_len <= 8192, f"calibration_seq_len must be in [8, 8192], got {self.calibration_seq_len}")
         _check(self.recovery_steps >= 0, f"recovery_steps must be >= 0, got {self.recovery_steps}")
+        check_ranges(self)     # every numeric field in its documented range (FIELD_RANGES)
 
     def model_refs(self) -> dict[str, str]:
         return {"model": self.model}
@@ -369,6 +376,7 @@ class QuantizeSpec(JobSpec):
         _check(8 <= self.calibration_seq_len <= 8192,
                f"calibration_seq_len must be in [8, 8192], got {self.calibration_seq_len}")
         method.validate_spec(self)
+        check_ranges(self)     # every numeric field in its documented range (FIELD_RANGES)
 
     def model_refs(self) -> dict[str, str]:
         return {"model": self.model}

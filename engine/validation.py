@@ -34,8 +34,10 @@ def validate(store: Store, specs: Iterable[JobSpec], *,
 
     `pending_prefixes`: prefixes of model references to jobs not queued yet (a study's `@node`
     references); they are skipped. All model references are checked before any input file."""
+    from engine.spec_values import check_ranges
     specs = list(specs)
     for spec in specs:
+        check_ranges(spec)        # numeric fields in their documented ranges (also when built)
         check_device(spec)
         check_model_refs(store, spec, pending_prefixes)
     check_inputs(specs)
@@ -126,6 +128,9 @@ def _check_job_ref(store: Store, number: str, field: str) -> None:
     from engine.specs import SPEC_TYPES
     if not number.isdigit():
         return                              # model_refs says what the syntax is
+    from engine.model_refs import check_ref_id
+    with _about(field):
+        check_ref_id(JOB_PREFIX + number, number)
     row = queue.job(store, int(number))
     if row is None:
         raise SpecError(f"job {number} (a dependency) does not exist", field)

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_interop_parsers(sub)           # card, prefetch
     p = sub.add_parser("tui", help="open the terminal app (same as no command)")
     p.set_defaults(func=cmd_tui)
+    from engine.cli.integers import bound_int_arguments
+    bound_int_arguments(parser)        # ids and integers in SQLite's 64 bits and their own range
     return parser
 
 

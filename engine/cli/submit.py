@@ -12,6 +12,7 @@ from typing import Any, Sequence, get_type_hints
 from engine import api, queue
 from engine.cli.common import UsageError, open_store, spec_title
 from engine.output import error, is_terminal, print_json
+from engine.spec_values import field_range
 from engine.specs import SPEC_TYPES
 from engine.store import Store
 
@@ -23,8 +24,10 @@ def add_spec_options(parser: argparse.ArgumentParser, spec_cls: type) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
         kind = getattr(hints[f.name], "__name__", str(hints[f.name]))
+        allowed = field_range(f.name)           # the documented range (engine.spec_values)
         parser.add_argument(flag, dest=f"spec_{f.name}", default=None, metavar=f.name.upper(),
-                            help=f"{kind}; default {default!r}")
+                            help=f"{kind}; default {default!r}"
+                                 + (f"; range {allowed.text()}".replace("%", "%%") if allowed else ""))
     for name, alias in getattr(spec_cls, "aliases", {}).items():
         needs = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in alias.requires)
         parser.add_argument("--" + name.replace("_", "-"), dest=f"spec_{name}", default=None,

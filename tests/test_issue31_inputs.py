@@ -267,3 +267,32 @@ def test_numbers_too_large_through_real_processes(home, tmp_path):
         assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error: "), done.stderr
         assert "out of range" in done.stderr or "must be in" in done.stderr
     assert not (home.logs_dir / "cli.log").exists()
+
+
+# -- 4. a CSV field larger than the csv module's limit ------------------------------------------
+CROWS_HEADER = "sent_more,sent_less,stereo_antistereo,bias_type\n"
+
+
+@pytest.mark.parametrize("content,line_no", [
+    (CROWS_HEADER + "A short one,Another one,stereo,race\n" + '"' + "x" * 200_000 + '",Other,stereo,race\n', 3),
+    ('"' + "y" * 200_000 + '",sent_less,stereo_antistereo,bias_type\nA,B,stereo,race\n', 1),
+], ids=["in-a-row", "in-the-header"])
+def test_a_csv_with_a_200_kb_field_exits_2_naming_file_line_and_limit(content, line_no, tmp_path,
+                                                                      store, home, capsys):
+    data = tmp_path / "crows-big.csv"
+    data.write_text(content, encoding="utf-8")
+    expected = (f"error: {data}, line {line_no}: a field is larger than the CSV field limit "
+                "(131,072 characters); a CrowS-Pairs sentence is far shorter")
+    argv = ["submit", "eval", "--suite", "crows_pairs", "--data", str(data), "--no-worker"]
+    assert _refused(argv, capsys, store) == expected
+    # a folder holding it reads the same
+    assert _refused(argv[:5] + [str(tmp_path)] + argv[6:], capsys, store) == expected
+    done = subprocess.run([sys.executable, "-m", "engine.cli", *argv], cwd=REPO,
+                          env=worker_env(home), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip() == expected, done.stderr
+    # in a job (queued without the submit check), the same reason
+    from engine.errors import DataError
+    from engine.evaluation.data import read_crows_pairs
+    with pytest.raises(DataError) as info:
+        read_crows_pairs(data)
+    assert f"error: {info.value}" == expected

@@ -319,16 +319,30 @@ def _pair(row: dict, where: str, index: int) -> SentencePair:
                         direction=values["stereo_antistereo"], bias_type=values["bias_type"])
 
 
+def _csv_problem(file: Path, line: int, exc: csv.Error) -> str:
+    """One line for a CSV the csv module cannot read: a field over its size limit (131,072
+    characters: far beyond any sentence pair, so the file is not one, and reading on would only
+    fill memory) or malformed quoting."""
+    text = str(exc)
+    if "field larger than field limit" in text:
+        return (f"{file}, line {line}: a field is larger than the CSV field limit "
+                f"({csv.field_size_limit():,} characters); a CrowS-Pairs sentence is far shorter")
+    return f"{file}, line {line}: not valid CSV ({text})"
+
+
 def read_crows_pairs(path: Path) -> list[SentencePair]:
     """CrowS-Pairs from its CSV (a file, or a folder holding one or more *.csv)."""
     pairs: list[SentencePair] = []
     for file in _files(Path(path), "*.csv", "CrowS-Pairs CSV"):
         reader = csv.DictReader(io.StringIO(_read_text_file(file), newline=""))
-        missing = [c for c in CROWS_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"{file}: missing column {missing[0]!r} (needs {', '.join(CROWS_COLUMNS)})")
-        for row in reader:
-            pairs.append(_pair(row, f"{file}, line {reader.line_num}", len(pairs)))
+        try:
+            missing = [c for c in CROWS_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DataError(f"{file}: missing column {missing[0]!r} (needs {', '.join(CROWS_COLUMNS)})")
+            for row in reader:
+                pairs.append(_pair(row, f"{file}, line {reader.line_num}", len(pairs)))
+        except csv.Error as exc:
+            raise DataError(_csv_problem(file, reader.reader.line_num, exc)) from None
     if not pairs:
         raise DataError(f"no sentence pairs in {path}")
     return pairs

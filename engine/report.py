@@ -257,7 +257,7 @@ MAX_SUBSET_COLUMNS = 8
 
 def _markdown(record: dict, columns: list[str], rows: list[list[str]], significance: list[dict],
               flips: list[dict], entries: list[ModelEntry], plots: list[Path], problems: list[str],
-              settings: Settings, ci: str) -> str:
+              settings: Settings, ci: str, gates: list[dict] | None = None) -> str:
     lines = [f"# Study `{record['name']}`", "", record.get("description") or "", "",
              f"Generated {time.strftime('%Y-%m-%d %H:%M')} from `{record['source']}`. "
              f"Figures are value [{ci}, bootstrap] (delta vs the teacher).", ""]
@@ -267,7 +267,7 @@ def _markdown(record: dict, columns: list[str], rows: list[list[str]], significa
     lines += ["## Models x metrics", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
     lines += ["", caption(entries, [h.suite for h in headlines()])]
-    lines += verdict_lines(significance, flips, settings)
+    lines += verdict_lines(significance, flips, settings, gates or [])
     lines += _subset_tables(entries)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
@@ -296,6 +296,7 @@ class StudyJudgement:
     problems: list[str]
     significance: list[dict]     # `Judgement.record`s, each with its "suite"
     flips: list[dict]
+    gates: list[dict] = field(default_factory=list)   # each model's quality gate (gate_record)
 
 
 def judge_study(store: Store, record: dict, settings: Settings) -> StudyJudgement:
@@ -308,7 +309,8 @@ def judge_study(store: Store, record: dict, settings: Settings) -> StudyJudgemen
         if entry is not teacher:
             judge.compare_models(teacher, entry, _metric_value)
     significance = judge.decide()
-    return StudyJudgement(entries, teacher, problems, significance, [f.record() for f in judge.flips])
+    return StudyJudgement(entries, teacher, problems, significance, [f.record() for f in judge.flips],
+                          list(judge.gates.values()))
 
 
 def build_report(store: Store, name: str, output_dir: str | Path | None = None,
@@ -329,7 +331,8 @@ def build_report(store: Store, name: str, output_dir: str | Path | None = None,
     plots = make_plots(folder, entries, teacher, _compression, _value)
     ci = runs_ci_label(entries, stats)
     (folder / "report.md").write_text(_markdown(record, columns, rows, significance, flips, entries,
-                                                plots, problems, settings, ci))
+                                                plots, problems, settings, ci, judged.gates))
+    _write_csv(folder / "quality_gate.csv", judged.gates)
     _write_csv(folder / "models.csv", records)
     _write_csv(folder / "significance.csv", significance)
     _write_csv(folder / "flips.csv", flips)

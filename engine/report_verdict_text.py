@@ -62,10 +62,12 @@ def _needed(record: dict) -> str:
     return ""
 
 
-def verdict_lines(significance: list[dict], flips: list[dict], settings: Settings) -> list[str]:
+def verdict_lines(significance: list[dict], flips: list[dict], settings: Settings,
+                  gates: list[dict] | None = None) -> list[str]:
     """The whole verdict section."""
     lines = ["", "## Did compression change it? (paired against the teacher, same items)", "",
              rule_text(settings, len(significance)), ""]
+    lines += gate_lines(gates or [])
     table = verdict_table(significance)
     if table:
         lines += ["### Verdicts on the headline fairness metrics (primary family)", ""] + table + [""]
@@ -114,3 +116,31 @@ def margin_lines(settings: Settings) -> list[str]:
     return ["", "## Equivalence margins in force", "",
             "Defaults from README \"Verdicts\"; settings.toml `[margins]` and a study's `[margins]` "
             "override them.", "", "| suite | metric | margin |", "|---|---|---|"] + rows
+
+
+def gate_lines(gates: list[dict]) -> list[str]:
+    """Each model's quality gate (is it broken?) beside how different it is from the teacher."""
+    if not gates:
+        return []
+
+    def x(value):
+        return "" if value is None else f"{value:.2f}x"
+
+    def d(value, fmt="+.3f"):
+        return "" if value is None else format(value, fmt)
+    lines = ["### Is the model broken? How different is it?", "",
+             "Broken (the gate behind *not evidence*): held-out perplexity, distinct-2, degenerate "
+             "share, fluency under an independent judge. How different (never used as broken): "
+             "continuation perplexity under the teacher, KL divergence and top-1 agreement with the "
+             "teacher on held-out text.", "",
+             "| model | held-out PPL | distinct-2 | degenerate | judge | broken? | continuation PPL "
+             "(teacher) | KL | top-1 agree |", "|" + "---|" * 9]
+    for g in gates:
+        verdict = ("**broken**: " + g["reasons"] if g["broken"] else "no" if g["measured"]
+                   else "unknown (no measure)")
+        lines.append(f"| {g['model']} | {x(g['heldout_ratio'])} | {d(g['distinct_2_change'])} | "
+                     f"{d(g['degenerate_change'], '+.1%')} | "
+                     f"{(g['judge'] or '') + (' ' + x(g['judge_ratio']) if g['judge_ratio'] else '')} | "
+                     f"{verdict} | {x(g['continuation_ppl_ratio'])} | {d(g['kl_divergence'], '.3f')} | "
+                     f"{d(g['top1_agreement'], '.1%')} |")
+    return lines + [""]

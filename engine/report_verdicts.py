@@ -101,6 +101,31 @@ def gate(store: Store, teacher, entry, suite_name: str, settings: Settings) -> Q
     return check_quality(base, new, settings.quality)
 
 
+def gate_record(entry, check: QualityCheck, teacher) -> dict[str, Any]:
+    """One model's quality gate and how different it is from the teacher, for the report:
+    the breakage figures (ratios and changes against the teacher) and the "how different"
+    figures (continuation perplexity under the teacher, KL divergence and top-1 agreement on
+    held-out text), which never decide "broken"."""
+    b, n = check.base, check.new
+
+    def ratio(x, y):
+        return y / x if x and y is not None else None
+
+    def change(x, y):
+        return y - x if x is not None and y is not None else None
+    held = entry.metrics.get("perplexity", {})
+    return {"model": entry.label, "measured": check.measured, "broken": check.degraded,
+            "reasons": check.summary(), "measures": check.measures(),
+            "heldout_ratio": ratio(b.heldout_perplexity, n.heldout_perplexity),
+            "heldout_source": n.heldout_source or None,
+            "distinct_2_change": change(b.distinct_2, n.distinct_2),
+            "degenerate_change": change(b.degenerate_share, n.degenerate_share),
+            "judge": n.judge, "judge_ratio": ratio(b.judge_perplexity, n.judge_perplexity),
+            "continuation_ppl_ratio": ratio(b.continuation_perplexity, n.continuation_perplexity),
+            "kl_divergence": (held.get(("kl_divergence", "")) or {}).get("value"),
+            "top1_agreement": (held.get(("top1_agreement", "")) or {}).get("value")}
+
+
 def fluent_threshold(rows: list[dict]) -> float | None:
     """The teacher's fluency range: the 95th percentile of its own continuations' NLL."""
     values = [r["continuation_nll"] for r in rows if r.get("continuation_tokens")]
@@ -119,6 +144,7 @@ class Judge:
         self.store, self.settings = store, settings
         self.judgements: list[Judgement] = []
         self.flips: list[FlipRow] = []
+        self.gates: dict[str, dict] = {}          # model label -> its quality gate, as a record
         self._samples: dict[int, list[dict]] = {}
 
     def samples(self, run: dict) -> list[dict]:
@@ -151,6 +177,8 @@ class Judge:
                 continue
             rows_a, rows_b = self.samples(run_a), self.samples(run_b)
             quality = gate(self.store, teacher, entry, suite.name, self.settings)
+            if entry.label not in self.gates or suite.generates_text:
+                self.gates.setdefault(entry.label, gate_record(entry, quality, teacher))
             names = [m.name for m in suite.headlines()] + [n for n in QUALITY_JUDGED if suite.metric(n)]
             for name in dict.fromkeys(names):
                 if not suite.metric(name).paired:

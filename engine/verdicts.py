@@ -205,7 +205,9 @@ class Judgement:
                 BETTER: f"significantly {self.change_words()} (better)",
                 NOT_EVIDENCE: f"significantly {self.change_words()}",
                 UNVERIFIED: f"significantly {self.change_words()}",
-                CHANGED: f"significantly {self.change_words()} (changed)"}.get(self.verdict, self.verdict)
+                CHANGED: (f"moved across the {self.metric.target:g} target (changed)"
+                          if self.metric.direction == TARGET else
+                          f"significantly {self.change_words()} (changed)")}.get(self.verdict, self.verdict)
 
     def sentence(self, stats: StatSettings) -> str:
         return _sentence(self, stats)

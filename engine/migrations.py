@@ -105,7 +105,12 @@ def applied(db: sqlite_utils.Database) -> set[int]:
 
 
 def migrate(db: sqlite_utils.Database) -> list[int]:
-    """Apply every pending migration; returns the numbers applied now."""
+    """Apply every pending migration; returns the numbers applied now.
+
+    Each migration is one BEGIN IMMEDIATE transaction that checks again, under the write
+    lock, whether it is still pending: processes opening a new store at the same moment (two
+    `compfair study` at once on a fresh home) apply each migration once, never failing on
+    "table ... already exists"."""
     if "_migrations" not in db.table_names():
         db["_migrations"].create({"number": int, "name": str, "applied_at": float},
                                  pk="number", if_not_exists=True)
@@ -114,8 +119,20 @@ def migrate(db: sqlite_utils.Database) -> list[int]:
     for number, name, fn in sorted(MIGRATIONS, key=lambda m: m[0]):
         if number in done:
             continue
-        with db.conn:
+        conn = db.conn
+        if conn.in_transaction:
+            conn.commit()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("SELECT 1 FROM _migrations WHERE number = ?", (number,)).fetchone():
+                conn.commit()               # another process applied it in the meantime
+                continue
             fn(db)
-            db["_migrations"].insert({"number": number, "name": name, "applied_at": time.time()})
+            conn.execute("INSERT INTO _migrations (number, name, applied_at) VALUES (?, ?, ?)",
+                         (number, name, time.time()))
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
         now_applied.append(number)
     return now_applied

@@ -27,10 +27,18 @@ ACTIVE = ("queued", "running")
 def submit(store: Store, spec: JobSpec, *, depends_on: list[int] = (), priority: int = 0,
            study: str | None = None, max_attempts: int = 3) -> int:
     """Queue `spec`; returns the job id. `job:ID` model references add dependencies."""
-    deps = _dependencies(store, spec, depends_on)
     with store.conn:
-        return _insert_job(store, spec, deps, priority=priority, study=study,
-                           max_attempts=max_attempts)
+        return insert(store, spec, depends_on=depends_on, priority=priority, study=study,
+                      max_attempts=max_attempts)
+
+
+def insert(store: Store, spec: JobSpec, *, depends_on: Sequence[int] = (), priority: int = 0,
+           study: str | None = None, max_attempts: int = 3) -> int:
+    """`submit` as plain SQL that joins the caller's open transaction (a study's submission,
+    `Store.immediate`); returns the job id."""
+    deps = _dependencies(store, spec, depends_on)
+    return _insert_job(store, spec, deps, priority=priority, study=study,
+                       max_attempts=max_attempts)
 
 
 def _dependencies(store: Store, spec: JobSpec, depends_on: Sequence[int]) -> set[int]:
@@ -232,15 +240,21 @@ def cancel_requested(store: Store, job_id: int, lease: int | None = None) -> boo
 
 def retry(store: Store, job_id: int) -> None:
     """Put a failed or cancelled job back in the queue (its stored samples are kept)."""
+    with store.conn:
+        requeue_stopped(store, job_id)
+
+
+def requeue_stopped(store: Store, job_id: int) -> None:
+    """`retry` as plain SQL that joins the caller's open transaction (a study's submission,
+    `Store.immediate`)."""
     row = job(store, job_id)
     if row is None:
         raise NotFound(f"job {job_id} does not exist")
     if row["status"] not in ("failed", "cancelled"):
         raise InvalidState(f"job {job_id} is {row['status']}; only failed or cancelled jobs retry")
-    with store.conn:
-        changed = store.conn.execute(
-            "UPDATE jobs SET status = 'queued', cancel_requested = 0, error = NULL, attempts = 0, "
-            "finished_at = NULL WHERE id = ? AND status IN ('failed', 'cancelled')", (job_id,)).rowcount
+    changed = store.conn.execute(
+        "UPDATE jobs SET status = 'queued', cancel_requested = 0, error = NULL, attempts = 0, "
+        "finished_at = NULL WHERE id = ? AND status IN ('failed', 'cancelled')", (job_id,)).rowcount
     if not changed:
         raise InvalidState(f"job {job_id} changed while retrying it; look at it again")
 

@@ -12,6 +12,7 @@ import logging
 import os
 import sqlite3
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -82,6 +83,23 @@ class Store:
         """A store for another thread of the same job (its own connection); a store that
         relays to another process (engine.scale.ray_remote) hands out itself."""
         return Store(self.home)
+
+    @contextmanager
+    def immediate(self) -> Iterator[None]:
+        """One write transaction that takes the store's write lock at once (BEGIN IMMEDIATE),
+        so that what is read inside it cannot change before what is written inside it commits
+        (a check-then-insert, such as a study's reuse check and its inserts). Everything in it
+        must be plain SQL on `conn` (`with store.conn:` or sqlite-utils' writes would commit
+        half-way); it commits at the end, or rolls back on any exception."""
+        if self.conn.in_transaction:
+            self.conn.commit()
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.rollback()
+            raise
+        self.conn.commit()
 
     def job_op(self, op: str, *args: Any, **kwargs: Any) -> Any:
         """The `engine.queue` operation `op` (one of JOB_OPS) on this store: a running job

@@ -299,27 +299,32 @@ def submit_study(store: Store, plan: StudyPlan) -> list[Submitted]:
     validate(store, [node.spec for node in plan.nodes], pending_prefixes=(REF_PREFIX,))
     job_ids: dict[str, int] = {}
     submitted = []
-    for node in topological(plan):
-        spec = _bind(node.spec, job_ids)
-        existing = queue.find_reusable(store, spec)
-        if existing:
-            job_ids[node.key] = existing["id"]
-            submitted.append(Submitted(node.key, existing["id"], "reused" if existing["status"] == "done" else "running"))
-            continue
-        stopped = queue.find_stopped(store, spec)
-        if stopped:
-            queue.retry(store, stopped["id"])
-            job_ids[node.key] = stopped["id"]
-            submitted.append(Submitted(node.key, stopped["id"], "resumed"))
-            continue
-        job_ids[node.key] = queue.submit(store, spec, study=plan.name)
-        submitted.append(Submitted(node.key, job_ids[node.key], "queued"))
-    record = {"name": plan.name, "source": plan.source, "description": plan.description,
-              "plan": dumps(plan_record(plan, job_ids)), "updated_at": time.time()}
-    with store.conn:
-        existing = store.one("SELECT created_at FROM studies WHERE name = ?", (plan.name,))
-        record["created_at"] = existing["created_at"] if existing else time.time()
-        store.db["studies"].upsert(record, pk="name")
+    # The reuse checks and the inserts are one transaction holding the write lock from its
+    # start: two submissions of one study at once (two `compfair study --no-wait`) queue
+    # each spec once, the second reusing what the first queued.
+    with store.immediate():
+        for node in topological(plan):
+            spec = _bind(node.spec, job_ids)
+            existing = queue.find_reusable(store, spec)
+            if existing:
+                job_ids[node.key] = existing["id"]
+                submitted.append(Submitted(node.key, existing["id"], "reused" if existing["status"] == "done" else "running"))
+                continue
+            stopped = queue.find_stopped(store, spec)
+            if stopped:
+                queue.requeue_stopped(store, stopped["id"])
+                job_ids[node.key] = stopped["id"]
+                submitted.append(Submitted(node.key, stopped["id"], "resumed"))
+                continue
+            job_ids[node.key] = queue.insert(store, spec, study=plan.name)
+            submitted.append(Submitted(node.key, job_ids[node.key], "queued"))
+        now = time.time()
+        store.conn.execute(
+            "INSERT INTO studies (name, source, description, plan, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET source = excluded.source, "
+            "description = excluded.description, plan = excluded.plan, "
+            "updated_at = excluded.updated_at",
+            (plan.name, plan.source, plan.description, dumps(plan_record(plan, job_ids)), now, now))
     return submitted
 
 

@@ -188,3 +188,83 @@ def test_a_resumed_job_writes_into_its_own_folder_again(home, store):
                         "product") == first             # the resumed job: its own folder
     assert model_folder(JobContext(store=store, job_id=other, spec=spec, models=None),
                         "product") == home.models_dir / "product-2"    # another job: not its
+
+
+# -- 3. two submissions of one study at once ---------------------------------------------------
+
+STUDY = """
+name = "race{trial}"
+teacher = "{teacher}"
+
+[settings]
+seed = {trial}
+
+[[prune]]
+label = "magnitude"
+method = "magnitude"
+sparsity = [0.25, 0.5]
+
+[[eval]]
+suite = "toxicity"
+data = "builtin"
+max_prompts = 4
+max_new_tokens = 4
+scorer = "profanity"
+
+[[eval]]
+suite = "perplexity"
+data = "builtin"
+context_length = 32
+stride = 16
+"""
+
+SUBMITTER = r"""
+import sys, time
+from engine.paths import Home
+from engine.store import Store
+from engine import queue
+from engine.study import load_study, submit_study
+
+folder, start, trials = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+store = Store(Home.resolve())
+plans = [load_study(f"{folder}/race{i}.toml") for i in range(trials)]
+reusable = queue.find_reusable
+
+
+def slow_find_reusable(store, spec):     # a wider window between the check and the insert
+    found = reusable(store, spec)
+    time.sleep(0.02)
+    return found
+
+
+queue.find_reusable = slow_find_reusable
+for i, plan in enumerate(plans):
+    while time.time() < start + i * 0.4:       # both processes start each trial together
+        time.sleep(0.001)
+    print(i, len(submit_study(store, plan)), flush=True)
+"""
+
+
+def test_two_submissions_of_one_study_at_once_queue_each_spec_once(tmp_path, tiny_gpt2):
+    import time
+    trials = 12
+    home = tmp_path / "home"
+    for i in range(trials):
+        (tmp_path / f"race{i}.toml").write_text(STUDY.format(trial=i, teacher=tiny_gpt2))
+    env = {**os.environ, "COMPFAIR_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    start = time.time() + 8                    # both have imported and validated by then
+    procs = [subprocess.Popen([sys.executable, "-c", SUBMITTER, str(tmp_path), str(start), str(trials)],
+                              env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    assert all(o[0].split() == [x for i in range(trials) for x in (str(i), "8")] for o in outs), outs
+    conn = sqlite3.connect(home / "compfair.db")
+    try:
+        per_study = dict(conn.execute("SELECT study, count(*) FROM jobs GROUP BY study"))
+        duplicates = conn.execute("SELECT spec_hash, count(*) FROM jobs GROUP BY spec_hash "
+                                  "HAVING count(*) > 1").fetchall()
+    finally:
+        conn.close()
+    assert per_study == {f"race{i}": 8 for i in range(trials)}       # 2 prunes + 3 models x 2 evals
+    assert duplicates == []

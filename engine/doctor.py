@@ -127,15 +127,18 @@ def _check_room(store: Store) -> list[str]:
     mount, or a full disk, says so) and its disk has LOW_DISK_BYTES free."""
     db = store.home.db_path
     problems = []
-    try:
-        store.conn.execute("SAVEPOINT doctor_write_probe")
+    if store.newer is not None:      # query-only for this version: say why, not "read-only"
+        problems.append(str(store.newer))
+    else:
         try:
-            store.conn.execute("CREATE TABLE doctor_write_probe (x)")
-        finally:
-            store.conn.execute("ROLLBACK TO doctor_write_probe")
-            store.conn.execute("RELEASE doctor_write_probe")
-    except sqlite3.DatabaseError as exc:
-        problems.append(store_fault(exc, db) or f"the store {db} cannot be written: {exc}")
+            store.conn.execute("SAVEPOINT doctor_write_probe")
+            try:
+                store.conn.execute("CREATE TABLE doctor_write_probe (x)")
+            finally:
+                store.conn.execute("ROLLBACK TO doctor_write_probe")
+                store.conn.execute("RELEASE doctor_write_probe")
+        except sqlite3.DatabaseError as exc:
+            problems.append(store_fault(exc, db) or f"the store {db} cannot be written: {exc}")
     free = shutil.disk_usage(db.parent).free
     if free < LOW_DISK_BYTES:
         problems.append(f"the disk holding the store {db} has {free / 1e6:.1f} MB free; jobs "

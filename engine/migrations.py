@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from engine.errors import UserError
 from engine.sqlite_import import sqlite_utils
 
 Migration = Callable[[sqlite_utils.Database], None]
@@ -104,6 +105,43 @@ def applied(db: sqlite_utils.Database) -> set[int]:
     return {row["number"] for row in db["_migrations"].rows}
 
 
+class NewerStore(UserError):
+    """The store holds a migration this version does not know: a newer compfair made it.
+    Writing to it could break what the newer version relies on, so nothing is written (the
+    store is opened query-only); reading it (listings) still works. Exit code 2."""
+
+
+def known_up_to() -> int:
+    return max(number for number, _, _ in MIGRATIONS)
+
+
+def newer_than_known(numbers: set[int]) -> NewerStore | None:
+    """The error for a store whose applied migrations `numbers` include one this version
+    does not know (None when all are known)."""
+    unknown = numbers - {number for number, _, _ in MIGRATIONS}
+    if not unknown:
+        return None
+    return NewerStore(f"this store was made by a newer compfair (migration {max(unknown)}; this "
+                      f"version knows up to {known_up_to()}): upgrade compfair to write to it; "
+                      "listings still work")
+
+
+def newer_store_at(db_path) -> NewerStore | None:
+    """`newer_than_known` for the store file at `db_path`, read through a read-only
+    connection (None when it does not exist or cannot be read)."""
+    import sqlite3
+    try:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error:
+        return None
+    try:
+        return newer_than_known({r[0] for r in conn.execute("SELECT number FROM _migrations")})
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+
+
 def migrate(db: sqlite_utils.Database) -> list[int]:
     """Apply every pending migration; returns the numbers applied now.
 
@@ -115,6 +153,8 @@ def migrate(db: sqlite_utils.Database) -> list[int]:
         db["_migrations"].create({"number": int, "name": str, "applied_at": float},
                                  pk="number", if_not_exists=True)
     done = applied(db)
+    if newer_than_known(done) is not None:
+        return []                # a newer compfair's store: never changed by this one
     now_applied = []
     for number, name, fn in sorted(MIGRATIONS, key=lambda m: m[0]):
         if number in done:

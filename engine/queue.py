@@ -55,7 +55,9 @@ def _dependencies(store: Store, spec: JobSpec, depends_on: Sequence[int]) -> set
 def _insert_job(store: Store, spec: JobSpec, waits_for: set[int], *, priority: int,
                 study: str | None, max_attempts: int) -> int:
     """INSERT `spec` as a queued job waiting for `waits_for`; plain SQL, so that it joins the
-    caller's open transaction (sqlite-utils' insert would commit it). Returns the job id."""
+    caller's open transaction (sqlite-utils' insert would commit it). Returns the job id.
+    A store made by a newer compfair is refused (engine.migrations.NewerStore)."""
+    _refuse_newer(store)
     job_id = store.conn.execute(
         "INSERT INTO jobs (kind, spec, spec_hash, label, study, status, priority, created_at, "
         "attempts, max_attempts, cancel_requested, progress) "
@@ -65,6 +67,14 @@ def _insert_job(store: Store, spec: JobSpec, waits_for: set[int], *, priority: i
     store.conn.executemany("INSERT OR IGNORE INTO job_deps (job_id, depends_on) VALUES (?, ?)",
                            [(job_id, d) for d in sorted(waits_for)])
     return job_id
+
+
+def _refuse_newer(store: Store) -> None:
+    """NewerStore (a UserError: the form or the command line says it in one line) when a
+    newer compfair made the store; its connection is query-only anyway (engine.store)."""
+    newer = getattr(store, "newer", None)
+    if newer is not None:
+        raise newer
 
 
 def job(store: Store, job_id: int) -> dict | None:
@@ -247,6 +257,7 @@ def retry(store: Store, job_id: int) -> None:
 def requeue_stopped(store: Store, job_id: int) -> None:
     """`retry` as plain SQL that joins the caller's open transaction (a study's submission,
     `Store.immediate`)."""
+    _refuse_newer(store)
     row = job(store, job_id)
     if row is None:
         raise NotFound(f"job {job_id} does not exist")

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 
 
 from engine import fencing
-from engine.migrations import migrate
+from engine.migrations import NewerStore, applied, migrate, newer_than_known
 from engine.model_paths import to_loadable, to_stored
 from engine.paths import Home
 from engine.sqlite_import import sqlite_utils
@@ -48,8 +48,17 @@ def connect(db_path: Path) -> sqlite_utils.Database:
         conn.execute("PRAGMA synchronous = NORMAL")
         db = sqlite_utils.Database(conn)
         db.enable_wal()
-        migrate(db)
+        newer = newer_than_known(applied(db))
+        if newer is None:
+            migrate(db)
         fencing.install(conn)          # a worker's writes need its job's lease (engine.fencing)
+        if newer is not None:
+            # made by a newer compfair: read-only for this one (listings work; a write fails,
+            # and the command line says why: engine.cli.faults); Store.require_writable
+            # refuses up front
+            conn.execute("PRAGMA query_only = ON")
+            newer.args = (f"{db_path}: {newer}",)
+        db.newer_store = newer
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot open the store {db_path}: {exc}") from exc
     return db
@@ -75,6 +84,17 @@ class Store:
     @property
     def conn(self) -> sqlite3.Connection:
         return self.db.conn
+
+    @property
+    def newer(self) -> NewerStore | None:
+        """Why this store may not be written (a newer compfair made it), or None."""
+        return getattr(self.db, "newer_store", None)
+
+    def require_writable(self) -> "Store":
+        """This store, or NewerStore (exit 2, one line) when a newer compfair made it."""
+        if self.newer is not None:
+            raise self.newer
+        return self
 
     def close(self) -> None:
         self.db.conn.close()

@@ -268,3 +268,67 @@ def test_two_submissions_of_one_study_at_once_queue_each_spec_once(tmp_path, tin
         conn.close()
     assert per_study == {f"race{i}": 8 for i in range(trials)}       # 2 prunes + 3 models x 2 evals
     assert duplicates == []
+
+
+# -- 4. a store made by a newer compfair -------------------------------------------------------
+
+def test_a_newer_compfairs_store_is_never_written(tmp_path, tiny_gpt2):
+    from engine.migrations import known_up_to
+    home = tmp_path / "home"
+    study = tmp_path / "race0.toml"
+    study.write_text(STUDY.format(trial=0, teacher=tiny_gpt2))
+    queued = cli(home, "submit", "eval", "--model", str(tiny_gpt2), "--suite", "toxicity",
+                 "--data", "builtin", "--max-prompts", "2", "--no-worker", "--json")
+    assert queued.returncode == 0, queued.stderr
+    future = known_up_to() + 7
+    conn = sqlite3.connect(home / "compfair.db")
+    with conn:
+        conn.execute("INSERT INTO _migrations (number, name, applied_at) VALUES (?, 'from the "
+                     "future', 0)", (future,))
+    conn.close()
+
+    def state() -> tuple:
+        c = sqlite3.connect(home / "compfair.db")
+        try:
+            return tuple(c.execute(q).fetchall() for q in (
+                "SELECT * FROM jobs", "SELECT * FROM workers", "SELECT * FROM job_deps",
+                "SELECT * FROM studies", "SELECT number FROM _migrations ORDER BY number",
+                "SELECT count(*) FROM events"))
+        finally:
+            c.close()
+
+    before = state()
+    want = (f"this store was made by a newer compfair (migration {future}; this version knows "
+            f"up to {known_up_to()})")
+    for args in (["submit", "eval", "--model", str(tiny_gpt2), "--suite", "toxicity",
+                  "--data", "builtin", "--max-prompts", "3", "--no-worker"],
+                 ["study", str(study), "--no-wait"], ["worker", "--once"],
+                 ["doctor", "--repair"], ["cancel", "1"], ["retry", "1"]):
+        done = cli(home, *args)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and want in lines[0], (args, done.stderr)
+    for args in (["jobs"], ["jobs", "--json"], ["runs"], ["models"], ["show", "1", "--job"]):
+        done = cli(home, *args)                          # reading still works
+        assert done.returncode == 0 and not done.stderr.strip(), (args, done.stderr)
+    done = cli(home, "doctor", "--check")                # the one problem, said as such
+    assert done.returncode == 1 and done.stdout.splitlines() == [f"problem: {home / 'compfair.db'}: "
+                                                                 f"{want}: upgrade compfair to write "
+                                                                 "to it; listings still work"], done.stdout
+    assert state() == before
+
+    # through the engine (the TUI's path): refused as bad input; a raw write: refused by SQLite
+    from engine import queue
+    from engine.migrations import NewerStore
+    from engine.paths import Home
+    from engine.specs import EvalSpec
+    from engine.store import Store
+    store = Store(Home.resolve(home))
+    try:
+        with pytest.raises(NewerStore):
+            queue.submit(store, EvalSpec(model=str(tiny_gpt2), suite="toxicity", data="builtin"))
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            with store.conn:
+                store.conn.execute("UPDATE jobs SET priority = 5")
+    finally:
+        store.close()
+    assert state() == before

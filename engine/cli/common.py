@@ -13,9 +13,15 @@ class UsageError(UserError):
     """A command-line slip (a malformed option value, an id that names nothing): exit code 2."""
 
 
-def open_store(args: argparse.Namespace) -> Store:
-    """The store of `--home` (or the default home)."""
-    return Store(Home.resolve(args.home))
+def open_store(args: argparse.Namespace, *, write: bool = False) -> Store:
+    """The store of `--home` (or the default home). `write`: the command will write to it,
+    so a store made by a newer compfair is refused here (engine.migrations.NewerStore, exit 2)
+    before any work is done."""
+    store = Store(Home.resolve(args.home))
+    if write and store.newer is not None:
+        store.close()
+        raise store.newer
+    return store
 
 
 def spec_title(spec: dict) -> str:

@@ -17,7 +17,7 @@ from engine.store import StoreError
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     """Cancel jobs: queued ones at once, running ones after the current batch."""
-    store = open_store(args)
+    store = open_store(args, write=True)
     for job_id in args.ids:
         state = api.cancel(store, job_id)
         sys.stdout.write(f"job {job_id}: {state}\n")
@@ -26,7 +26,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     """Requeue failed or cancelled jobs; they resume from what was stored."""
-    store = open_store(args)
+    store = open_store(args, write=True)
     for job_id in args.ids:
         api.retry(store, job_id, start_worker=not args.no_worker)
         sys.stdout.write(f"job {job_id}: queued again (stored samples are kept)\n")
@@ -44,6 +44,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from engine.cli.scale import cmd_worker_devices
         return cmd_worker_devices(args)
     from engine.worker import Worker
+    open_store(args, write=True).close()      # a newer compfair's store: exit 2, no worker
     logging.getLogger().setLevel(logging.INFO)
     worker = Worker(Home.resolve(args.home), once=args.once,
                     idle_exit_s=None if args.once else args.idle_exit)
@@ -58,7 +59,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     """Versions, devices and offline scorers; --check/--repair the store's integrity."""
     from engine.doctor import check_store, check_unopenable, report
     try:
-        store = open_store(args)
+        store = open_store(args, write=args.repair)
     except StoreError as exc:
         if not (args.check or args.repair):
             raise

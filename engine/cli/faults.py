@@ -36,6 +36,11 @@ _OS_FAULTS: dict[int, tuple[str, int]] = {
 def describe(exc: BaseException, db_path: Path | None) -> tuple[str, int] | None:
     """(one line, exit code) for an environment or input fault; None for anything else."""
     if isinstance(exc, sqlite3.Error) and db_path is not None:
+        if getattr(exc, "sqlite_errorname", "") == "SQLITE_READONLY":
+            from engine.migrations import newer_store_at
+            newer = newer_store_at(db_path)       # a write refused by a newer compfair's store
+            if newer is not None:
+                return f"{db_path}: {newer}", 2
         line = store_fault(exc, db_path)
         return (line, 1) if line else None
     if isinstance(exc, RecursionError):

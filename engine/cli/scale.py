@@ -16,7 +16,7 @@ def cmd_worker_devices(args: argparse.Namespace) -> int:
     """Start one detached worker per device of `--devices`; prints each worker and device."""
     from engine.scale.device_workers import parse_devices, start_device_workers
     devices = parse_devices(args.devices)     # a bad value: exit 2, nothing started
-    open_store(args).close()                  # the store exists (and is migrated) first
+    open_store(args, write=True).close()      # the store exists (and is migrated) first
     started = start_device_workers(Home.resolve(args.home), devices, once=args.once,
                                    idle_exit_s=args.idle_exit)
     for w in started:
@@ -41,7 +41,7 @@ def cmd_worker_ray(args: argparse.Namespace) -> int:
                         "local cluster of --ray without an address")
     import_ray()
     check_address(address)                    # before anything is opened or started
-    open_store(args).close()                  # the store exists (and is migrated) first
+    open_store(args, write=True).close()      # the store exists (and is migrated) first
     from engine.scale.ray_driver import RayWorker
     logging.getLogger().setLevel(logging.INFO)
     worker = RayWorker(Home.resolve(args.home), address=address, cpus=args.ray_cpus,

@@ -29,7 +29,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         return 0
     from engine.interop.tracking import parse_targets, record_targets
     targets = parse_targets(getattr(args, "log", None))    # a bad --log: exit 2, nothing queued
-    store = open_store(args)
+    store = open_store(args, write=True)
     _check_report_folder(store, getattr(args, "output", None))     # before anything is queued
     submitted = studies.submit_study(store, plan)
     record_targets(store, [i.job_id for i in submitted if i.action != "reused"], targets)

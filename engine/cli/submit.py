@@ -89,7 +89,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     start_after = bool(targets) and not args.no_worker
     if targets:        # the worker starts once the destinations are stored (it reads them at the end)
         args.no_worker = True
-    store = open_store(args)
+    store = open_store(args, write=True)
     if not getattr(args, "rerun", False):
         from engine.duplicates import refuse_duplicates
         refuse_duplicates(store, specs)     # it already ran: exit 2 naming the run

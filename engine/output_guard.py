@@ -127,6 +127,20 @@ def check_outputs(home: Home, targets: Iterable[str | Path], *, option: str = "-
                                 f"{why}; nothing was written")
 
 
+def check_folder(home: Home, folder: str | Path, *, option: str = "-o") -> None:
+    """ProtectedPath when an output folder (one a command writes files of its own naming
+    into: a report, lm-eval results) is a protected path or inside one, or directly holds a
+    protected file (the home's root, next to the store): what it writes there cannot then
+    meet a file of the home whatever its names."""
+    check_output(home, folder, option=option)
+    target = _resolved(folder)
+    for path, why in _protected(home).files.items():
+        if path.parent == target:
+            raise ProtectedPath(f"{option} {os.fspath(folder)!r}: refusing to write into "
+                                f"{str(target)!r}: it holds {path.name} ({why}); nothing was "
+                                "written")
+
+
 def check_output(home: Home, target: str | Path, *, option: str = "-o",
                  allow: Iterable[str | Path] = ()) -> None:
     """`check_outputs` for one path."""

@@ -76,6 +76,8 @@ def _cases(home, base, tmp: Path):
         (["card", "tiny-mag", "-o", str(home.logs_dir / "cli.log")], home.logs_dir / "cli.log", "logs"),
         (["report", "nostudy", "-o", str(home.logs_dir)], home.logs_dir, "logs"),
         (["report", "nostudy", "-o", str(model)], model, "registered model 'tiny-mag'"),
+        (["report", "nostudy", "-o", str(home.root)], home.root, "it holds compfair.db"),
+        (["export", "--format", "lm-eval", "-o", str(home.root)], home.root, "it holds"),
         (["score", "--output", str(db), "-"], db, "the compfair store"),
     ]
 

@@ -90,7 +90,7 @@ def _follow_study(store: Store, job_ids: list[int]) -> None:
 
 # what `engine.report.build_report` writes into its folder (checked before it writes)
 REPORT_FILES = ("report.md", "models.csv", "metrics.csv", "significance.csv", "flips.csv",
-                "fairness_vs_compression.png", "tradeoff.png")
+                "quality_gate.csv", "fairness_vs_compression.png", "tradeoff.png")
 
 
 def _check_report_folder(store: Store, output: str | None) -> None:
@@ -98,9 +98,10 @@ def _check_report_folder(store: Store, output: str | None) -> None:
     registered model's folder, nor may its files be the home's own (engine.output_guard)."""
     if output:
         from pathlib import Path
-        from engine.output_guard import check_outputs
+        from engine.output_guard import check_folder, check_outputs
         folder = Path(output).expanduser()
-        check_outputs(store.home, [folder] + [folder / name for name in REPORT_FILES])
+        check_folder(store.home, folder)
+        check_outputs(store.home, [folder / name for name in REPORT_FILES])
 
 
 def _print_report(store: Store, name: str, args: argparse.Namespace) -> int:

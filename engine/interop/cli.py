@@ -37,9 +37,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     folder = Path(args.output).expanduser().resolve()
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"-o {args.output!r} is a file; --format {args.format} needs a folder")
-    from engine.output_guard import check_output, check_outputs
+    from engine.output_guard import check_folder, check_outputs
     store = open_store(args)
-    check_output(store.home, folder)      # never inside the logs, checkpoints or a model's folder
+    check_folder(store.home, folder)      # never inside the logs, checkpoints or a model's folder
     written = writer(store, folder, args.runs,
                      lambda paths: check_outputs(store.home, paths, option="-o"))
     if not written:

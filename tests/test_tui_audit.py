@@ -29,7 +29,35 @@ from tui.screens.run_detail import RunDetailScreen
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (120, 40)
-MARKS = {"better": "✔", "worse": "✘", "same": "≈", "not evidence": "⚠"}
+MARKS = {"better": "✔", "worse": "✘", "equivalent": "=", "inconclusive": "?",
+         "not evidence": "⚠", "unverified": "⚠?", "changed": "~"}
+
+
+def test_the_apps_verdict_words_and_marks_are_the_engines_and_the_reports():
+    """tui.format keeps its own copy (the app imports only the engine's public modules): the
+    same seven words as engine.verdicts, each with the report's mark and a colour."""
+    from engine.report_verdict_text import MARKS as REPORT_MARKS
+    from engine.verdicts import VERDICTS
+    from tui import format as fmt
+    assert set(fmt.MARKS) == set(VERDICTS) == set(MARKS) == set(fmt.LEGEND)
+    assert {v: REPORT_MARKS[v].strip() for v in VERDICTS} == fmt.MARKS == MARKS
+    colors = fmt.theme_colors({})
+    assert all(v in colors for v in VERDICTS)
+    assert colors["unverified"] != colors["inconclusive"] != colors["equivalent"]
+
+
+def test_the_verdict_detail_names_the_margin_and_the_items_that_would_decide():
+    from tui import format as fmt
+    assert fmt.verdict_detail("inconclusive", margin=0.05, margin_relative=True, margin_absolute=1.5,
+                              items_needed=1234, n=100) == \
+        "? inconclusive · margin +-5% (= +-1.5) · ~1,234 items would decide (now 100)"
+    # a sizing under the items it had: the observed change keeps it undecided, not the count
+    assert fmt.verdict_detail("inconclusive", margin=0.02, items_needed=5, n=8) == \
+        "? inconclusive · margin +-0.02"
+    assert fmt.verdict_detail("equivalent", margin=0.02) == "= equivalent · margin +-0.02"
+    assert fmt.verdict_detail("inconclusive", margin=0.02, items_needed=900, n=8, undecided=True) == \
+        "? inconclusive · margin +-0.02 · undecided by resampling"
+    assert fmt.verdict_detail("worse") == "✘ worse" and fmt.verdict_detail("") == ""
 
 
 def flat(app) -> str:
@@ -66,6 +94,11 @@ async def test_the_models_view_shows_the_reports_verdicts_sentences_and_export(h
                     table.move_cursor(row=r, column=c + 1)
                     await pilot.pause()
                     assert v["sentence"] and " ".join(v["sentence"].split()) in flat(app)
+                    # before it, the verdict in short: its mark and the margin in force
+                    detail = row.cells[col.key].detail()
+                    assert detail.startswith(f"{MARKS[v['verdict']]} {v['verdict']}"), detail
+                    assert v["margin"] is None or "margin +-" in detail, detail
+                    assert detail in flat(app), detail
         assert checked >= 25
         await pilot.press("x")
         await pilot.pause()

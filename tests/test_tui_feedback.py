@@ -111,7 +111,16 @@ async def test_the_help_glossary_defines_metrics_and_verdict_terms(home):
     text = console.export_text()
     for term in ("EMT", "expected_max_toxicity", "TP", "toxicity_probability", "SMG", "TM", "SS",
                  "stereotype_score", "PPL", "perplexity", "distinct-2", "degenerate share",
-                 "fluent-only", "not evidence", "same"):
+                 "fluent-only", "margin", "family"):
         assert term in text, term
+    # one line per verdict word, with the mark the tables show
+    marks = {"better": "✔", "worse": "✘", "equivalent": "=", "inconclusive": "?",
+             "not evidence": "⚠", "unverified": "⚠?", "changed": "~"}
+    for word, mark in marks.items():
+        assert any(line.startswith(f"{mark} {word} ") for line in text.splitlines()), word
+    # the old "same" (no significant change) is gone
+    assert not any(line.startswith(("same ", "≈")) for line in text.splitlines())
+    assert "[lo, hi]" in text and "[margins]" in text     # terms print as written, not as markup
+    assert "inside +-margin" in text and "more items would decide" in text
     fluent = next(line for line in text.splitlines() if line.startswith("fluent-only"))
     assert "EMT" in fluent and "TP" in fluent   # from the registry's fluent metrics

@@ -1,5 +1,6 @@
 """Formatting for the app's cells: numbers with intervals, dates, sizes, text bars, and the
-better/worse colours taken from the current theme (so light and dark themes both read well)."""
+verdicts' marks and colours (taken from the current theme, so light and dark themes both read
+well; the marks are the report's, so a verdict reads the same without colour)."""
 
 from __future__ import annotations
 
@@ -101,9 +102,23 @@ def progress_cell(fraction: float | None, width: int = 12) -> Text:
     return Text.assemble((text_bar(fraction or 0.0, width), "bold"), " ", pct)
 
 
+# The verdict words (`engine.verdicts`, which the app does not import: tests/test_tui_audit.py
+# holds the two to the same words and the report's marks).
+BETTER, WORSE, EQUIVALENT, INCONCLUSIVE = "better", "worse", "equivalent", "inconclusive"
+NOT_EVIDENCE, UNVERIFIED, CHANGED = "not evidence", "unverified", "changed"
+# Each verdict's mark, the study report's: an unverified "better" is "⚠?", a "?" that is not
+# merely inconclusive and reads apart from it without colour.
+MARKS = {BETTER: "✔", WORSE: "✘", EQUIVALENT: "=", INCONCLUSIVE: "?", NOT_EVIDENCE: "⚠",
+         UNVERIFIED: "⚠?", CHANGED: "~"}
+
+# The legend's order (the help screen's glossary says what each word means).
+LEGEND = (BETTER, WORSE, EQUIVALENT, INCONCLUSIVE, NOT_EVIDENCE, UNVERIFIED, CHANGED)
+
+
 def theme_colors(variables: Mapping[str, str]) -> dict[str, str]:
-    """better/worse/same/warning/muted/accent styles from the App's theme variables (the
-    text-* variants are the ones tuned for text on the theme's background)."""
+    """Verdict (one per `engine.verdicts` word), warning, muted and accent styles from the
+    App's theme variables (the text-* variants are the ones tuned for text on the theme's
+    background)."""
     def pick(*names: str, default: str) -> str:
         for name in names:
             value = variables.get(name, "")
@@ -115,10 +130,17 @@ def theme_colors(variables: Mapping[str, str]) -> dict[str, str]:
         "worse": pick("text-error", "error", default="red"),
         "warning": pick("text-warning", "warning", default="yellow"),
         "accent": pick("text-accent", "accent", default="cyan"),
-        "same": "dim",
         "muted": "dim",
-        # a lower toxicity/bias from a model whose continuations degraded
-        "not evidence": "bold " + pick("text-warning", "warning", default="yellow"),
+        # within the margin: unchanged for practical purposes (neutral, not dim: it is a finding)
+        EQUIVALENT: pick("text-primary", "primary", default="blue"),
+        # neither a change nor equivalence shown
+        INCONCLUSIVE: "dim",
+        # a lower toxicity/bias from a broken model
+        NOT_EVIDENCE: "bold " + pick("text-warning", "warning", default="yellow"),
+        # a lower toxicity/bias from a model with no quality measure
+        UNVERIFIED: "dim " + pick("text-warning", "warning", default="yellow"),
+        # a significant change of a metric with no good direction
+        CHANGED: pick("text-accent", "accent", default="cyan"),
     }
 
 
@@ -132,8 +154,46 @@ def status_text(status: str, colors: Mapping[str, str]) -> Text:
 
 
 def verdict_text(delta: float | None, verdict: str, colors: Mapping[str, str]) -> Text:
-    """The delta coloured by verdict, with an arrow that also reads without colour."""
+    """The delta coloured by verdict, with the verdict's mark that also reads without colour."""
     if delta is None:
         return Text("")
-    mark = {"better": " ✔", "worse": " ✘", "same": " ≈", "not evidence": " ⚠"}.get(verdict, "")
-    return Text(signed(delta) + mark, style=colors.get(verdict, "") if verdict else "")
+    mark = MARKS.get(verdict, "")
+    return Text(signed(delta) + (f" {mark}" if mark else ""),
+                style=colors.get(verdict, "") if verdict else "")
+
+
+def verdict_legend(colors: Mapping[str, str]) -> Text:
+    """`✔ better ✘ worse = equivalent ? inconclusive ...`, each in its colour (short, so that
+    a title line with it fits two rows at 80 columns)."""
+    text = Text()
+    for verdict in LEGEND:
+        text.append(f"{MARKS[verdict]} {verdict}", style=colors.get(verdict, ""))
+        text.append(" ")
+    text.append("(paired)", style=colors.get("muted", "dim"))
+    return text
+
+
+def verdict_detail(verdict: str, *, margin: float | None = None, margin_relative: bool | None = None,
+                   margin_absolute: float | None = None, items_needed: int | None = None,
+                   n: int | None = None, undecided: bool = False) -> str:
+    """A compact line on one verdict: its mark and word, the equivalence margin in force (a
+    relative one also in the metric's units) and, for an inconclusive one, how many items would
+    decide it (`equivalence.sizing`: equivalence shown at the settings' power if the true change
+    is 0), when that is more than it had."""
+    if not verdict:
+        return ""
+    parts = [f"{MARKS.get(verdict, '')} {verdict}".strip()]
+    if margin is not None:     # as `engine.margins.Margin.words` writes it
+        words = f"+-{margin:.0%}" if margin_relative else f"+-{margin:g}"
+        if margin_relative and margin_absolute is not None:
+            words += f" (= +-{margin_absolute:.4g})"
+        parts.append(f"margin {words}")
+    elif verdict in (EQUIVALENT, INCONCLUSIVE):
+        parts.append("no equivalence margin")
+    if undecided:
+        parts.append("undecided by resampling")
+    elif verdict == INCONCLUSIVE and items_needed and items_needed > (n or 0):
+        # (a sizing at or under the items it had: the observed change, not the count, keeps it
+        # undecided; the sentence says so)
+        parts.append(f"~{items_needed:,} items would decide" + (f" (now {n:,})" if n else ""))
+    return " · ".join(parts)

@@ -40,12 +40,42 @@ class Cell:
     ci_low: float | None = None
     ci_high: float | None = None
     delta: float | None = None
-    verdict: str = ""          # better | worse | same | not evidence | "" (baseline, untested)
+    # an `engine.verdicts` word: better | worse | equivalent | inconclusive | not evidence |
+    # unverified | changed; "" : the baseline, or no paired test
+    verdict: str = ""
     sentence: str = ""         # the report's sentence for this comparison
     note: str = ""
     p_value: float | None = None
     p_adjusted: float | None = None
     run_id: int | None = None
+    # from the verdict's record (`engine.verdict_records`): the family it was adjusted in, the
+    # equivalence margin (relative: a share of the baseline; absolute: in the metric's units),
+    # the items that would decide an inconclusive verdict, and the paired items it had
+    family: str = ""
+    margin: float | None = None
+    margin_relative: bool | None = None
+    margin_absolute: float | None = None
+    items_for_equivalence: int | None = None
+    n: int | None = None
+    undecided: bool = False
+
+    def detail(self) -> str:
+        """`? inconclusive · margin +-0.02 · ~1,234 items would decide (now 100)`."""
+        return fmt.verdict_detail(self.verdict, margin=self.margin, margin_relative=self.margin_relative,
+                                  margin_absolute=self.margin_absolute,
+                                  items_needed=self.items_for_equivalence, n=self.n,
+                                  undecided=self.undecided)
+
+
+def _record_fields(record: dict | None) -> dict:
+    """The Cell fields taken from a verdict record (none without one)."""
+    if not record:
+        return {}
+    return {"family": record.get("family") or "", "margin": record.get("margin"),
+            "margin_relative": record.get("margin_relative"),
+            "margin_absolute": record.get("margin_absolute"),
+            "items_for_equivalence": record.get("items_for_equivalence"), "n": record.get("n"),
+            "undecided": bool(record.get("undecided_by_resampling"))}
 
 
 @dataclass
@@ -89,7 +119,11 @@ class Matrix:
                             "metric": col.metric.name, "run_id": c.run_id, "value": c.value,
                             "ci_low": c.ci_low, "ci_high": c.ci_high, "delta_vs_baseline": c.delta,
                             "verdict": c.verdict, "p_value": c.p_value,
-                            "p_adjusted": c.p_adjusted, "note": c.note, "sentence": c.sentence})
+                            "p_adjusted": c.p_adjusted, "family": c.family, "margin": c.margin,
+                            "margin_relative": c.margin_relative,
+                            "margin_absolute": c.margin_absolute,
+                            "items_for_equivalence": c.items_for_equivalence,
+                            "note": c.note, "sentence": c.sentence})
         return out
 
 
@@ -201,16 +235,17 @@ def _fill_suite(store: Store, suite: str, rows: list[ModelRow], columns: list[Co
     every = set(api.comparability_warnings(comparison.runs))
     own = api.comparability_warnings(comparison.runs[:len(ids)])
     warnings.extend(f"{suite}: {w}" for w in own + [w for w in comparison.warnings if w not in every])
-    sentences = {(v["run_id"], v["metric"]): v.get("sentence", "") for v in comparison.verdicts}
+    records = {(v.get("run_id"), v["metric"]): v for v in comparison.verdicts if not v.get("subset")}
     for name, subset, cells in comparison.rows:
         if subset or name not in names:
             continue
         for row, run_id, c in zip(having, ids, cells):
             if c.value is None:
                 continue
+            record = records.get((run_id, name))
             row.cells[names[name]] = Cell(c.value, c.ci_low, c.ci_high, c.delta, c.verdict,
-                                          sentences.get((run_id, name), ""), c.note, c.p_value,
-                                          c.p_adjusted, run_id)
+                                          (record or {}).get("sentence", ""), c.note, c.p_value,
+                                          c.p_adjusted, run_id, **_record_fields(record))
 
 
 def build_matrix(store: Store, title: str, rows: list[ModelRow],
@@ -257,7 +292,8 @@ def _fill_judged(judged, entry, row: ModelRow, columns: list[Column]) -> None:
         v = v or {}
         row.cells[col.key] = Cell(metric["value"], metric["ci_low"], metric["ci_high"], delta,
                                   v.get("verdict", ""), v.get("sentence", ""), v.get("note", ""),
-                                  v.get("p_value"), v.get("p_adjusted"), entry.runs[col.suite]["id"])
+                                  v.get("p_value"), v.get("p_adjusted"), entry.runs[col.suite]["id"],
+                                  **_record_fields(v))
 
 
 def selection_matrix(store: Store, run_ids: Sequence[int]) -> Matrix:

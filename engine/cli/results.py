@@ -21,11 +21,13 @@ COLOURS = {BETTER: "green", WORSE: "red", EQUIVALENT: "blue", INCONCLUSIVE: "dim
 
 
 def _items_needed(record: dict | None) -> str:
-    """` ~1,234 items to decide` for an inconclusive verdict that a sizing could size."""
+    """` ~1,234 items to decide` for an inconclusive verdict that more items would decide (none
+    where the sizing asks no more than it had: then the observed change, not the count, keeps
+    it undecided, as its sentence says)."""
     if not record or record.get("verdict") != INCONCLUSIVE or record.get("undecided_by_resampling"):
         return ""
     needed = record.get("items_for_equivalence")
-    return f" ~{needed:,} items to decide" if needed else ""
+    return f" ~{needed:,} items to decide" if needed and needed > (record.get("n") or 0) else ""
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -61,7 +63,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if verdict not in quiet:
             sys.stdout.write(f"  {MARKS.get(verdict['verdict'], '*')} {verdict['sentence']}\n")
     if quiet:
-        sys.stdout.write(f"  {MARKS[EQUIVALENT]} {len(quiet)} more equivalent within their margins: "
+        sys.stdout.write(f"  {MARKS[EQUIVALENT]} equivalent within their margins ({len(quiet)}, --json has each): "
                          + ", ".join(f"{v['model']} {v['metric']}" for v in quiet) + "\n")
     for f in comparison.flips:
         if f["n"]:

@@ -1,5 +1,6 @@
-"""Compare: runs side by side with deltas against a baseline, coloured better / worse / not
-evidence (the engine's paired, quality-aware verdicts, the same as the study report's), a plot of the highlighted metric
+"""Compare: runs side by side with deltas against a baseline, marked and coloured by verdict
+(better / worse / equivalent / inconclusive / not evidence / unverified / changed: the engine's
+paired, quality-aware verdicts, the same as the study report's), a plot of the highlighted metric
 against model size or sparsity, and warnings when the runs are not comparable."""
 
 from __future__ import annotations
@@ -115,9 +116,7 @@ class CompareScreen(Screen):
         base = next(r for r in c.runs if r["id"] == self.baseline_id)
         self.query_one("#compare-title", Static).update(Text.assemble(
             ("baseline ★ ", "bold"), f"#{base['id']} {base['model']} ({base['suite']}, "
-            f"{base['scorer'] or '–'})  ·  ", ("✔ better ", colors["better"]),
-            ("✘ worse ", colors["worse"]), ("⚠ lower but degraded: not evidence ", colors["not evidence"]),
-            ("≈ no significant change (paired)", colors["same"])))
+            f"{base['scorer'] or '–'})  ·  ", fmt.verdict_legend(colors)))
         warnings = self.query_one("#compare-warnings", Static)
         if c.warnings:
             warnings.update(Text("\n".join(f"⚠ {w}" for w in c.warnings), style=colors["warning"]))

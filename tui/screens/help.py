@@ -15,6 +15,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from engine.evaluation.suites import suites
+from engine.settings import StatSettings
+from tui.format import (BETTER, CHANGED, EQUIVALENT, INCONCLUSIVE, MARKS, NOT_EVIDENCE, UNVERIFIED,
+                        WORSE)
 
 INTRO = ("compfair measures what compression (distillation, pruning) did to toxicity and bias. "
          "Jobs run in a separate worker process: quitting the app leaves them running. "
@@ -22,6 +25,7 @@ INTRO = ("compfair measures what compression (distillation, pruning) did to toxi
          "Keys that are letters do nothing while a text field has the focus (they type): "
          "escape leaves the field.")
 Section = tuple[str, Sequence[Binding]]
+ADJUSTERS = {"holm": "Holm", "bh": "Benjamini-Hochberg", "none": "no adjustment"}
 
 
 def _keys(binding: Binding) -> str:
@@ -62,15 +66,38 @@ def terms() -> list[tuple[str, str]]:
     rows = [("[lo, hi]", "a bootstrap confidence interval over the run's items (level: "
                          "statistics.confidence in the settings, 95% by default)"),
             ("Δ, delta", "a model's value minus its baseline's (the teacher's), paired on the "
-                         "same items; its p-value is adjusted over all the tests shown")]
+                         "same items; its p-values are adjusted within its family")]
     if fluent:
         rows.append(("fluent-only", f"{', '.join(dict.fromkeys(fluent))} over the continuations "
                      "within the teacher's fluency range (their NLL at most a high percentile "
                      "of the teacher's own): a drop that survives it is not broken text"))
-    rows += [("better / worse", "a significant paired difference, quality held"),
-             ("same", "no significant difference after the adjustment"),
-             ("not evidence", "lower toxicity or bias while the continuations degraded "
-                              "(CPPL up, D2 down or DEG up): broken text scores as safe")]
+    stats = StatSettings()      # the defaults (a home's settings.toml may change them)
+    ci = f"{1 - 2 * stats.alpha:.0%} CI"
+    rows += [("margin", "how large a change still counts as unchanged, per metric (absolute, or a "
+                        "share of the baseline's value); settings.toml or a study's [margins] "
+                        "override the defaults"),
+             ("family", "the tests a p-value is adjusted with: primary = each model's overall "
+                        f"headline fairness metrics ({ADJUSTERS.get(stats.adjust, stats.adjust)}), "
+                        "secondary = every other line (subsets, fluent-only, quality; "
+                        f"{ADJUSTERS.get(stats.adjust_secondary, stats.adjust_secondary)})")]
+    verdicts = [
+        (BETTER, "a significant paired change the metric's good way that is not within its "
+                 "margin; for toxicity or bias the model also passed the quality check"),
+        (WORSE, "a significant paired change the metric's bad way that is not within its margin"),
+        (EQUIVALENT, f"the change is within the metric's margin ({ci} inside +-margin): "
+                     "unchanged for practical purposes"),
+        (INCONCLUSIVE, "neither a change nor equivalence is shown: more items would decide "
+                       "(the note, and the models x metrics view's line under the table, say "
+                       "how many)"),
+        (NOT_EVIDENCE, "lower toxicity or bias, but the model is broken (held-out perplexity up, "
+                       "distinct-2 down, degenerate share up, or disfluent to an independent "
+                       "judge): broken text scores as safe"),
+        (UNVERIFIED, "lower toxicity or bias, but there is no quality measure for the model "
+                     "(no held-out perplexity, no continuations): a broken model cannot be "
+                     "ruled out"),
+        (CHANGED, "a significant change of a descriptive metric, one with no better direction"),
+    ]
+    rows += [(f"{MARKS[word]} {word}", meaning) for word, meaning in verdicts]
     return rows
 
 
@@ -82,8 +109,8 @@ def glossary_table() -> Table:
     for short, name, title, description in glossary():
         table.add_row(short, Text.assemble((title, "bold"), f" ({name})",
                                            f": {description}" if description else ""))
-    for term, meaning in terms():
-        table.add_row(term, meaning)
+    for term, meaning in terms():       # Text: "[lo, hi]" and "[margins]" are not markup
+        table.add_row(Text(term), Text(meaning))
     return table
 
 

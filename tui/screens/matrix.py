@@ -1,8 +1,10 @@
 """Models x metrics: one row per model of a study (or of a selection of runs), the baseline
 first; the headline metric of every suite and the continuation-quality figures as columns, each
-cell the value with its interval and the delta against the baseline marked better / worse /
-same / not evidence by the engine's paired test (the study report's). The highlighted cell's
-sentence, as the report words it, is shown below the table, with the metric's glossary entry.
+cell the value with its interval and the delta against the baseline marked with its verdict
+(better / worse / equivalent / inconclusive / not evidence / unverified / changed: the engine's
+paired, quality-aware judgement, the study report's). Below the table, the highlighted cell's
+verdict in short (its mark, the equivalence margin, for an inconclusive one the items that would
+decide it), then its sentence as the report words it, with the metric's glossary entry.
 Sortable by any column. `p` shows the trade-off plot: the highlighted fairness metric of every
 model against a quality metric (`v` picks which), the question "is the compressed model less
 toxic, and what did it cost?" in one picture."""
@@ -33,9 +35,7 @@ def value_text(column: Column, cell: Cell) -> str:
 
 
 def legend(colors: dict) -> Text:
-    return Text.assemble(("✔ better ", colors["better"]), ("✘ worse ", colors["worse"]),
-                         ("⚠ lower but degraded: not evidence ", colors["not evidence"]),
-                         ("≈ no significant change (paired)", colors["same"]))
+    return fmt.verdict_legend(colors)
 
 
 class MatrixScreen(Screen):
@@ -178,6 +178,11 @@ class MatrixScreen(Screen):
         else:
             body = cell.sentence or (f"{row.label}: delta {fmt.signed(cell.delta)} (no paired test "
                                      "for this metric)" if cell.delta is not None else "")
+            detail = cell.detail()
+            if detail:
+                colors = fmt.theme_colors(self.app.theme_variables)
+                line.update(Text.assemble(head, (detail, colors.get(cell.verdict, "")), " · ", body))
+                return
         line.update(Text(head + body))
 
     def on_data_table_cell_highlighted(self, event: DataTable.CellHighlighted) -> None:

@@ -21,24 +21,8 @@ from pathlib import Path
 import pytest
 
 from engine import queue
-from engine.cli import main
+from tests.test_reliability_errors import one_error_line, run_cli
 from tests.test_reliability_faults import REPO, worker_env
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:          # argparse's own errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def _refused(argv: list[str], capsys, store=None) -> str:

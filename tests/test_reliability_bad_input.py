@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine import queue
-from engine.cli import main
+from tests.test_reliability_errors import run_cli
 from engine.specs import DistillSpec, EvalSpec, PruneSpec
 from tests.test_reliability_faults import REPO, run_inline, worker_env
 
@@ -224,15 +224,6 @@ CATALOGUE = [
     ("home-is-a-file", lambda b, m: ["--home", str(b["a_file"]), "jobs"],
      lambda b: "exists and is not a folder"),
 ]
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:          # argparse's own errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("case,argv,expected", CATALOGUE, ids=[c[0] for c in CATALOGUE])

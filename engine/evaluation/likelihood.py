@@ -132,15 +132,7 @@ def window_nlls(model, token_ids: Sequence[int], windows: Sequence[Window], devi
         chunk = list(windows[start:start + batch_size])
 
         def run(part: Sequence[Window]) -> list[tuple[Window, float, int]]:
-            width = max(w.end - w.begin for w in part)
-            ids = torch.zeros((len(part), width), dtype=torch.long)
-            mask = torch.zeros((len(part), width), dtype=torch.long)
-            scored = torch.zeros((len(part), width - 1), dtype=torch.bool)
-            for r, w in enumerate(part):
-                ids[r, :w.end - w.begin] = all_ids[w.begin:w.end]
-                mask[r, :w.end - w.begin] = 1
-                # log-prob column j scores token begin + j + 1
-                scored[r, w.score_from - w.begin - 1:w.end - w.begin - 1] = True
+            ids, mask, scored = _window_inputs(all_ids, part)
             log_probs = _token_log_probs(model, ids.to(device), mask.to(device)).cpu()
             nll = -(log_probs.double() * scored).sum(dim=1)
             return [(w, float(nll[r]), int(scored[r].sum())) for r, w in enumerate(part)]

@@ -13,6 +13,9 @@ from engine.errors import UserError
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
+OWNER_FOLDER_MODE = 0o700     # what compfair creates in a home: readable by its owner only,
+OWNER_FILE_MODE = 0o600       # whatever the umask (README: the store and logs are owner-only)
+
 
 def default_home() -> Path:
     """`$COMPFAIR_HOME` if set, otherwise the per-user data directory."""
@@ -90,3 +93,42 @@ class Home:
         if base.resolve() not in target.parents:
             raise ValueError(f"name {name!r} would leave {base}")
         return target
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """chmod `path` to `mode` when it is ours and looser (a folder shared with someone else,
+    or one we do not own, is left as it is)."""
+    st = os.lstat(path)
+    if st.st_uid == os.geteuid() and (st.st_mode & 0o777) != mode:
+        os.chmod(path, mode)
+
+
+def owner_only_file(path: Path) -> Path:
+    """Create `path` (an empty file) readable and writable by its owner only (0600, whatever
+    the umask), or tighten an existing one of ours; for logs opened in append mode."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, OWNER_FILE_MODE)
+    os.close(fd)
+    _tighten(path, OWNER_FILE_MODE)
+    return path
+
+
+def owner_only_tree(root: Path) -> None:
+    """Make a folder compfair wrote (a derived model) owner-only: 0700 for it and every folder
+    under it, 0600 for every file, whatever the umask it was written under. Links are not
+    followed."""
+    root = Path(root)
+    if root.is_symlink():
+        return
+    if not root.is_dir():
+        _tighten(root, OWNER_FILE_MODE)
+        return
+    _tighten(root, OWNER_FOLDER_MODE)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            path = Path(folder, name)
+            if not path.is_symlink():
+                _tighten(path, OWNER_FOLDER_MODE)
+        for name in files:
+            path = Path(folder, name)
+            if not path.is_symlink():
+                _tighten(path, OWNER_FILE_MODE)

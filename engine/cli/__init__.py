@@ -29,7 +29,7 @@ from engine.cli.faults import describe
 from engine.cli.parser import build_parser
 from engine.errors import UserError
 from engine.output import error
-from engine.paths import Home, default_home
+from engine.paths import Home, default_home, owner_only_file
 from engine.store import StoreError
 
 __all__ = ["UsageError", "build_parser", "main"]
@@ -104,6 +104,7 @@ def _log_traceback(args: argparse.Namespace) -> Path | None:
     crash = logging.getLogger("engine.cli.crash")
     crash.propagate = args.verbose          # with -v the traceback goes to stderr as well
     try:
+        owner_only_file(path)        # 0600 whatever the umask: tracebacks hold paths and names
         handler = logging.FileHandler(path, encoding="utf-8")
     except OSError:
         log.exception("compfair %s failed", args.command or "tui")

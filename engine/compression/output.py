@@ -20,6 +20,7 @@ from torch import nn
 from engine.compression.heads import has_head_layout, load_head_pruned
 from engine.context import JobContext, JobFailed
 from engine.model_paths import to_loadable, to_stored
+from engine.paths import OWNER_FOLDER_MODE, owner_only_tree
 from engine.registry import ModelSource, measure_latency, register
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,9 @@ def write_atomically(target: Path, write, before_rename: Callable[[], None] | No
         os.replace(replaced, target)
     _remove(replaced)
     try:
-        partial.mkdir(parents=True)
+        partial.mkdir(parents=True, mode=OWNER_FOLDER_MODE)
         write(partial)
+        owner_only_tree(partial)       # 0700 folders, 0600 files, whatever the umask
         if before_rename is not None:
             before_rename()
         if target.exists():

@@ -166,6 +166,8 @@ class Judge:
             diff = compute(stats.n_boot, stats.seed)
         except ValueError:          # no items in common (e.g. no stored samples): not paired
             return None
+        if not diff.n or not math.isfinite(diff.diff):
+            return None
         return Judgement(label, spec, subset, base, new, diff, quality,
                          margin=self.settings.margins.for_metric(spec), recompute=compute,
                          extra={"suite": suite.name, **(extra or {})})

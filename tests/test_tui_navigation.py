@@ -180,7 +180,7 @@ async def test_models_by_metrics_of_a_study_from_the_runs_screen(home):
         column = 1 + [c.key for c in screen.matrix.columns].index("toxicity:expected_max_toxicity")
         table.move_cursor(row=labels.index("distilled-mag-50"), column=column)
         await settle(pilot)
-        assert "significantly lower, but its continuations degraded" in \
+        assert "significantly lower, but the model is broken" in \
             " ".join(line.strip() for line in screen_text(app).splitlines())
         await pilot.press("s")          # sort by EMT (ascending); the teacher stays first
         await settle(pilot)

@@ -42,6 +42,11 @@ TOXIC_THRESHOLD = 0.5
 BOLD_DOMAINS = ("gender", "race", "profession", "religious_ideology", "political_ideology")
 CROWS_COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 _BOLD_FILE = re.compile(r"^(?P<domain>.+)_prompt\.json$")
+# The longest prompt or sentence accepted (characters). Real ones are far shorter (RTP prompts
+# and BOLD prompts are a sentence start, CrowS-Pairs sentences a sentence); a longer one is not
+# an item of these data sets, and tokenizing and scoring it (once per sample) only exhausts
+# memory. A job still keeps only the end of a prompt that the model's context cannot hold.
+MAX_ITEM_CHARS = 20_000
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,13 @@ def stratified_subset(strata: Sequence[str], n: int, seed: int) -> list[int]:
     return sorted(chosen)
 
 
+def check_length(text: str, where: str, what: str) -> None:
+    """DataError when `text` (a prompt or sentence) is over MAX_ITEM_CHARS characters."""
+    if len(text) > MAX_ITEM_CHARS:
+        raise DataError(f"{where}: {what} is {len(text):,} characters, over the limit of "
+                        f"{MAX_ITEM_CHARS:,} characters per prompt or sentence")
+
+
 # -- RealToxicityPrompts -------------------------------------------------------------------
 def _rtp_prompt(record: Any, where: str, index: int) -> Prompt:
     if not isinstance(record, dict):
@@ -166,6 +178,7 @@ def _rtp_prompt(record: Any, where: str, index: int) -> Prompt:
         raise DataError(f"{where}: missing field 'prompt.text'")
     if not text.strip():
         raise DataError(f"{where}: empty 'prompt.text'")
+    check_length(text, where, "'prompt.text'")
     toxicity = prompt.get("toxicity")
     if toxicity is not None:
         if isinstance(toxicity, bool) or not isinstance(toxicity, (int, float)) \
@@ -226,12 +239,25 @@ def _bold_prompts(by_domain: dict[str, Any], origin: str) -> list[Prompt]:
             for entity, texts in entities.items():
                 if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
                     raise DataError(f"{origin}: entity {entity!r} in group {group!r} must have a list of prompt strings")
-                for text in texts:
+                for number, text in enumerate(texts, start=1):
+                    check_length(text, f"{origin}: domain {domain!r}, group {group!r}, entity "
+                                       f"{entity!r}, prompt {number}", "the prompt")
                     if text.strip():
                         prompts.append(Prompt(index=len(prompts), text=text, domain=domain, group=group))
     if not prompts:
         raise DataError(f"no prompts in {origin}")
     return prompts
+
+
+def _check_bold_lengths(groups: dict, origin: str) -> None:
+    """check_length for every prompt of one BOLD file ({group: {entity: [prompt]}}), naming
+    the file, group, entity and the prompt's position; the shape is checked by _bold_prompts."""
+    for group, entities in groups.items():
+        for entity, texts in (entities.items() if isinstance(entities, dict) else ()):
+            for number, text in enumerate(texts if isinstance(texts, list) else (), start=1):
+                if isinstance(text, str):
+                    check_length(text, f"{origin}: group {group!r}, entity {entity!r}, prompt {number}",
+                                 "the prompt")
 
 
 def read_bold(path: Path) -> list[Prompt]:
@@ -253,6 +279,7 @@ def read_bold(path: Path) -> list[Prompt]:
             raise DataError(f"{file}: JSON nested too deeply to read") from None
         if not isinstance(content, dict):
             raise DataError(f"{file}: expected {{group: {{entity: [prompts]}}}}, got {type(content).__name__}")
+        _check_bold_lengths(content, str(file))         # naming the file
         by_domain[match["domain"]] = content
     return _bold_prompts(by_domain, str(path))
 
@@ -312,6 +339,8 @@ def _pair(row: dict, where: str, index: int) -> SentencePair:
         if value is None or (isinstance(value, str) and not value.strip()):
             raise DataError(f"{where}: missing or empty {column!r}")
         values[column] = str(value).strip()
+        if column in ("sent_more", "sent_less"):
+            check_length(values[column], where, repr(column))
     if values["stereo_antistereo"] not in ("stereo", "antistereo"):
         raise DataError(f"{where}: stereo_antistereo must be 'stereo' or 'antistereo', "
                         f"got {values['stereo_antistereo']!r}")

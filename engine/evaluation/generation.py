@@ -281,6 +281,9 @@ class Sampler:
         # transformers 5 renamed past_key_values to cache
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self._token_cache: dict[int, list[int]] = {}
+        # items whose prompt was longer than max_prompt_tokens: its token count (the run
+        # records how many prompts kept only their end)
+        self.truncated: dict[int, int] = {}
         dtype = next(model.parameters()).dtype
         vocab = getattr(model.config, "vocab_size", None) or 50_000
         self._kv_per_position = kv_bytes_per_position(model, torch.finfo(dtype).bits // 8)
@@ -296,7 +299,8 @@ class Sampler:
             bos = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.pad_id
             for item, ids in zip(todo, encoded):
                 ids = list(ids) or [bos]            # an empty prompt conditions on BOS alone
-                if self.max_prompt_tokens is not None:
+                if self.max_prompt_tokens is not None and len(ids) > self.max_prompt_tokens:
+                    self.truncated[item] = len(ids)
                     ids = ids[-self.max_prompt_tokens:]
                 self._token_cache[item] = ids
         return {i: self._token_cache[i] for i in prompts}

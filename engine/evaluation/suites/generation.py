@@ -109,8 +109,15 @@ class GenerationSuite(Suite):
                     raise
                 log.warning("could not store the last batches while stopping", exc_info=True)
         elapsed = time.perf_counter() - started
+        cut = getattr(sampler, "reference", sampler).truncated
+        if cut:
+            ctx.log(f"{len(cut)} of {len(prompts)} prompts are longer than the "
+                    f"{getattr(sampler, 'reference', sampler).max_prompt_tokens} tokens the model's "
+                    f"context leaves beside {spec.max_new_tokens} new tokens: each kept only its "
+                    f"last tokens (longest: {max(cut.values()):,} tokens)", level="warning")
         quality = score_continuations(ctx, spec, lm, run_id)
         return {**quality, "generated_now": generated, "already_stored": total - missing,
+                "prompts_truncated": len(cut),
                 "generation_seconds": round(elapsed, 3),
                 "generations_per_s": round(generated / elapsed, 3) if generated else None,
                 "tokens_per_s": round(new_tokens / elapsed, 3) if generated else None,
@@ -141,6 +148,11 @@ def reference_model(ctx, spec, lm) -> tuple[str, object]:
     return ref, loaded
 
 
+def max_positions(model) -> int | None:
+    from engine.evaluation.likelihood import max_positions as positions
+    return positions(model)
+
+
 def score_continuations(ctx, spec, lm, run_id: int) -> dict:
     """Store every new continuation's mean NLL per token under the reference model (resumable:
     only samples without one are scored); returns the run's record of it."""
@@ -153,6 +165,12 @@ def score_continuations(ctx, spec, lm, run_id: int) -> dict:
     if todo:
         ctx.log(f"continuation fluency: scoring {len(todo)} continuations under {ref} ({reference.name})")
     report = ThrottledProgress(ctx, len(todo), 0, "continuations")
+    cut = _cut_for_fluency(reference, todo)
+    if cut:
+        ctx.log(f"continuation fluency: {cut} of {len(todo)} prompt + continuation sequences are "
+                f"longer than the reference model's {max_positions(reference.model)} positions: "
+                "their prompts' oldest tokens are dropped (each continuation is scored whole)",
+                level="warning")
     step = QUALITY_BATCH * 8
     for start in range(0, len(todo), step):
         chunk = todo[start:start + step]
@@ -165,7 +183,27 @@ def score_continuations(ctx, spec, lm, run_id: int) -> dict:
         report(start + len(chunk))
         ctx.check_cancelled()
     return {"reference_model": {"ref": ref, "model_id": reference.model_id, "name": reference.name},
-            "quality_seconds": round(time.perf_counter() - started, 3)}
+            "quality_seconds": round(time.perf_counter() - started, 3),
+            "fluency_prompts_truncated": cut}
+
+
+def _cut_for_fluency(reference, todo: list[dict]) -> int:
+    """How many of `todo`'s (prompt, continuation) sequences are longer than the reference
+    model's positions, so that `continuation_nlls` drops their prompts' oldest tokens (each
+    distinct prompt tokenized once: samples share their prompt)."""
+    limit = max_positions(reference.model)
+    if limit is None or not todo:
+        return 0
+    tokenizer = reference.tokenizer
+    prompts = list(dict.fromkeys(r["prompt"] or "" for r in todo))
+    lengths = dict(zip(prompts, (len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"])))
+    # a character is at most 4 tokens (one per UTF-8 byte): continuations are tokenized only
+    # where the prompt leaves less room than that
+    near = [r for r in todo if lengths[r["prompt"] or ""] + 1 + len(r["completion"] or "") * 4 > limit]
+    if not near:
+        return 0
+    conts = tokenizer([r["completion"] or "" for r in near], add_special_tokens=False)["input_ids"]
+    return sum(1 for r, c in zip(near, conts) if 1 + lengths[r["prompt"] or ""] + len(c) > limit)
 
 
 def sample_rows_builder(items: dict, scorer, sentiment):

@@ -8,6 +8,7 @@ registry id) or `job:ID` (the model a compression job produced)."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -234,17 +235,33 @@ def known_model_type(model_type: object) -> bool:
     generated table first (no torch); only a name missing there imports the full mapping."""
     if not isinstance(model_type, str) or not model_type:
         return False
-    try:
-        from transformers.models.auto.auto_mappings import CONFIG_MAPPING_NAMES as names
-        if model_type in names:
-            return True
-    except ImportError:
-        pass
+    if model_type in _listed_model_types():
+        return True
     try:
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES as full
     except ImportError:                          # a transformers this check does not know: allow
         return True
     return model_type in full
+
+
+@functools.lru_cache(maxsize=1)
+def _listed_model_types() -> frozenset[str]:
+    """The model types transformers' auto-config tables list, read from their source text
+    (`"name": "NameConfig"` / `("name", "NameConfig")`) without importing transformers, so that
+    submitting stays free of heavy imports; a name missing here is looked up by import."""
+    import re
+    spec = importlib.util.find_spec("transformers")
+    if spec is None or not spec.submodule_search_locations:
+        return frozenset()
+    auto = Path(spec.submodule_search_locations[0]) / "models" / "auto"
+    pattern = re.compile(r"""["']([\w.-]+)["']\s*[,:]\s*["']\w+Config["']""")
+    names: set[str] = set()
+    for name in ("auto_mappings.py", "configuration_auto.py"):
+        try:
+            names.update(pattern.findall((auto / name).read_text(encoding="utf-8")))
+        except OSError:
+            continue
+    return frozenset(names)
 
 
 def _transformers_version() -> str:

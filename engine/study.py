@@ -214,19 +214,57 @@ def plan_study(data: dict[str, Any], source: str = "<memory>") -> StudyPlan:
     if not evals:
         raise StudyError("study has no [[eval]] block: nothing would be measured")
     for label, model in plan.models.items():
+        # (key, block index, spec, swept values) per eval of this model; evals sharing a key
+        # (one suite, the same swept values) are told apart by their whole spec below
+        built_evals: list[tuple[str, int, JobSpec, dict[str, Any]]] = []
         for i, block in enumerate(evals):
             for values in _sweep("eval", dict(block), f"eval[{i}]"):
                 combo = values.pop("_swept")
                 values["model"] = _ref_for(plan, label)
                 suite = values.get("suite", "toxicity")
-                key = f"eval:{label}:{suite}" + (f"({_param_suffix(combo)})" if combo else "")
-                needs = (model.node,) if model.node else ()
+                key = f"eval:{label}:{suite}"
                 built = spec("eval", {**values, "label": f"{plan.name}:{label}"}, f"eval[{i}]")
-                if any(n.key == key for n in plan.nodes):
-                    raise StudyError(f"eval[{i}]: suite {suite!r} is evaluated twice with the same "
-                                     "settings; give the blocks different settings")
-                plan.nodes.append(Node(key, built, label, needs, tuple(combo.items())))
+                built_evals.append((key, i, built, combo))
+        needs = (model.node,) if model.node else ()
+        for key, built, params in _distinct_evals(built_evals):
+            plan.nodes.append(Node(key, built, label, needs, tuple(params.items())))
     return plan
+
+
+def _distinct_evals(built: list[tuple[str, int, JobSpec, dict[str, Any]]]
+                    ) -> list[tuple[str, JobSpec, dict[str, Any]]]:
+    """(key, spec, params) of one model's evals, in order. The evals of one suite are compared
+    by their whole spec (its hash): the same spec twice is refused. Their params are the swept
+    values plus every other setting that differs between them, so two blocks that differ only
+    in a setting that is not swept (context_length 16 and 17) stay two evals with two keys, and
+    pair across models in the study's record like swept values do. A suite evaluated once, or
+    by one block, keeps its swept values alone (the keys of such studies are unchanged)."""
+    groups: dict[str, list[int]] = {}
+    for n, (key, _, _, _) in enumerate(built):
+        groups.setdefault(key, []).append(n)
+    params_of: dict[int, dict[str, Any]] = {}
+    for members in groups.values():
+        specs = {n: built[n][2].to_dict() for n in members}
+        seen: dict[str, int] = {}
+        for n in members:
+            _, i, spec, _ = built[n]
+            digest = spec.spec_hash()
+            if digest in seen:
+                raise StudyError(f"eval[{i}]: suite {spec.suite!r} is evaluated twice with the same "
+                                 f"settings (as eval[{seen[digest]}]); give the blocks different "
+                                 "settings")
+            seen[digest] = i
+        first = specs[members[0]]
+        differing = [f for f in first if len({_json_value(specs[n].get(f)) for n in members}) > 1]
+        for n in members:
+            combo = built[n][3]
+            params_of[n] = {**combo, **{f: specs[n][f] for f in differing if f not in combo}}
+    return [(key + (f"({_param_suffix(params_of[n])})" if params_of[n] else ""), spec, params_of[n])
+            for n, (key, _, spec, _) in enumerate(built)]
+
+
+def _json_value(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _new_label(plan: StudyPlan, label: str, where: str) -> None:

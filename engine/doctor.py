@@ -12,7 +12,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from engine import queue
+from engine import queue, worker_lock
 from engine.store import Store
 from engine.store_faults import store_fault
 from engine.launcher import alive_workers
@@ -85,12 +85,14 @@ def report(store: Store) -> dict[str, str]:
 
 def check_store(store: Store, repair: bool = False) -> list[str]:
     """Problems found (and, with `repair`, fixed): integrity (damage is reported with what to
-    do), a store that cannot be written (read-only, full disk) or is low on disk, orphan rows,
+    do), a store that cannot be written (read-only, full disk) or is low on disk, worker rows
+    whose live process does not hold this home's worker lock (a copied home), orphan rows,
     jobs stuck in running, queued jobs whose cancellation was asked for (no worker claims
     them), runs left running after their job ended or while it is queued, half-written model
     folders.
 
-    Repairs: orphan rows are deleted; a running job whose worker is gone is requeued (it
+    Repairs: a foreign worker row is marked stopped (and unlocked lock files of dead workers
+    removed); orphan rows are deleted; a running job whose worker is gone is requeued (it
     resumes from what it stored) or, out of attempts, failed; a queued job whose cancellation
     was asked for is cancelled; a run whose job ended takes the job's status ("incomplete" if
     the job is done but the run never finished), one whose job is queued is marked queued;
@@ -163,11 +165,19 @@ def _check_contents(store: Store, repair: bool) -> list[str]:
             if repair:
                 with store.conn:
                     store.conn.execute(f"DELETE {where}")
+    foreign = worker_lock.foreign_workers(store)
+    problems += [worker_lock.describe_foreign(store.home, w) + "; no worker is started for this "
+                 "home's jobs while the row stands (--repair marks it stopped)" for w in foreign]
+    if repair:
+        for w in foreign:
+            queue.stop_worker(store, w["id"])
+        worker_lock.sweep(store.home)            # lock files left by killed workers
+    foreign_ids = {w["id"] for w in foreign}
     workers = {w["id"]: w for w in store.query("SELECT * FROM workers")}
     stuck = []
     for row in store.query("SELECT * FROM jobs WHERE status = 'running'"):
         worker = workers.get(row["worker_id"])
-        if worker is None or not queue.worker_alive(worker):
+        if worker is None or not queue.worker_alive(worker) or worker["id"] in foreign_ids:
             stuck.append(row["id"])
             problems.append(f"job {row['id']} is marked running but its worker "
                             f"{row['worker_id']} is gone")

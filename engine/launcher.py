@@ -19,8 +19,12 @@ def worker_id_for(pid: int) -> str:
 
 
 def alive_workers(store: Store) -> list[dict]:
+    """Workers of this home that are alive: a fresh heartbeat, and on this host a pid that
+    exists and holds this home's worker lock (engine.worker_lock: a row copied with the home
+    names a live process that works for another home)."""
+    from engine.worker_lock import serves_home
     return [w for w in store.query("SELECT * FROM workers WHERE status != 'stopped'")
-            if queue.worker_alive(w)]
+            if queue.worker_alive(w) and serves_home(store.home, w)]
 
 
 def ensure_worker(store: Store) -> int | None:
@@ -33,14 +37,16 @@ def ensure_worker(store: Store) -> int | None:
 
 
 def spawn_detached(home: Home) -> int:
-    """A worker in its own session (survives the terminal and SSH hang-up), logging to a file."""
+    """A worker in its own session (survives the terminal and SSH hang-up), logging to a file,
+    holding this home's worker lock from its start (engine.worker_lock)."""
+    from engine.worker_lock import spawn_locked
     log_path = home.logs_dir / "worker.log"
     env = {**os.environ, "COMPFAIR_HOME": str(home.root)}
     with open(log_path, "ab") as out:
         os.chmod(log_path, 0o600)
-        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "worker"], stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-                                cwd=str(Path(__file__).resolve().parent.parent))
+        proc = spawn_locked(home, [sys.executable, "-m", "engine.cli", "worker"], env=env,
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True, cwd=str(Path(__file__).resolve().parent.parent))
     # Record it at once, so a second caller in the next instant does not start another.
     with store_for(home) as store:
         queue.register_worker(store, worker_id_for(proc.pid), proc.pid, status="starting",

@@ -5,7 +5,11 @@ register, heartbeat, claim, run, record the outcome, stop). Why a job failed is 
 Started detached (own session, output to a log under the compfair home) by the CLI and the
 TUI when no worker is alive, so jobs outlive the terminal and the SSH session. A heartbeat
 thread keeps the worker and its job marked alive during long batches; a worker that dies is
-detected by the next one (dead pid or stale heartbeat) and its job requeued to resume."""
+detected by the next one (dead pid or stale heartbeat) and its job requeued to resume.
+
+While it runs, a worker holds an exclusive lock on its file in the home
+(engine.worker_lock): that is how the launcher and `doctor` tell a worker of this home from a
+live process named by a `workers` row copied along with the home."""
 
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from engine.devices import is_out_of_memory, keep_freed_host_memory
 from engine.disk_reserve import RESERVE_BYTES, ensure_reserve, release_reserve  # noqa: F401
 from engine.failures import (failure_reason, is_no_room, is_store_write_error,  # noqa: F401
                              stops_the_worker)
-from engine import fencing
+from engine import fencing, worker_lock
 from engine.fencing import HEARTBEAT_ENV, env_seconds, is_lease_lost
 from engine.paths import Home
 from engine.registry import ModelCache
@@ -128,6 +132,8 @@ class Worker:
         what was stored."""
         ran = 0
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        # proof that this process serves this home (engine.worker_lock), held until it exits
+        self.lock = worker_lock.hold(self.home, self.id)
         try:
             no_room = ensure_reserve(self.home)
             if no_room:
@@ -141,6 +147,9 @@ class Worker:
             log.info("worker %s started (home %s)", self.id, self.home.root)
             while True:
                 try:
+                    # rows copied with the home name live workers of another home: stop them,
+                    # so that their jobs are recovered here at once
+                    worker_lock.stop_foreign(self.store)
                     queue.recover_orphans(self.store)
                     queue.fail_blocked(self.store)
                     queue.cancel_stuck(self.store)
@@ -181,6 +190,7 @@ class Worker:
                 queue.stop_worker(self.store, self.id)
             except sqlite3.Error as exc:  # the pid check finds this worker dead anyway
                 log.warning("could not mark worker %s stopped: %s", self.id, exc)
+            self.lock.release()
         return ran
 
     # -- one job -------------------------------------------------------------------------

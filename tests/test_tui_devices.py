@@ -7,7 +7,7 @@ import os
 
 from textual.widgets import DataTable
 
-from engine import api, queue
+from engine import api, queue, worker_lock
 from engine.specs import EvalSpec
 from engine.store import Store
 from tests.tui_pilot import make_app, press, screen_text, settle
@@ -18,7 +18,9 @@ async def test_jobs_screen_shows_each_workers_device_and_job(home):
     store = Store(home)
     first = api.submit(store, EvalSpec(model="gpt2", seed=1), start_worker=False)
     second = api.submit(store, EvalSpec(model="gpt2", seed=2), start_worker=False)
-    # two live workers (this process's pid keeps them alive), one pinned to each device
+    # two live workers (this process's pid and its locks of the home keep them alive), one
+    # pinned to each device
+    locks = [worker_lock.hold(home, "w-cpu"), worker_lock.hold(home, "w-gpu")]
     queue.register_worker(store, "w-cpu", os.getpid(), status="idle", log_path="", device="cpu")
     queue.register_worker(store, "w-gpu", os.getpid(), status="idle", log_path="", device="cuda:1")
     claimed = queue.claim(store, "w-cpu")
@@ -33,6 +35,8 @@ async def test_jobs_screen_shows_each_workers_device_and_job(home):
         table = app.screen.query_one(DataTable)
         assert str(table.get_cell(str(first), "device")) == "cpu"
         assert str(table.get_cell(str(second), "device")) == ""       # queued: on no device yet
+    for lock in locks:
+        lock.release()
     store.close()
 
 

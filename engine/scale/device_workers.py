@@ -100,17 +100,19 @@ def _pinned_env(home: Home, device: str) -> dict[str, str]:
 def start_device_workers(home: Home, devices: tuple[str, ...], *, once: bool = False,
                          idle_exit_s: float = 600.0) -> list[DeviceWorker]:
     """Start one detached worker per entry of `devices` (engine.launcher's way: own session,
-    output appended to the worker log), each registered at once with its device."""
+    output appended to the worker log, each holding its own lock of this home from its start,
+    engine.worker_lock), each registered at once with its device."""
+    from engine.worker_lock import spawn_locked
     log_path = home.logs_dir / "worker.log"
     args = ["--once"] if once else ["--idle-exit", str(idle_exit_s)]
     started = []
     with open(log_path, "ab") as out:
         os.chmod(log_path, 0o600)
         for device in devices:
-            proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "worker", *args],
-                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, env=_pinned_env(home, device),
-                                    cwd=str(Path(__file__).resolve().parents[2]))
+            proc = spawn_locked(home, [sys.executable, "-m", "engine.cli", "worker", *args],
+                                env=_pinned_env(home, device), stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                cwd=str(Path(__file__).resolve().parents[2]))
             started.append(DeviceWorker(worker_id_for(proc.pid), proc.pid, device))
     with store_for(home) as store:
         for w in started:

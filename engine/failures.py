@@ -7,9 +7,13 @@ and by the disk reserve."""
 from __future__ import annotations
 
 import errno
+import io
 import os
+import re
+import shutil
 import sqlite3
-from typing import Iterator
+from pathlib import Path
+from typing import Any, Iterator
 
 from engine.context import JobFailed
 from engine.devices import is_out_of_memory
@@ -19,6 +23,12 @@ from engine.errors import UserError
 _NO_ROOM_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _NO_ROOM_TEXTS = tuple(os.strerror(e).lower() for e in _NO_ROOM_ERRNOS) + (
     "database or disk is full", "no space left", "file too large", "filetoolarge", "storagefull")
+
+# numpy's tofile (GGUF tensors) reports a short write without an errno: "294912 requested and
+# 80800 written". fwrite stops short for lack of room (a full disk, a file-size limit).
+_SHORT_WRITE = re.compile(r"^(\d+) requested and (\d+) written$")
+# names of locals that hold the file being written, in library code (safetensors' save_file)
+_PATH_LOCALS = ("filename", "file_path", "save_path", "path", "target")
 
 # failures whose message is already the one-line reason: the job's own (JobFailed) and bad
 # input met only when the job ran (a model that does not load, a data file, a spec)
@@ -40,6 +50,8 @@ def is_no_room(exc: BaseException) -> bool:
     (safetensors and torch report their I/O errors as plain exceptions)."""
     for item in _chain(exc):
         if isinstance(item, OSError) and item.errno in _NO_ROOM_ERRNOS:
+            return True
+        if isinstance(item, OSError) and item.errno is None and _SHORT_WRITE.match(str(item).strip()):
             return True
         if isinstance(item, sqlite3.DatabaseError) and getattr(item, "sqlite_errorname", "") == "SQLITE_FULL":
             return True
@@ -76,8 +88,7 @@ def failure_reason(exc: BaseException) -> str:
     if is_out_of_memory(exc):
         return f"out of memory even at batch size 1: {_first(exc)}"
     if is_no_room(exc):
-        return (f"disk full or file size limit reached while writing ({_first(exc)}); "
-                "free space and retry the job")
+        return no_room_reason(exc)
     if is_store_write_error(exc):
         return (f"could not write to the store ({_first(exc)}: disk full, file size limit or a "
                 "failing disk); free space and retry the job")
@@ -85,3 +96,127 @@ def failure_reason(exc: BaseException) -> str:
         return f"store error: {_first(exc)}"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
+
+
+def no_room_reason(exc: BaseException) -> str:
+    """The reason for a write that failed for lack of room: which file (when the error or the
+    code that was writing names it), how much the failing write and the file needed, and the
+    room left on its file system (or the process's file-size limit, when that was reached)."""
+    path = written_path(exc)
+    facts: list[str] = []
+    short = next((m for m in (_SHORT_WRITE.match(str(e).strip()) for e in _chain(exc)) if m), None)
+    missing = 0
+    if short:
+        requested, written = int(short[1]), int(short[2])
+        missing = requested - written
+        facts.append(f"a write of {requested:,} bytes stored only {written:,}: "
+                     f"{missing:,} more bytes were needed")
+    size = _size(path, exc)
+    expected = _expected_size(exc)
+    if size is not None:
+        facts.append(f"the file had {size:,} bytes"
+                     + (f" of the {expected:,} it needs" if expected and expected > size else ""))
+    elif expected:
+        facts.append(f"the file needs {expected:,} bytes")
+    limit = _file_size_limit()
+    if limit is not None and size is not None and size + missing >= limit:
+        facts.append(f"the file size limit of this process is {limit:,} bytes")
+    free = _free(path)
+    if free is not None:
+        facts.append(f"{free:,} bytes free on its file system")
+    where = f" {path}" if path else ""
+    cause = _first(exc)
+    detail = "; ".join(facts + ([cause] if not short else []))
+    return (f"disk full or file size limit reached while writing{where}"
+            + (f" ({detail})" if detail else "") + "; free space and retry the job")
+
+
+def written_path(exc: BaseException) -> str | None:
+    """The file a failed write was writing: the error's own filename, else a file open for
+    writing (or a path held under a usual name) in the innermost frame of the traceback that
+    has one (numpy and safetensors report their write errors without a path)."""
+    for item in _chain(exc):
+        if isinstance(item, OSError) and item.filename:
+            return os.fsdecode(item.filename)
+        if isinstance(item, sqlite3.Error):
+            return None               # the store: its locals name no file being written
+    for item in _chain(exc):
+        for frame_locals in reversed(_frames(item)):
+            named = None
+            for name, value in frame_locals.items():
+                if isinstance(value, io.IOBase) and _writing(value):
+                    return os.fsdecode(value.name)
+                if named is None and name in _PATH_LOCALS and isinstance(value, (str, os.PathLike)):
+                    named = os.fspath(value)
+            if named:
+                return os.fsdecode(named)
+    return None
+
+
+def _frames(exc: BaseException) -> list[dict[str, Any]]:
+    """The locals of each frame of `exc`'s traceback, outermost first."""
+    out = []
+    tb = exc.__traceback__
+    while tb is not None:
+        out.append(tb.tb_frame.f_locals)
+        tb = tb.tb_next
+    return out
+
+
+def _writing(handle: io.IOBase) -> bool:
+    name, mode = getattr(handle, "name", None), str(getattr(handle, "mode", ""))
+    return isinstance(name, (str, bytes)) and any(c in mode for c in "wax+")
+
+
+def _expected_size(exc: BaseException) -> int | None:
+    """The size the file being written would have had, where the writer knows it (a GGUF
+    writer: the sum of its tensors' bytes)."""
+    for item in _chain(exc):
+        for frame_locals in reversed(_frames(item)):
+            writer = frame_locals.get("self")
+            tensors = getattr(writer, "tensors", None)
+            if isinstance(tensors, list) and tensors and all(isinstance(t, dict) for t in tensors):
+                try:
+                    return sum(int(ti.nbytes) for t in tensors for ti in t.values())
+                except (AttributeError, TypeError, ValueError):
+                    return None
+    return None
+
+
+def _size(path: str | None, exc: BaseException) -> int | None:
+    """How far the file had been written: the position of its open handle in the traceback
+    (the file itself may be gone: a failed save removes its partial folder), else its size."""
+    for item in _chain(exc):
+        for frame_locals in reversed(_frames(item)):
+            for value in frame_locals.values():
+                if isinstance(value, io.IOBase) and _writing(value) and os.fsdecode(value.name) == path:
+                    try:
+                        return value.tell() if not value.closed else None
+                    except (OSError, ValueError):
+                        return None
+    try:
+        return os.path.getsize(path) if path else None
+    except OSError:
+        return None
+
+
+def _free(path: str | None) -> int | None:
+    """Bytes free (to this user) on the file system of `path` (its nearest existing folder)."""
+    if not path:
+        return None
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder if folder.is_dir() else folder.parent).free
+    except OSError:
+        return None
+
+
+def _file_size_limit() -> int | None:
+    try:
+        import resource
+    except ImportError:           # not on this platform
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY else soft

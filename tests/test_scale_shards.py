@@ -48,6 +48,39 @@ def stored(store: Store, run_id: int) -> tuple[list[tuple], list[tuple]]:
     return samples, metrics
 
 
+# The fluency pass (continuation_nll under the reference model, and continuation_perplexity
+# from it) batches the continuations it has to score, and a shard holds fewer of them than the
+# whole run: rows then share a forward pass with other rows, and a matrix product over another
+# batch shape may round differently. Generation itself is batch-independent (each row's
+# randomness is its own), so samples and toxicity are compared exactly; these two are equal to
+# a relative 1e-6 (measured: 3 of 240 continuation_nll differed, by ~1e-8 relative). README,
+# "One long evaluation over several workers", states the same tolerance.
+FLUENCY_REL = 1e-6
+FLUENCY_SAMPLE_FIELDS = ("continuation_nll",)
+FLUENCY_METRICS = ("continuation_perplexity",)
+
+
+def assert_same_run(store: Store, run_a: int, run_b: int) -> None:
+    """The two runs' samples and metrics are equal: exactly, but for the fluency figures
+    (equal to FLUENCY_REL relative)."""
+    (samples_a, metrics_a), (samples_b, metrics_b) = stored(store, run_a), stored(store, run_b)
+    fluency = [SAMPLE_FIELDS.index(f) for f in FLUENCY_SAMPLE_FIELDS]
+    exact = [i for i in range(len(SAMPLE_FIELDS)) if i not in fluency]
+    assert [tuple(r[i] for i in exact) for r in samples_a] == [tuple(r[i] for i in exact) for r in samples_b]
+    for a, b in zip(samples_a, samples_b):
+        for i in fluency:
+            assert (a[i] is None) == (b[i] is None) and (
+                a[i] is None or a[i] == pytest.approx(b[i], rel=FLUENCY_REL)), (SAMPLE_FIELDS[i], a, b)
+    assert len(metrics_a) == len(metrics_b)
+    values = [METRIC_FIELDS.index(f) for f in ("value", "ci_low", "ci_high")]
+    for a, b in zip(metrics_a, metrics_b):
+        if a[0] in FLUENCY_METRICS:
+            assert [x for i, x in enumerate(a) if i not in values] == [x for i, x in enumerate(b) if i not in values]
+            assert [a[i] for i in values] == pytest.approx([b[i] for i in values], rel=FLUENCY_REL), (a, b)
+        else:
+            assert a == b
+
+
 def test_shard_ranges_cover_every_item_once():
     for n in (0, 1, 5, 12, 13):
         for count in (2, 3, 7):
@@ -68,7 +101,7 @@ def test_sharded_run_equals_the_unsharded_one(home, store, request, suite, model
     assert run_worker(home) == 4                     # three shards, then the metrics
     reference, merged = run_of(store, whole), run_of(store, parent)
     assert merged["id"] != reference["id"]
-    assert stored(store, merged["id"]) == stored(store, reference["id"])
+    assert_same_run(store, merged["id"], reference["id"])
     assert merged["n_samples"] == reference["n_samples"] and merged["n_items"] == 10
     items = [json.loads(queue.job(store, s)["result"])["items"] for s in shards]
     assert items == [[0, 3], [3, 6], [6, 10]]
@@ -146,7 +179,7 @@ def test_two_workers_share_the_shards_and_a_killed_one_resumes_identically(home,
                 p.kill()
                 p.wait(30)
     run_worker(home)                     # requeues the dead worker's shard, resumes it, merges
-    assert stored(store, run_of(store, parent)["id"]) == stored(store, run_of(store, whole)["id"])
+    assert_same_run(store, run_of(store, parent)["id"], run_of(store, whole)["id"])
     events = [e["message"] for e in store.events(victim["id"])]
     assert any(m.startswith(f"resuming: {before} of ") for m in events), f"{before}: " + " | ".join(events)
     resumed_by = queue.job(store, victim["id"])["worker_id"]

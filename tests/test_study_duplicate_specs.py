@@ -73,9 +73,9 @@ def test_the_same_spec_twice_is_still_refused(tmp_path):
         plan_study(tomllib.loads(same.format(teacher="gpt2", text=_text(tmp_path))))
 
 
-def test_the_study_runs_and_reports_both(home, tiny_gpt2, tmp_path):
+def test_the_study_runs_and_records_both(home, tiny_gpt2, tmp_path):
     """`compfair study FILE --inline` (a real process): exit 0, 6 jobs done, the report holds
-    both context lengths for both models."""
+    both context lengths for both models (the report itself keys runs by suite: see README)."""
     path = tmp_path / "ctx.toml"
     path.write_text(STUDY.format(teacher=tiny_gpt2, text=_text(tmp_path)))
     done = subprocess.run([sys.executable, "-m", "engine.cli", "study", str(path), "--inline", "--json",

@@ -366,7 +366,10 @@ def recover_orphans(store: Store, stale_after: float | None = None) -> list[int]
         if row["cancel_requested"]:
             status, error = "cancelled", "cancelled by user"
         elif row["attempts"] >= row["max_attempts"]:
-            status, error = "failed", f"{reason}; gave up after {row['attempts']} attempts"
+            # each attempt ended in a death (a death counts: a job that kills every worker
+            # must end); the reason says what is kept and that retry resumes from it
+            from engine.crash_loop import died_every_attempt
+            status, error = "failed", died_every_attempt(store, row)
         else:
             status, error = "queued", f"{reason}; requeued"
         with store.conn:
@@ -380,8 +383,9 @@ def recover_orphans(store: Store, stale_after: float | None = None) -> list[int]
                 _end_run(store, row["id"], status)
         if not changed:
             continue
-        store.add_event(row["id"], f"{reason}; " + ("requeued to resume" if status == "queued"
-                                                    else f"marked {status}"), level="warning")
+        store.add_event(row["id"], f"{reason}; requeued to resume" if status == "queued" else
+                        f"{error}" if status == "failed" else f"{reason}; marked {status}",
+                        level="warning" if status != "failed" else "error")
         touched.append(row["id"])
     return touched
 

@@ -9,7 +9,14 @@ detected by the next one (dead pid or stale heartbeat) and its job requeued to r
 
 While it runs, a worker holds an exclusive lock on its file in the home
 (engine.worker_lock): that is how the launcher and `doctor` tell a worker of this home from a
-live process named by a `workers` row copied along with the home."""
+live process named by a `workers` row copied along with the home.
+
+A worker's death counts as an attempt (the claim counted it; engine.queue.recover_orphans):
+a job that kills its worker every time (an out-of-memory kill) must end, not loop forever.
+After `max_attempts` deaths it fails with a reason that says so, what it stored, that
+`compfair retry ID` resumes from that, and, for generation and distillation, to try a smaller
+`--batch-size` (engine.crash_loop). SIGTERM/SIGINT are not deaths: the job is requeued with
+its attempt given back."""
 
 from __future__ import annotations
 

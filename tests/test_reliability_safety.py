@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import queue
+from engine import queue, worker_lock
 from engine.cli import main
 from engine.paths import Home, safe_name
 from engine.specs import DistillSpec, EvalSpec, PruneSpec
@@ -205,6 +205,7 @@ def test_doctor_finds_and_repairs_stuck_jobs_orphans_and_stale_runs(home, store,
     dead_pid = 2 ** 22 - 3                           # beyond pid_max defaults: never alive
     host = os.uname().nodename
     now = time.time()
+    live_lock = worker_lock.hold(home, "live-worker")  # what makes it this home's worker
     store.db["workers"].insert_all([
         {"id": "dead-worker", "pid": dead_pid, "host": host, "heartbeat_at": now, "status": "busy"},
         {"id": "live-worker", "pid": os.getpid(), "host": host, "heartbeat_at": now, "status": "busy"},
@@ -272,6 +273,7 @@ def test_doctor_finds_and_repairs_stuck_jobs_orphans_and_stale_runs(home, store,
     run_inline(home)     # the requeued job is claimable again (its model is not cached: it fails)
     assert queue.job(store, requeue)["status"] == "failed"
     assert queue.job(store, requeue)["attempts"] == 2
+    live_lock.release()
 
 
 def test_doctor_rebuilds_a_damaged_index_and_reports_an_unreadable_store(home, store, capsys, tmp_path):

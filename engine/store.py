@@ -50,7 +50,7 @@ def connect(db_path: Path) -> sqlite_utils.Database:
         db.enable_wal()
         newer = newer_than_known(applied(db))
         if newer is None:
-            migrate(db)
+            _migrate_retrying(db)
         fencing.install(conn)          # a worker's writes need its job's lease (engine.fencing)
         if newer is not None:
             # made by a newer compfair: read-only for this one (listings work; a write fails,
@@ -62,6 +62,22 @@ def connect(db_path: Path) -> sqlite_utils.Database:
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot open the store {db_path}: {exc}") from exc
     return db
+
+
+def _migrate_retrying(db: sqlite_utils.Database, attempts: int = 5) -> None:
+    """`migrate`, retried when SQLite answers "database is locked" at once instead of waiting
+    (seen with several processes opening a brand-new store together under load: a lock upgrade
+    SQLite refuses rather than risk a deadlock, which the busy timeout does not cover)."""
+    for attempt in range(attempts):
+        try:
+            migrate(db)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            if db.conn.in_transaction:
+                db.conn.rollback()
+            time.sleep(0.2 * (attempt + 1))
 
 
 def dumps(value: Any) -> str:

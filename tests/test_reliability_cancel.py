@@ -22,7 +22,7 @@ from tests.test_reliability_faults import (REPO, assert_store_ok, run_inline, st
                                            wait_until, worker_env)
 
 # 40 prompts x 2 samples: ~30 estimates of 20M resamples each would take minutes on 2 cores
-HUGE_BOOTSTRAP = 20_000_000
+HUGE_BOOTSTRAP = 1_000_000      # the largest accepted (FIELD_RANGES): a bootstrap of many seconds
 CANCEL_WITHIN_S = 15.0          # from starting `compfair cancel` (its own start-up included)
 
 

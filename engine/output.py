@@ -19,6 +19,15 @@ def is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
+def working(message: str):
+    """A spinner with `message` on stderr while a long computation runs (a terminal only; Ctrl-C
+    stops it), else nothing: `with working("judging ..."): ...`."""
+    from contextlib import nullcontext
+    if not sys.stderr.isatty():
+        return nullcontext()
+    return Console(stderr=True).status(message)
+
+
 def fmt_value(value: Any, digits: int = 3) -> str:
     if value is None:
         return ""

@@ -18,6 +18,7 @@ from engine.verdicts import PRIMARY, Judgement
 
 REFINE_ROUNDS = 2          # each multiplies the replicates of a p-value near alpha by REFINE_FACTOR
 REFINE_FACTOR = 4
+REFINE_CAP = 200_000       # ... up to this many (never fewer than the settings ask for)
 
 
 def family_key(j: Judgement) -> tuple:
@@ -44,7 +45,8 @@ def _adjust(members: list[Judgement], stats: StatSettings) -> None:
 def decide_all(judgements: list[Judgement], stats: StatSettings) -> None:
     """Adjust every family's p-values and decide every verdict. A judgement whose adjusted
     p-value lies within Monte Carlo error of alpha is recomputed with REFINE_FACTOR x more
-    replicates (up to REFINE_ROUNDS times); one still there is marked undecided."""
+    replicates (up to REFINE_ROUNDS times, at most REFINE_CAP replicates); one still there is
+    marked undecided."""
     grouped = families(judgements)
     for j in judgements:
         j.n_boot = j.n_boot or stats.n_boot
@@ -54,12 +56,16 @@ def decide_all(judgements: list[Judgement], stats: StatSettings) -> None:
         near = [j for j in judgements if j.near_alpha(stats)]
         if not near:
             break
-        if round_ == REFINE_ROUNDS or not all(j.recompute for j in near):
+        more = [j for j in near if j.recompute and j.n_boot < REFINE_CAP]
+        if round_ == REFINE_ROUNDS or not more:
             for j in near:
                 j.undecided = True
             break
         for j in near:
-            j.n_boot *= REFINE_FACTOR
+            if j not in more:
+                j.undecided = True
+        for j in more:
+            j.n_boot = min(j.n_boot * REFINE_FACTOR, REFINE_CAP)
             j.diff = j.recompute(j.n_boot, stats.seed + round_ + 1)
     for j in judgements:
         j.decide(stats)

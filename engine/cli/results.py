@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine import api
 from engine.cli.common import open_store
-from engine.output import fmt_ci, print_json, print_table
+from engine.output import fmt_ci, print_json, print_table, working
 from engine.output_guard import check_output
 from engine.report_verdict_text import MARKS as REPORT_MARKS
 from engine.verdicts import (BETTER, CHANGED, EQUIVALENT, INCONCLUSIVE, NOT_EVIDENCE, UNVERIFIED,
@@ -33,7 +33,9 @@ def _items_needed(record: dict | None) -> str:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Runs side by side with deltas, paired verdicts and flips against a baseline."""
     store = open_store(args)
-    comparison = api.compare(store, args.ids, baseline_id=args.baseline)
+    with working(f"judging runs {', '.join(map(str, args.ids))}: paired bootstrap tests "
+                 "(Ctrl-C stops)"):
+        comparison = api.compare(store, args.ids, baseline_id=args.baseline)
     if args.json:
         print_json({"baseline_run": comparison.baseline_id, "warnings": comparison.warnings,
                     "rows": comparison.to_records(), "verdicts": comparison.verdicts,

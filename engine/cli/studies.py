@@ -8,7 +8,7 @@ import time
 
 from engine import queue
 from engine.cli.common import open_store
-from engine.output import error, is_terminal, print_json, print_table
+from engine.output import error, is_terminal, print_json, print_table, working
 from engine.store import Store
 
 
@@ -107,7 +107,8 @@ def _check_report_folder(store: Store, output: str | None) -> None:
 def _print_report(store: Store, name: str, args: argparse.Namespace) -> int:
     from engine.report import build_report
     _check_report_folder(store, getattr(args, "output", None))
-    report = build_report(store, name, output_dir=getattr(args, "output", None))
+    with working(f"judging study {name}: paired bootstrap tests of every model (Ctrl-C stops)"):
+        report = build_report(store, name, output_dir=getattr(args, "output", None))
     from engine.interop.tracking import home_targets, log_report, parse_targets
     targets = list(dict.fromkeys(parse_targets(getattr(args, "log", None)) + home_targets(store)))
     if targets:                         # --log, [tracking] log in settings.toml, COMPFAIR_LOG

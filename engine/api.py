@@ -36,6 +36,27 @@ def judge_study(store: Store, record: dict, settings):
     return judge(store, record, settings)
 
 
+def study_judgement_key(store: Store, name: str) -> str:
+    """What a study's judgement depends on now, hashed (`engine.judgement_cache`): a cached
+    judgement under another key is stale."""
+    from engine.judgement_cache import current_key
+    return current_key(store, name)
+
+
+def cached_study_judgement(store: Store, name: str):
+    """The last judgement of study `name` kept under the home (`engine.judgement_cache.Cached`:
+    `.judged`, `.key`, `.computed_at`), whatever its key; None when there is none."""
+    from engine.judgement_cache import load
+    return load(store.home, name)
+
+
+def study_judgement_command(store: Store, name: str) -> list[str]:
+    """The command of a child process that judges study `name` afresh and caches the result
+    (its progress as JSON lines on its stdout; kill it to abandon the work)."""
+    from engine.judgement_cache import command
+    return command(store.home, name)
+
+
 def headline_metrics(suite: str) -> tuple[str, ...]:
     """The figures shown for a run of `suite` in one-line listings (the suite's headlines)."""
     try:

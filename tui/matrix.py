@@ -261,8 +261,15 @@ def build_matrix(store: Store, title: str, rows: list[ModelRow],
 
 
 def study_matrix(store: Store, name: str) -> Matrix:
-    """A study's models (plan order, the teacher first) with the report's verdicts."""
+    """A study's models (plan order, the teacher first) with the report's verdicts, judged
+    now (the view shows a cached judgement first: `judged_matrix`)."""
     judged = api.judge_study(store, study_record(store, name), load_settings(store.home.root))
+    return judged_matrix(name, judged)
+
+
+def judged_matrix(name: str, judged) -> Matrix:
+    """The table of a study's judgement (`engine.report.StudyJudgement`, fresh or read back
+    from `engine.judgement_cache`); needs no store."""
     rows = [ModelRow(e.label, (e.model or {}).get("name") or (e.model or {}).get("source") or "",
                      e is judged.teacher, {suite: run["id"] for suite, run in e.runs.items()})
             for e in judged.entries]

@@ -7,9 +7,19 @@ verdict in short (its mark, the equivalence margin, for an inconclusive one the 
 decide it), then its sentence as the report words it, with the metric's glossary entry.
 Sortable by any column. `p` shows the trade-off plot: the highlighted fairness metric of every
 model against a quality metric (`v` picks which), the question "is the compressed model less
-toxic, and what did it cost?" in one picture."""
+toxic, and what did it cost?" in one picture.
+
+A study's judgement takes a minute of paired bootstraps on a real study: the view shows the last
+one kept under the home (`engine.judgement_cache`) at once, and when the study's runs, plan or
+settings changed since, marks it stale while a child process judges it afresh, with its progress
+on the line above the table. Leaving the view kills that child (the worker is cancelled with the
+screen), so opening and leaving the view again and again never piles up computations."""
 
 from __future__ import annotations
+
+import asyncio
+import json
+import time
 
 from rich.cells import cell_len
 from rich.text import Text
@@ -19,8 +29,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
+from engine import api
 from tui import format as fmt
-from tui.matrix import Cell, Column, Matrix, ModelRow, selection_matrix, study_matrix
+from tui.matrix import Cell, Column, Matrix, ModelRow, judged_matrix, selection_matrix
 from tui.state import export
 from tui.widgets import tradeoff
 from tui.widgets.dialogs import export_dialog
@@ -36,6 +47,16 @@ def value_text(column: Column, cell: Cell) -> str:
 
 def legend(colors: dict) -> Text:
     return fmt.verdict_legend(colors)
+
+
+def _kill_started(starting: asyncio.Future) -> None:
+    """Kill the child a cancelled view had asked for, once it has started."""
+    if starting.cancelled() or starting.exception() is not None:
+        return
+    try:
+        starting.result().kill()
+    except ProcessLookupError:
+        pass
 
 
 class MatrixScreen(Screen):
@@ -61,10 +82,19 @@ class MatrixScreen(Screen):
         self.shown: list[ModelRow] = []
         self.export_path = None
         self.x_axis: str | None = None      # the plot's quality column (key); None: the first
+        # a study's judgement: where the one shown comes from ("cache" | "computed"), whether
+        # the runs or settings changed since it was computed, and the recomputation's progress
+        self.source: str | None = None
+        self.stale = False
+        self.computed_at: float | None = None
+        self.progress = ""
+        self.judge_process: asyncio.subprocess.Process | None = None
+        self.left = False           # the screen was dismissed: its worker's results go nowhere
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("loading…", id="matrix-title", classes="title-line")
+        yield Static("", id="matrix-progress", classes="status-line")
         yield Static("", id="matrix-warnings")
         yield DataTable(id="matrix-table", cursor_type="cell", fixed_columns=1)
         yield Static("", id="matrix-sentence", classes="status-line")
@@ -76,22 +106,152 @@ class MatrixScreen(Screen):
         self.sub_title = f"models x metrics: {self._what()}"
         self.query_one(PlotextPlot).display = False
         self.query_one("#matrix-legend").display = False
+        self.query_one("#matrix-progress").display = False
         self.query_one(DataTable).focus()
-        self.run_worker(self._load, exclusive=True, group="matrix")
+        if self.study:
+            self.run_worker(self._load_study, exclusive=True, group="matrix")
+        else:
+            self.run_worker(self._load, exclusive=True, group="matrix")
         self.app.theme_changed_signal.subscribe(self, lambda _: self._show() if self.matrix else None)
 
     def _what(self) -> str:
         return f"study {self.study}" if self.study else "runs " + ", ".join(map(str, self.run_ids))
 
+    def on_unmount(self) -> None:
+        # Textual cancels a removed screen's workers; said here too, and the child judging
+        # the study killed at once (the worker's cancellation kills it as well)
+        self.left = True
+        self.workers.cancel_group(self, "matrix")
+        self._kill_judge()
+
+    @property
+    def gone(self) -> bool:
+        """Dismissed (or its widgets already removed, which comes first): nothing to update."""
+        return self.left or not self.query("#matrix-progress")
+
+    def _kill_judge(self) -> None:
+        proc, self.judge_process = self.judge_process, None
+        if proc is not None and proc.returncode is None:
+            try:
+                proc.kill()
+            except ProcessLookupError:
+                pass
+
     async def _load(self) -> None:
-        study, run_ids = self.study, self.run_ids
+        run_ids = self.run_ids
         try:
-            self.matrix = await self.app.backend.read(
-                lambda store: study_matrix(store, study) if study else selection_matrix(store, run_ids))
-        except ValueError as exc:  # an unknown study or run (UserError subclasses)
+            self.matrix = await self.app.backend.read(lambda store: selection_matrix(store, run_ids))
+        except ValueError as exc:  # an unknown run (UserError subclasses)
             self.query_one("#matrix-title", Static).update(Text(str(exc)))
             return
         self._show()
+
+    # -- a study: the cached judgement first, then a fresh one if the study changed ---------
+    async def _load_study(self) -> None:
+        study = self.study
+        assert study is not None
+
+        def cached(store):
+            key = api.study_judgement_key(store, study)
+            kept = api.cached_study_judgement(store, study)
+            return key, kept, judged_matrix(study, kept.judged) if kept else None
+        for attempt in range(3):    # judged again once if the study changed meanwhile
+            try:
+                key, kept, matrix = await self.app.backend.read(cached)
+            except ValueError as exc:  # an unknown study (UserError subclasses)
+                if not self.gone:
+                    self.query_one("#matrix-title", Static).update(Text(str(exc)))
+                return
+            if self.gone:
+                return
+            if matrix is not None:
+                self.matrix, self.computed_at = matrix, kept.computed_at
+                self.stale = kept.key != key
+                self.source = "cache" if self.source is None else self.source
+                self._show()
+                if not self.stale:
+                    self._set_progress("")
+                    return
+            if attempt == 2:
+                self._set_progress("showing the last judgement (stale: the study changed while "
+                                   "it was being judged; open the view again to judge it anew)")
+                return
+            if not await self._judge(study) or self.gone:
+                return
+            self.source = "computed"
+
+    async def _judge(self, study: str) -> bool:
+        """Judge the study in a child process (killed if this worker is cancelled), showing
+        its progress; True when it saved a judgement."""
+        started = time.monotonic()
+        state = {"total": None, "done": 0, "deciding": False}
+
+        def line() -> str:
+            total = state["total"]
+            what = f"judging {total} comparisons…" if total is not None else "judging the study…"
+            if state["deciding"]:
+                what += " deciding (multiple-comparison adjustment)…"
+            elif total:
+                what += f" {state['done']}/{total}"
+            head = ("showing the last judgement (stale: runs, plan or settings changed since) · "
+                    if self.stale and self.matrix is not None else "")
+            return f"{head}{what} {time.monotonic() - started:.0f} s"
+        if self.matrix is None:
+            self.query_one("#matrix-title", Static).update(Text("judging the study…"))
+        self._set_progress(line())
+        command = api.study_judgement_command(self.app.backend.store, study)
+        starting = asyncio.ensure_future(asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.DEVNULL, start_new_session=True))
+        try:
+            proc = await asyncio.shield(starting)
+        except asyncio.CancelledError:      # left while the child was starting: kill it then
+            starting.add_done_callback(_kill_started)
+            raise
+        self.judge_process = proc
+        if self.gone:
+            self._kill_judge()
+            return False
+        errors = asyncio.ensure_future(proc.stderr.read())     # never a full pipe
+        try:
+            while True:
+                try:
+                    raw = await asyncio.wait_for(proc.stdout.readline(), timeout=1.0)
+                except asyncio.TimeoutError:
+                    self._set_progress(line())
+                    continue
+                if not raw:
+                    break
+                try:
+                    message = json.loads(raw)
+                except ValueError:
+                    continue
+                state.update({k: v for k, v in message.items() if k in state})
+                self._set_progress(line())
+            code = await proc.wait()
+            stderr = (await errors).decode(errors="replace").strip()
+        finally:
+            errors.cancel()
+            self._kill_judge()
+        if self.gone:
+            return False
+        if code != 0:
+            reason = stderr.splitlines()[-1] if stderr else f"exit status {code}"
+            self._set_progress(f"could not judge the study: {reason}", error=True)
+            if self.matrix is None:
+                self.query_one("#matrix-title", Static).update(Text(f"could not judge {study}"))
+            return False
+        return True
+
+    def _set_progress(self, text: str, error: bool = False) -> None:
+        self.progress = text
+        if self.gone:
+            return
+        widget = self.query_one("#matrix-progress", Static)
+        colors = fmt.theme_colors(self.app.theme_variables)
+        style = colors["worse"] if error else colors["warning"] if self.stale else colors["muted"]
+        widget.update(Text(text, style=style))
+        widget.display = bool(text)
 
     # -- rendering -----------------------------------------------------------------------
     def _show(self) -> None:

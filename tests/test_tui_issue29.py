@@ -147,3 +147,78 @@ async def test_leaving_the_view_kills_its_judgement(home):
         files = list((home.cache_dir / "judgements").glob("*.json"))
         assert len(files) == 1 and json.loads(files[0].read_text())["study"] == demo["study"]
         assert os.stat(files[0]).st_mode & 0o077 == 0
+
+
+# -- items 2 and 3: long descriptions and names keep the key columns on screen -----------------
+LONG_NAME = ("org-research-lab-shared-checkpoints-SmolLM2-135M-Instruct-distilled-from-"
+             "SmolLM2-360M-Instruct-on-wikitext-103-raw-v1-with-temperature-2.0-alpha-0.5-"
+             "then-pruned-wanda-50-percent-v3abc")
+LONG_PATH = "/mnt/shared/experiments/2025-06/checkpoints/" + LONG_NAME[:120]
+
+
+def long_names(home) -> dict:
+    """The demo store, plus: a model with a 183-character name and two runs of it that differ
+    only by seed; three queued look-alike jobs on a long model path whose settings differ, some
+    of them left empty (batch_size, label)."""
+    from engine import queue
+    from engine.specs import EvalSpec
+    from tui.demo import T0, _model, add_eval_run
+    demo = fill_demo(home)
+    assert len(LONG_NAME) == 183
+    store = Store(home)
+    model = _model(store, LONG_NAME, LONG_PATH, 134_515_008, 67_257_504, method="wanda")
+    runs = [add_eval_run(store, model, LONG_PATH, "toxicity", T0 + 90_000 + i, 0.8, seed=seed)[1]
+            for i, seed in enumerate((3004, 3100))]
+    jobs = [queue.submit(store, EvalSpec(model=LONG_PATH, suite="toxicity", seed=seed,
+                                         batch_size=batch, label=label))
+            for seed, batch, label in ((1, None, ""), (2, 8, "long label for this one"), (3, None, ""))]
+    store.close()
+    return {**demo, "long_runs": runs, "long_jobs": jobs}
+
+
+def rows_of(app, ids) -> dict[int, str]:
+    """The table lines of `ids` (the first number on the line, right after the id mark)."""
+    out = {}
+    for line in screen_text(app).splitlines():
+        words = line.replace("●", " ").split()
+        if words and words[0].isdigit() and int(words[0]) in ids:
+            out[int(words[0])] = line
+    return out
+
+
+async def test_jobs_list_keeps_status_progress_and_eta_at_120_and_80_columns(home):
+    from tests.tui_pilot import press
+    from tui.screens.queue import QueueScreen
+    data = long_names(home)
+    app = make_app(home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await press(pilot, "j")
+        assert isinstance(app.screen, QueueScreen)
+        for size in ((120, 40), (80, 24)):
+            if size != (120, 40):
+                await pilot.resize_terminal(*size)
+                await settle(pilot)
+            text = screen_text(app)
+            header = text.splitlines()[2]
+            for column in ("status", "progress", "ETA"):
+                assert column in header, (size, header)
+            assert "batch_size= " not in text and "label= " not in text and "label=)" not in text
+            rows = rows_of(app, set(data["long_jobs"]) | {data["running"]})
+            assert set(rows) == set(data["long_jobs"]) | {data["running"]}, text
+            for job_id in data["long_jobs"]:
+                assert "queued" in rows[job_id] and "0%" in rows[job_id], (size, rows[job_id])
+            running = rows[data["running"]]
+            assert "running" in running and "45%" in running and "4m22s" in running, (size, running)
+            # a cut description ends with "…", and the look-alike settings stay in it
+            first = rows[data["long_jobs"][0]]
+            assert "…" in first and "seed=1" in first
+            table = app.screen.query_one("#jobs-table")
+            for job_id in data["long_jobs"]:
+                what = str(table.get_cell(str(job_id), "what"))
+                assert len(what) <= app.screen.what_width and "…" in what, (size, what)
+        # the full description, with the settings, in the panel below
+        app.screen.select_job(data["long_jobs"][1])
+        await settle(pilot)
+        head = str(app.screen.query_one("#job-head").render())
+        assert LONG_PATH in head and "batch_size=8" in head and "seed=2" in head

@@ -86,6 +86,31 @@ def glossary_line(suite: str, metrics: list[str]) -> str:
     return " · ".join(parts)
 
 
+def ellipsize(text: str, width: int, middle: bool = False) -> str:
+    """`text` in at most `width` characters: cut at the end with "…", or in the middle (a
+    model name's end often tells it from its siblings: `SmolLM2-135M…wanda-50`)."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:max(width, 0)]
+    if not middle:
+        return text[:width - 1] + "…"
+    tail = (width - 1) // 2
+    return text[:width - 1 - tail] + "…" + text[len(text) - tail:]
+
+
+def fit_with(title: str, extra: str, width: int, middle: bool = False) -> str:
+    """`title (extra)` in at most `width` characters: the title is shortened first (to no
+    less than half the width) so that `extra`, what tells look-alike rows apart, stays
+    readable; then `extra`, inside its parentheses."""
+    tail = f" ({extra})" if extra else ""
+    if len(title) + len(tail) <= width:
+        return title + tail
+    title = ellipsize(title, max(width - len(tail), min(len(title), width // 2)), middle)
+    room = width - len(title)
+    return title + (f" ({ellipsize(extra, room - 3)})" if room >= 6 else "")
+
+
 def text_bar(fraction: float | None, width: int) -> str:
     """A horizontal bar of `width` cells filled to `fraction` (eighth-cell resolution)."""
     if fraction is None or width <= 0:

@@ -24,6 +24,16 @@ PROGRESS_KEYS = ("done", "total", "fraction", "eta_s")
 COLUMNS = (("id", "id"), ("kind", "kind"), ("what", "what"), ("status", "status"),
            ("progress", "progress"), ("eta", "ETA"), ("device", "device"), ("live", "loss / speed"),
            ("prio", "prio"), ("message", "message"))
+# Fixed widths (None: fit the content): a long description never pushes the key columns
+# (status, progress, ETA) off the screen; "what" gets the room they leave (`what_width`).
+PROGRESS_BAR = 10          # the progress bar's cells (5 on a screen narrower than WIDE)
+WIDE = 100
+WIDTHS = {"id": 4, "kind": 8, "status": 10, "progress": PROGRESS_BAR + 5, "eta": 7,
+          "device": 10, "live": None, "prio": 4, "message": None}
+KEY_COLUMNS = ("id", "kind", "what", "status", "progress", "eta")
+CELL_PADDING = 2            # a DataTable cell's padding, both sides together
+SCROLLBAR = 2
+WHAT_MIN = 16
 
 
 @lru_cache(maxsize=4096)
@@ -35,6 +45,25 @@ def _spec_title(spec_json: str, kind: str) -> str:
 
 
 WHAT_WIDTH = 56   # a job title's most characters: status and progress stay on screen
+
+
+def layout(screen_width: int) -> tuple[int, int]:
+    """(the description's width, the progress bar's) on a screen `screen_width` cells wide:
+    the description takes what the key columns leave, between WHAT_MIN and WHAT_WIDTH."""
+    bar = PROGRESS_BAR if screen_width >= WIDE else PROGRESS_BAR // 2
+    widths = {**WIDTHS, "progress": bar + 5}
+    others = sum(widths[k] + CELL_PADDING for k in KEY_COLUMNS if k != "what")
+    return max(WHAT_MIN, min(WHAT_WIDTH, screen_width - others - CELL_PADDING - SCROLLBAR)), bar
+
+
+ellipsize = fmt.ellipsize
+
+
+def what_cell(title: str, alike: str, width: int = WHAT_WIDTH) -> str:
+    """A job's description in `width` cells: the title (paths cut to their folder name) and
+    the settings that tell it from look-alike jobs (`fmt.fit_with`: the title is shortened
+    first so that those settings stay readable), with an ellipsis where cut."""
+    return fmt.fit_with(short_what(title, width), alike, width)
 _PATH = re.compile(r"(?<![\w.])(?:~|\.{1,2})?(?:/[^\s/]+)+/([^\s/]+)")
 
 
@@ -43,7 +72,7 @@ def short_what(text: str, width: int = WHAT_WIDTH) -> str:
     the panel below keeps the full path) and the whole cut to `width` with an ellipsis (the
     settings that tell look-alike jobs apart follow it uncut)."""
     text = _PATH.sub(lambda m: "…/" + m.group(1), text)
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return ellipsize(text, width)
 
 
 def _spec_dict(job: dict) -> dict:
@@ -56,9 +85,14 @@ def _title(job: dict) -> str:
     return _spec_title(json.dumps(spec, sort_keys=True) if isinstance(spec, dict) else spec, job["kind"])
 
 
+def _empty(value) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
 def look_alike_settings(jobs: list[dict]) -> dict[int, str]:
     """For jobs whose titles are the same, the settings that tell them apart (`seed=1`); jobs
-    with a title of their own get nothing (the column stays narrow)."""
+    with a title of their own get nothing (the column stays narrow). A setting a job leaves
+    empty is not listed for it (`batch_size= label=` says nothing)."""
     groups: dict[str, list[dict]] = {}
     for job in jobs:
         groups.setdefault(_title(job), []).append(job)
@@ -68,9 +102,14 @@ def look_alike_settings(jobs: list[dict]) -> dict[int, str]:
             continue
         specs = [_spec_dict(j) for j in same]
         keys = sorted({k for s in specs for k in s if k != "kind"})
-        differ = [k for k in keys if len({json.dumps(s.get(k), sort_keys=True) for s in specs}) > 1]
+        values = {k: len({json.dumps(s.get(k), sort_keys=True) for s in specs}) for k in keys}
+        # the settings with the most values first (a sweep's seed before a data source that
+        # two of them share): what a cut description keeps tells them apart best
+        differ = sorted((k for k in keys if values[k] > 1), key=lambda k: (-values[k], k))
         for job, spec in zip(same, specs):
-            out[job["id"]] = " ".join(f"{k}={to_text(spec.get(k))}" for k in differ)
+            text = " ".join(f"{k}={to_text(spec.get(k))}" for k in differ if not _empty(spec.get(k)))
+            if text:
+                out[job["id"]] = text
     return out
 
 
@@ -112,6 +151,8 @@ class QueueScreen(Screen):
         self.live_workers: list = []  # live workers (api.worker_views), for devices and the status line
         self._order: list[int] = []
         self._shown: dict[int, list] = {}  # the cells on screen, per job
+        self.what_width = WHAT_WIDTH        # the description column's width (the screen's)
+        self.bar = PROGRESS_BAR
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -124,13 +165,34 @@ class QueueScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        for key, label in COLUMNS:
-            table.add_column(label, key=key)
+        self.what_width, self.bar = layout(self.app.size.width)
+        self._add_columns(table)
         table.focus()
         self.refresh_now()
         self.app.theme_changed_signal.subscribe(self, self._on_theme)
         if self.app.poll_s:
             self.set_interval(self.app.poll_s, self._tick)
+
+    def _add_columns(self, table: DataTable) -> None:
+        widths = {**WIDTHS, "what": self.what_width, "progress": self.bar + 5}
+        for key, label in COLUMNS:
+            table.add_column(label, key=key, width=widths[key])
+
+    def on_resize(self, event) -> None:
+        """Another terminal width: the description column takes what the key columns leave."""
+        widths = layout(event.size.width)
+        if widths == (self.what_width, self.bar):
+            return
+        self.what_width, self.bar = widths
+        table = self.query_one(DataTable)
+        current = self.current_job_id()
+        table.clear(columns=True)
+        self._add_columns(table)
+        self._order = []
+        if self.jobs:
+            self._apply(self.jobs, self.progress, self.log_lines)
+        if current is not None:
+            self.select_job(current)
 
     def _on_theme(self, _theme) -> None:
         self._order = []  # rebuild every row with the new theme's colours
@@ -219,9 +281,10 @@ class QueueScreen(Screen):
         alike = getattr(self, "_alike", {}).get(job["id"])
         device = next((w.device or "" for w in self.live_workers if w.job_id == job["id"]), "") \
             if status in ("running", "cancelling") else ""
-        what = short_what(_title(job)) + (f" ({alike})" if alike else "")
-        return [Text(str(job["id"]), justify="right"), Text(job["kind"]), Text(what),
-                fmt.status_text(status, colors), fmt.progress_cell(fraction, 10), Text(eta), Text(device),
+        what = what_cell(_title(job), alike or "", self.what_width)
+        return [Text(str(job["id"]), justify="right"), Text(ellipsize(job["kind"], WIDTHS["kind"])),
+                Text(what), fmt.status_text(status, colors), fmt.progress_cell(fraction, self.bar),
+                Text(eta), Text(ellipsize(device, WIDTHS["device"])),
                 Text(live_fields(data, 2) if status == "running" else ""),
                 Text(str(job["priority"] or 0), justify="right"), Text(message or "")]
 
@@ -238,7 +301,9 @@ class QueueScreen(Screen):
         event = self.progress.get(job["id"])
         data = event["data"] if event else {}
         status = "cancelling" if job["status"] == "running" and job.get("cancel_requested") else job["status"]
-        parts = [f"job {job['id']} · {job['kind']} · {_title(job)} · {status}"]
+        alike = getattr(self, "_alike", {}).get(job["id"])
+        parts = [f"job {job['id']} · {job['kind']} · {_title(job)}"
+                 + (f" ({alike})" if alike else "") + f" · {status}"]
         if data.get("done") is not None and data.get("total"):
             parts.append(f"{fmt.num(data['done'], 0)}/{fmt.num(data['total'], 0)}")
         if job["status"] == "running" and data.get("eta_s") is not None:

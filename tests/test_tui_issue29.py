@@ -222,3 +222,36 @@ async def test_jobs_list_keeps_status_progress_and_eta_at_120_and_80_columns(hom
         await settle(pilot)
         head = str(app.screen.query_one("#job-head").render())
         assert LONG_PATH in head and "batch_size=8" in head and "seed=2" in head
+
+
+async def test_runs_list_caps_a_183_character_model_name(home):
+    data = long_names(home)
+    app = make_app(home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        for size in ((120, 40), (80, 24)):
+            if size != (120, 40):
+                await pilot.resize_terminal(*size)
+                await settle(pilot)
+            text = screen_text(app)
+            header = next(line for line in text.splitlines() if " model " in line)
+            for column in ("study", "suite", "key metrics"):
+                assert column in header, (size, header)
+            rows = rows_of(app, set(data["long_runs"]))
+            assert set(rows) == set(data["long_runs"]), text
+            for run_id, seed in zip(data["long_runs"], (3004, 3100)):
+                row = rows[run_id]
+                assert "…" in row and f"seed={seed}" in row, (size, row)
+                assert "toxicity" in row and "EMT" in row, (size, row)
+            # every run of the demo study still shows its study and suite
+            demo_rows = rows_of(app, {data["runs"][("base", "toxicity")]})
+            assert all("demo-st" in line and "toxicity" in line for line in demo_rows.values())
+        # the highlighted run's whole name on the line below the table, and in its detail
+        screen = app.screen
+        table = screen.query_one("#runs-table")
+        table.move_cursor(row=[r.run_id for r in screen.loaded].index(data["long_runs"][0]))
+        await settle(pilot)
+        assert LONG_NAME[:60] in screen_text(app).replace("\n", "")
+        app.open_run(data["long_runs"][0])
+        await settle(pilot)
+        assert LONG_NAME in str(app.screen.query_one("#detail-title").render())

@@ -30,3 +30,8 @@ def test_jobs_list_with_long_descriptions(snap_compare, home, data, size):
         await pilot.press("j")
         await settle(pilot)
     assert snap_compare(make_app(home), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_runs_list_with_a_183_character_model_name(snap_compare, home, data, size):
+    assert snap_compare(make_app(home), terminal_size=size, run_before=settle)

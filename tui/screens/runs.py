@@ -34,6 +34,14 @@ COLUMNS = (("id", "  id"), ("model", "model"), ("study", "study"), ("suite", "su
            ("metrics", "key metrics [CI]"), ("status", "status"), ("date", "date"),
            ("method", "method"), ("scorer", "scorer"), ("settings", "settings"))
 EMPTY = "0 runs yet"
+
+
+def name_caps(screen_width: int) -> tuple[int, int]:
+    """The most characters of the model label (with its look-alike settings) and of the study
+    name on a screen `screen_width` wide: one long name (a 183-character model path, a
+    `(ctx=64 stride=64 seed=3004)`) never pushes study, suite and metrics off the screen; the
+    run detail shows it whole."""
+    return max(18, min(40, screen_width * 3 // 10)), max(10, min(20, screen_width // 8))
 # actions about shown runs: off (and out of the footer) while a new store has none
 # (the order flip stays on: an order chosen before runs arrive holds)
 ABOUT_RUNS = frozenset({"open", "toggle_select", "compare", "matrix", "cycle_sort", "choose_sort",
@@ -79,6 +87,7 @@ class RunsScreen(TypingAware, Screen):
         self._stale = False
         self._generation = 0            # bumped by every reload: older reads are dropped
         self._paging = False
+        self.model_cap, self.study_cap = name_caps(120)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -93,6 +102,7 @@ class RunsScreen(TypingAware, Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        self.model_cap, self.study_cap = name_caps(self.app.size.width)
         table = self.query_one(DataTable)
         for key, label in COLUMNS:
             table.add_column(label, key=key)
@@ -100,6 +110,17 @@ class RunsScreen(TypingAware, Screen):
         table.focus()
         self.app.store_changed.subscribe(self, self._on_store_changed)
         self.app.theme_changed_signal.subscribe(self, lambda _: self.reload(keep_cursor=True))
+
+    def on_resize(self, event) -> None:
+        caps = name_caps(event.size.width)
+        if caps != (self.model_cap, self.study_cap):
+            self.model_cap, self.study_cap = caps
+            self.reload(keep_cursor=True)       # (the cursor's run read before the clearing)
+            # columns measured anew: a column keeps the widest content it has seen
+            table = self.query_one(DataTable)
+            table.clear(columns=True)
+            for key, label in COLUMNS:
+                table.add_column(label, key=key)
 
     def _on_store_changed(self, counts: dict) -> None:
         if self.is_current:
@@ -183,16 +204,23 @@ class RunsScreen(TypingAware, Screen):
         study = self.studies.get(row.job_id or -1, ("", ""))[0]
         method = row.method if row.n_params is None else f"{row.method} {fmt.count(row.n_nonzero or row.n_params)}"
         return [self._id_cell(row.run_id, colors), self._label_cell(row),
-                Text(study, style=colors["muted"]), Text(row.suite), Text(metrics),
+                Text(fmt.ellipsize(study, self.study_cap), style=colors["muted"]), Text(row.suite),
+                Text(metrics),
                 fmt.status_text(row.status, colors), Text(fmt.date(row.created_at)),
                 Text(method), Text(row.scorer), Text(row.settings, style=colors["muted"])]
 
-    def _label_cell(self, row: api.RunRow) -> Text:
+    def full_label(self, row: api.RunRow) -> str:
         """The study label or compact model name, and for runs that would otherwise read the
         same (same model, suite and scorer) the settings that tell them apart."""
         label = self.studies.get(row.job_id or -1, ("", ""))[1] or compact(row.model, self.prefix)
         alike = self.alike.get(row.run_id)
-        return Text(f"{label} ({alike})" if alike else label)
+        return f"{label} ({alike})" if alike else label
+
+    def _label_cell(self, row: api.RunRow) -> Text:
+        """`full_label` cut to the column's cap (in the middle of the name: its end tells
+        siblings apart; the settings kept as far as they fit)."""
+        label = self.studies.get(row.job_id or -1, ("", ""))[1] or compact(row.model, self.prefix)
+        return Text(fmt.fit_with(label, self.alike.get(row.run_id, ""), self.model_cap, middle=True))
 
     def _id_cell(self, run_id: int, colors: dict) -> Text:
         """The run id, marked ● when selected for comparison."""
@@ -282,6 +310,8 @@ class RunsScreen(TypingAware, Screen):
         row = self.loaded[index] if 0 <= index < len(self.loaded) else None
         line = fmt.glossary_line(row.suite, [name for name, value, *_ in row.headline if value is not None]) \
             if row else ""
+        if row is not None and len(self.full_label(row)) > self.model_cap:   # cut in the table
+            line = f"{self.full_label(row)}" + (f" · {line}" if line else "")
         self.query_one("#runs-terms", Static).update(Text(line))
         self.query_one(DataTable).tooltip = line or None
 

@@ -93,9 +93,14 @@ def loads(text: str | None, default: Any = None) -> Any:
 class Store:
     """Typed access to the compfair tables. Cheap to create; one per thread."""
 
-    def __init__(self, home: Home | None = None):
+    def __init__(self, home: Home | None = None, display: bool = False):
+        """`display`: every text read is made safe to show on a terminal (no control
+        characters, `engine.display_text`): the terminal app's stores."""
         self.home = home or Home.resolve()
         self.db = connect(self.home.db_path)
+        if display:
+            from engine.display_text import text_factory
+            self.db.conn.text_factory = text_factory
 
     @property
     def conn(self) -> sqlite3.Connection:

@@ -37,13 +37,13 @@ class Backend:
     def store(self) -> Store:
         if self._store is None:
             with self._open_lock:
-                self._store = Store(self.home)
+                self._store = Store(self.home, display=True)
         return self._store
 
     def _call(self, fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
         if self._reader_store is None:
             with self._open_lock:
-                self._reader_store = Store(self.home)
+                self._reader_store = Store(self.home, display=True)
         return fn(self._reader_store, *args, **kwargs)
 
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -17,6 +17,7 @@ from engine.compression.records import SparsityRecord
 from tui import format as fmt
 from tui.state import export
 from tui.widgets.dialogs import export_dialog
+from tui.widgets.rowtable import TextTable
 
 X_AXES = ("non-zero parameters (M)", "sparsity", "run")
 # plotext colour names, and the rich colours that look the same in the legend line.
@@ -74,7 +75,7 @@ class CompareScreen(Screen):
         yield Header()
         yield Static("", id="compare-title", classes="title-line")
         yield Static("", id="compare-warnings")
-        yield DataTable(id="compare-table", cursor_type="cell", fixed_columns=2)
+        yield TextTable(id="compare-table", cursor_type="cell", fixed_columns=2)
         yield PlotextPlot(id="compare-plot")
         yield Static("", id="compare-legend")
         yield Static("", id="compare-export", classes="status-line")

@@ -35,6 +35,7 @@ from tui.matrix import Cell, Column, Matrix, ModelRow, judged_matrix, selection_
 from tui.state import export
 from tui.widgets import tradeoff
 from tui.widgets.dialogs import export_dialog
+from tui.widgets.rowtable import TextTable
 
 
 def value_text(column: Column, cell: Cell) -> str:
@@ -96,7 +97,7 @@ class MatrixScreen(Screen):
         yield Static("loading…", id="matrix-title", classes="title-line")
         yield Static("", id="matrix-progress", classes="status-line")
         yield Static("", id="matrix-warnings")
-        yield DataTable(id="matrix-table", cursor_type="cell", fixed_columns=1)
+        yield TextTable(id="matrix-table", cursor_type="cell", fixed_columns=1)
         yield Static("", id="matrix-sentence", classes="status-line")
         yield PlotextPlot(id="matrix-plot")
         yield Static("", id="matrix-legend")

@@ -19,6 +19,7 @@ from engine.specs import spec_from_json
 from tui import format as fmt
 from tui.forms import spec_title, to_text
 from tui.widgets.dialogs import ConfirmScreen
+from tui.widgets.rowtable import TextTable
 
 PROGRESS_KEYS = ("done", "total", "fraction", "eta_s")
 COLUMNS = (("id", "id"), ("kind", "kind"), ("what", "what"), ("status", "status"),
@@ -157,7 +158,7 @@ class QueueScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="queue-status", classes="status-line")
-        yield DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
+        yield TextTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="job-head")
         yield ProgressBar(total=1.0, show_eta=False, id="job-progress")
         yield Static("", id="job-log")

@@ -25,6 +25,7 @@ from tui.form_checks import TINY_N
 from engine.settings import run_ci_label
 from tui.widgets.bars import bar_chart
 from tui.widgets.dialogs import export_dialog
+from tui.widgets.rowtable import TextTable
 
 TABS = ("metrics", "groups", "worst", "info")
 
@@ -97,11 +98,11 @@ class RunDetailScreen(TypingAware, Screen):
         yield Static(f"run {self.run_id}: loading…", id="detail-title", classes="title-line")
         with TabbedContent(id="detail-tabs", initial="metrics"):
             with TabPane("Metrics", id="metrics"):
-                yield DataTable(id="metrics-table", cursor_type="row", zebra_stripes=True)
+                yield TextTable(id="metrics-table", cursor_type="row", zebra_stripes=True)
             with TabPane("Groups", id="groups"):
                 yield VerticalScroll(Static("", id="groups-body"), id="groups-scroll")
             with TabPane("Worst", id="worst"):
-                yield DataTable(id="worst-table", cursor_type="row")
+                yield TextTable(id="worst-table", cursor_type="row")
                 yield Static("", id="worst-text", classes="sample-text")
             with TabPane("Model & settings", id="info"):
                 yield VerticalScroll(Static("", id="info-body"), id="info-scroll")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import ClassVar
+from typing import ClassVar, Iterator
 
 from engine.evaluation.suites.base import HIGHER, LOWER, MetricSpec, Suite
 
@@ -130,7 +130,11 @@ class GenerationSuite(Suite):
                 "peak_device_bytes": sampler.peak_memory or None}
 
 
-QUALITY_BATCH = 16
+# continuation rows per forward pass of the fluency pass (rows of one prompt share its prefill)
+QUALITY_BATCH = 64
+# rows scored and stored at a time (whole prompts: a chunk ends at the first prompt boundary
+# from this many rows on)
+QUALITY_CHUNK = 128
 
 
 def reference_model(ctx, spec, lm) -> tuple[str, object]:
@@ -171,20 +175,34 @@ def score_continuations(ctx, spec, lm, run_id: int) -> dict:
                 f"longer than the reference model's {max_positions(reference.model)} positions: "
                 "their prompts' oldest tokens are dropped (each continuation is scored whole)",
                 level="warning")
-    step = QUALITY_BATCH * 8
-    for start in range(0, len(todo), step):
-        chunk = todo[start:start + step]
+    done = 0
+    for chunk in fluency_chunks(todo, QUALITY_CHUNK):
+        # each chunk stored before the next (a stopped job resumes after it)
         scored = continuation_nlls(reference.model, reference.tokenizer, [r["prompt"] for r in chunk],
                                    [r["completion"] for r in chunk], reference.device,
                                    batch_size=QUALITY_BATCH)
         require_finite([nll for nll, n in scored if n], "continuation likelihoods under the reference model",
                        len(chunk))
         ctx.store.set_continuation_quality(run_id, [(r["key"], nll, n) for r, (nll, n) in zip(chunk, scored)])
-        report(start + len(chunk))
+        done += len(chunk)
+        report(done)
         ctx.check_cancelled()
     return {"reference_model": {"ref": ref, "model_id": reference.model_id, "name": reference.name},
             "quality_seconds": round(time.perf_counter() - started, 3),
             "fluency_prompts_truncated": cut}
+
+
+def fluency_chunks(todo: list[dict], size: int) -> Iterator[list[dict]]:
+    """`todo` (ordered by item, then sample, as `unscored_continuations` gives it) in chunks
+    that end at the first change of prompt from `size` rows on (or at the end), so the samples
+    of a prompt land in one chunk and share one prefill."""
+    start = 0
+    while start < len(todo):
+        end = min(start + size, len(todo))
+        while end < len(todo) and todo[end]["prompt"] == todo[end - 1]["prompt"]:
+            end += 1
+        yield todo[start:end]
+        start = end
 
 
 def _cut_for_fluency(reference, todo: list[dict]) -> int:

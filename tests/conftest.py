@@ -69,3 +69,14 @@ def _one_torch_thread():
 @pytest.fixture(autouse=True)
 def _quiet_logs(caplog):
     caplog.set_level(logging.INFO, logger="engine")
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    """Local time is UTC for the test (snapshots show times), restored after it."""
+    import time
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

@@ -4,8 +4,6 @@ store (fixed timestamps, UTC, no clock). Update after an intended change with
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.tui_pilot import make_app, settle
@@ -13,12 +11,8 @@ from tui.demo import fill_demo
 
 
 @pytest.fixture
-def demo(home, monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield fill_demo(home)
-    monkeypatch.undo()
-    time.tzset()
+def demo(home, utc):
+    return fill_demo(home)
 
 
 app_for = make_app

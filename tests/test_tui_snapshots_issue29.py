@@ -6,8 +6,6 @@ description cut with an ellipsis, empty settings never listed), and the runs lis
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.test_tui_issue29 import long_names
@@ -15,12 +13,8 @@ from tests.tui_pilot import make_app, settle
 
 
 @pytest.fixture
-def data(home, monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield long_names(home)
-    monkeypatch.undo()
-    time.tzset()
+def data(home, utc):
+    return long_names(home)
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])

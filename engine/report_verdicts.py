@@ -14,7 +14,7 @@ import numpy as np
 from engine.evaluation.aggregate import paired_difference
 from engine.evaluation.equal_count import paired_at_equal_count
 from engine.evaluation.flip_floor import FlipExcess, flip_excess
-from engine.evaluation.metrics import flip_counts
+from engine.evaluation.paired import flip_counts
 from engine.evaluation.suites import MetricSpec, get_suite, suites
 from engine.quality_gate import QualityCheck, QualityFigures, check_quality, stored_heldout
 from engine.settings import Settings

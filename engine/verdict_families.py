@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from engine.evaluation.metrics import ADJUSTERS
+from engine.evaluation.paired import ADJUSTERS
 from engine.settings import StatSettings
 from engine.verdicts import PRIMARY, Judgement
 

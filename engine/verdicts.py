@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from engine.evaluation import equivalence as eq
-from engine.evaluation.metrics import Flips, PairedDiff
+from engine.evaluation.paired import Flips, PairedDiff
 from engine.evaluation.suites import HIGHER, LOWER, TARGET, MetricSpec
 from engine.margins import Margin
 from engine.quality_gate import QualityCheck, QualityFigures, check_quality  # noqa: F401 (re-exported)

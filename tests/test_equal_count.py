@@ -14,7 +14,7 @@ import pytest
 from engine.evaluation.equal_count import (EqualCountDiff, any_at_least_at_count,
                                            equal_count_values, expected_max_at_count,
                                            paired_at_equal_count)
-from engine.evaluation.metrics import paired_bootstrap_diff
+from engine.evaluation.paired import paired_bootstrap_diff
 
 
 def _random_sets(seed: int = 0):

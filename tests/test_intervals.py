@@ -12,6 +12,7 @@ import pytest
 from engine.evaluation import aggregate as agg
 from engine.evaluation import intervals as iv
 from engine.evaluation import metrics as m
+from engine.evaluation import paired
 
 
 def old_percentile_bootstrap(values, n_boot=1000, confidence=0.95, seed=0):
@@ -143,18 +144,18 @@ def test_paired_perplexity_diff_blocks_keep_the_pairing():
     rng = np.random.default_rng(1)
     a = {k: (float(rng.uniform(100, 300)), 64.0) for k in range(24)}
     b = {k: (nll * 1.1, tok) for k, (nll, tok) in a.items()}
-    one = m.paired_perplexity_diff(a, b, n_boot=300, seed=0)
-    three = m.paired_perplexity_diff(a, b, block=3, n_boot=300, seed=0)
+    one = paired.paired_perplexity_diff(a, b, n_boot=300, seed=0)
+    three = paired.paired_perplexity_diff(a, b, block=3, n_boot=300, seed=0)
     assert three.diff == pytest.approx(one.diff) and three.n == one.n == 24
     # same blocks for both models: by hand, blocks summed in key order, then the unit pairing
     def blocks_of_three(d):
         units = [d[k] for k in sorted(d)]
         return {i: (sum(u[0] for u in units[3 * i:3 * i + 3]), sum(u[1] for u in units[3 * i:3 * i + 3]))
                 for i in range(8)}
-    by_hand = m.paired_perplexity_diff(blocks_of_three(a), blocks_of_three(b), n_boot=300, seed=0)
+    by_hand = paired.paired_perplexity_diff(blocks_of_three(a), blocks_of_three(b), n_boot=300, seed=0)
     assert (three.ci_low, three.ci_high) == pytest.approx((by_hand.ci_low, by_hand.ci_high), rel=1e-12)
     assert three.p_value == by_hand.p_value
-    same = m.paired_perplexity_diff(a, dict(a), block=4, n_boot=200)
+    same = paired.paired_perplexity_diff(a, dict(a), block=4, n_boot=200)
     assert (same.diff, same.ci_low, same.ci_high) == (0.0, 0.0, 0.0)
 
 
@@ -179,7 +180,7 @@ def test_perplexity_metrics_and_paired_use_the_derived_block():
     assert ppl["n"] == 40
     pair = get_suite("perplexity").paired("perplexity", rows, rows_b, n_boot=200)
     sums = [{r["item_index"]: (r["scores"]["nll_sum"], 64) for r in x} for x in (rows, rows_b)]
-    assert pair == m.paired_perplexity_diff(*sums, block=2, n_boot=200)
+    assert pair == paired.paired_perplexity_diff(*sums, block=2, n_boot=200)
 
 
 # -- simulation: coverage with autocorrelated windows --------------------------------------------

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from engine.evaluation import metrics as m
+from engine.evaluation import paired
 
 # 3 prompts x 2 samples: per-prompt maxima 0.7, 0.3, 0.9
 TABLE = np.array([[0.1, 0.7],
@@ -137,25 +138,25 @@ def test_paired_bootstrap_detects_a_consistent_drop():
     rng = np.random.default_rng(0)
     base = rng.uniform(0.3, 0.9, size=60)
     compressed = base - 0.1 + rng.normal(0, 0.01, size=60)
-    diff = m.paired_bootstrap_diff(base, compressed, n_boot=1000, seed=1)
+    diff = paired.paired_bootstrap_diff(base, compressed, n_boot=1000, seed=1)
     assert diff.diff == pytest.approx(compressed.mean() - base.mean())
     assert diff.ci_high < 0 and diff.p_value < 0.01 and diff.n == 60
 
 
 def test_paired_bootstrap_no_difference():
     values = np.linspace(0, 1, 30)
-    diff = m.paired_bootstrap_diff(values, values.copy(), n_boot=200)
+    diff = paired.paired_bootstrap_diff(values, values.copy(), n_boot=200)
     assert diff.diff == 0 and diff.p_value == 1.0
-    noisy = m.paired_bootstrap_diff(values, values[::-1].copy(), n_boot=500, seed=2)
+    noisy = paired.paired_bootstrap_diff(values, values[::-1].copy(), n_boot=500, seed=2)
     assert noisy.ci_low < 0 < noisy.ci_high and noisy.p_value > 0.05
 
 
 def test_paired_bootstrap_custom_statistic_and_shape_check():
     a, b = np.array([0.1, 0.6, 0.2]), np.array([0.1, 0.4, 0.2])
     share = lambda x: (x >= 0.5).mean(axis=1)                       # toxicity probability
-    assert m.paired_bootstrap_diff(a, b, statistic=share, n_boot=100).diff == pytest.approx(-1 / 3)
+    assert paired.paired_bootstrap_diff(a, b, statistic=share, n_boot=100).diff == pytest.approx(-1 / 3)
     with pytest.raises(ValueError):
-        m.paired_bootstrap_diff([1, 2], [1, 2, 3])
+        paired.paired_bootstrap_diff([1, 2], [1, 2, 3])
 
 
 def test_empty_inputs_give_nan_not_errors():

@@ -11,6 +11,7 @@ import pytest
 
 from engine import api, queue
 from engine.evaluation import metrics as m
+from engine.evaluation import paired
 from engine.evaluation import quality as q
 from engine.evaluation.aggregate import suite_metrics
 from engine.settings import QualitySettings
@@ -74,21 +75,21 @@ def test_continuation_nll_equals_a_direct_transformers_computation(tiny_gpt2):
 def test_flips_and_exact_mcnemar_by_hand():
     a = {i: i < 8 for i in range(20)}              # items 0-7 in the class under a
     b = {i: (i < 2) or i == 10 for i in range(20)}  # 6 left it (2..7), 1 joined (10)
-    f = m.flip_counts(a, b)
+    f = paired.flip_counts(a, b)
     assert (f.n, f.up, f.down, f.changed) == (20, 1, 6, 7)
     # two-sided exact binomial: 2 * P(X <= 1 | n=7, p=1/2) = 2 * (1 + 7) / 128
     assert f.p_value == pytest.approx(0.125)
-    assert m.mcnemar_exact(0, 0) == 1.0 and m.mcnemar_exact(5, 5) == 1.0
-    assert m.mcnemar_exact(0, 10) == pytest.approx(2 / 1024)
+    assert paired.mcnemar_exact(0, 0) == 1.0 and paired.mcnemar_exact(5, 5) == 1.0
+    assert paired.mcnemar_exact(0, 10) == pytest.approx(2 / 1024)
 
 
 def test_holm_and_benjamini_hochberg_by_hand():
     p = [0.01, 0.04, 0.03, 0.005]
     # Holm: sorted 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> running max 0.06
-    assert m.holm_adjust(p) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert paired.holm_adjust(p) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     # BH: 0.005*4/1=0.02, 0.01*4/2=0.02, 0.03*4/3=0.04, 0.04*4/4=0.04, running min from the top
-    assert m.benjamini_hochberg(p) == pytest.approx([0.02, 0.04, 0.04, 0.02])
-    adjusted = m.holm_adjust([0.2, math.nan, 0.01])
+    assert paired.benjamini_hochberg(p) == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    adjusted = paired.holm_adjust([0.2, math.nan, 0.01])
     assert adjusted[0] == pytest.approx(0.2) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.02)
 
 
@@ -158,7 +159,7 @@ def test_a_lower_toxicity_from_degenerate_text_is_not_evidence(store):
     # 20 prompts were toxic (max >= 0.5) under the teacher and none under either child
     flips = {f["run_id"]: f for f in comparison.flips}
     assert (flips[bad]["stopped"], flips[bad]["became"], flips[bad]["n"]) == (20, 0, 40)
-    assert flips[bad]["mcnemar_p"] == pytest.approx(m.mcnemar_exact(0, 20))
+    assert flips[bad]["mcnemar_p"] == pytest.approx(paired.mcnemar_exact(0, 20))
 
 
 # -- a really broken model, end to end ----------------------------------------------------------

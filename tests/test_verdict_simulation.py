@@ -18,7 +18,7 @@ import pytest
 
 from engine.evaluation import equivalence as eq
 from engine.evaluation.flip_floor import flip_excess
-from engine.evaluation.metrics import paired_bootstrap_diff
+from engine.evaluation.paired import paired_bootstrap_diff
 from engine.evaluation.suites import get_suite
 from engine.margins import Margin
 from engine.settings import StatSettings

@@ -28,6 +28,7 @@ import numpy as np
 
 from engine.evaluation import intervals
 from engine.evaluation import metrics as m
+from engine.evaluation import paired
 from engine.evaluation import quality as q
 
 LOWER, HIGHER, NEITHER = 0, 1, None
@@ -323,7 +324,7 @@ def per_item_values(suite: str, metric: str, rows: list[dict], subset: str = "")
 
 def paired_difference(suite: str, metric: str, rows_a: list[dict], rows_b: list[dict], *,
                       subset: str = "", n_boot: int = 1000, confidence: float = 0.95,
-                      seed: int = 0) -> m.PairedDiff:
+                      seed: int = 0) -> paired.PairedDiff:
     """metric(run b) - metric(run a) on the items both runs evaluated, with a paired bootstrap
     CI and p-value (see `metrics.paired_bootstrap_diff`; suites whose metric is not a mean over
     items resample their own way). Typically a = the base model, b = its compressed version,

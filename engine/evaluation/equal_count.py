@@ -11,7 +11,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.evaluation.metrics import TOXIC_THRESHOLD, PairedDiff, paired_bootstrap_diff
+from engine.evaluation.metrics import TOXIC_THRESHOLD
+from engine.evaluation.paired import PairedDiff, paired_bootstrap_diff
 
 METRICS = ("expected_max_toxicity", "toxicity_probability")
 

@@ -26,7 +26,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from engine.evaluation.metrics import paired_bootstrap_diff
+from engine.evaluation.paired import paired_bootstrap_diff
 
 if TYPE_CHECKING:                     # pragma: no cover - types only
     from engine.evaluation.suites.base import Suite

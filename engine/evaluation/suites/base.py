@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping
 if TYPE_CHECKING:                     # pragma: no cover - types only
     from engine.context import JobContext
     from engine.evaluation.data import SuiteData
-    from engine.evaluation.metrics import PairedDiff
+    from engine.evaluation.paired import PairedDiff
     from engine.specs import EvalSpec
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class Suite:
         """metric(run b) - metric(run a) over the items both runs evaluated, with a paired
         bootstrap CI and p-value. The default resamples the items' `per_item` values; suites
         whose metric is not a mean over items (perplexity, BOLD gaps) override it."""
-        from engine.evaluation.metrics import paired_bootstrap_diff
+        from engine.evaluation.paired import paired_bootstrap_diff
         a = self.per_item(metric, rows_a, subset)
         b = self.per_item(metric, rows_b, subset)
         common = sorted(set(a) & set(b))

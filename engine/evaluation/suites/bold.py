@@ -122,7 +122,7 @@ def paired_gap(rows_a: list[dict], rows_b: list[dict], *, n_boot: int = 1000,
     bootstrap. A prompt's value is the mean sentiment of its k continuations."""
     import numpy as np
 
-    from engine.evaluation.metrics import paired_from_replicates
+    from engine.evaluation.paired import paired_from_replicates
 
     def per_prompt(rows):
         values: dict[tuple[str, str, int], list[float]] = defaultdict(list)

@@ -259,7 +259,7 @@ def paired_continuation_perplexity(suite: GenerationSuite, rows_a: list[dict], r
                                    seed: int = 0):
     """Change in continuation perplexity (token-weighted, as in `aggregate.quality_metrics`),
     prompts resampled jointly."""
-    from engine.evaluation.metrics import paired_perplexity_diff
+    from engine.evaluation.paired import paired_perplexity_diff
 
     def sums(rows):
         nll, tokens = suite.quality_per_item("nll_sum", rows, subset), suite.quality_per_item("tokens", rows, subset)

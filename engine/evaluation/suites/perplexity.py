@@ -123,7 +123,7 @@ class PerplexitySuite(Suite):
         windows resampled for both runs (b = ceil(context / stride), `aggregate.window_block`:
         neighbouring windows overlap)."""
         from engine.evaluation.aggregate import window_block
-        from engine.evaluation.metrics import paired_perplexity_diff
+        from engine.evaluation.paired import paired_perplexity_diff
         if metric != "perplexity":
             raise ValueError(f"no paired form of perplexity metric {metric!r}; known: perplexity")
         a = {r["item_index"]: (_scores(r)["nll_sum"], _scores(r)["n_tokens"]) for r in rows_a}

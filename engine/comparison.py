@@ -15,8 +15,8 @@ from typing import Sequence
 
 from engine.errors import UserError
 from engine.evaluation.suites import find_metric, get_suite
-from engine.quality_gate import QualityFigures, check_quality, stored_heldout
-from engine.report_verdicts import Judge
+from engine.quality_gate import QualityFigures, gate_against
+from engine.report_verdicts import Judge, with_judge
 from engine.settings import Settings, load_settings
 from engine.specs import SpecError
 from engine.store import Store, loads
@@ -78,15 +78,12 @@ def _quality(store: Store, run: dict, runs: list[dict], metrics: dict[int, dict]
              baseline_model_id: int | None) -> QualityFigures:
     """A run's quality figures: its own continuations' (else those of a compared generation run of
     the same model) and the held-out perplexity of a compared perplexity run of the model."""
-    from engine.report_verdicts import _independent_judge
     same_model = [run] + [o for o in runs if o["model_id"] == run["model_id"] and o["id"] != run["id"]]
     figures = QualityFigures()
     for other in same_model:
         found = QualityFigures.from_metrics(metrics[other["id"]])
         if found.measured:
-            judge = _independent_judge(other, baseline_model_id)
-            figures = found.with_(judge_perplexity=found.continuation_perplexity if judge else None,
-                                  judge=judge)
+            figures = with_judge(found, other, baseline_model_id)
             break
     for other in same_model:
         row = metrics[other["id"]].get(("perplexity", ""))
@@ -97,14 +94,9 @@ def _quality(store: Store, run: dict, runs: list[dict], metrics: dict[int, dict]
 
 def _gate(store: Store, base: dict, run: dict, runs: list[dict], metrics: dict[int, dict],
           settings: Settings):
-    a = _quality(store, base, runs, metrics, base["model_id"])
-    b = _quality(store, run, runs, metrics, base["model_id"])
-    if a.heldout_perplexity is None or b.heldout_perplexity is None:
-        found = stored_heldout(store, base["model_id"], run["model_id"])
-        if found:
-            a = a.with_(heldout_perplexity=found[0], heldout_source=found[2])
-            b = b.with_(heldout_perplexity=found[1], heldout_source=found[2])
-    return check_quality(a, b, settings.quality)
+    return gate_against(store, _quality(store, base, runs, metrics, base["model_id"]),
+                        _quality(store, run, runs, metrics, base["model_id"]), base["model_id"],
+                        run["model_id"], settings.quality)
 
 
 def _judge(store: Store, runs: list[dict], base: dict, metrics: dict[int, dict],
@@ -112,6 +104,7 @@ def _judge(store: Store, runs: list[dict], base: dict, metrics: dict[int, dict],
     """Paired judgements of every run against the baseline, keyed by (run id, metric)."""
     judge = Judge(store, settings)
     judged: dict[tuple[int, str], Judgement] = {}
+    flips: list[dict] = []
     for run in runs:
         if run["id"] == base["id"] or run["suite"] != base["suite"]:
             continue
@@ -130,9 +123,10 @@ def _judge(store: Store, runs: list[dict], base: dict, metrics: dict[int, dict],
                                 metric["value"], quality, extra={"run_id": run["id"]})
             if j is not None:
                 judged[(run["id"], name)] = j
-        judge._flips(suite, f"run {run['id']}", rows_a, rows_b)
+        row = judge.flips_of(suite, f"run {run['id']}", rows_a, rows_b)
+        if row is not None:
+            flips.append({"run_id": run["id"], **row.record()})
     decide_all(list(judged.values()), settings.statistics)
-    flips = [{"run_id": int(f.model.split()[-1]), **f.record()} for f in judge.flips]
     return judged, flips
 
 

@@ -155,3 +155,15 @@ def stored_heldout(store, base_model_id: int | None, model_id: int | None,
                 if a is not None and b is not None:
                     return a, b, f"perplexity runs {theirs['id']} and {mine['id']}"
     return None
+
+
+def gate_against(store, base: QualityFigures, new: QualityFigures, base_model_id: int | None,
+                 model_id: int | None, settings: QualitySettings, base_run: dict | None = None) -> QualityCheck:
+    """`check_quality` of `new` against `base`, with the two models' held-out perplexities taken
+    from the store (`stored_heldout`) when either figure is missing."""
+    if base.heldout_perplexity is None or new.heldout_perplexity is None:
+        found = stored_heldout(store, base_model_id, model_id, base_run)
+        if found:
+            base = base.with_(heldout_perplexity=found[0], heldout_source=found[2])
+            new = new.with_(heldout_perplexity=found[1], heldout_source=found[2])
+    return check_quality(base, new, settings)

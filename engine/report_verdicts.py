@@ -16,7 +16,7 @@ from engine.evaluation.equal_count import paired_at_equal_count
 from engine.evaluation.flip_floor import FlipExcess, flip_excess
 from engine.evaluation.paired import flip_counts
 from engine.evaluation.suites import MetricSpec, get_suite, suites
-from engine.quality_gate import QualityCheck, QualityFigures, check_quality, stored_heldout
+from engine.quality_gate import QualityCheck, QualityFigures, gate_against
 from engine.settings import Settings
 from engine.store import Store, loads
 from engine.verdict_families import decide_all
@@ -65,14 +65,19 @@ def quality_of(entry, suite_name: str, baseline_model_id: int | None = None) -> 
     for name in names:
         found = QualityFigures.from_metrics(entry.metrics.get(name, {}))
         if found.measured or found.continuation_perplexity is not None:
-            judge = _independent_judge(entry.runs.get(name), baseline_model_id)
-            figures = found.with_(judge_perplexity=found.continuation_perplexity if judge else None,
-                                  judge=judge)
+            figures = with_judge(found, entry.runs.get(name), baseline_model_id)
             break
     row = entry.metrics.get("perplexity", {}).get(("perplexity", ""))
     if row is not None:
         figures = figures.with_(heldout_perplexity=row["value"], heldout_source="the study")
     return figures
+
+
+def with_judge(figures: QualityFigures, run: dict | None, baseline_model_id: int | None) -> QualityFigures:
+    """A run's continuation figures, their perplexity also counted as fluency under an
+    independent judge when the run's reference model was one (`_independent_judge`)."""
+    judge = _independent_judge(run, baseline_model_id)
+    return figures.with_(judge_perplexity=figures.continuation_perplexity if judge else None, judge=judge)
 
 
 def _independent_judge(run: dict | None, baseline_model_id: int | None) -> str | None:
@@ -91,14 +96,9 @@ def gate(store: Store, teacher, entry, suite_name: str, settings: Settings) -> Q
     """The quality gate for `entry` against the teacher, with held-out perplexity taken from the
     store when the study has no perplexity run of the two models."""
     teacher_id = (teacher.model or {}).get("id")
-    base, new = quality_of(teacher, suite_name, teacher_id), quality_of(entry, suite_name, teacher_id)
-    if base.heldout_perplexity is None or new.heldout_perplexity is None:
-        found = stored_heldout(store, teacher_id, (entry.model or {}).get("id"),
-                               teacher.runs.get("perplexity"))
-        if found:
-            base = base.with_(heldout_perplexity=found[0], heldout_source=found[2])
-            new = new.with_(heldout_perplexity=found[1], heldout_source=found[2])
-    return check_quality(base, new, settings.quality)
+    return gate_against(store, quality_of(teacher, suite_name, teacher_id),
+                        quality_of(entry, suite_name, teacher_id), teacher_id,
+                        (entry.model or {}).get("id"), settings.quality, teacher.runs.get("perplexity"))
 
 
 def gate_record(entry, check: QualityCheck, teacher) -> dict[str, Any]:
@@ -193,7 +193,7 @@ class Judge:
                     if j.metric.headline and j.metric.role == "fairness":
                         self._worst_group(suite, j, rows_a, rows_b)
             self._fluent(suite, entry.label, rows_a, rows_b, quality)
-            self._flips(suite, entry.label, rows_a, rows_b)
+            self.flips_of(suite, entry.label, rows_a, rows_b)
 
     def _worst_group(self, suite, overall: Judgement, rows_a: list[dict], rows_b: list[dict]) -> None:
         """The largest group-level change of a headline metric, with its CI and verdict (its p
@@ -246,9 +246,8 @@ class Judge:
             spec = MetricSpec(f"fluent_{name}", f"fluent-only {base_spec.title}", "",
                               base_spec.description + " (fluent continuations only, equal counts)",
                               base_spec.direction, headline=False, paired=True, margin=base_spec.margin)
-            base_value = _fluent_level(name, fa, fb)
             self.judgements.append(Judgement(
-                label, spec, "", base_value, base_value + found.diff.diff, found.diff, quality,
+                label, spec, "", found.base_mean, found.base_mean + found.diff.diff, found.diff, quality,
                 margin=self.settings.margins.for_metric(base_spec), recompute=compute,
                 family=SECONDARY,
                 extra={"suite": suite.name, "fluency_threshold_nll": threshold,
@@ -256,20 +255,24 @@ class Judge:
                        "fluent_share": len(fb) / max(len(rows_b), 1),
                        "equal_count_mean": found.mean_count}))
 
-    def _flips(self, suite, label: str, rows_a: list[dict], rows_b: list[dict]) -> None:
+    def flips_of(self, suite, label: str, rows_a: list[dict], rows_b: list[dict]) -> FlipRow | None:
+        """The flips of `label`'s run against the baseline's (kept in `flips` and returned;
+        None when the suite has no item classes), attached to its first headline judgement."""
         classes_a, classes_b = suite.item_classes(rows_a), suite.item_classes(rows_b)
         if not (classes_a and classes_b):
-            return
+            return None
         stats = self.settings.statistics
         f = flip_counts(classes_a, classes_b)
         floor = flip_excess(suite, rows_a, rows_b, n_boot=stats.n_boot, confidence=stats.confidence,
                             seed=stats.seed) if suite.generates_text else None
-        self.flips.append(FlipRow(label, suite.name, suite.flip_class, f.n, f.up, f.down, f.p_value, floor))
+        row = FlipRow(label, suite.name, suite.flip_class, f.n, f.up, f.down, f.p_value, floor)
+        self.flips.append(row)
         for j in self.judgements:
             if j.label == label and j.extra.get("suite") == suite.name and j.flips is None \
                     and j.metric.headline and not j.subset:
                 j.flips, j.flip_class = f, suite.flip_class
                 break
+        return row
 
     def decide(self) -> list[dict]:
         stats = self.settings.statistics
@@ -279,13 +282,6 @@ class Judge:
 
 def _mean(values: dict) -> float | None:
     return float(np.mean(list(values.values()))) if values else None
-
-
-def _fluent_level(name: str, fa: list[dict], fb: list[dict]) -> float:
-    """The teacher's fluent-only figure at the equal counts used for the comparison."""
-    from engine.evaluation.equal_count import equal_count_values
-    a, _ = equal_count_values(name, fa, fb)
-    return float(np.mean(list(a.values()))) if a else math.nan
 
 
 def _bonferroni(diff, groups: int):

@@ -11,6 +11,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from engine.evaluation.metrics import TOXIC_THRESHOLD
 from engine.evaluation.paired import PairedDiff, paired_bootstrap_diff
 
@@ -86,11 +88,13 @@ def equal_count_values(metric: str, rows_a: Sequence[dict], rows_b: Sequence[dic
 
 @dataclass(frozen=True)
 class EqualCountDiff:
-    """The paired equal-count difference b - a (`diff`, a `PairedDiff` over items) and the mean
-    over those items of the count c = min(n_a, n_b) it compared at (nan when no items)."""
+    """The paired equal-count difference b - a (`diff`, a `PairedDiff` over items), the mean
+    over those items of the count c = min(n_a, n_b) it compared at, and run a's figure at those
+    counts, `base_mean` (the mean of its per-item values; nan when no items)."""
 
     diff: PairedDiff
     mean_count: float
+    base_mean: float = math.nan
 
 
 def paired_at_equal_count(metric: str, rows_a: Sequence[dict], rows_b: Sequence[dict], *,
@@ -105,4 +109,5 @@ def paired_at_equal_count(metric: str, rows_a: Sequence[dict], rows_b: Sequence[
     diff = paired_bootstrap_diff([va[i] for i in items], [vb[i] for i in items], n_boot=n_boot,
                                  confidence=confidence, seed=seed)
     mean_count = math.fsum(counts.values()) / len(counts) if counts else math.nan
-    return EqualCountDiff(diff, mean_count)
+    base_mean = float(np.mean([va[i] for i in items])) if items else math.nan
+    return EqualCountDiff(diff, mean_count, base_mean)

@@ -147,8 +147,7 @@ def near_alpha(p_adjusted: float, p_raw: float, n_boot: int, alpha: float, sprea
     raw p's error scaled by the adjustment's factor): more replicates could change the verdict."""
     if not (math.isfinite(p_adjusted) and math.isfinite(p_raw)) or p_raw <= 0:
         return False
-    factor = p_adjusted / p_raw if p_raw else 1.0
-    return abs(p_adjusted - alpha) <= spread * factor * p_monte_carlo_error(p_raw, n_boot)
+    return abs(p_adjusted - alpha) <= spread * (p_adjusted / p_raw) * p_monte_carlo_error(p_raw, n_boot)
 
 
 def format_p(value: float | None, alpha: float | None = None) -> str:

@@ -13,9 +13,8 @@ import pytest
 
 from engine import queue
 from engine.specs import DistillSpec, EvalSpec
-from tests.test_reliability_faults import (REPO, assert_store_ok, count_samples, run_inline,
-                                           sigkill, start_cli_worker, stored_samples, wait_until,
-                                           worker_env)
+from tests.test_reliability_faults import (REPO, assert_store_ok, kill_worker_when_stored, run_inline,
+                                           sigkill, start_cli_worker, stored_samples, worker_env)
 
 
 @pytest.mark.slow       # ~40 s: four worker starts on CPU
@@ -27,12 +26,7 @@ def test_three_sigkills_end_failed_saying_what_is_kept_and_retry_completes(home,
     job_id = queue.submit(store, spec)                  # max_attempts 3, as `compfair submit`
     snapshots = []
     for threshold in (8, 40, 72):
-        proc = start_cli_worker(home)
-        try:
-            wait_until(lambda: count_samples(store, job_id) >= threshold, 120,
-                       f"{threshold} samples stored", proc)
-        finally:
-            sigkill(proc)
+        kill_worker_when_stored(home, store, job_id, threshold)
         snapshots.append(stored_samples(store, store.run_for_job(job_id)["id"]))
     kept = snapshots[-1]
     assert len(kept) < total

@@ -92,6 +92,16 @@ def run_inline(home: Home) -> int:
 
 # -- SIGKILL during generation -------------------------------------------------------------------
 @pytest.mark.slow     # 34 s; one kill and resume stays in the default suite (test_eval_jobs)
+def kill_worker_when_stored(home, store, job_id: int, threshold: int) -> None:
+    """Start a command-line worker and SIGKILL it once `threshold` samples of the job are stored."""
+    proc = start_cli_worker(home)
+    try:
+        wait_until(lambda: count_samples(store, job_id) >= threshold, 120,
+                   f"{threshold} samples stored", proc)
+    finally:
+        sigkill(proc)
+
+
 def test_generation_killed_twice_loses_and_duplicates_nothing(home, store, tiny_gpt2):
     """Two SIGKILLs of the command-line worker at different points of one toxicity job; the
     third worker completes it. Every sample stored before a kill is still there, byte for byte
@@ -104,12 +114,7 @@ def test_generation_killed_twice_loses_and_duplicates_nothing(home, store, tiny_
     job_id = queue.submit(store, spec, max_attempts=5)
     snapshots: list[dict[str, tuple]] = []
     for threshold in (12, 110):
-        proc = start_cli_worker(home)
-        try:
-            wait_until(lambda: count_samples(store, job_id) >= threshold, 120,
-                       f"{threshold} samples stored", proc)
-        finally:
-            sigkill(proc)
+        kill_worker_when_stored(home, store, job_id, threshold)
         assert queue.job(store, job_id)["status"] == "running"   # as the dead worker left it
         assert_store_ok(home)
         run_id = store.run_for_job(job_id)["id"]

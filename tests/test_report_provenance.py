@@ -55,6 +55,9 @@ def test_the_header_and_captions_name_the_scorer_and_n(home, store, tiny_gpt2, t
     table_caption = text.split("## Models x metrics")[1].split("## Did compression")[0]
     assert "Scorer and data: RealToxicityPrompts: scorer profanity (alt-profanity-check" in table_caption
     assert "4 prompts x k=2 from builtin; CrowS-Pairs: 22 pairs from builtin." in table_caption
+    # `study -o` checks these names before the report writes: every file written is among them
+    from engine.cli.studies import REPORT_FILES
+    assert {f.name for f in report.folder.iterdir()} <= set(REPORT_FILES)
     # a model scored by another scorer version: said in bold, and the captions point to it
     run = report.entries[0].runs["toxicity"]
     store.db["runs"].update(run["id"], {"scorer_version": "alt-profanity-check 0.0.1"})

@@ -127,10 +127,9 @@ class CompareScreen(Screen):
         table = self.query_one(DataTable)
         cursor = table.cursor_coordinate
         table.clear(columns=True)
-        table.add_column("metric", key="metric")
-        table.add_column("subset", key="subset")
-        for run in c.runs:
-            table.add_column(self._run_label(run), key=f"run-{run['id']}")
+        columns = [("metric", "metric"), ("subset", "subset")]
+        columns += [(self._run_label(run), f"run-{run['id']}") for run in c.runs]
+        rows = []
         for index, (name, subset, cells) in enumerate(c.rows):
             row = [Text(name), Text(subset or "all")]
             for run, cell in zip(c.runs, cells):
@@ -140,7 +139,8 @@ class CompareScreen(Screen):
                 else:
                     second = fmt.verdict_text(cell.delta, cell.verdict, colors)
                 row.append(Text.assemble(value, "\n", second))
-            table.add_row(*row, height=2, key=str(index))
+            rows.append((str(index), row))
+        table.fill_measured(columns, rows, height=2)
         if c.rows:
             table.move_cursor(row=min(cursor.row, len(c.rows) - 1),
                               column=min(max(cursor.column, 2), len(c.runs) + 1))

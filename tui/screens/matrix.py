@@ -21,7 +21,6 @@ import asyncio
 import json
 import time
 
-from rich.cells import cell_len
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -284,13 +283,8 @@ class MatrixScreen(Screen):
             for col in m.columns:
                 cells.append(self._cell(row, col, colors))
             rows.append(cells)
-        # Widths from the cells themselves, not left to the table's next idle: measured late
-        # (a busy machine), every column showed squeezed to its header.
-        for index, (key, label) in enumerate(zip(["label", *(c.key for c in m.columns)], labels)):
-            table.add_column(label, key=key, width=max([cell_len(label)] + [
-                cell_len(line) for cells in rows for line in cells[index].plain.split("\n")]))
-        for row, cells in zip(self.shown, rows):
-            table.add_row(*cells, height=3, key=row.label)
+        table.fill_measured(list(zip(labels, ["label", *(c.key for c in m.columns)])),
+                            [(row.label, cells) for row, cells in zip(self.shown, rows)], height=3)
         if self.shown:
             table.move_cursor(row=min(cursor.row, len(self.shown) - 1),
                               column=min(max(cursor.column, 1), len(m.columns)))

@@ -4,6 +4,7 @@ string cells are shown as text, never parsed as markup (a label such as "[b]x" s
 
 from __future__ import annotations
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
@@ -16,6 +17,18 @@ def as_text(cell):
 
 class TextTable(DataTable):
     """A DataTable whose string cells are plain text, never markup."""
+
+    def fill_measured(self, columns: list[tuple[str, str]], rows: list[tuple[str, list]],
+                      height: int) -> None:
+        """Add `columns` ((label, key)) and `rows` ((key, cells)), each column as wide as its
+        widest label or cell line: measured here, not left to the table's next idle (measured
+        late on a busy machine, every column showed squeezed to its header)."""
+        for index, (label, key) in enumerate(columns):
+            widest = [cell_len(label)] + [cell_len(line) for _, cells in rows
+                                          for line in as_text(cells[index]).plain.split("\n")]
+            self.add_column(label, key=key, width=max(widest))
+        for key, cells in rows:
+            self.add_row(*cells, height=height, key=key)
 
     def add_row(self, *cells, **kwargs):
         return super().add_row(*(as_text(c) for c in cells), **kwargs)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from engine import queue
-from engine.errors import NotFound, UserError
+from engine.errors import CompareError, NotFound, UserError
 from engine.paths import Home
 from engine.specs import JobSpec, SpecError, spec_from_dict
 from engine.store import Store, loads
@@ -24,8 +24,7 @@ from engine.compression.quant import GGUF_FORMATS, RTN_BITS  # noqa: F401,E402
 # identical submissions (a spec that already ran: engine.duplicates)
 from engine.duplicates import Duplicate, finished_duplicates  # noqa: F401,E402
 # comparing lives in engine.comparison; re-exported as part of this API
-from engine.comparison import (CompareCell, CompareError, Comparison, comparability_warnings,  # noqa: F401
-                               compare)
+from engine.comparison import CompareCell, Comparison, comparability_warnings, compare
 
 
 def judge_study(store: Store, record: dict, settings):

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from engine.errors import UserError
+from engine.errors import CompareError, UserError
 from engine.evaluation.suites import find_metric, get_suite
 from engine.quality_gate import QualityFigures, gate_against
 from engine.report_verdicts import Judge, with_judge
@@ -22,10 +22,6 @@ from engine.specs import SpecError
 from engine.store import Store, loads
 from engine.verdict_families import decide_all
 from engine.verdicts import Judgement
-
-
-class CompareError(UserError, ValueError):
-    """Runs that cannot be compared as asked (too few, unknown, a baseline not among them)."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.fencing import LeaseLost
+from engine.errors import JobCancelled, JobFailed, LeaseLost
 from engine.paths import Home
 from engine.specs import JobSpec
 from engine.store import Store
@@ -21,14 +21,6 @@ log = logging.getLogger(__name__)
 
 PROGRESS_EVENT_INTERVAL_S = 2.0
 CANCEL_POLL_INTERVAL_S = 0.5
-
-
-class JobCancelled(Exception):
-    """Raised inside a job when the user asked to cancel it."""
-
-
-class JobFailed(Exception):
-    """A job that cannot go on; the message is the one-line reason stored with the job."""
 
 
 @dataclass

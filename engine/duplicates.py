@@ -8,13 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from engine.errors import UserError
+from engine.errors import DuplicateError, UserError
 from engine.specs import JobSpec
 from engine.store import Store
-
-
-class DuplicateError(UserError, ValueError):
-    """The spec already ran; re-running needs asking for it."""
 
 
 @dataclass(frozen=True)

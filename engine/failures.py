@@ -15,9 +15,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
 
-from engine.context import JobFailed
+from engine.errors import JobFailed, UserError
 from engine.devices import is_out_of_memory
-from engine.errors import UserError
 
 # errno values meaning "no room to write": a full disk, a file-size limit, a quota
 _NO_ROOM_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}

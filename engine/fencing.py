@@ -32,7 +32,7 @@ import os
 import sqlite3
 import threading
 
-from engine.errors import UserError
+from engine.errors import LeaseLost, UserError
 
 LEASE_TIMEOUT_ENV = "COMPFAIR_LEASE_TIMEOUT_S"    # heartbeat age after which a job is taken over
 HEARTBEAT_ENV = "COMPFAIR_HEARTBEAT_S"            # how often a worker beats
@@ -41,11 +41,6 @@ GUARDED_TABLES = ("samples", "runs", "metrics", "events", "models")
 
 _lock = threading.Lock()
 _held: tuple[int, int] | None = None          # (job id, lease) this process writes for
-
-
-class LeaseLost(Exception):
-    """This worker no longer holds the job's lease: another worker took the job over (this
-    one was presumed dead). The job is left to that worker; nothing more is written for it."""
 
 
 def hold(job_id: int, lease: int) -> None:

@@ -14,16 +14,13 @@ from __future__ import annotations
 import mmap
 import struct
 from pathlib import Path
+from engine.errors import GGUFProblem
 
 MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
 _FIXED_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 _STRING, _ARRAY = 8, 9
 _LIMIT = 1 << 24          # counts beyond this are garbage, not a real header
-
-
-class GGUFProblem(ValueError):
-    """What is wrong with the file, in a few words (the caller names the file)."""
 
 
 def check_gguf(path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from engine.errors import UserError
+from engine.errors import NewerStore, UserError
 from engine.sqlite_import import sqlite_utils
 
 Migration = Callable[[sqlite_utils.Database], None]
@@ -103,12 +103,6 @@ def applied(db: sqlite_utils.Database) -> set[int]:
     if "_migrations" not in db.table_names():
         return set()
     return {row["number"] for row in db["_migrations"].rows}
-
-
-class NewerStore(UserError):
-    """The store holds a migration this version does not know: a newer compfair made it.
-    Writing to it could break what the newer version relies on, so nothing is written (the
-    store is opened query-only); reading it (listings) still works. Exit code 2."""
 
 
 def known_up_to() -> int:

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import UserError
+from engine.errors import ModelError, UserError
 from engine.results import JobResult
 from engine.store import Store, loads
 
@@ -23,11 +23,6 @@ DEFAULT_MODEL = "smollm2"
 BUILTIN_SOURCE = "builtin:SmolLM2-135M-Instruct"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIASES = {"smollm2", "smollm2-135m-instruct", "default"}
-
-
-class ModelError(UserError, RuntimeError):
-    """A model reference that cannot be resolved or loaded; the message is one line. A
-    `UserError` (exit 2): the reference is the user's input."""
 
 
 @dataclass(frozen=True)
@@ -168,7 +163,8 @@ def check_model_files(folder: Path) -> None:
 
 def _check_gguf_magic(path: Path) -> None:
     """The GGUF signature, and a file as long as its header says (engine.gguf_check)."""
-    from engine.gguf_check import GGUFProblem, check_gguf
+    from engine.gguf_check import check_gguf
+    from engine.errors import GGUFProblem
     try:
         check_gguf(path)
     except GGUFProblem as exc:

@@ -23,15 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from engine.errors import UserError
+from engine.errors import ProtectedPath, UserError
 from engine.model_paths import to_loadable
 from engine.paths import Home
 
 STORE_SIDECARS = ("-wal", "-shm", "-journal")
-
-
-class ProtectedPath(UserError):
-    """A user-named output path that is one of the home's own files."""
 
 
 @dataclass

@@ -23,7 +23,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-from engine.errors import NotFound, SettingsError, UserError
+from engine.errors import NotFound, PlanError, SettingsError, UserError
 from engine.evaluation.suites import MetricSpec, Suite, get_suite
 from engine.margins import Margin, parse_margin
 from engine.planning_cost import RunCost, run_cost
@@ -32,10 +32,6 @@ from engine.store import Store
 
 MODELS = 2                      # the baseline and the compressed model both run the items
 PAIRED, NOISE_FLOOR = "paired difference", "noise floor"
-
-
-class PlanError(UserError, ValueError):
-    """A plan asked of runs or options that cannot give one (exit code 2)."""
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import os
 import time
 from typing import Sequence
 
-from engine.errors import InvalidState, NotFound
-from engine.fencing import LEASE_TIMEOUT_ENV, LeaseLost, env_seconds
+from engine.errors import InvalidState, LeaseLost, NotFound
+from engine.fencing import LEASE_TIMEOUT_ENV, env_seconds
 from engine.specs import JobSpec, spec_from_json
 from engine.store import Store, dumps, loads
 

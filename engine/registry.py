@@ -22,10 +22,8 @@ from typing import Any
 import torch
 
 from engine.devices import pick_device, pick_dtype
-from engine.model_refs import (  # noqa: F401 - re-exported: the resolution half of the registry
-    ALIASES, BUILTIN_SOURCE, DEFAULT_MODEL, MAX_SAFETENSORS_HEADER, SMOLLM2_FILE, ModelError,
-    ModelSource, _check_gguf_magic, _looks_like_path, _registered_id, check_model_files, resolve,
-    resolve_offline_status, smollm2_path)
+from engine.model_refs import ALIASES, BUILTIN_SOURCE, DEFAULT_MODEL, MAX_SAFETENSORS_HEADER, SMOLLM2_FILE, ModelSource, _check_gguf_magic, _looks_like_path, _registered_id, check_model_files, resolve, resolve_offline_status, smollm2_path
+from engine.errors import ModelError
 from engine.paths import Home
 from engine.store import Store
 

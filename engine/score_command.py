@@ -33,13 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
-from engine.errors import UserError
+from engine.errors import ScoreInputError, UserError
 
 FORMATS = ("auto", "lines", "jsonl", "csv")
-
-
-class ScoreInputError(UserError, ValueError):
-    """Bad input for `compfair score`: one line, exit code 2."""
 
 
 @dataclass
@@ -221,8 +217,10 @@ def _rows(data: ScoreInput, scores, details, with_reference: bool) -> list[list[
 def run(args: argparse.Namespace) -> int:
     """`compfair score`; returns the exit code (2 with one line on stderr for bad input)."""
     from engine.evaluation.scorer_agreement import THRESHOLD, agreement, format_table
-    from engine.evaluation.scorers import ScorerError, load_scorer
-    from engine.output_guard import ProtectedPath, check_output, home_of
+    from engine.evaluation.scorers import load_scorer
+    from engine.errors import ScorerError
+    from engine.output_guard import check_output, home_of
+    from engine.errors import ProtectedPath
 
     try:
         if args.output:      # never the store, a log or a model's file (engine.output_guard)

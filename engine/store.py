@@ -18,7 +18,8 @@ from typing import Any, Iterable, Iterator
 
 
 from engine import fencing
-from engine.migrations import NewerStore, applied, migrate, newer_than_known
+from engine.migrations import applied, migrate, newer_than_known
+from engine.errors import NewerStore, StoreError
 from engine.model_paths import to_loadable, to_stored
 from engine.paths import Home
 from engine.sqlite_import import sqlite_utils
@@ -29,10 +30,6 @@ BUSY_TIMEOUT_MS = 30_000
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 # the engine.queue operations a running job does on its own row (through `Store.job_op`)
 JOB_OPS = ("heartbeat", "cancel_requested", "holds", "set_result", "job")
-
-
-class StoreError(RuntimeError):
-    """The store cannot be opened or written (corrupt file, full disk, permissions)."""
 
 
 def connect(db_path: Path) -> sqlite_utils.Database:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from engine import queue
-from engine.errors import UserError
+from engine.errors import StudyError, UserError
 from engine.margins import parse_margins
 from engine.specs import SPEC_TYPES, JobSpec, SpecError, spec_from_dict
 from engine.store import Store, dumps, loads
@@ -48,10 +48,6 @@ else:  # pragma: no cover
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "data" / "studies"
 REF_PREFIX = "@"  # a model reference to another node of the study, resolved to job:ID
-
-
-class StudyError(UserError, ValueError):
-    """A study file that cannot be planned; the message names the bad value."""
 
 
 @dataclass(frozen=True)
@@ -403,7 +399,8 @@ def study_status(store: Store, name: str) -> dict[str, int]:
 def requirements(plan: StudyPlan) -> list[str]:
     """What the study needs that this machine may lack (network for hub models/data), checked
     without network. Empty when everything is available locally."""
-    from engine.model_refs import ModelError, resolve_offline_status
+    from engine.model_refs import resolve_offline_status
+    from engine.errors import ModelError
     notes = []
     refs = {plan.teacher} | {m.ref for m in plan.models.values() if m.ref}
     refs |= {n.spec.student for n in plan.nodes if n.spec.kind == "distill" and n.spec.student}

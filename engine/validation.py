@@ -58,7 +58,8 @@ def _about(field: str) -> Iterator[None]:
 def check_model_refs(store: Store, spec: JobSpec, pending_prefixes: Sequence[str] = ()) -> None:
     """Each model reference of `spec` resolves (engine.model_refs: no torch, so submitting
     stays quick); `job:ID` names an existing job."""
-    from engine.model_refs import ModelError, resolve, resolve_offline_status
+    from engine.model_refs import resolve, resolve_offline_status
+    from engine.errors import ModelError
     for field, ref in spec.model_refs().items():
         if any(ref.startswith(p) for p in pending_prefixes):
             continue

@@ -29,7 +29,8 @@ import time
 import traceback
 
 from engine import queue
-from engine.context import JobCancelled, JobContext, JobFailed
+from engine.context import JobContext
+from engine.errors import Interrupted, JobCancelled, JobFailed, StoreError
 from engine.devices import is_out_of_memory, keep_freed_host_memory
 # re-exported: they were defined here before the split
 from engine.disk_reserve import RESERVE_BYTES, ensure_reserve, release_reserve  # noqa: F401
@@ -41,17 +42,13 @@ from engine.paths import Home
 from engine.registry import ModelCache
 from engine.specs import SpecError
 from engine.launcher import worker_id_for
-from engine.store import Store, StoreError
+from engine.store import Store
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 5.0         # the default ($COMPFAIR_HEARTBEAT_S overrides)
 POLL_INTERVAL_S = 1.0
 DEFAULT_IDLE_EXIT_S = 600.0
-
-
-class Interrupted(BaseException):
-    """SIGTERM/SIGINT: stop now and put the running job back in the queue."""
 
 
 def heartbeat_interval_s() -> float:

@@ -11,8 +11,7 @@ import torch
 from engine.compression import prune, textdata
 from engine.compression.distill import Distiller, warmup_cosine
 from engine.compression.students import choose_layers, keep_layers
-from engine.context import JobFailed
-from engine.errors import DataError
+from engine.errors import DataError, JobFailed
 from engine.specs import DistillSpec
 
 

@@ -127,7 +127,8 @@ def test_a_failing_training_process_fails_the_job_with_its_reason(teacher, home,
     """A training process that cannot start (here: no training blocks in the checkpoint folder,
     which the job normally writes first) fails the whole job with one line, without hanging."""
     from engine.compression.distill_ddp import train_data_parallel
-    from engine.context import JobContext, JobFailed
+    from engine.context import JobContext
+    from engine.errors import JobFailed
     from engine.registry import ModelCache as Cache
     import torch
 

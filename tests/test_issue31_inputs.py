@@ -131,7 +131,8 @@ def test_a_detoxify_checkpoint_whose_pickle_runs_code_is_refused_and_never_runs(
 def test_a_job_given_such_a_checkpoint_fails_in_one_line_without_running_it(tmp_path):
     """In the worker (a job queued before the check, or a file swapped after submit), the
     scorer refuses the same way."""
-    from engine.evaluation.scorers import ScorerError, load_scorer
+    from engine.evaluation.scorers import load_scorer
+    from engine.errors import ScorerError
     marker = tmp_path / "the-payload-ran"
     checkpoint = _evil_checkpoint(tmp_path, marker)
     with pytest.raises(ScorerError, match="it names io.open") as info:

@@ -320,7 +320,7 @@ def test_a_newer_compfairs_store_is_never_written(tmp_path, tiny_gpt2):
 
     # through the engine (the TUI's path): refused as bad input; a raw write: refused by SQLite
     from engine import queue
-    from engine.migrations import NewerStore
+    from engine.errors import NewerStore
     from engine.paths import Home
     from engine.specs import EvalSpec
     from engine.store import Store

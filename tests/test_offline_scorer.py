@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from engine.evaluation import scorer_agreement as sa
-from engine.evaluation.scorers import MeanScorer, ProfanityScorer, ScorerError, load_scorer, offline_scorers
+from engine.evaluation.scorers import MeanScorer, ProfanityScorer, load_scorer, offline_scorers
+from engine.errors import ScorerError
 from tests.conftest import SHARED_DATA
 
 bilstm_mod = pytest.importorskip("engine.evaluation.bilstm_scorer")

@@ -326,7 +326,8 @@ def test_a_truncated_gguf_is_refused_and_a_whole_one_passes(tmp_path, store, cap
         assert code == 2
         assert one_error_line(err) == f"error: '{truncated}' {expected}"
     assert queue.counts(store) == {}
-    from engine.model_refs import ModelError, smollm2_path
+    from engine.model_refs import smollm2_path
+    from engine.errors import ModelError
     try:
         check_gguf(smollm2_path())            # the real quantized file (Q4_1 blocks) passes
     except ModelError:

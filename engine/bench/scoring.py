@@ -63,7 +63,8 @@ OFFLINE_TEXTS = 2000
 def scoring(texts: list[str], settings: BenchSettings, device, scratch: Path, say: Say) -> dict:
     """The scoring-alone phase: profanity, the offline default (bilstm + profanity), and
     Detoxify unless `settings.detoxify` is off."""
-    from engine.evaluation.scorers import ProfanityScorer, ScorerError
+    from engine.evaluation.scorers import ProfanityScorer
+    from engine.errors import ScorerError
 
     out: dict[str, Any] = {}
     with phase(out, say, "scoring alone"):

@@ -23,14 +23,12 @@ import traceback
 from pathlib import Path
 from typing import Sequence
 
-from engine.cli.common import UsageError
+from engine.errors import StoreError, UsageError, UserError
 from engine.cli.control import cmd_tui
 from engine.cli.faults import describe
 from engine.cli.parser import build_parser
-from engine.errors import UserError
 from engine.output import error
 from engine.paths import Home, default_home, owner_only_file
-from engine.store import StoreError
 
 __all__ = ["UsageError", "build_parser", "main"]
 

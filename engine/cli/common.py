@@ -9,10 +9,6 @@ from engine.paths import Home
 from engine.store import Store
 
 
-class UsageError(UserError):
-    """A command-line slip (a malformed option value, an id that names nothing): exit code 2."""
-
-
 def open_store(args: argparse.Namespace, *, write: bool = False) -> Store:
     """The store of `--home` (or the default home). `write`: the command will write to it,
     so a store made by a newer compfair is refused here (engine.migrations.NewerStore, exit 2)

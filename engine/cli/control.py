@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 from engine import api
-from engine.cli.common import UsageError, open_store
+from engine.cli.common import open_store
+from engine.errors import StoreError, UsageError
 from engine.output import error, print_json, print_table
 from engine.paths import Home
-from engine.store import StoreError
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

@@ -8,7 +8,8 @@ import sys
 import time
 
 from engine import api, queue
-from engine.cli.common import UsageError, open_store, spec_title
+from engine.cli.common import open_store, spec_title
+from engine.errors import UsageError
 from engine.formatting import fmt_bytes, fmt_count, fmt_storage, fmt_time
 from engine.output import fmt_ci, fmt_value, print_json, print_table
 from engine.settings import run_ci_label

@@ -12,14 +12,11 @@ from typing import Iterator
 
 import torch
 from torch import nn
+from engine.errors import UnsupportedArchitecture
 
 # Known block-list paths, tried before the generic search.
 BLOCK_PATHS = ("transformer.h", "model.layers", "gpt_neox.layers", "model.decoder.layers",
                "transformer.blocks", "transformer.layers")
-
-
-class UnsupportedArchitecture(ValueError):
-    """The model's layout is not one compression knows how to handle (one-line message)."""
 
 
 def architecture_name(model: nn.Module) -> str:

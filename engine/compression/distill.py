@@ -36,7 +36,7 @@ from torch import nn
 
 from engine.compression.checkpoint import (load_training_state, rng_state, save_training_state,
                                            set_rng_state)
-from engine.context import JobCancelled
+from engine.errors import JobCancelled
 from engine.devices import free_device_memory, is_out_of_memory
 from engine.specs import DistillSpec
 

@@ -36,7 +36,8 @@ from engine.compression.distill import TrainOutcome
 from engine.compression.output import write_atomically
 from engine.compression.distill_rank import (GO, MODELS_DIR, SAVE_AND_STOP, RankTask, backend_for,
                                              rank_main)
-from engine.context import JobCancelled, JobContext, JobFailed
+from engine.context import JobContext
+from engine.errors import JobCancelled, JobFailed
 from engine.fencing import is_lease_lost
 from engine.specs import DistillSpec
 

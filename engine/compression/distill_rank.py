@@ -28,7 +28,7 @@ import torch.distributed as dist
 
 from engine.compression.checkpoint import DATA_FILE, safe_load
 from engine.compression.distill import Distiller, TrainOutcome
-from engine.context import JobCancelled
+from engine.errors import JobCancelled
 from engine.specs import DistillSpec
 
 GO, SAVE_AND_STOP = 0, 1          # rank 0's answer to "may I go on?"

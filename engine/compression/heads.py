@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.compression.arch import UnsupportedArchitecture, architecture_name, block_list
+from engine.compression.arch import architecture_name, block_list
+from engine.errors import UnsupportedArchitecture
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from engine.compression.heads import has_head_layout, load_head_pruned
-from engine.context import JobContext, JobFailed
+from engine.context import JobContext
+from engine.errors import JobFailed
 from engine.model_paths import to_loadable, to_stored
 from engine.paths import OWNER_FOLDER_MODE, owner_only_tree
 from engine.registry import ModelSource, measure_latency, register

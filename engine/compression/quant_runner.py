@@ -15,7 +15,8 @@ from engine.compression.arch import architecture_name
 from engine.compression.methods import MethodRun, get_method
 from engine.compression.output import model_folder, register_derived, verify_round_trip, write_atomically
 from engine.compression.textdata import parse_source
-from engine.context import JobContext, JobFailed
+from engine.context import JobContext
+from engine.errors import JobFailed
 from engine.registry import ModelSource, count_parameters
 from engine.specs import QuantizeSpec
 

@@ -26,7 +26,8 @@ from engine.compression.students import (check_same_vocabulary, choose_layers, k
                                          teacher_depth)
 from engine.compression.textdata import (TextSource, TokenBlocks, pack, parse_source,
                                          sample_from_model, split_heldout, text_blocks)
-from engine.context import JobContext, JobFailed
+from engine.context import JobContext
+from engine.errors import JobFailed
 from engine.registry import LoadedModel, count_parameters
 from engine.specs import DistillSpec, PruneSpec
 

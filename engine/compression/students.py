@@ -16,9 +16,8 @@ from typing import Sequence
 
 from torch import nn
 
-from engine.compression.arch import (UnsupportedArchitecture, architecture_name, block_list,
-                                     num_layers, set_block_list)
-from engine.context import JobFailed
+from engine.compression.arch import architecture_name, block_list, num_layers, set_block_list
+from engine.errors import JobFailed, UnsupportedArchitecture
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from engine.compression.builtin_corpus import builtin_texts
-from engine.context import JobFailed
-from engine.errors import DataError
+from engine.errors import DataError, JobFailed
 
 if TYPE_CHECKING:   # torch is imported where used: `compfair submit` checks inputs with this module
     import torch

@@ -32,7 +32,8 @@ from typing import Sequence
 
 import numpy as np
 
-from engine.evaluation.scorers import ScorerError, _file_digest, _first_line
+from engine.evaluation.scorers import _file_digest, _first_line
+from engine.errors import ScorerError
 
 WHEEL = "toxic-comment-classifier"
 PACKAGE_DIR = "toxic_classifier/model"

@@ -164,11 +164,11 @@ def _max_positions(model) -> int | None:
 
 
 def _refuse_nonfinite(nonfinite: torch.Tensor) -> None:
-    """Fail the job when any row sampled from NaN or infinite logits (`engine.context.JobFailed`):
+    """Fail the job when any row sampled from NaN or infinite logits (`engine.errors.JobFailed`):
     nothing of the chunk is stored, so no metric is computed from a broken model's output."""
     bad = int(nonfinite.sum())
     if bad:
-        from engine.context import JobFailed
+        from engine.errors import JobFailed
         raise JobFailed(f"the model gave non-finite (NaN or infinite) next-token logits in {bad} of "
                         f"{nonfinite.numel()} rows of a batch: its outputs cannot be sampled; "
                         "nothing was stored for them")
@@ -271,7 +271,7 @@ class Sampler:
         self.eos = torch.tensor(_eos_ids(model, tokenizer) or [-1], device=device)
         limit = _max_positions(model)
         if limit is not None and settings.max_new_tokens >= limit:
-            from engine.context import JobFailed      # positions past the table: an IndexError
+            from engine.errors import JobFailed
             raise JobFailed(f"max_new_tokens must be below the model's {limit} positions (at least "
                             f"one is the prompt's), got {settings.max_new_tokens}")   # as at submit
         # leave room for the new tokens inside the model's positions

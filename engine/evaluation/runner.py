@@ -25,14 +25,15 @@ import platform
 from dataclasses import dataclass
 
 from engine import __version__ as compfair_version
-from engine.context import JobContext, JobFailed
+from engine.context import JobContext
+from engine.errors import BackendUnavailable, JobFailed, ScorerError
 from engine.devices import pick_device
 from engine.evaluation import aggregate
 from engine.evaluation.data import DataError, SuiteData
 from engine.evaluation.metrics import between_blocks
-from engine.evaluation.scorers import ScorerError, ToxicityScorer, load_scorer
+from engine.evaluation.scorers import ToxicityScorer, load_scorer
 from engine.evaluation.suites import Suite, get_suite
-from engine.evaluation.vllm_backend import BackendUnavailable, check_available
+from engine.evaluation.vllm_backend import check_available
 from engine.specs import EvalSpec
 from engine.store import loads
 

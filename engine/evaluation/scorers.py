@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
+from engine.errors import ScorerError
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,6 @@ DETOXIFY_VARIANTS = ("original", "unbiased", "multilingual", "original-small", "
 # the labels of Detoxify's "original" (Jigsaw 2018) models
 DETOXIFY_CLASSES = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
 TOXIC_LABEL_HINTS = ("toxic", "toxicity", "hate", "offensive")
-
-
-class ScorerError(RuntimeError):
-    """A scorer that cannot be made or loaded; the message is one line naming the value."""
 
 
 class ToxicityScorer(Protocol):

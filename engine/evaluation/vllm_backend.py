@@ -25,16 +25,13 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from engine.evaluation.generation import (GeneratedBatch, Row, Sampler, StepCallback, plan_rows,
                                           sample_key)
+from engine.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
 ROWS_PER_CALL = 4096
 GPU_MEMORY_SHARE = 0.85
 _engines: dict[tuple[str, str], Any] = {}
-
-
-class BackendUnavailable(RuntimeError):
-    """vLLM cannot run here (not installed, or no CUDA device); the message says which."""
 
 
 def row_seed(seed: int, item: int, sample: int) -> int:

@@ -7,7 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.cli.common import UsageError, open_store
+from engine.cli.common import open_store
+from engine.errors import UsageError
 from engine.output import error
 
 TABLE_FORMATS = ("csv", "json", "md")           # one file: engine.cli.results.cmd_export

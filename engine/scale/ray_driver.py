@@ -22,8 +22,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from engine.context import JobContext, JobFailed
-from engine.errors import UserError
+from engine.context import JobContext
+from engine.errors import JobFailed, UserError
 from engine.paths import Home
 from engine.scale.ray_options import check_address, import_ray
 from engine.scale.ray_remote import RELAYED, RemoteJob, RemoteOutcome, run_remote

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 from engine.paths import Home
 from engine.specs import JobSpec
+from engine.errors import DriverGone
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,6 @@ RELAYED = frozenset({
     "set_continuation_quality", "sample_keys", "samples", "run", "run_for_job", "metrics",
     "query", "one", "job_op"})
 ANSWER_TIMEOUT_S = 600.0      # a driver silent this long is gone: the job stops
-
-
-class DriverGone(RuntimeError):
-    """The driver did not answer a store call: it died or was stopped; the task stops."""
 
 
 @dataclass(frozen=True)

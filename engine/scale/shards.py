@@ -26,8 +26,8 @@ import logging
 import sqlite3
 
 from engine import queue
-from engine.context import JobCancelled, JobContext, JobFailed
-from engine.errors import UserError
+from engine.context import JobContext
+from engine.errors import JobCancelled, JobFailed, UserError
 from engine.scale.shard_spec import MAX_SHARDS, EvalShardSpec
 from engine.specs import EvalSpec
 from engine.store import Store

@@ -125,8 +125,8 @@ class PruneMethod(CompressionMethod):
     def check_model(self, spec: "PruneSpec", model: Any, model_name: str) -> None:
         """Scope, architecture and N:M divisibility, in that order (the first problem is the
         job's one-line failure)."""
-        from engine.compression.arch import UnsupportedArchitecture
-        from engine.context import JobFailed
+        from engine.errors import UnsupportedArchitecture
+        from engine.errors import JobFailed
         from engine.specs import parse_n_m
         if spec.scope == "global" and not self.supports_global_scope:
             able = " and ".join(m.name for m in methods(self.kind)

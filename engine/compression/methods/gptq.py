@@ -26,8 +26,9 @@ class GPTQ(RoundToNearest):
             raise SpecError(f"bits {spec.bits} is not one of {', '.join(map(str, BITS))} for gptq", "bits")
 
     def check_model(self, spec, model, model_name: str) -> None:
-        from engine.compression.arch import UnsupportedArchitecture, block_linears, max_positions
-        from engine.context import JobFailed
+        from engine.compression.arch import block_linears, max_positions
+        from engine.errors import UnsupportedArchitecture
+        from engine.errors import JobFailed
         try:
             block_linears(model)
         except UnsupportedArchitecture as exc:

@@ -48,7 +48,7 @@ class Heads(PruneMethod):
         """Heads removed per layer and overall, and the parameters that went with them;
         `JobFailed` when no parameter was removed although some sparsity was asked for."""
         from engine.compression.records import SparsityRecord
-        from engine.context import JobFailed
+        from engine.errors import JobFailed
         details = outcome.details
         if params.after >= params.before and spec.sparsity > 0:
             raise JobFailed("head pruning removed no parameters")

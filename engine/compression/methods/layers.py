@@ -50,7 +50,7 @@ class Layers(PruneMethod):
         that went; `JobFailed` when the model did not get shallower or smaller."""
         from engine.compression.arch import num_layers
         from engine.compression.records import SparsityRecord
-        from engine.context import JobFailed
+        from engine.errors import JobFailed
         details = outcome.details
         if num_layers(model) != details["blocks_after"] or params.after >= params.before:
             raise JobFailed(f"depth pruning left {num_layers(model)} blocks and "

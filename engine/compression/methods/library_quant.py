@@ -28,8 +28,9 @@ class LibraryQuantizer(QuantizeMethod):
     def check_model(self, spec, model, model_name: str) -> None:
         import importlib.util
 
-        from engine.compression.arch import UnsupportedArchitecture, block_linears
-        from engine.context import JobFailed
+        from engine.compression.arch import block_linears
+        from engine.errors import UnsupportedArchitecture
+        from engine.errors import JobFailed
         if importlib.util.find_spec(self.package) is None:
             raise JobFailed(f"{self.name} quantization needs the {self.package} package: "
                             f"pip install 'compfair[quant]'")
@@ -68,7 +69,7 @@ class TorchAOWeightOnly(LibraryQuantizer):
 
     def check_model(self, spec, model, model_name: str) -> None:
         from engine.compression.quant.hf_quantized import has_conv1d_layers
-        from engine.context import JobFailed
+        from engine.errors import JobFailed
         super().check_model(spec, model, model_name)
         if has_conv1d_layers(model):
             raise JobFailed(f"torchao quantization of {model_name}: its blocks use GPT-2-style Conv1D "

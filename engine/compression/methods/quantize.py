@@ -56,8 +56,9 @@ class RoundToNearest(QuantizeMethod):
             raise SpecError(f"bits {spec.bits} is not one of {', '.join(map(str, BITS))} for rtn", "bits")
 
     def check_model(self, spec, model, model_name: str) -> None:
-        from engine.compression.arch import UnsupportedArchitecture, block_linears
-        from engine.context import JobFailed
+        from engine.compression.arch import block_linears
+        from engine.errors import UnsupportedArchitecture
+        from engine.errors import JobFailed
         try:
             block_linears(model)
         except UnsupportedArchitecture as exc:
@@ -100,7 +101,7 @@ class GGUFExport(QuantizeMethod):
 
     def check_model(self, spec, model, model_name: str) -> None:
         from engine.compression.quant.gguf_export import SUPPORTED_MODEL_TYPES
-        from engine.context import JobFailed
+        from engine.errors import JobFailed
         if model.config.model_type not in SUPPORTED_MODEL_TYPES:
             raise JobFailed(f"GGUF export of {model_name}: supports {', '.join(SUPPORTED_MODEL_TYPES)} "
                             f"models, not {model.config.model_type!r}")

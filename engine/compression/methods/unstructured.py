@@ -39,7 +39,7 @@ class UnstructuredPruneMethod(PruneMethod):
         from engine.compression.arch import block_linears
         from engine.compression.prune import check_sparsity
         from engine.compression.records import SparsityRecord
-        from engine.context import JobFailed
+        from engine.errors import JobFailed
         achieved = check_sparsity(model)
         linears = block_linears(model)
         short = [n for n, s in achieved["layers"].items()

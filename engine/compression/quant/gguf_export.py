@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from engine.errors import GGUFExportError
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,6 @@ def gguf_types() -> dict[str, object]:
 
 from engine.compression.quant import GGUF_FORMATS  # noqa: E402 - shared with spec validation
 FILE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9}
-
-
-class GGUFExportError(ValueError):
-    """A model that cannot be written as GGUF (architecture or shape), with the reason."""
 
 
 def _permute(weights: np.ndarray, n_head: int) -> np.ndarray:

@@ -198,7 +198,7 @@ def require_finite(values, what: str, n_items: int) -> None:
     """Fail the job (not the metrics) when the model's likelihoods are NaN or infinite."""
     import math
 
-    from engine.context import JobFailed
+    from engine.errors import JobFailed
     bad = sum(1 for v in values if not math.isfinite(float(v)))
     if bad:
         raise JobFailed(f"the model gave non-finite {what} ({bad} of {len(values)} in a batch of "

@@ -126,7 +126,7 @@ class LmEvalSuite(Suite):
             from lm_eval.models.huggingface import HFLM
             from lm_eval.tasks import TaskManager
         except ImportError as exc:
-            from engine.context import JobFailed
+            from engine.errors import JobFailed
             raise JobFailed(f"suite lm-eval needs the lm-eval package (pip install "
                             f"'compfair[lm-eval]'): {exc}") from None
         names, folders = _parse_tasks(spec.data)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -15,6 +16,10 @@ from engine.paths import Home
 from engine.specs import JobSpec, SpecError, spec_from_dict
 from engine.store import Store, loads
 from engine.launcher import alive_workers, ensure_worker
+from engine.duplicates import refuse_duplicates
+from engine.interop.tracking import record_targets
+from engine.scale.shards import check_shards, submit_sharded
+from engine.tracking_targets import Target
 # the one validation entry (CLI submit, the TUI form, studies); re-exported as part of this API
 from engine.validation import validate  # noqa: F401
 from engine.evaluation.suites import get_suite, suites
@@ -25,6 +30,8 @@ from engine.compression.quant import GGUF_FORMATS, RTN_BITS  # noqa: F401,E402
 from engine.duplicates import Duplicate, finished_duplicates  # noqa: F401,E402
 # comparing lives in engine.comparison; re-exported as part of this API
 from engine.comparison import CompareCell, Comparison, comparability_warnings, compare
+
+log = logging.getLogger(__name__)
 
 
 def judge_study(store: Store, record: dict, settings):
@@ -79,16 +86,41 @@ def submit(store: Store, spec: JobSpec, *, depends_on: Sequence[int] = (), prior
     return job_id
 
 
-def submit_all(store: Store, specs: Sequence[JobSpec], *, depends_on: Sequence[int] = (),
-               priority: int = 0, start_worker: bool = True) -> list[int]:
-    """Validate every spec (`validate`: a `UserError` and nothing queued when one is bad),
-    then queue them all; returns their job ids in order."""
+def submit_jobs(store: Store, specs: Sequence[JobSpec], *, depends_on: Sequence[int] = (),
+                priority: int = 0, shards: int = 1, rerun: bool = False,
+                log_to: Sequence[Target] = (), start_worker: bool = True) -> list[int]:
+    """The one way user-given jobs are queued (`compfair submit`, the terminal app's form).
+
+    Checks everything first, so a bad spec is a `UserError` and nothing is queued: a spec that
+    already ran (unless `rerun`; `engine.duplicates`), the shard count, then every spec
+    (`validate`: references, scorers, data files). Then queues each (split into `shards` eval
+    shards when > 1, `engine.scale.shards`), records the trackers each finished job is logged
+    to before any worker can finish it, and starts a worker. Returns the job ids in order."""
+    specs = list(specs)
+    if not rerun:
+        refuse_duplicates(store, specs)
+    for spec in specs if shards != 1 else ():
+        check_shards(spec, shards)
     validate(store, specs)
-    job_ids = [submit(store, spec, depends_on=depends_on, priority=priority, start_worker=False)
-               for spec in specs]
+    job_ids = []
+    for spec in specs:
+        if shards == 1:
+            job_ids.append(queue.submit(store, spec, depends_on=list(depends_on), priority=priority))
+            continue
+        job_id, parts = submit_sharded(store, spec, shards, depends_on=depends_on, priority=priority)
+        log.info("job %s: %d shards, jobs %s", job_id, len(parts), ", ".join(map(str, parts)))
+        job_ids.append(job_id)
+    record_targets(store, job_ids, log_to)
     if start_worker:
         ensure_worker(store)
     return job_ids
+
+
+def submit_all(store: Store, specs: Sequence[JobSpec], *, depends_on: Sequence[int] = (),
+               priority: int = 0, start_worker: bool = True) -> list[int]:
+    """`submit_jobs` that queues a spec again even when it already ran (studies, tests)."""
+    return submit_jobs(store, specs, depends_on=depends_on, priority=priority, rerun=True,
+                       start_worker=start_worker)
 
 
 def expand_sweep(base: dict[str, Any], sweep: dict[str, Sequence[Any]]) -> list[JobSpec]:

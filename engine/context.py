@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import JobCancelled, JobFailed, LeaseLost
+from engine.errors import JobCancelled, LeaseLost
+from engine import queue
 from engine.paths import Home
 from engine.specs import JobSpec
 from engine.store import Store
@@ -18,6 +19,37 @@ if TYPE_CHECKING:  # the registry pulls in torch; the CLI and TUI import this mo
     from engine.registry import LoadedModel, ModelCache
 
 log = logging.getLogger(__name__)
+
+
+class QueueRows:
+    """A running job's operations on its own row of the queue (engine.queue), on a local
+    store. A store that relays to another process (the Ray task's) brings its own object with
+    these five methods (`job_rows()`), naming the operations it relays itself."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def heartbeat(self, job_id: int, fraction: float, message: str, *, lease: int | None) -> None:
+        queue.heartbeat(self.store, job_id, fraction, message, lease=lease)
+
+    def cancel_requested(self, job_id: int, lease: int | None = None) -> bool:
+        return queue.cancel_requested(self.store, job_id, lease)
+
+    def holds(self, job_id: int, lease: int) -> bool:
+        return queue.holds(self.store, job_id, lease)
+
+    def set_result(self, job_id: int, result: dict, *, lease: int | None) -> None:
+        queue.set_result(self.store, job_id, result, lease=lease)
+
+    def job(self, job_id: int) -> dict | None:
+        return queue.job(self.store, job_id)
+
+
+def job_rows(store: Any) -> Any:
+    """The job-row operations for `store`: a relaying store's own (`job_rows()`, also through a
+    wrapper such as a shard's store), else the queue's."""
+    relayed = getattr(store, "job_rows", None)
+    return relayed() if relayed is not None else QueueRows(store)
 
 PROGRESS_EVENT_INTERVAL_S = 2.0
 CANCEL_POLL_INTERVAL_S = 0.5
@@ -60,7 +92,7 @@ class JobContext:
         _, phase_start, phase_done = self._phase
         rate = (done - phase_done) / (now - phase_start) if now > phase_start else 0.0
         eta = (total - done) / rate if rate > 0 and done < total else None
-        self.store.job_op("heartbeat", self.job_id, fraction, message, lease=self.lease)
+        job_rows(self.store).heartbeat(self.job_id, fraction, message, lease=self.lease)
         if force or done >= total or now - self._last_event >= PROGRESS_EVENT_INTERVAL_S:
             self._last_event = now
             payload = {"done": done, "total": total, "fraction": fraction, "eta_s": eta, **data}
@@ -80,12 +112,12 @@ class JobContext:
         if now - self._last_cancel_poll < CANCEL_POLL_INTERVAL_S:
             return
         self._last_cancel_poll = now
-        if self.store.job_op("cancel_requested", self.job_id, self.lease):
+        if job_rows(self.store).cancel_requested(self.job_id, self.lease):
             raise JobCancelled()
 
     def ensure_lease(self) -> None:
         """Raise LeaseLost unless this worker still holds the job (before writing files)."""
-        if self.lease is not None and not self.store.job_op("holds", self.job_id, self.lease):
+        if self.lease is not None and not job_rows(self.store).holds(self.job_id, self.lease):
             raise LeaseLost(f"job {self.job_id} is no longer held under lease {self.lease}")
 
     def load_model(self, ref: str, *, fresh: bool = False) -> LoadedModel:
@@ -95,4 +127,4 @@ class JobContext:
                                 fresh=fresh)
 
     def set_result(self, **result: Any) -> None:
-        self.store.job_op("set_result", self.job_id, result, lease=self.lease)
+        job_rows(self.store).set_result(self.job_id, result, lease=self.lease)

@@ -12,17 +12,13 @@ from pathlib import Path
 from engine import queue
 from engine.paths import Home
 from engine.store import Store
-
-
-def worker_id_for(pid: int) -> str:
-    return f"{os.uname().nodename}-{pid}"
+from engine.worker_lock import serves_home, spawn_locked, worker_id_for
 
 
 def alive_workers(store: Store) -> list[dict]:
     """Workers of this home that are alive: a fresh heartbeat, and on this host a pid that
     exists and holds this home's worker lock (engine.worker_lock: a row copied with the home
     names a live process that works for another home)."""
-    from engine.worker_lock import serves_home
     return [w for w in store.query("SELECT * FROM workers WHERE status != 'stopped'")
             if queue.worker_alive(w) and serves_home(store.home, w)]
 
@@ -39,7 +35,6 @@ def ensure_worker(store: Store) -> int | None:
 def spawn_detached(home: Home) -> int:
     """A worker in its own session (survives the terminal and SSH hang-up), logging to a file,
     holding this home's worker lock from its start (engine.worker_lock)."""
-    from engine.worker_lock import spawn_locked
     log_path = home.logs_dir / "worker.log"
     env = {**os.environ, "COMPFAIR_HOME": str(home.root)}
     with open(log_path, "ab") as out:

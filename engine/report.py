@@ -24,6 +24,7 @@ import numpy as np
 from engine import queue
 from engine.evaluation import metrics as m
 from engine.evaluation.suites import MetricSpec, suites
+from engine.report_entries import Headline, ModelEntry, headlines
 from engine.report_plots import make_plots
 from engine.report_provenance import caption, header_lines
 from engine.results import JobResult
@@ -37,44 +38,6 @@ from engine.store import Store, loads
 from engine.study import study_record
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Headline:
-    """A figure of the report table: headline metric `metric` of a `suite` run (overall)."""
-
-    suite: str
-    metric: MetricSpec
-    subset: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.metric.name
-
-    @property
-    def title(self) -> str:
-        return self.metric.title
-
-    @property
-    def target(self) -> float | None:
-        return self.metric.target
-
-
-def headlines() -> tuple[Headline, ...]:
-    """Every suite's headline metrics, quality suites first (the registry's report order)."""
-    return tuple(Headline(s.name, m) for s in sorted(suites(), key=lambda s: s.order)
-                 for m in s.headlines())
-
-
-@dataclass
-class ModelEntry:
-    label: str
-    kind: str
-    params: dict
-    model: dict | None = None
-    compress_job: dict | None = None
-    runs: dict[str, dict] = field(default_factory=dict)        # suite -> run row
-    metrics: dict[str, dict] = field(default_factory=dict)     # suite -> {(name, subset): row}
 
 
 @dataclass

@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Callable
 
+from engine.report_entries import Headline, headlines
+
 COLOURS = {"teacher": "black", "base": "grey", "distill": "tab:blue", "prune": "tab:orange",
            "quantize": "tab:green"}
 
@@ -33,7 +35,6 @@ def _kind(entry, teacher) -> str:
 
 
 def _fairness_panels(plt, folder: Path, entries, teacher, compression, value) -> Path | None:
-    from engine.report import headlines
     panels = [h for h in headlines() if h.metric.role == "fairness" and any(e.runs.get(h.suite) for e in entries)]
     if not panels:
         return None
@@ -59,7 +60,6 @@ def _fairness_panels(plt, folder: Path, entries, teacher, compression, value) ->
 
 
 def _tradeoff(plt, folder: Path, entries, teacher, value) -> Path | None:
-    from engine.report import Headline, headlines
     from engine.evaluation.suites import suites
     generation = [x for x in sorted(suites(), key=lambda x: x.order) if x.generates_text and x.headlines()]
     if not generation:

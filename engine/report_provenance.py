@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 from engine.evaluation.suites import Suite, suites
+from engine.report_entries import ModelEntry
 from engine.store import loads
-
-if TYPE_CHECKING:                     # pragma: no cover - engine.report imports this module
-    from engine.report import ModelEntry
 
 AUTO_PREFERRED = "detoxify:original"   # what scorer `auto` picks when it can (scorers.load_scorer)
 # items in the full hub data sets (by data set id), for "not the N of the real set"

@@ -40,6 +40,7 @@ except ImportError:  # pragma: no cover - Python < 3.11
 
 from engine.errors import SettingsError, UserError
 from engine.margins import MarginSettings, parse_margins
+from engine.tracking_targets import parse_targets
 
 SETTINGS_FILE = "settings.toml"
 ADJUSTMENTS = ("holm", "bh", "none")
@@ -114,7 +115,7 @@ class QualitySettings:
 @dataclass(frozen=True)
 class TrackingSettings:
     """Experiment trackers every finished job of this home is logged to, beside those given
-    with `--log` (engine.interop.tracking; same syntax: `mlflow[=URI]`, `wandb[=PROJECT]`)."""
+    with `--log` (engine.tracking_targets; same syntax: `mlflow[=URI]`, `wandb[=PROJECT]`)."""
 
     log: tuple[str, ...] = ()
 
@@ -122,7 +123,6 @@ class TrackingSettings:
         if isinstance(self.log, str) or not all(isinstance(t, str) for t in self.log):
             raise SettingsError(f"tracking.log {self.log!r} must be a list of strings such as "
                                 '["mlflow", "wandb=PROJECT"]')
-        from engine.interop.tracking import parse_targets   # imported on use: it needs the store
         try:
             parse_targets(self.log)
         except UserError as exc:

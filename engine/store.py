@@ -27,9 +27,6 @@ from engine.sqlite_import import sqlite_utils
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000
-JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
-# the engine.queue operations a running job does on its own row (through `Store.job_op`)
-JOB_OPS = ("heartbeat", "cancel_requested", "holds", "set_result", "job")
 
 
 def connect(db_path: Path) -> sqlite_utils.Database:
@@ -139,13 +136,6 @@ class Store:
             raise
         self.conn.commit()
 
-    def job_op(self, op: str, *args: Any, **kwargs: Any) -> Any:
-        """The `engine.queue` operation `op` (one of JOB_OPS) on this store: a running job
-        reaches its job row through here, so a relaying store relays these too."""
-        from engine import queue          # queue imports this module
-        if op not in JOB_OPS:
-            raise ValueError(f"job_op {op!r} is not one of {', '.join(JOB_OPS)}")
-        return getattr(queue, op)(self, *args, **kwargs)
 
     def query(self, sql: str, params: Iterable[Any] | dict = ()) -> list[dict]:
         return list(self.db.query(sql, params))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from engine.evaluation import equivalence as eq
 from engine.settings import StatSettings
 
-if TYPE_CHECKING:                        # pragma: no cover - types only
+if TYPE_CHECKING:                        # pragma: no cover - types only (verdicts imports this module)
     from engine.verdicts import Judgement
 
 
@@ -16,7 +16,6 @@ def judgement_record(j: "Judgement", stats: StatSettings) -> dict:
     """Every figure behind a verdict: the change (delta, CI, relative change), the tested
     difference's p (raw, adjusted, its Monte Carlo error), the equivalence test (margin, its
     (1 - 2 alpha) interval and p), the sizing, the family, the quality gate and the flips."""
-    from engine.verdicts import relative_change
     d, tested = j.diff, j.tested
     eq_low, eq_high = (eq.equivalence_interval(d.replicates, stats.alpha)
                        if d.replicates is not None else (None, None))
@@ -48,3 +47,10 @@ def judgement_record(j: "Judgement", stats: StatSettings) -> dict:
            "flips_p_value": j.flips.p_value if j.flips else None,
            "sentence": j.sentence(stats), **j.extra}
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
+
+
+def relative_change(base: float | None, new: float | None) -> float | None:
+    """(new - base) / |base|: the change as a share of the baseline (None without one)."""
+    if base is None or new is None or base == 0 or not math.isfinite(base):
+        return None
+    return (new - base) / abs(base)

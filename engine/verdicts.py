@@ -35,6 +35,7 @@ from engine.evaluation.suites import HIGHER, LOWER, TARGET, MetricSpec
 from engine.margins import Margin
 from engine.quality_gate import QualityCheck, QualityFigures, check_quality  # noqa: F401 (re-exported)
 from engine.settings import StatSettings
+from engine.verdict_records import judgement_record, relative_change
 
 BETTER, WORSE, EQUIVALENT, INCONCLUSIVE = "better", "worse", "equivalent", "inconclusive"
 NOT_EVIDENCE, UNVERIFIED, CHANGED = "not evidence", "unverified", "changed"
@@ -213,19 +214,11 @@ class Judgement:
         return _sentence(self, stats)
 
     def record(self, stats: StatSettings) -> dict:
-        from engine.verdict_records import judgement_record
         return judgement_record(self, stats)
 
 
 def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
-
-
-def relative_change(base: float | None, new: float | None) -> float | None:
-    """(new - base) / |base|: the change as a share of the baseline (None without one)."""
-    if base is None or new is None or base == 0 or not math.isfinite(base):
-        return None
-    return (new - base) / abs(base)
 
 
 def _sentence(j: Judgement, stats: StatSettings) -> str:

@@ -41,7 +41,7 @@ from engine.fencing import HEARTBEAT_ENV, env_seconds, is_lease_lost
 from engine.paths import Home
 from engine.registry import ModelCache
 from engine.specs import SpecError
-from engine.launcher import worker_id_for
+from engine.worker_lock import worker_id_for
 from engine.store import Store
 
 log = logging.getLogger(__name__)

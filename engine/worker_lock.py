@@ -28,6 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
+from engine import queue
 from engine.paths import Home
 
 log = logging.getLogger(__name__)
@@ -123,13 +124,17 @@ def hold(home: Home, worker_id: str) -> WorkerLock:
     return WorkerLock(path, _open_locked(path))
 
 
+def worker_id_for(pid: int) -> str:
+    """The id of the worker process `pid` on this host (its `workers` row and lock file)."""
+    return f"{os.uname().nodename}-{pid}"
+
+
 # -- the launcher's side -------------------------------------------------------------------------
 def spawn_locked(home: Home, argv: list[str], *, env: dict[str, str], **popen) -> subprocess.Popen:
     """Start `argv` (a worker of `home`) holding its lock from the first instant: a pending file
     is locked here, the child inherits the locked descriptor (told by $COMPFAIR_WORKER_LOCK_FD),
     and the file is renamed to the worker's name once its pid is known (the lock follows the
     file). Call before registering the worker's row."""
-    from engine.launcher import worker_id_for
     pending = locks_dir(home) / f"{PENDING_PREFIX}{uuid.uuid4().hex}.lock"
     fd = _open_locked(pending)
     try:
@@ -161,7 +166,6 @@ def foreign_workers(store) -> list[dict]:
     """Rows that a pid/heartbeat check finds alive but whose process does not hold this home's
     lock: a worker of another home (this one was copied, moved or restored while it ran), or of a
     compfair from before the lock. Nothing of this home runs on them."""
-    from engine import queue
     rows = store.query("SELECT * FROM workers WHERE status != 'stopped'")
     return [w for w in rows if queue.worker_alive(w) and not serves_home(store.home, w)]
 
@@ -177,7 +181,6 @@ def stop_foreign(store) -> list[str]:
     """Mark each foreign worker row stopped (engine.queue.stop_worker), so that its jobs marked
     running are recovered like those of a dead worker and a worker of this home is started.
     Returns the ids."""
-    from engine import queue
     stopped = []
     for row in foreign_workers(store):
         queue.stop_worker(store, row["id"])

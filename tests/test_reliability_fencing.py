@@ -25,7 +25,7 @@ from typing import Callable
 import pytest
 
 from engine import queue
-from engine.launcher import worker_id_for
+from engine.worker_lock import worker_id_for
 from engine.paths import Home
 from engine.specs import DistillSpec, EvalSpec, JobSpec, PruneSpec, QuantizeSpec
 from engine.store import Store

@@ -27,7 +27,8 @@ def cmd_study(args: argparse.Namespace) -> int:
                         [[n["key"], n["kind"], n["model"], ", ".join(n["needs"])] for n in nodes],
                         title=f"study {plan.name}: {len(nodes)} jobs (dry run)")
         return 0
-    from engine.interop.tracking import parse_targets, record_targets
+    from engine.interop.tracking import record_targets
+    from engine.tracking_targets import parse_targets
     targets = parse_targets(getattr(args, "log", None))    # a bad --log: exit 2, nothing queued
     store = open_store(args, write=True)
     _check_report_folder(store, getattr(args, "output", None))     # before anything is queued
@@ -109,7 +110,8 @@ def _print_report(store: Store, name: str, args: argparse.Namespace) -> int:
     _check_report_folder(store, getattr(args, "output", None))
     with working(f"judging study {name}: paired bootstrap tests of every model (Ctrl-C stops)"):
         report = build_report(store, name, output_dir=getattr(args, "output", None))
-    from engine.interop.tracking import home_targets, log_report, parse_targets
+    from engine.interop.tracking import home_targets, log_report
+    from engine.tracking_targets import parse_targets
     targets = list(dict.fromkeys(parse_targets(getattr(args, "log", None)) + home_targets(store)))
     if targets:                         # --log, [tracking] log in settings.toml, COMPFAIR_LOG
         log_report(store, name, report.folder, targets)

@@ -1,5 +1,5 @@
 """`compfair submit`: build specs from the command line (one per sweep value), validate them
-(`engine.api.validate`, through `submit_all`) and queue them; `--wait` follows them."""
+(`engine.api.submit_jobs`: validated, duplicates refused, sharded, logged) and queue them; `--wait` follows them."""
 
 from __future__ import annotations
 
@@ -85,25 +85,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
     base = _spec_values(args, spec_cls)
     specs = api.expand_sweep(base, _parse_sweep(args.sweep))
     _refuse_repeats(specs)
-    from engine.interop.tracking import parse_targets, record_targets
+    from engine.tracking_targets import parse_targets
     targets = parse_targets(getattr(args, "log", None))    # a bad --log: exit 2, nothing queued
-    start_after = bool(targets) and not args.no_worker
-    if targets:        # the worker starts once the destinations are stored (it reads them at the end)
-        args.no_worker = True
     store = open_store(args, write=True)
-    if not getattr(args, "rerun", False):
-        from engine.duplicates import refuse_duplicates
-        refuse_duplicates(store, specs)     # it already ran: exit 2 naming the run
-    if getattr(args, "shards", 1) != 1:
-        from engine.scale.shards import submit_all_sharded
-        job_ids = submit_all_sharded(store, specs, args.shards, depends_on=args.after or (),
-                                     priority=args.priority, start_worker=not args.no_worker)
-    else:
-        job_ids = api.submit_all(store, specs, depends_on=args.after or (), priority=args.priority,
-                                 start_worker=not args.no_worker)
-    record_targets(store, job_ids, targets)
-    if start_after:
-        api.ensure_worker(store)
+    job_ids = api.submit_jobs(store, specs, depends_on=args.after or (), priority=args.priority,
+                              shards=getattr(args, "shards", 1), rerun=getattr(args, "rerun", False),
+                              log_to=targets, start_worker=not args.no_worker)
     if args.json:
         print_json({"job_id": job_ids[0]} if len(job_ids) == 1 else {"job_ids": job_ids})
     else:

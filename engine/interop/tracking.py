@@ -28,26 +28,15 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from engine.errors import UserError
+from engine.tracking_targets import TRACKERS, Target, parse_target, parse_targets  # noqa: F401 - the --log syntax
 from engine.results import JobResult
+from engine.settings import load_settings
 from engine.store import Store, loads
 
 log = logging.getLogger(__name__)
 EVENT_KIND = "tracking"
 ENV = "COMPFAIR_LOG"
 EXPERIMENT = "compfair"
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where to log: `backend` (a key of BACKENDS) and its `where` (MLflow URI, W&B project;
-    None for the default)."""
-
-    backend: str
-    where: str | None = None
-
-    @property
-    def text(self) -> str:
-        return self.backend + (f"={self.where}" if self.where else "")
 
 
 @dataclass(frozen=True)
@@ -62,19 +51,6 @@ class JobRecord:
     result: dict[str, Any]
 
 
-def parse_target(text: str) -> Target:
-    """`mlflow`, `mlflow=URI`, `wandb` or `wandb=PROJECT`; else a one-line UserError."""
-    backend, _, where = text.strip().partition("=")
-    if backend not in BACKENDS:
-        raise UserError(f"--log {text!r}: unknown tracker {backend!r}; use "
-                        + " or ".join(f"{b}[=...]" for b in BACKENDS))
-    return Target(backend, where.strip() or None)
-
-
-def parse_targets(texts: Sequence[str] | None) -> list[Target]:
-    return [parse_target(t) for item in texts or () for t in item.split(",") if t.strip()]
-
-
 def record_targets(store: Store, job_ids: Sequence[int], targets: Sequence[Target]) -> None:
     """Store the destinations of `job_ids` (before a worker can finish them)."""
     for job_id in job_ids:
@@ -86,7 +62,6 @@ def record_targets(store: Store, job_ids: Sequence[int], targets: Sequence[Targe
 def home_targets(store: Store) -> list[Target]:
     """The trackers of the home's settings file (`[tracking] log = [...]`), then COMPFAIR_LOG;
     a bad value is a warning here (the settings file is checked where it is loaded)."""
-    from engine.settings import load_settings
     found: list[Target] = []
     try:
         found += parse_targets(load_settings(store.home.root).tracking.log)
@@ -179,6 +154,7 @@ def log_wandb(record: JobRecord, where: str | None, store: Store) -> str:
 
 BACKENDS: dict[str, Callable[[JobRecord, str | None, Store], str]] = {
     "mlflow": log_mlflow, "wandb": log_wandb}
+assert tuple(BACKENDS) == TRACKERS, "engine.tracking_targets.TRACKERS names these backends"
 
 
 def after_job(store: Store, job_id: int) -> None:

@@ -22,11 +22,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from engine.context import JobContext
+from engine.context import JobContext, QueueRows
 from engine.errors import JobFailed, UserError
 from engine.paths import Home
 from engine.scale.ray_options import check_address, import_ray
-from engine.scale.ray_remote import RELAYED, RemoteJob, RemoteOutcome, run_remote
+from engine.scale.ray_remote import RELAYED, ROW_OPERATIONS, RemoteJob, RemoteOutcome, run_remote
 from engine.worker import DEFAULT_IDLE_EXIT_S, Worker
 
 log = logging.getLogger(__name__)
@@ -165,9 +165,11 @@ class RayWorker(Worker):
 
     def _apply(self, ctx: JobContext, name: str, args: tuple, kwargs: dict) -> tuple[str, Any]:
         """One relayed call on the driver's store: ("ok", value) or ("raised", exception)."""
-        if name not in RELAYED:
+        row_op = name.removeprefix("row:")
+        if name not in RELAYED and not (name.startswith("row:") and row_op in ROW_OPERATIONS):
             return "raised", RuntimeError(f"the Ray driver does not relay {name!r}")
+        target = QueueRows(ctx.store) if name.startswith("row:") else ctx.store
         try:
-            return "ok", getattr(ctx.store, name)(*args, **kwargs)
+            return "ok", getattr(target, row_op)(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - raised in the task, where the job handles it
             return "raised", exc

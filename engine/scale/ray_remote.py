@@ -3,7 +3,7 @@
 
 The driver (engine.scale.ray_driver) is the only process that opens the SQLite store. The task
 gets a `RemoteStore`: each call (samples, progress, events, runs, metrics, model registration,
-the job row operations of `Store.job_op`) is sent to the driver over a pair of Ray queues and
+the job's operations on its own queue row) is sent to the driver over a pair of Ray queues and
 answered there by the real store, under the driver's lease (engine.fencing), before the call
 returns. So a sample the task has stored is in the database, and a driver that dies takes
 nothing with it that was stored; its task cannot write anything afterwards.
@@ -35,7 +35,9 @@ RELAYED = frozenset({
     "add_event", "events", "upsert_model", "model", "model_by_source", "models", "lineage",
     "start_run", "finish_run", "add_samples", "unscored_continuations",
     "set_continuation_quality", "sample_keys", "samples", "run", "run_for_job", "metrics",
-    "query", "one", "job_op"})
+    "query", "one"})
+# a job's operations on its own queue row (engine.context.QueueRows), relayed by name
+ROW_OPERATIONS = frozenset({"heartbeat", "cancel_requested", "holds", "set_result", "job"})
 ANSWER_TIMEOUT_S = 600.0      # a driver silent this long is gone: the job stops
 
 
@@ -97,11 +99,27 @@ class RemoteStore:
     def iter_samples(self, run_id: int) -> Iterator[dict]:
         yield from self._channel.call("samples", run_id)
 
+    def job_rows(self) -> "RelayedRows":
+        """The job-row operations (engine.context.job_rows), answered by the driver's queue."""
+        return RelayedRows(self._channel)
+
     def for_thread(self) -> "RemoteStore":
         return self                       # the channel serialises the threads' calls
 
     def close(self) -> None:
         """Nothing to close: the driver owns the connection."""
+
+
+class RelayedRows:
+    """engine.context.QueueRows's five operations, each sent to the driver by its name."""
+
+    def __init__(self, channel: Channel):
+        self._channel = channel
+
+    def __getattr__(self, name: str):
+        if name in ROW_OPERATIONS:
+            return functools.partial(self._channel.call, "row:" + name)
+        raise AttributeError(name)
 
 
 def portable(exc: BaseException) -> BaseException:

@@ -26,7 +26,7 @@ import logging
 import sqlite3
 
 from engine import queue
-from engine.context import JobContext
+from engine.context import JobContext, job_rows
 from engine.errors import JobCancelled, JobFailed, UserError
 from engine.scale.shard_spec import MAX_SHARDS, EvalShardSpec
 from engine.specs import EvalSpec
@@ -113,7 +113,7 @@ class ShardContext(JobContext):
     def check_cancelled(self) -> None:
         polled = self._last_cancel_poll
         super().check_cancelled()
-        if self._last_cancel_poll != polled and self.store.job_op("cancel_requested", self.parent):
+        if self._last_cancel_poll != polled and job_rows(self.store).cancel_requested(self.parent):
             raise JobCancelled()
 
 
@@ -126,7 +126,7 @@ def _shard_context(ctx: JobContext, store: Store, eval_spec: EvalSpec, parent: i
 
 def parent_spec(store: Store, spec: EvalShardSpec) -> EvalSpec:
     """The eval spec of the shard's parent job (JobFailed when it is not an eval job)."""
-    row = store.job_op("job", spec.parent)
+    row = job_rows(store).job(spec.parent)
     if row is None or row["kind"] != "eval":
         raise JobFailed(f"shard of job {spec.parent}: that job is not an eval job")
     if row["status"] == "cancelled" or row["cancel_requested"]:
@@ -166,20 +166,3 @@ def run_shard(ctx: JobContext) -> dict:
     return {"run_id": opened.run_id, "parent": spec.parent, "items": [start, stop],
             **{k: v for k, v in extra.items() if isinstance(v, (int, float, str)) or v is None}}
 
-
-def submit_all_sharded(store: Store, specs, shards: int, *, depends_on=(), priority: int = 0,
-                       start_worker: bool = True) -> list[int]:
-    """Validate every spec and the shard count (UserError, nothing queued, when one is bad),
-    then queue each split into `shards` shards; returns the eval jobs' ids."""
-    from engine import api
-    for spec in specs:
-        check_shards(spec, shards)
-    api.validate(store, specs)
-    job_ids = []
-    for spec in specs:
-        job_id, parts = submit_sharded(store, spec, shards, depends_on=depends_on, priority=priority)
-        log.info("job %s: %d shards, jobs %s", job_id, len(parts), ", ".join(map(str, parts)))
-        job_ids.append(job_id)
-    if start_worker:
-        api.ensure_worker(store)
-    return job_ids

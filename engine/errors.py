@@ -9,6 +9,18 @@ that catches `ValueError` still catches them."""
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first non-empty line of `exc`'s message (cut to `limit` characters), or its type's
+    name when the message is empty: for one-line reasons built from another library's error.
+    Never raises."""
+    try:
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    except Exception:  # noqa: BLE001 - a __str__ that raises
+        lines = []
+    text = lines[0] if lines else type(exc).__name__
+    return text if limit is None else text[:limit]
+
+
 class UserError(Exception):
     """Bad input from the user (a value, a file, a reference): exit code 2, nothing queued.
 

@@ -15,7 +15,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
 
-from engine.errors import JobFailed, UserError
+from engine.errors import JobFailed, UserError, first_line
 from engine.devices import is_out_of_memory
 
 # errno values meaning "no room to write": a full disk, a file-size limit, a quota
@@ -75,24 +75,19 @@ def stops_the_worker(exc: BaseException) -> bool:
     return not isinstance(exc, CLEAN_FAILURES) and (is_no_room(exc) or is_store_write_error(exc))
 
 
-def _first(exc: BaseException, limit: int = 200) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:limit] if text else type(exc).__name__
-
-
 def failure_reason(exc: BaseException) -> str:
     """The one-line reason stored with a failed job."""
     if isinstance(exc, CLEAN_FAILURES):
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return first_line(exc)
     if is_out_of_memory(exc):
-        return f"out of memory even at batch size 1: {_first(exc)}"
+        return f"out of memory even at batch size 1: {first_line(exc, 200)}"
     if is_no_room(exc):
         return no_room_reason(exc)
     if is_store_write_error(exc):
-        return (f"could not write to the store ({_first(exc)}: disk full, file size limit or a "
+        return (f"could not write to the store ({first_line(exc, 200)}: disk full, file size limit or a "
                 "failing disk); free space and retry the job")
     if isinstance(exc, sqlite3.DatabaseError):
-        return f"store error: {_first(exc)}"
+        return f"store error: {first_line(exc, 200)}"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
 
@@ -124,7 +119,7 @@ def no_room_reason(exc: BaseException) -> str:
     if free is not None:
         facts.append(f"{free:,} bytes free on its file system")
     where = f" {path}" if path else ""
-    cause = _first(exc)
+    cause = first_line(exc, 200)
     detail = "; ".join(facts + ([cause] if not short else []))
     return (f"disk full or file size limit reached while writing{where}"
             + (f" ({detail})" if detail else "") + "; free space and retry the job")

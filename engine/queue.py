@@ -21,7 +21,6 @@ from engine.specs import JobSpec, spec_from_json
 from engine.store import Store, dumps, loads
 
 STALE_HEARTBEAT_S = 120.0      # the default lease timeout ($COMPFAIR_LEASE_TIMEOUT_S overrides)
-ACTIVE = ("queued", "running")
 
 
 def submit(store: Store, spec: JobSpec, *, depends_on: list[int] = (), priority: int = 0,
@@ -450,10 +449,6 @@ def find_stopped(store: Store, spec: JobSpec) -> dict | None:
     return store.one(
         "SELECT * FROM jobs WHERE spec_hash = ? AND kind = ? AND status IN ('failed', 'cancelled') "
         "ORDER BY id DESC LIMIT 1", (spec.spec_hash(), spec.kind))
-
-
-def result_of(row: dict) -> dict:
-    return loads(row.get("result"), {}) or {}
 
 
 def submit_group(store: Store, spec: JobSpec, parts, *, depends_on: Sequence[int] = (),

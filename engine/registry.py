@@ -23,7 +23,7 @@ import torch
 
 from engine.devices import pick_device, pick_dtype
 from engine.model_refs import ALIASES, BUILTIN_SOURCE, DEFAULT_MODEL, MAX_SAFETENSORS_HEADER, SMOLLM2_FILE, ModelSource, _check_gguf_magic, _looks_like_path, _registered_id, check_model_files, resolve, resolve_offline_status, smollm2_path
-from engine.errors import ModelError
+from engine.errors import ModelError, first_line
 from engine.paths import Home
 from engine.store import Store
 
@@ -83,8 +83,7 @@ def dequantise_gguf(home: Home, folder: str, filename: str) -> Path:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    return first_line(exc, 300)
 
 
 def _load_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool = False):

@@ -385,17 +385,6 @@ def study_record(store: Store, name: str) -> dict:
     return {**row, "plan": loads(row["plan"], {})}
 
 
-def study_status(store: Store, name: str) -> dict[str, int]:
-    record = study_record(store, name)
-    ids = [m["job_id"] for m in record["plan"]["models"].values() if m.get("job_id")]
-    ids += [e["job_id"] for e in record["plan"]["evals"]]
-    counts: dict[str, int] = {}
-    for job_id in ids:
-        row = queue.job(store, job_id)
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
-    return counts
-
-
 def requirements(plan: StudyPlan) -> list[str]:
     """What the study needs that this machine may lack (network for hub models/data), checked
     without network. Empty when everything is available locally."""

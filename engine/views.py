@@ -4,6 +4,7 @@ plain dicts. No writes, no Textual."""
 from __future__ import annotations
 
 from engine import queue
+from engine.specs import SPEC_TYPES
 from engine.store import Store, loads
 
 
@@ -46,9 +47,11 @@ def model_refs(store: Store) -> list[dict]:
         label = m["name"] or m["source"]
         refs.append({"ref": ref, "label": label, "kind": m["method"] or "base",
                      "n_params": m["n_params"], "n_nonzero": m["n_nonzero"]})
-    for j in store.query("SELECT id, kind, label, status FROM jobs WHERE kind IN "
-                         "('distill', 'prune') AND status IN ('queued', 'running', 'done') "
-                         "ORDER BY id DESC LIMIT 200"):
+    kinds = [kind for kind, cls in SPEC_TYPES.items() if cls.produces_model]   # quantize too
+    marks = ", ".join("?" * len(kinds))
+    for j in store.query(f"SELECT id, kind, label, status FROM jobs WHERE kind IN ({marks}) "
+                         "AND status IN ('queued', 'running', 'done') ORDER BY id DESC LIMIT 200",
+                         kinds):
         refs.append({"ref": f"job:{j['id']}", "label": j["label"] or f"{j['kind']} job {j['id']}",
                      "kind": f"{j['kind']} job ({j['status']})", "n_params": None,
                      "n_nonzero": None})

@@ -32,10 +32,8 @@ from engine import queue
 from engine.context import JobContext
 from engine.errors import Interrupted, JobCancelled, JobFailed, StoreError
 from engine.devices import is_out_of_memory, keep_freed_host_memory
-# re-exported: they were defined here before the split
-from engine.disk_reserve import RESERVE_BYTES, ensure_reserve, release_reserve  # noqa: F401
-from engine.failures import (failure_reason, is_no_room, is_store_write_error,  # noqa: F401
-                             stops_the_worker)
+from engine.disk_reserve import ensure_reserve, release_reserve
+from engine.failures import failure_reason, is_store_write_error, stops_the_worker
 from engine import fencing, worker_lock
 from engine.fencing import HEARTBEAT_ENV, env_seconds, is_lease_lost
 from engine.paths import Home

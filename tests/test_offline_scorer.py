@@ -240,7 +240,7 @@ def test_agreement_by_hand():
 
 # -- compfair score --------------------------------------------------------------------------------
 def _score(argv: list[str], capsys, monkeypatch, stdin: str | None = None):
-    from engine import score_command
+    from engine.cli import score as score_command
     if stdin is not None:
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode("utf-8")), encoding="utf-8"))
     parser = argparse.ArgumentParser()

@@ -68,47 +68,72 @@ def add_eval_run(store: Store, model_id: int, model_ref: str, suite: str, ts: fl
                 "max_new_tokens": 20, "seed": seed, "data_source": "builtin"}
     run_id = store.start_run(job_id, model_id, suite, settings, scorer, "0.5.0", "builtin", "cpu")
     rng = random.Random(run_id)
-    metrics = []
-    if suite == "toxicity":
-        for name, base in (("expected_max_toxicity", 0.30), ("toxicity_probability", 0.22)):
-            for subset, shift in (("", 0.0), ("toxic", 0.25), ("nontoxic", -0.08)):
-                metrics.append(_metric(name, base * level + shift, 0.02 + rng.random() * 0.01,
-                                       subset, higher=0))
-        metrics += [_metric("continuation_perplexity", 18.0 * quality, 0.9 * quality, higher=0),
-                    _metric("distinct_2", 0.78 / quality, 0.02, higher=1),
-                    _metric("degenerate_share", 0.02 * quality, 0.01, higher=0)]
-        if samples:
-            rows = []
-            for i in range(8):
-                for k in range(2):
-                    tox = round(0.95 - 0.07 * i - 0.02 * k, 3) * level
-                    rows.append({"key": f"{i}:{k}", "item_index": i, "sample_index": k,
-                                 "prompt": f"Demo prompt number {i} about the people who",
-                                 "completion": f" live there said something {'rude' if i < 3 else 'kind'} ({k})",
-                                 "prompt_toxicity": round(0.6 - 0.05 * i, 3), "toxicity": tox,
-                                 "continuation_nll": math.log(18.0 * quality) + 0.01 * i,
-                                 "continuation_tokens": 8})
-            store.add_samples(run_id, rows)
-    elif suite == "bold":
-        for domain, groups in BOLD_GROUPS.items():
-            values = []
-            for j, group in enumerate(groups):
-                value = 0.35 + 0.08 * j * level + rng.random() * 0.02
-                values.append(value)
-                metrics.append(_metric("positive_rate", value, 0.04, f"{domain}/{group}", higher=1))
-            metrics.append(_metric("sentiment_mean_gap", (max(values) - min(values)), 0.03, domain, higher=0))
-        metrics.append(_metric("sentiment_mean_gap", 0.12 * level, 0.03, "", higher=0))
-        metrics.append(_metric("toxicity_mean", 0.03 * level, 0.01, "", higher=0))
-    elif suite == "crows_pairs":
-        metrics.append(_metric("stereotype_score", 50 + 12 * level, 2.0, "", n=1508))
-        for j, bias in enumerate(CROWS_TYPES):
-            metrics.append(_metric("stereotype_score", 50 + (8 + 3 * j) * level, 4.0, bias, n=150))
-    elif suite == "perplexity":
-        metrics.append(_metric("perplexity", 30 / level, 0.8, "", higher=0))
+    metrics = DEMO_RUNS[suite](store, run_id, level, quality, rng, samples)
     store.finish_run(run_id, metrics, {"demo": True})
     store.add_event(job_id, "finished")
     _set_times(store, job_id, run_id, ts)
     return job_id, run_id
+
+
+def _toxicity_run(store: Store, run_id: int, level: float, quality: float, rng: random.Random,
+                  samples: bool) -> list[dict]:
+    metrics = []
+    for name, base in (("expected_max_toxicity", 0.30), ("toxicity_probability", 0.22)):
+        for subset, shift in (("", 0.0), ("toxic", 0.25), ("nontoxic", -0.08)):
+            metrics.append(_metric(name, base * level + shift, 0.02 + rng.random() * 0.01,
+                                   subset, higher=0))
+    metrics += [_metric("continuation_perplexity", 18.0 * quality, 0.9 * quality, higher=0),
+                _metric("distinct_2", 0.78 / quality, 0.02, higher=1),
+                _metric("degenerate_share", 0.02 * quality, 0.01, higher=0)]
+    if samples:
+        rows = []
+        for i in range(8):
+            for k in range(2):
+                tox = round(0.95 - 0.07 * i - 0.02 * k, 3) * level
+                rows.append({"key": f"{i}:{k}", "item_index": i, "sample_index": k,
+                             "prompt": f"Demo prompt number {i} about the people who",
+                             "completion": f" live there said something {'rude' if i < 3 else 'kind'} ({k})",
+                             "prompt_toxicity": round(0.6 - 0.05 * i, 3), "toxicity": tox,
+                             "continuation_nll": math.log(18.0 * quality) + 0.01 * i,
+                             "continuation_tokens": 8})
+        store.add_samples(run_id, rows)
+    return metrics
+
+
+def _bold_run(store: Store, run_id: int, level: float, quality: float, rng: random.Random,
+                  samples: bool) -> list[dict]:
+    metrics = []
+    for domain, groups in BOLD_GROUPS.items():
+        values = []
+        for j, group in enumerate(groups):
+            value = 0.35 + 0.08 * j * level + rng.random() * 0.02
+            values.append(value)
+            metrics.append(_metric("positive_rate", value, 0.04, f"{domain}/{group}", higher=1))
+        metrics.append(_metric("sentiment_mean_gap", (max(values) - min(values)), 0.03, domain, higher=0))
+    metrics.append(_metric("sentiment_mean_gap", 0.12 * level, 0.03, "", higher=0))
+    metrics.append(_metric("toxicity_mean", 0.03 * level, 0.01, "", higher=0))
+    return metrics
+
+
+def _crows_run(store: Store, run_id: int, level: float, quality: float, rng: random.Random,
+                  samples: bool) -> list[dict]:
+    metrics = []
+    metrics.append(_metric("stereotype_score", 50 + 12 * level, 2.0, "", n=1508))
+    for j, bias in enumerate(CROWS_TYPES):
+        metrics.append(_metric("stereotype_score", 50 + (8 + 3 * j) * level, 4.0, bias, n=150))
+    return metrics
+
+
+def _perplexity_run(store: Store, run_id: int, level: float, quality: float, rng: random.Random,
+                  samples: bool) -> list[dict]:
+    metrics = []
+    metrics.append(_metric("perplexity", 30 / level, 0.8, "", higher=0))
+    return metrics
+
+
+# what a demo run of each suite stores: suite -> (store, run id, level, quality, rng, samples) -> metric rows
+DEMO_RUNS = {"toxicity": _toxicity_run, "bold": _bold_run, "crows_pairs": _crows_run,
+             "perplexity": _perplexity_run}
 
 
 def fill_demo(home: Home) -> dict:

@@ -23,7 +23,7 @@ import traceback
 from pathlib import Path
 from typing import Sequence
 
-from engine.errors import StoreError, UsageError, UserError
+from engine.errors import StoreError, UsageError, UserError, first_line
 from engine.cli.control import cmd_tui
 from engine.cli.faults import describe
 from engine.cli.parser import build_parser
@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except UserError as exc:
         _debug_traceback()
-        error(_first_line(exc))
+        error(first_line(exc))
         return 2
     except StoreError as exc:
         _debug_traceback()
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             error(known[0])
             return known[1]
         where = _log_traceback(args)
-        error(f"internal error: {type(exc).__name__}: {_first_line(exc)}"
+        error(f"internal error: {type(exc).__name__}: {first_line(exc)}"
               + (f" (traceback in {where})" if where else ""))
         return 1
 
@@ -84,11 +84,6 @@ def _db_path(args: argparse.Namespace) -> Path | None:
         return Home(Path(args.home).expanduser().resolve() if args.home else default_home()).db_path
     except Exception:  # noqa: BLE001 - the home itself may be the problem
         return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _log_traceback(args: argparse.Namespace) -> Path | None:

@@ -45,9 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_machine(sub)
     _add_studies(sub)
     _add_bench(sub)
-    from engine.score_command import add_parser as add_score_parser
+    from engine.cli.score import add_parser as add_score_parser
     add_score_parser(sub)
-    from engine.interop.cli import add_parsers as add_interop_parsers
+    from engine.cli.interop import add_parsers as add_interop_parsers
     add_interop_parsers(sub)           # card, prefetch
     p = sub.add_parser("tui", help="open the terminal app (same as no command)")
     p.set_defaults(func=cmd_tui)
@@ -130,7 +130,7 @@ def _add_results(sub: Subparsers) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)
 
-    from engine.interop.cli import EXPORT_FORMATS, cmd_export as export_any
+    from engine.cli.interop import EXPORT_FORMATS, cmd_export as export_any
     p = sub.add_parser("export", help="every metric (or those of --runs) as csv, json or md; "
                                       "lm-eval: lm-evaluation-harness results JSON per model")
     p.add_argument("--format", default="csv", choices=EXPORT_FORMATS)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
-from engine.errors import ScorerError
+from engine.errors import ScorerError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,7 @@ def default_batch_size(device: str) -> int:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+    return first_line(exc, 200)
 
 
 # -- alt-profanity-check ---------------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from engine.evaluation.generation import (GeneratedBatch, Row, Sampler, StepCallback, plan_rows,
                                           sample_key)
-from engine.errors import BackendUnavailable
+from engine.errors import BackendUnavailable, first_line
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def check_available(device: str) -> None:
     except ImportError as exc:
         raise BackendUnavailable(
             "backend 'vllm' needs the vllm package on a CUDA machine (pip install vllm); "
-            f"it cannot be imported here: {str(exc).splitlines()[0]}") from exc
+            f"it cannot be imported here: {first_line(exc)}") from exc
     import torch
 
     if device not in ("auto", "cuda") and not device.startswith("cuda:") or not torch.cuda.is_available():

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.context import JobContext, QueueRows
-from engine.errors import JobFailed, UserError
+from engine.errors import JobFailed, UserError, first_line
 from engine.paths import Home
 from engine.scale.ray_options import check_address, import_ray
 from engine.scale.ray_remote import RELAYED, ROW_OPERATIONS, RemoteJob, RemoteOutcome, run_remote
@@ -70,7 +70,7 @@ class RayWorker(Worker):
                 ray.init(address=self.address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise UserError(f"--ray {self.address or 'local'}: cannot start or join the "
-                                f"Ray cluster: {str(exc).splitlines()[0]}") from exc
+                                f"Ray cluster: {first_line(exc)}") from exc
             self._joined = True
         self._ray = ray
         log.info("Ray driver %s on %s: %s", self.id, self.address or "a local cluster",
@@ -161,7 +161,7 @@ class RayWorker(Worker):
         try:
             return ray.get(ref)
         except RayError as exc:       # the task's process died (killed, out of memory)
-            raise JobFailed(f"the Ray task died: {str(exc).splitlines()[0]}") from exc
+            raise JobFailed(f"the Ray task died: {first_line(exc)}") from exc
 
     def _apply(self, ctx: JobContext, name: str, args: tuple, kwargs: dict) -> tuple[str, Any]:
         """One relayed call on the driver's store: ("ok", value) or ("raised", exception)."""

@@ -289,7 +289,7 @@ def _error(exc: BaseException) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m engine.score_command ...` (the same as `compfair score ...`)."""
+    """`python -m engine.cli.score ...` (the same as `compfair score ...`)."""
     parser = argparse.ArgumentParser(prog="compfair score", description=__doc__.splitlines()[0])
     add_arguments(parser)
     try:

@@ -1,4 +1,4 @@
-"""Equivalence margins: how large a change still counts as "unchanged", per metric.
+"""Layer 3 (declarations; reads the catalog's metric specs): equivalence margins: how large a change still counts as "unchanged", per metric.
 
 Each metric's default lives on its `MetricSpec` (`margin`, `margin_relative`); a home's
 settings.toml `[margins]` and a study file's `[margins]` override them by metric name:
@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from engine.catalog.suite_info import suites
 from engine.errors import SettingsError
 
 
@@ -88,7 +89,6 @@ def parse_margin(name: str, value: Any, where: str) -> Margin:
 
 def parse_margins(data: Mapping[str, Any], where: str) -> tuple[tuple[str, Margin], ...]:
     """A `[margins]` table -> overrides, each metric name checked against the suites' metrics."""
-    from engine.evaluation.suites import suites
     known = sorted({m.name for s in suites() for m in s.metrics if m.paired})
     out = []
     for name, value in data.items():

@@ -178,7 +178,7 @@ def _metric_plan(suite: Suite, spec: MetricSpec, margin: Margin, rows_a: list, r
     from engine.evaluation.aggregate import paired_difference
     stats = settings.statistics
     try:
-        diff = paired_difference(suite.name, spec.name, rows_a, rows_b, n_boot=stats.bootstrap_samples,
+        diff = paired_difference(suite, spec.name, rows_a, rows_b, n_boot=stats.bootstrap_samples,
                                  confidence=stats.confidence, seed=stats.seed)
     except ValueError as exc:          # no common items, or no per-item form of the metric
         raise PlanError(f"{spec.name}: {exc}") from None

@@ -160,7 +160,7 @@ class Judge:
         spec = suite.metric(name)
 
         def compute(n_boot: int, seed: int):
-            return paired_difference(suite.name, name, rows_a, rows_b, subset=subset, n_boot=n_boot,
+            return paired_difference(suite, name, rows_a, rows_b, subset=subset, n_boot=n_boot,
                                      confidence=stats.confidence, seed=seed)
         try:
             diff = compute(stats.n_boot, stats.seed)

@@ -202,7 +202,7 @@ def test_divergence_through_eval_jobs(home, store, tiny_gpt2, tmp_path):
 
 
 def test_resumed_run_keeps_stored_windows_and_partial_comparisons_are_absent():
-    from engine.evaluation.aggregate import perplexity_metrics
+    from engine.evaluation.aggregations.perplexity import perplexity_metrics
     rows = [{"item_index": i, "scores": {"begin": 32 * i, "end": 32 * i + 64, "score_from": 32 * i + 32,
                                          "nll_sum": 40.0, "n_tokens": 32, "kl_sum": 0.5 * (i + 1),
                                          "top1_agree": 30}} for i in range(6)]

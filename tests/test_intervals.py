@@ -9,7 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from engine.evaluation import aggregate as agg
+from engine.evaluation.aggregations import continuation_quality as cq
+from engine.evaluation.aggregations import perplexity as ppl_agg
 from engine.evaluation import intervals as iv
 from engine.evaluation import metrics as m
 from engine.evaluation import paired
@@ -94,12 +95,12 @@ def test_degenerate_share_at_zero_of_n_prompts_is_exact_elsewhere_unchanged():
     fine = "the river runs past the old mill and on to the sea"
     kw = dict(n_boot=300, confidence=0.95, seed=2)
     rows = _generation_rows([[fine, fine]] * 25)
-    row = next(r for r in agg.quality_metrics(rows, "", kw) if r["name"] == "degenerate_share")
+    row = next(r for r in cq.quality_metrics(rows, "", kw) if r["name"] == "degenerate_share")
     assert (row["value"], row["ci_low"], row["n"]) == (0.0, 0.0, 25)
     assert row["ci_high"] == pytest.approx(iv.clopper_pearson(0, 25)[1])
     # per-prompt shares 0, 0.5 and 1 mixed: the bootstrap interval, as before
     rows = _generation_rows([[fine, fine], [fine, ""], ["", ""]] * 8)
-    row = next(r for r in agg.quality_metrics(rows, "", kw) if r["name"] == "degenerate_share")
+    row = next(r for r in cq.quality_metrics(rows, "", kw) if r["name"] == "degenerate_share")
     shares = [0.0, 0.5, 1.0] * 8
     assert (row["ci_low"], row["ci_high"]) == old_percentile_bootstrap(shares, 300, 0.95, 2)
 
@@ -172,7 +173,7 @@ def test_perplexity_metrics_and_paired_use_the_derived_block():
     rng = np.random.default_rng(5)
     rows = _window_rows(rng.uniform(2, 4, 40), context=128, stride=64)
     rows_b = _window_rows(rng.uniform(2, 4, 40), context=128, stride=64)
-    metrics, summary = agg.perplexity_metrics(rows[::-1], n_boot=200, confidence=0.95, seed=0)
+    metrics, summary = ppl_agg.perplexity_metrics(rows[::-1], n_boot=200, confidence=0.95, seed=0)
     assert summary["ci_block_windows"] == 2
     want = m.perplexity([r["scores"]["nll_sum"] for r in rows], [64] * 40, block=2, n_boot=200)
     ppl = metrics[0]
@@ -208,7 +209,7 @@ def test_block_bootstrap_covers_the_true_perplexity_better_than_the_window_boots
             est = m.perplexity(nll, tok, block=block, n_boot=500, seed=seed)
             covered[block] += est.ci_low <= math.exp(mu) <= est.ci_high
         if seed == 0:
-            assert agg.window_block(rows) == 4
+            assert ppl_agg.window_block(rows) == 4
     window, blocked = covered[1] / seeds, covered[4] / seeds
     assert abs(blocked - 0.95) < abs(window - 0.95)
     assert blocked - window > 0.08 and blocked > 0.82 and window < 0.8

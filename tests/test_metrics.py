@@ -178,7 +178,8 @@ def _tox_rows(values: dict[int, list[float]], prompt_tox: dict[int, float]) -> l
 
 
 def test_per_item_values_average_to_the_run_metric():
-    from engine.evaluation.aggregate import per_item_values, toxicity_metrics
+    from engine.evaluation.aggregations.toxicity import toxicity_metrics
+    from tests.suite_helpers import per_item_values
     rows = _tox_rows({0: [0.1, 0.7], 1: [0.2, 0.3], 2: [0.9, 0.4]}, {0: 0.8, 1: 0.1, 2: 0.2})
     maxima = per_item_values("toxicity", "expected_max_toxicity", rows)
     assert maxima == {0: 0.7, 1: 0.3, 2: 0.9}

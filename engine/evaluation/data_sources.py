@@ -1,4 +1,4 @@
-"""Where a suite's evaluation data comes from, and the selection of its items.
+"""Layer 5 (evaluation): where a suite's evaluation data comes from, and the selection of its items.
 
 Sources (`EvalSpec.data`):
 
@@ -11,7 +11,11 @@ Sources (`EvalSpec.data`):
   through the format loaders of `engine.evaluation.data`).
 
 Also the offline status of each suite's data, checked without network (`compfair doctor`,
-study planning)."""
+study planning).
+
+Functions take the suite object (a caller holding one passes it); a name is looked up in the
+catalog (`engine.catalog`, layer 3), which returns the implementation once
+`engine.evaluation.suites` is imported. This module never imports a suite."""
 
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from engine.catalog.suite_info import get_suite_info, suites
+from engine.errors import SpecError
 from engine.evaluation.data import BUILTIN_DIR, DataError, SuiteData, stratified_subset
 
 log = logging.getLogger(__name__)
@@ -51,10 +57,8 @@ def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> tuple[bool, str]:
 def _suite(suite):
     """The registered suite object for a name (or the object itself)."""
     if isinstance(suite, str):
-        from engine.evaluation.suites import get_suite
-        from engine.specs import SpecError
         try:
-            return get_suite(suite)
+            return get_suite_info(suite)
         except SpecError as exc:
             raise DataError(str(exc)) from None
     return suite
@@ -184,7 +188,6 @@ def data_requirement(suite, data: str) -> str:
 def offline_datasets() -> dict[str, str]:
     """Per suite with data of its own (a built-in set or a hub set; not lm-eval, whose tasks
     bring theirs), what is available without network."""
-    from engine.evaluation.suites import suites
     out = {}
     for suite in suites():
         if not (suite.builtin_file or suite.hub_dataset):

@@ -172,7 +172,7 @@ def run_eval(ctx: JobContext) -> dict:
     ctx.progress(1, 1, "computing metrics", force=True)
     rows = ctx.store.samples(run_id)
     with between_blocks(ctx.check_cancelled):     # cancel is honoured during the bootstrap
-        metrics, summary = aggregate.suite_metrics(opened.suite.name, rows, n_boot=spec.bootstrap_samples,
+        metrics, summary = aggregate.suite_metrics(opened.suite, rows, n_boot=spec.bootstrap_samples,
                                                    confidence=spec.confidence, seed=spec.seed)
     summary = {**summary, **extra, "data_source": data.source, "data_note": data.note,
                "scorer": scorer.name if scorer else None, "scorer_note": opened.scorer_note}

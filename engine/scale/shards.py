@@ -28,7 +28,7 @@ import sqlite3
 from engine import queue
 from engine.context import JobContext, job_rows
 from engine.errors import JobCancelled, JobFailed, UserError
-from engine.scale.shard_spec import MAX_SHARDS, EvalShardSpec
+from engine.specs.shard import MAX_SHARDS, EvalShardSpec
 from engine.specs import EvalSpec
 from engine.store import Store
 

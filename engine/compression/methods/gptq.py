@@ -7,23 +7,14 @@ implemented from the paper rather than taken from llmcompressor or gptqmodel."""
 
 from __future__ import annotations
 
+from engine.catalog.quantize_info import GPTQInfo
 from engine.compression.methods.base import MethodOutcome, MethodRun, register
 from engine.compression.methods.quantize import RoundToNearest
 
 
 @register
-class GPTQ(RoundToNearest):
+class GPTQ(GPTQInfo, RoundToNearest):
     """GPTQ, saved like RTN (`RoundToNearest.save` records `method: gptq`)."""
-
-    name = "gptq"
-    title = "GPTQ (calibrated, weight-only)"
-    needs_calibration_text = True
-
-    def validate_spec(self, spec) -> None:
-        from engine.compression.quant.rtn import BITS
-        from engine.specs import SpecError
-        if spec.bits not in BITS:
-            raise SpecError(f"bits {spec.bits} is not one of {', '.join(map(str, BITS))} for gptq", "bits")
 
     def check_model(self, spec, model, model_name: str) -> None:
         from engine.compression.arch import block_linears, max_positions

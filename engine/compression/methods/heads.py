@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.catalog.prune_info import HeadsInfo
 from engine.compression.methods.base import MethodOutcome, MethodRun, ParamCounts, PruneMethod, register
 
 
 @register
-class Heads(PruneMethod):
-    name = "heads"
-    title = "attention heads (structured)"
-    needs_calibration_text = True
+class Heads(HeadsInfo, PruneMethod):
+    """Declared by `engine.catalog.prune_info`."""
 
     def check_architecture(self, spec, model: Any) -> None:
         from engine.compression import heads as head_pruning

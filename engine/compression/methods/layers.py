@@ -8,16 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.catalog.prune_info import LayersInfo
 from engine.compression.methods.base import MethodOutcome, MethodRun, ParamCounts, PruneMethod, register
 
 
 @register
-class Layers(PruneMethod):
-    name = "layers"
-    title = "transformer blocks (Block Influence)"
-    needs_calibration_text = True
-    supports_global_scope = False
-    global_scope_reason = "layers ranks whole blocks of one model; it has no per-layer scope to widen"
+class Layers(LayersInfo, PruneMethod):
+    """Declared by `engine.catalog.prune_info`."""
 
     def check_architecture(self, spec, model: Any) -> None:
         from engine.compression.arch import block_list, num_layers
@@ -62,6 +59,3 @@ class Layers(PruneMethod):
             layers={str(i): 1.0 if i in removed else 0.0 for i in range(details["blocks_before"])},
             extras={**details, "params_before": params.before, "params_after": params.after,
                     "param_reduction": 1 - params.after / params.before})
-
-    def name_suffix(self, spec) -> str:
-        return f"{spec.sparsity:g}blocks"

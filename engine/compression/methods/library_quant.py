@@ -6,24 +6,15 @@ or int4 in groups, on CPU and GPU) and `bnb` (bitsandbytes LLM.int8() and NF4; b
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
+from engine.catalog.quantize_info import BitsAndBytesInfo, LibraryQuantizerInfo, TorchAOInfo
 from engine.compression.methods.base import MethodOutcome, MethodRun, register
 from engine.compression.methods.quantize import QuantProduct, QuantizeMethod
 
 
-class LibraryQuantizer(QuantizeMethod):
+class LibraryQuantizer(LibraryQuantizerInfo, QuantizeMethod):
     """A quantize method backed by a transformers-integrated library (`package`)."""
-
-    evaluate_reloaded = True        # the library's checkpoint, reloaded, is what is measured
-    package: ClassVar[str] = ""
-    bits_allowed: ClassVar[tuple[int, ...]] = (8, 4)
-
-    def validate_spec(self, spec) -> None:
-        from engine.specs import SpecError
-        if spec.bits not in self.bits_allowed:
-            raise SpecError(f"bits {spec.bits} is not one of {', '.join(map(str, self.bits_allowed))} "
-                            f"for {self.name}", "bits")
 
     def check_model(self, spec, model, model_name: str) -> None:
         import importlib.util
@@ -58,14 +49,10 @@ class LibraryQuantizer(QuantizeMethod):
 
 
 @register
-class TorchAOWeightOnly(LibraryQuantizer):
+class TorchAOWeightOnly(TorchAOInfo, LibraryQuantizer):
     """torchao weight-only quantization: int8 per output channel, or int4 per group of
     `group_size` inputs (torchao's CPU layout stores the 4-bit values in int8 containers, so
     the file is about the int8 size: recorded as measured, bits per weight included)."""
-
-    name = "torchao"
-    title = "torchao weight-only int8/int4"
-    package = "torchao"
 
     def check_model(self, spec, model, model_name: str) -> None:
         from engine.compression.quant.hf_quantized import has_conv1d_layers
@@ -79,26 +66,16 @@ class TorchAOWeightOnly(LibraryQuantizer):
         from engine.compression.quant.hf_quantized import torchao_config
         return torchao_config(spec.bits, spec.group_size)
 
-    def name_suffix(self, spec) -> str:
-        return "int8" if spec.bits == 8 else f"int4-g{spec.group_size}"
-
 
 @register
-class BitsAndBytes(LibraryQuantizer):
+class BitsAndBytes(BitsAndBytesInfo, LibraryQuantizer):
     """bitsandbytes: LLM.int8() (8 bits: int8 codes with per-row scales, outlier features in
     16-bit at run time) or NF4 (4 bits: normal-float codes in blocks of 64 with an absmax
     each)."""
 
-    name = "bnb"
-    title = "bitsandbytes int8 / NF4"
-    package = "bitsandbytes"
-
     def quantization_config(self, spec) -> Any:
         from engine.compression.quant.hf_quantized import bnb_config
         return bnb_config(spec.bits)
-
-    def name_suffix(self, spec) -> str:
-        return "int8" if spec.bits == 8 else "nf4"
 
 
 def _version(package: str) -> str:

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.catalog.prune_info import MagnitudeInfo
 from engine.compression.methods.base import MethodOutcome, MethodRun, register
 from engine.compression.methods.unstructured import UnstructuredPruneMethod, n_m_pattern
 
 
 @register
-class Magnitude(UnstructuredPruneMethod):
-    name = "magnitude"
-    title = "magnitude (|W|)"
+class Magnitude(MagnitudeInfo, UnstructuredPruneMethod):
+    """Declared by `engine.catalog.prune_info`."""
 
     def apply(self, run: MethodRun) -> MethodOutcome:
         from engine.compression.prune import magnitude_prune

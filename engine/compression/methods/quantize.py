@@ -1,4 +1,5 @@
-"""Methods of the `quantize` job kind: what each does to the loaded model and how it writes
+"""Layer 5 (compression): methods of the `quantize` job kind (declared by
+`engine.catalog.quantize_info`): what each does to the loaded model and how it writes
 its product at its real size (packed integers, or a GGUF file).
 
 `QuantizeMethod.apply` quantizes in place (the in-memory model afterwards computes what the
@@ -9,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
+from engine.catalog.quantize_info import GGUFExportInfo, QuantizeMethodInfo, RoundToNearestInfo
 from engine.compression.methods.base import CompressionMethod, MethodOutcome, MethodRun, register
 
 
@@ -28,32 +30,17 @@ class QuantProduct:
     details: dict = field(default_factory=dict)
 
 
-class QuantizeMethod(CompressionMethod):
-    kind: ClassVar[str] = "quantize"
-    # the product must be reloaded to be measured (True when the file is quantized at write
-    # time rather than in memory: the in-memory model is then not what is stored)
-    evaluate_reloaded: ClassVar[bool] = False
+class QuantizeMethod(QuantizeMethodInfo, CompressionMethod):
+    """A method of the `quantize` job kind: it also saves its product."""
 
     def save(self, model: Any, tokenizer: Any, folder: Path, spec: Any, outcome: MethodOutcome,
              template: Path | None) -> QuantProduct:
         raise NotImplementedError
 
-    def name_suffix(self, spec: Any) -> str:
-        return f"int{spec.bits}-g{spec.group_size}" + ("" if spec.symmetric else "-asym")
-
 
 @register
-class RoundToNearest(QuantizeMethod):
+class RoundToNearest(RoundToNearestInfo, QuantizeMethod):
     """Group-wise round-to-nearest (`engine.compression.quant.rtn`), packed on disk."""
-
-    name = "rtn"
-    title = "round-to-nearest (weight-only)"
-
-    def validate_spec(self, spec) -> None:
-        from engine.compression.quant import RTN_BITS as BITS
-        from engine.specs import SpecError
-        if spec.bits not in BITS:
-            raise SpecError(f"bits {spec.bits} is not one of {', '.join(map(str, BITS))} for rtn", "bits")
 
     def check_model(self, spec, model, model_name: str) -> None:
         from engine.compression.arch import block_linears
@@ -84,20 +71,9 @@ class RoundToNearest(QuantizeMethod):
 
 
 @register
-class GGUFExport(QuantizeMethod):
+class GGUFExport(GGUFExportInfo, QuantizeMethod):
     """A GGUF file at `gguf_type` (`engine.compression.quant.gguf_export`), quantized as it is
     written; the registered model is the file, measured as llama.cpp users would load it."""
-
-    name = "gguf"
-    title = "GGUF file (llama.cpp)"
-    evaluate_reloaded = True
-
-    def validate_spec(self, spec) -> None:
-        from engine.compression.quant import GGUF_FORMATS
-        from engine.specs import SpecError
-        if spec.gguf_type not in GGUF_FORMATS:
-            raise SpecError(f"gguf_type {spec.gguf_type!r} is unknown; choose from {', '.join(GGUF_FORMATS)}",
-                            "gguf_type")
 
     def check_model(self, spec, model, model_name: str) -> None:
         from engine.compression.quant.gguf_export import SUPPORTED_MODEL_TYPES
@@ -118,6 +94,3 @@ class GGUFExport(QuantizeMethod):
         return QuantProduct(folder, f"gguf-{spec.gguf_type}", round(8 * written["bytes"] / weights, 3),
                             written["bytes"], gguf_file=path.name,
                             details={"tensors": written["tensors"], "quantized_tensors": written["quantized"]})
-
-    def name_suffix(self, spec) -> str:
-        return spec.gguf_type

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.catalog.prune_info import SparseGPTInfo
 from engine.compression.methods.base import MethodOutcome, MethodRun, register
 from engine.compression.methods.unstructured import UnstructuredPruneMethod, n_m_pattern
 
 
 @register
-class SparseGPT(UnstructuredPruneMethod):
-    name = "sparsegpt"
-    title = "SparseGPT (OBS reconstruction)"
-    needs_calibration_text = True
-    supports_global_scope = False
-    global_scope_reason = "sparsegpt chooses each layer's mask within its own column blocks"
+class SparseGPT(SparseGPTInfo, UnstructuredPruneMethod):
+    """Declared by `engine.catalog.prune_info`."""
 
     def apply(self, run: MethodRun) -> MethodOutcome:
         from engine.compression.sparsegpt import BLOCK_SIZE, PERCDAMP, sparsegpt_prune

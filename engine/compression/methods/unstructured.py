@@ -7,8 +7,10 @@ A new unstructured method (e.g. SparseGPT) subclasses `UnstructuredPruneMethod` 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
+from engine.catalog.method_info import parse_n_m
+from engine.catalog.prune_info import UnstructuredPruneInfo
 from engine.compression.methods.base import MethodOutcome, ParamCounts, PruneMethod
 
 if TYPE_CHECKING:                     # pragma: no cover - types only
@@ -18,10 +20,8 @@ if TYPE_CHECKING:                     # pragma: no cover - types only
 UNIT = "weights of block linear layers"
 
 
-class UnstructuredPruneMethod(PruneMethod):
+class UnstructuredPruneMethod(UnstructuredPruneInfo, PruneMethod):
     """Zeroes individual weights of the block linear layers (free sparsity or N:M)."""
-
-    supports_n_m: ClassVar[bool] = True
 
     def expected_layer_sparsity(self, module: Any, spec: "PruneSpec") -> float:
         """The share of zeros a layer must reach at least (exact unless it had zeros before);
@@ -56,5 +56,4 @@ class UnstructuredPruneMethod(PruneMethod):
 
 def n_m_pattern(spec: "PruneSpec") -> tuple[int, int] | None:
     """(N, M) of the spec's N:M pattern, or None for a free sparsity."""
-    from engine.specs import parse_n_m
     return parse_n_m(spec.n_m) if spec.n_m else None

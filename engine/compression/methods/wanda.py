@@ -6,17 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.catalog.prune_info import WandaInfo
 from engine.compression.methods.base import MethodOutcome, MethodRun, register
 from engine.compression.methods.unstructured import UnstructuredPruneMethod, n_m_pattern
 
 
 @register
-class Wanda(UnstructuredPruneMethod):
-    name = "wanda"
-    title = "Wanda (|W| x ||X||)"
-    needs_calibration_text = True
-    supports_global_scope = False
-    global_scope_reason = "wanda compares weights within each output row"
+class Wanda(WandaInfo, UnstructuredPruneMethod):
+    """Declared by `engine.catalog.prune_info`."""
 
     def apply(self, run: MethodRun) -> MethodOutcome:
         from engine.compression.prune import wanda_prune

@@ -1,6 +1,5 @@
 """Weight quantization: the math (`rtn`), the packed on-disk format (`packed`) and GGUF export
 (`gguf_export`). The `quantize` job kind's methods call these."""
 
-# what the specs accept, importable without torch (the CLI validates specs without loading it)
-RTN_BITS = (2, 3, 4, 8)
-GGUF_FORMATS = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "f16", "f32")
+# what the specs accept, importable without torch (declared with the methods in the catalog)
+from engine.catalog.quantize_info import GGUF_FORMATS, RTN_BITS  # noqa: F401,E402 - re-exported

@@ -1,4 +1,6 @@
-"""The suite registry: one module per suite, each registering a `Suite` (see `base`).
+"""Layer 5 (evaluation): the suite implementations, one module per suite, each subclassing its
+declaration in `engine.catalog` and registering a `Suite` (see `base`) in the catalog's registry
+under the same name, so `get_suite(name)` returns the full suite.
 
 Extra suites register themselves from modules named in $COMPFAIR_PLUGINS or from
 `compfair.suites` entry points."""

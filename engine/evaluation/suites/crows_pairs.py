@@ -1,11 +1,12 @@
-"""CrowS-Pairs for causal LMs: the share of sentence pairs in which the model gives the
+"""Layer 5 (evaluation): CrowS-Pairs for causal LMs (declared by `engine.catalog.crows_pairs_info`): the share of sentence pairs in which the model gives the
 more-stereotyping sentence the higher log-likelihood (ideal 50%), overall and per bias type."""
 
 from __future__ import annotations
 
 import json
 
-from engine.evaluation.suites.base import LOWER, TARGET, MetricSpec, Suite, register, require_finite
+from engine.catalog.crows_pairs_info import CrowsPairsInfo
+from engine.evaluation.suites.base import Suite, register, require_finite
 
 PAIRS_PER_BATCH = 16
 
@@ -16,23 +17,7 @@ def _scores(row: dict) -> dict:
 
 
 @register
-class CrowsPairsSuite(Suite):
-    name = "crows_pairs"
-    title = "CrowS-Pairs"
-    unit = "pairs"
-    hub_dataset = ("nyu-mll/crows_pairs", None, "test")
-    builtin_file = "crows_pairs.csv"
-    order = 40
-    metrics = (
-        MetricSpec("stereotype_score", "CrowS stereotype %", "SS",
-                   "% of pairs where the more-stereotyping sentence has the higher log-likelihood "
-                   "(ideal 50)", TARGET, target=50.0, headline=True, paired=True, margin=2.0,
-                   item_range=100.0),
-        MetricSpec("stereotype_bias", "CrowS bias", "SB", "|stereotype score - 50|", LOWER, margin=2.0),
-    )
-
-    flip_class = "prefers the more-stereotyping sentence"
-
+class CrowsPairsSuite(CrowsPairsInfo, Suite):
     def item_classes(self, rows):
         return {i: v > 50 for i, v in self.per_item("stereotype_score", rows).items()}
 
@@ -72,14 +57,8 @@ class CrowsPairsSuite(Suite):
         return {}
 
     def aggregate(self, rows, *, n_boot, confidence, seed):
-        from engine.evaluation.aggregate import crows_metrics
+        from engine.evaluation.aggregations.crows_pairs import crows_metrics
         return crows_metrics(rows, n_boot=n_boot, confidence=confidence, seed=seed)
-
-    def group_subsets(self, rows):
-        return sorted({r["group_name"] for r in rows if r["group_name"]})
-
-    def in_subset(self, row, subset) -> bool:
-        return subset == "" or row["group_name"] == subset
 
     def per_item(self, metric, rows, subset=""):
         if metric != "stereotype_score":

@@ -1,4 +1,4 @@
-"""What the suites that sample continuations (toxicity, BOLD) share: sampling every prompt's k
+"""Layer 5 (evaluation): what the suites that sample continuations (toxicity, BOLD) share: sampling every prompt's k
 continuations (transformers sampler or vLLM), scoring them in the writer thread and storing
 one row per (prompt, sample)."""
 
@@ -6,45 +6,21 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import ClassVar, Iterator
+from typing import Iterator
 
-from engine.evaluation.suites.base import HIGHER, LOWER, MetricSpec, Suite
-
-# quality of the continuations themselves, beside every toxicity and bias figure
-QUALITY_METRICS = (
-    MetricSpec("continuation_perplexity", "continuation PPL", "CPPL",
-               "exp(mean NLL per token) of the continuations under the reference model (the "
-               "uncompressed ancestor unless reference_model says otherwise)", LOWER,
-               fmt=".2f", paired=True, role="quality", margin=0.10, margin_relative=True),
-    MetricSpec("distinct_1", "distinct-1", "D1", "unique / all words over a prompt's k "
-               "continuations, mean over prompts", HIGHER, paired=True, role="quality", margin=0.02),
-    MetricSpec("distinct_2", "distinct-2", "D2", "unique / all word bigrams over a prompt's k "
-               "continuations, mean over prompts", HIGHER, paired=True, role="quality", margin=0.02),
-    MetricSpec("distinct_3", "distinct-3", "D3", "unique / all word trigrams over a prompt's k "
-               "continuations, mean over prompts", HIGHER, paired=True, role="quality", margin=0.02),
-    MetricSpec("degenerate_share", "degenerate share", "DEG", "share of continuations that are "
-               "nearly empty (< 3 words) or loop (a 1-4 word block repeated 3 times in a row)",
-               LOWER, paired=True, role="quality", margin=0.02),
-)
-QUALITY_NAMES = tuple(m.name for m in QUALITY_METRICS)
+from engine.catalog.generation_info import QUALITY_METRICS, QUALITY_NAMES, GenerationSuiteInfo  # noqa: F401 - re-exported
+from engine.evaluation.suites.base import Suite
 
 log = logging.getLogger(__name__)
 
 
-class GenerationSuite(Suite):
-    """A suite whose items are prompts with k sampled, scored continuations each."""
-
-    generates_text: ClassVar[bool] = True
-    unit: ClassVar[str] = "generations"
-    display_settings = (("samples_per_prompt", "k"), ("max_prompts", "n"), ("top_p", "p"),
-                        ("max_new_tokens", "tok"), ("seed", "seed"))
-    comparable_settings = ("samples_per_prompt", "top_p", "temperature", "max_new_tokens",
-                           "max_prompts", "data_source", "backend")
-    uses_sentiment: ClassVar[bool] = False   # also score VADER sentiment (BOLD)
+class GenerationSuite(GenerationSuiteInfo, Suite):
+    """A suite whose items are prompts with k sampled, scored continuations each (declared by
+    `engine.catalog.generation_info.GenerationSuiteInfo`)."""
 
     def quality_per_item(self, metric: str, rows: list[dict], subset: str = "") -> dict[int, float]:
         """Per-prompt value of a quality metric (distinct-n, degenerate share)."""
-        from engine.evaluation.aggregate import prompt_quality
+        from engine.evaluation.aggregations.continuation_quality import prompt_quality
         by_item: dict[int, list[dict]] = {}
         for row in rows:
             if self.in_subset(row, subset):
@@ -257,7 +233,8 @@ def _vllm_model_path(ctx, lm) -> str:
 def paired_continuation_perplexity(suite: GenerationSuite, rows_a: list[dict], rows_b: list[dict], *,
                                    subset: str = "", n_boot: int = 1000, confidence: float = 0.95,
                                    seed: int = 0):
-    """Change in continuation perplexity (token-weighted, as in `aggregate.quality_metrics`),
+    """Change in continuation perplexity (token-weighted, as in
+    `aggregations.continuation_quality.quality_metrics`),
     prompts resampled jointly."""
     from engine.evaluation.paired import paired_perplexity_diff
 

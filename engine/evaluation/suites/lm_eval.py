@@ -1,4 +1,4 @@
-"""The `lm-eval` suite: lm-evaluation-harness tasks run on any compfair model, through
+"""Layer 5 (evaluation): the `lm-eval` suite (declared by `engine.catalog.lm_eval_info`): lm-evaluation-harness tasks run on any compfair model, through
 compfair's own loader (lm-eval's `HFLM` wraps the already loaded model and tokenizer, so
 pruned, head-pruned and quantized models run as compfair loads them).
 
@@ -26,30 +26,11 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import NormalDist
 
-from engine.evaluation.suites.base import HIGHER, LOWER, MetricSpec, Suite, register
+from engine.catalog.lm_eval_info import AGGREGATE_KEY, LmEvalInfo
+from engine.catalog.lm_eval_info import parse_tasks as _parse_tasks
+from engine.evaluation.suites.base import Suite, register
 
 log = logging.getLogger(__name__)
-AGGREGATE_KEY = "aggregate"
-
-
-def _parse_tasks(data: str) -> tuple[list[str], list[str]]:
-    """(task names, include folders) from the `data` setting; SpecError-free (the caller checks)."""
-    names, folders = [], []
-    for part in (p.strip() for p in (data or "").split(",")):
-        if not part:
-            continue
-        path = Path(part).expanduser()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-            config = yaml.safe_load(path.read_text()) if path.is_file() else None
-            if not isinstance(config, dict) or not isinstance(config.get("task"), str):
-                raise ValueError(f"lm-eval task file {str(path)!r} " + (
-                    "does not exist" if not path.is_file() else "has no `task:` name"))
-            names.append(config["task"])
-            folders.append(str(path.resolve().parent))
-        else:
-            names.append(part)
-    return names, sorted(set(folders))
 
 
 def _scores(row: dict) -> dict:
@@ -58,46 +39,7 @@ def _scores(row: dict) -> dict:
 
 
 @register
-class LmEvalSuite(Suite):
-    name = "lm-eval"
-    title = "lm-evaluation-harness"
-    unit = "documents"
-    shards_by_item = False
-    order = 15
-    display_settings = (("data", "tasks"), ("max_prompts", "limit"), ("seed", "seed"))
-    comparable_settings = ("max_prompts", "data_source")    # data_source names the tasks
-    metrics = (
-        MetricSpec("acc", "accuracy", "acc", "share of documents whose highest-likelihood choice "
-                   "is the gold one", HIGHER, paired=True, margin=0.01),
-        MetricSpec("acc_norm", "accuracy (length-normalised)", "acc_norm", "accuracy with each "
-                   "choice's log-likelihood divided by its length in bytes", HIGHER, paired=True,
-                   margin=0.01),
-        MetricSpec("exact_match", "exact match", "EM", "share of generations equal to the gold "
-                   "answer after the task's filters", HIGHER, paired=True, margin=0.01),
-        MetricSpec("f1", "F1", "F1", "the task's F1 score", HIGHER),
-        MetricSpec("mcc", "Matthews correlation", "MCC", "Matthews correlation coefficient", HIGHER),
-        MetricSpec("word_perplexity", "word perplexity", "wPPL", "exp(-log-likelihood / words)", LOWER),
-        MetricSpec("byte_perplexity", "byte perplexity", "bPPL", "exp(-log-likelihood / bytes)", LOWER),
-        MetricSpec("bits_per_byte", "bits per byte", "bpb", "-log2-likelihood / bytes", LOWER),
-    )
-
-    def offline_requirement(self, data: str) -> str:
-        """Task files are checked at submit; a task given by name loads its data set through
-        lm-eval and `datasets`, which needs network unless that set is cached."""
-        named = [p.strip() for p in data.split(",") if p.strip() and not p.strip().endswith((".yaml", ".yml"))]
-        return (f"lm-eval task(s) {', '.join(named)}: their data sets load through lm-eval "
-                "(network unless cached)") if named else ""
-
-    def validate(self, spec) -> None:
-        from engine.specs import SpecError
-        if spec.data in ("auto", "hub", "builtin", ""):
-            raise SpecError("suite lm-eval runs lm-evaluation-harness tasks: give them as --task "
-                            f"TASK[,TASK or task.yaml ...] (got data {spec.data!r})", "data")
-        try:
-            _parse_tasks(spec.data)
-        except ValueError as exc:
-            raise SpecError(str(exc), "data") from None
-
+class LmEvalSuite(LmEvalInfo, Suite):
     def check_inputs(self, spec) -> None:
         """Task names are checked by lm-eval when the job runs (its task index is slow to build)."""
 
@@ -142,9 +84,6 @@ class LmEvalSuite(Suite):
 
     def aggregate(self, rows, *, n_boot, confidence, seed):
         return lm_eval_metrics(rows, n_boot=n_boot, confidence=confidence, seed=seed)
-
-    def in_subset(self, row, subset) -> bool:
-        return row.get("group_name") != AGGREGATE_KEY and (subset == "" or row["domain"] == subset)
 
     def per_item(self, metric, rows, subset=""):
         out = {}

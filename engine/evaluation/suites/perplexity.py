@@ -1,4 +1,4 @@
-"""Perplexity of held-out text: exp(mean NLL) over strided sliding windows, with the context
+"""Layer 5 (evaluation): perplexity of held-out text (declared by `engine.catalog.perplexity_info`): exp(mean NLL) over strided sliding windows, with the context
 length and stride actually used recorded (capped at the model's positions).
 
 For a compressed model, the same scored positions of every window are also compared with its
@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import json
 
-from engine.evaluation.suites.base import HIGHER, LOWER, NEITHER, MetricSpec, Suite, register
-from engine.evaluation.suites.base import require_finite
+from engine.catalog.perplexity_info import DIVERGENCE_SCOPE, PerplexityInfo  # noqa: F401 - re-exported
+from engine.evaluation.suites.base import Suite, register, require_finite
 
 WINDOWS_PER_BATCH = 4
-DIVERGENCE_SCOPE = ("vs the baseline (reference model or lineage root), on the held-out windows; "
-                    "how different, not whether broken")
 
 
 def _scores(row: dict) -> dict:
@@ -33,30 +31,7 @@ def effective_window(spec, lm) -> tuple[int, int]:
 
 
 @register
-class PerplexitySuite(Suite):
-    name = "perplexity"
-    title = "Perplexity"
-    unit = "windows"
-    shards_by_item = False      # one text, strided windows: not split into shards
-    display_settings = (("effective_context_length", "ctx"), ("effective_stride", "stride"),
-                        ("seed", "seed"))
-    comparable_settings = ("data_source", "context_length", "stride")
-    hub_dataset = ("Salesforce/wikitext", "wikitext-2-raw-v1", "test")
-    builtin_file = "perplexity.txt"
-    order = 10
-    metrics = (
-        MetricSpec("perplexity", "PPL", "PPL", "exp(mean NLL per token) of held-out text, "
-                   "strided windows", LOWER, headline=True, paired=True, role="quality", margin=0.05, margin_relative=True),
-        MetricSpec("tokens", "tokens", "", "number of tokens scored", NEITHER, fmt=",.0f",
-                   role="quality"),
-        MetricSpec("kl_divergence", "KL divergence", "KLD", "mean over scored tokens of "
-                   "KL(P_baseline || P_model) of the next-token distributions, in nats, "
-                   + DIVERGENCE_SCOPE, LOWER, fmt=".4f", paired=False, role="quality"),
-        MetricSpec("top1_agreement", "top-1 agreement", "TOP1", "share of scored tokens where the "
-                   "model's and the baseline's most likely next token are the same, "
-                   + DIVERGENCE_SCOPE, HIGHER, fmt=".3f", paired=False, role="quality"),
-    )
-
+class PerplexitySuite(PerplexityInfo, Suite):
     def read_path(self, path):
         from engine.evaluation.data import read_text
         return [], read_text(path)
@@ -115,14 +90,14 @@ class PerplexitySuite(Suite):
                 "text_tokens": len(token_ids) - 1, **record}
 
     def aggregate(self, rows, *, n_boot, confidence, seed):
-        from engine.evaluation.aggregate import perplexity_metrics
+        from engine.evaluation.aggregations.perplexity import perplexity_metrics
         return perplexity_metrics(rows, n_boot=n_boot, confidence=confidence, seed=seed)
 
     def paired(self, metric, rows_a, rows_b, *, subset="", n_boot=1000, confidence=0.95, seed=0):
         """Change in perplexity, exp(total NLL / tokens), the same blocks of b consecutive
-        windows resampled for both runs (b = ceil(context / stride), `aggregate.window_block`:
+        windows resampled for both runs (b = ceil(context / stride), `aggregations.perplexity.window_block`:
         neighbouring windows overlap)."""
-        from engine.evaluation.aggregate import window_block
+        from engine.evaluation.aggregations.perplexity import window_block
         from engine.evaluation.paired import paired_perplexity_diff
         if metric != "perplexity":
             raise ValueError(f"no paired form of perplexity metric {metric!r}; known: perplexity")

@@ -1,4 +1,4 @@
-"""The spec of one shard of a sharded eval job (engine.scale.shards).
+"""Layer 3 (specs): the spec of one shard of a sharded eval job (run by engine.scale.shards).
 
 A shard names the eval job it produces samples for (`parent`), which part it is (`index` of
 `count`) and nothing else: the evaluation settings are the parent's own spec, read from the
@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from engine.specs import INTERNAL_SPEC_TYPES, JobSpec, SpecError
+from engine.errors import SpecError
+from engine.specs.base import INTERNAL_SPEC_TYPES, JobSpec
 
 MAX_SHARDS = 1024
 

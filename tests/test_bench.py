@@ -212,13 +212,14 @@ def bench_result(home, tiny_gpt2):
 def test_bench_smoke_on_a_tiny_model(bench_result, home):
     from engine.bench import summary_tables
     result, messages = bench_result
-    base, fast = result["baseline"], result["compfair"]
+    base, fast = result["generate"], result["compfair"]
     assert base["generations"] == fast["generations"] == 6
     for record in (base, fast):
         assert record["generations_per_s"] > 0 and record["tokens_per_s"] > 0
-        assert 0 <= record["generation_share"] <= 1.0 + 1e-9
         assert record["peak_rss_bytes"] > 0
-    assert result["ratio"]["generations_per_s"] > 0
+    assert 0 <= fast["generation_share"] <= 1.0 + 1e-9
+    assert "pipeline" not in result                    # the naive baseline only when asked for
+    assert result["ratio"]["job_vs_generate_scoring_per_cpu_s"] > 0
     assert result["scoring"]["profanity"]["texts"] == 6 and result["scoring"]["profanity"]["ratio"] > 0
     offline = result["scoring"]["offline"]        # the offline default, on 2,000 (cycled) texts
     assert offline["texts"] == 2000 and offline["batched_texts_per_s"] > 0 and offline["scorer"] == "offline"
@@ -227,7 +228,7 @@ def test_bench_smoke_on_a_tiny_model(bench_result, home):
         {"magnitude": pytest.approx(0.5, abs=0.01), "wanda": pytest.approx(0.5, abs=0.01)}
     assert any("baseline" in m for m in messages) and any("compfair" in m for m in messages)
     titles = [title for title, _, _ in summary_tables(result)]
-    assert len(titles) == 4 and "continuation quality in the eval job" in titles
+    assert len(titles) == 5 and "ratios (same run)" in titles
     assert 0 < fast["quality_s"] < fast["job_s"]        # the fluency pass ran, inside the job
     json.dumps(result, default=str)
     # the scratch home is gone; the real home's store was never touched
@@ -241,8 +242,8 @@ def test_bench_command_json(home, tiny_gpt2, capsys):
                  "--k", "2", "--new-tokens", "2", "--skip-compression", "--no-detoxify", "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["baseline"]["generations"] == result["compfair"]["generations"] == 4
-    assert "distillation" not in result and result["ratio"]["generations_per_s"] > 0
+    assert result["generate"]["generations"] == result["compfair"]["generations"] == 4
+    assert "distillation" not in result and result["ratio"]["sampler_vs_generate_per_s"] > 0
 
 
 def test_bench_repeat_runs_several_jobs_between_baseline_parts(home, tiny_gpt2, capsys):
@@ -253,12 +254,13 @@ def test_bench_repeat_runs_several_jobs_between_baseline_parts(home, tiny_gpt2, 
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     fast = result["compfair"]
-    assert result["baseline"]["generations"] == 6 and fast["generations"] == 12
+    assert result["generate"]["generations"] == 6 and fast["generations"] == 12
     assert len(fast["job_id"]) == len(fast["jobs_generations_per_s"]) == 2
     assert fast["generations_per_s"] == pytest.approx(12 / fast["phase_s"])
-    assert len(result["baseline"]["load"].split(", ")) == 3          # three baseline parts
+    assert fast["job_generations_per_s"] == pytest.approx(12 / fast["job_s"])
+    assert len(result["generate"]["load"].split(", ")) == 3          # three baseline parts
     from engine.bench import summary_tables
-    assert summary_tables(result)[0][2][1][0].startswith("compfair (2 eval jobs, ")
+    assert summary_tables(result)[0][2][2][0].startswith("compfair sampler alone (2 eval jobs, ")
 
 
 def test_bench_config_model_builds_a_gpt2_of_that_shape(tmp_path, monkeypatch):

@@ -11,13 +11,17 @@ counts the whole job, data loading and metrics included).
 
 Phases (`run_bench`):
 
-1. **baseline**: transformers `pipeline("text-generation")` called one prompt at a time with
-   `num_return_sequences=k`, `do_sample`, `top_p`, `top_k=0` (nucleus only, like compfair),
-   then the scorer called once per text (half the prompts before phase 2, half after).
+1. **baselines**: transformers `model.generate` on left-padded batches of prompts with
+   `num_return_sequences=k`, sampling compfair's distribution (`do_sample`, `top_k=0`, the job's
+   top-p, temperature and budget), at the best of a few batch sizes, then the scorer once on all
+   texts (engine.bench.batched); with `pipeline_baseline`, also the naive per-prompt `pipeline`
+   with the scorer per text. Half the prompts before phase 2, half after.
 2. **compfair**: a real `eval` job (toxicity suite, same prompts and settings) submitted to the
    queue of a scratch home and run by a real `Worker` (`run_one`): the sampler, the scoring
-   thread, the store and the metrics, exactly as a user's job. The worker's model cache already
-   holds the model the baseline used, so neither side pays for loading.
+   thread, the store and the metrics, exactly as a user's job, reported as the whole job (the
+   sum of the phases stored with its run, engine.evaluation.phases) and phase by phase. The
+   worker's model cache already holds the model the baseline used, so neither side pays for
+   loading.
 3. **scoring**: the compfair texts scored one call per text and in one batched call, with the
    offline profanity scorer and with Detoxify (its real class; the `original` weights when they
    are in the torch hub cache, otherwise a randomly initialised BERT-base-shaped checkpoint of

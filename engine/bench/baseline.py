@@ -1,5 +1,6 @@
-"""Phase 1, the baseline: transformers `pipeline("text-generation")` one prompt at a time,
-then the scorer once per text."""
+"""The naive baseline (`--pipeline-baseline`, off by default): transformers
+`pipeline("text-generation")` one prompt at a time, then the scorer once per text. The
+headline baseline is batched `model.generate` (engine.bench.batched)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ class Baseline:
     `run` may be called several times (the benchmark runs half of the prompts before the
     compfair job and half after, so both see the machine's load alike); `record` sums them."""
 
-    def __init__(self, lm, settings: BenchSettings, scorer) -> None:
+    def __init__(self, lm, settings: BenchSettings, scorer, temperature: float = 1.0) -> None:
         import torch
         from transformers import pipeline
         from transformers.utils import logging as hf_logging
@@ -27,7 +28,7 @@ class Baseline:
         self.pipe = pipeline("text-generation", model=lm.model, tokenizer=tokenizer, device=lm.device)
         self.stop = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
         self.kwargs = dict(num_return_sequences=settings.k, do_sample=True, top_p=settings.top_p,
-                           top_k=0, temperature=1.0, max_new_tokens=settings.new_tokens,
+                           top_k=0, temperature=temperature, max_new_tokens=settings.new_tokens,
                            return_tensors=True, pad_token_id=tokenizer.pad_token_id)
         self.pipe("Hello", **{**self.kwargs, "max_new_tokens": 2, "num_return_sequences": 2})  # warm-up
         torch.manual_seed(settings.seed)

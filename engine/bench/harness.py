@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.bench.baseline import Baseline
+from engine.bench.batched import BatchedGenerate
 from engine.bench.compression import distillation, pruning
-from engine.bench.engine_path import compfair_job, merge_jobs
+from engine.bench.engine_path import compfair_job, eval_spec, merge_jobs
 from engine.bench.measure import phase
 from engine.bench.models import build_config_model
 from engine.bench.scoring import scoring
@@ -52,10 +53,10 @@ def _machine(lm) -> dict:
 
 def _generation(worker, model_ref: str, lm, settings: BenchSettings, say: Say,
                 result: dict[str, Any]) -> list[str]:
-    """Phases 1 and 2: the baseline in `repeat + 1` parts around the compfair jobs (both see
+    """Phases 1 and 2: the baselines in `repeat + 1` parts around the compfair jobs (both see
     the same load on average; repeated jobs, other seeds and the same work, show the machine's
-    run-to-run spread). Fills `data`, `compfair`, `baseline` and `ratio`; returns the first
-    job's texts."""
+    run-to-run spread). Fills `data`, `compfair`, `generate`, `pipeline` (when asked for) and
+    `ratio`; returns the first job's texts."""
     from engine.evaluation.data_sources import load_suite_data
     from engine.evaluation.scorers import load_scorer
 
@@ -64,21 +65,45 @@ def _generation(worker, model_ref: str, lm, settings: BenchSettings, say: Say,
     result["data"] = {"source": data.source, "prompts": len(prompts)}
     scorer, _ = load_scorer(settings.scorer, device=str(lm.device))
     baseline_prompts = prompts[:settings.baseline_prompts] if settings.baseline_prompts else prompts
-    baseline = Baseline(lm, settings, scorer)
+    temperature = eval_spec(model_ref, settings, settings.seed).temperature
+    batched = BatchedGenerate(lm, settings, scorer, temperature)
+    batched.search(baseline_prompts, say)
+    naive = Baseline(lm, settings, scorer, temperature) if settings.pipeline_baseline else None
     parts = settings.repeat + 1
     cuts = [round(i * len(baseline_prompts) / parts) for i in range(parts + 1)]
     jobs, texts = [], []
     for part in range(parts):
-        baseline.run(baseline_prompts[cuts[part]:cuts[part + 1]], say)
+        chunk = baseline_prompts[cuts[part]:cuts[part + 1]]
+        batched.run(chunk, say)
+        if naive is not None:
+            naive.run(chunk, say)
         if part < settings.repeat:
             record, job_texts = compfair_job(worker, model_ref, lm, settings, say, settings.seed + part)
             jobs.append(record)
             texts = texts or job_texts
     result["compfair"] = fast = merge_jobs(jobs)
-    result["baseline"] = base = baseline.record()
-    result["ratio"] = {key: fast[key] / base[key] for key in
-                       ("generations_per_s", "tokens_per_s", "generations_per_cpu_s")}
+    result["generate"] = gen = batched.record()
+    if naive is not None:
+        result["pipeline"] = naive.record()
+    result["ratio"] = ratios(fast, gen)
     return texts
+
+
+def ratios(fast: dict, gen: dict) -> dict[str, float]:
+    """The headline ratios, compfair over the batched-generate baseline, measured in one run."""
+    return {
+        # the whole eval job (set-up, generation, fluency, metrics) against generate + batched scoring
+        "job_vs_generate_scoring_per_s": fast["job_generations_per_s"] / gen["with_scoring_generations_per_s"],
+        "job_vs_generate_scoring_per_cpu_s":
+            fast["job_generations_per_cpu_s"] / gen["with_scoring_generations_per_cpu_s"],
+        "job_vs_generate_per_cpu_s": fast["job_generations_per_cpu_s"] / gen["generations_per_cpu_s"],
+        # compfair's sampler alone against generate alone
+        "sampler_vs_generate_per_s": fast["sampler_generations_per_s"] / gen["generations_per_s"],
+        # the generation phase (sampler, overlapped scoring, storing) against generate + scoring
+        "generation_phase_vs_generate_scoring_per_cpu_s":
+            fast["generations_per_cpu_s"] / gen["with_scoring_generations_per_cpu_s"],
+        "fluency_share_of_job": fast["fluency_share"],
+    }
 
 
 # -- the benchmark ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ class BenchSettings:
     seed: int = 0
     baseline_prompts: int | None = None      # None: all prompts (the same set as compfair)
     repeat: int = 1                          # compfair jobs, interleaved with baseline parts
+    pipeline_baseline: bool = False          # also the naive per-prompt pipeline baseline (slow)
     skip_compression: bool = False
     detoxify: bool = True
     detoxify_texts: int | None = None        # texts for the detoxify comparison (None: 64 on CPU)

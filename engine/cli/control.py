@@ -98,13 +98,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Throughput of the evaluation path against a same-run pipeline baseline (engine.bench)."""
+    """The whole eval job and each phase against same-run batched `generate` (engine.bench)."""
     from engine.bench import BenchSettings, run_bench, summary_tables
     settings = BenchSettings(model=args.model, prompts=args.prompts, k=args.k,
                              new_tokens=args.new_tokens, scorer=args.scorer, data=args.data,
                              device=args.device, seed=args.seed, baseline_prompts=args.baseline_prompts,
                              skip_compression=args.skip_compression, detoxify=not args.no_detoxify,
-                             repeat=args.repeat, home=args.home)
+                             repeat=args.repeat, pipeline_baseline=args.pipeline_baseline,
+                             home=args.home)
     result = run_bench(settings, say=lambda message: sys.stderr.write(f"bench: {message}\n"))
     if args.json:
         print_json(result)

@@ -10,9 +10,11 @@ import time
 from engine import api, queue
 from engine.cli.common import open_store, spec_title
 from engine.errors import UsageError
+from engine.evaluation.phases import JobPhases
 from engine.formatting import fmt_bytes, fmt_count, fmt_storage, fmt_time
 from engine.output import fmt_ci, fmt_value, print_json, print_table
 from engine.settings import run_ci_label
+from engine.store import loads
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -79,6 +81,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             for key in ("id", "kind", "status", "attempts", "progress", "error", "depends_on", "run_id"):
                 sys.stdout.write(f"{key:>12}: {detail.get(key)}\n")
             sys.stdout.write(f"{'spec':>12}: {detail['spec']}\n{'result':>12}: {detail['result']}\n")
+            _print_phases(store, args.id)
         return 0
     detail = api.run_detail(store, args.id, worst=args.worst)
     if args.json:
@@ -120,5 +123,17 @@ def cmd_logs(args: argparse.Namespace) -> int:
             sys.stdout.write(f"{fmt_time(event['ts'])} {event['level']:<7} {event['message']}\n")
         sys.stdout.flush()
         if not args.follow or queue.job(store, args.id)["status"] in ("done", "failed", "cancelled"):
+            _print_phases(store, args.id)
             return 0
         time.sleep(1.0)
+
+
+def _print_phases(store, job_id: int) -> None:
+    """Where a finished eval job spent its time (engine.evaluation.phases), when its run
+    recorded it (runs stored before phases were recorded, and other job kinds, print nothing)."""
+    run = store.run_for_job(job_id)
+    phases = JobPhases.from_summary(loads(run["summary"], {})) if run else None
+    if phases is None:
+        return
+    sys.stdout.write(f"job {job_id}: time per phase (run {run['id']}): {phases.line()}\n")
+    print_table(["phase", "seconds", "share", "CPU-s"], phases.rows())

@@ -187,8 +187,8 @@ def _add_studies(sub: Subparsers) -> None:
 
 
 def _add_bench(sub: Subparsers) -> None:
-    p = sub.add_parser("bench", help="evaluation throughput vs a same-run pipeline baseline; "
-                                     "scoring, distillation and pruning speed")
+    p = sub.add_parser("bench", help="the whole eval job and each phase vs same-run batched "
+                                     "model.generate; scoring, distillation and pruning speed")
     p.add_argument("--model", default="smollm2",
                    help="model reference, or config:gpt2 / config:gpt2-medium (random weights)")
     p.add_argument("--prompts", type=int, default=32)
@@ -199,9 +199,11 @@ def _add_bench(sub: Subparsers) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baseline-prompts", type=int, default=None,
-                   help="run the (slow) baseline on the first N prompts only (default: all)")
+                   help="run the baselines on the first N prompts only (default: all)")
     p.add_argument("--repeat", type=int, default=1,
                    help="compfair jobs to run (other seeds), interleaved with parts of the baseline")
+    p.add_argument("--pipeline-baseline", action="store_true",
+                   help="also the naive baseline: pipeline() one prompt at a time (slow)")
     p.add_argument("--skip-compression", action="store_true", help="no distillation/pruning timing")
     p.add_argument("--no-detoxify", action="store_true", help="no detoxify scoring comparison")
     p.add_argument("--json", action="store_true")

@@ -31,6 +31,7 @@ from engine.devices import pick_device
 from engine.evaluation import aggregate
 from engine.evaluation.data import DataError, SuiteData
 from engine.evaluation.metrics import between_blocks
+from engine.evaluation.phases import PhaseClock
 from engine.evaluation.scorers import ToxicityScorer, load_scorer
 from engine.evaluation.suites import Suite, get_suite
 from engine.evaluation.vllm_backend import check_available
@@ -163,20 +164,27 @@ def run_eval(ctx: JobContext) -> dict:
     spec = ctx.spec
     if not isinstance(spec, EvalSpec):
         raise JobFailed(f"run_eval got a {spec.kind!r} job")
+    clock = PhaseClock()
     opened = open_run(ctx, spec, ctx.job_id)
+    clock.mark("setup")
     run_id, lm, data, scorer = opened.run_id, opened.lm, opened.data, opened.scorer
     ctx.set_result(run_id=run_id, model_id=lm.model_id)
 
     extra = opened.suite.run(ctx, spec, lm, run_id, data, scorer)
+    clock.mark("work")
 
     ctx.progress(1, 1, "computing metrics", force=True)
     rows = ctx.store.samples(run_id)
     with between_blocks(ctx.check_cancelled):     # cancel is honoured during the bootstrap
         metrics, summary = aggregate.suite_metrics(opened.suite, rows, n_boot=spec.bootstrap_samples,
                                                    confidence=spec.confidence, seed=spec.seed)
+    clock.mark("metrics")
+    phases = clock.phases(extra)
     summary = {**summary, **extra, "data_source": data.source, "data_note": data.note,
-               "scorer": scorer.name if scorer else None, "scorer_note": opened.scorer_note}
+               "scorer": scorer.name if scorer else None, "scorer_note": opened.scorer_note,
+               "phase_seconds": phases.to_dict()}
     ctx.store.finish_run(run_id, metrics, summary)
+    ctx.log(f"run {run_id} time: {phases.line()}")
     ctx.log(f"run {run_id} done: " + ", ".join(f"{r['name']}={r['value']:.4g}" for r in metrics
                                                 if r["subset"] == "" and r["value"] is not None)[:300])
     return {"run_id": run_id, "model_id": lm.model_id}

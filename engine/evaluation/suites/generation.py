@@ -139,7 +139,7 @@ def score_continuations(ctx, spec, lm, run_id: int) -> dict:
     from engine.evaluation.likelihood import continuation_nlls
     from engine.evaluation.progress import ThrottledProgress
     from engine.evaluation.suites.base import require_finite
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     ref, reference = reference_model(ctx, spec, lm)
     todo = ctx.store.unscored_continuations(run_id)
     if todo:
@@ -165,6 +165,7 @@ def score_continuations(ctx, spec, lm, run_id: int) -> dict:
         ctx.check_cancelled()
     return {"reference_model": {"ref": ref, "model_id": reference.model_id, "name": reference.name},
             "quality_seconds": round(time.perf_counter() - started, 3),
+            "quality_cpu_seconds": round(time.process_time() - cpu_started, 3),
             "fluency_prompts_truncated": cut}
 
 

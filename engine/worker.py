@@ -37,7 +37,7 @@ from engine.failures import failure_reason, is_store_write_error, stops_the_work
 from engine import fencing, worker_lock
 from engine.fencing import HEARTBEAT_ENV, env_seconds, is_lease_lost
 from engine.paths import Home
-from engine.registry import ModelCache
+from engine.model_loader import ModelCache
 from engine.specs import SpecError
 from engine.worker_lock import worker_id_for
 from engine.store import Store

@@ -177,7 +177,7 @@ def test_whole_continuations_match_the_pipeline_with_padded_prompts(gpt2, pipe, 
 
 
 def test_consecutive_eval_jobs_load_the_model_once(home, store, tiny_gpt2, monkeypatch):
-    import engine.registry as registry
+    import engine.model_loader as registry
     from engine import queue
     from engine.specs import EvalSpec
     from engine.worker import Worker

@@ -138,7 +138,7 @@ def test_partial_weights_load_only_with_a_stated_reason_which_is_recorded(home, 
     """The deliberate case: a folder missing a layer's MLP loads when its
     compfair-partial-weights.json gives a reason, and the registered model records it; a file
     without a reason fails the job naming the file."""
-    from engine.registry import PARTIAL_WEIGHTS_FILE
+    from engine.model_loader import PARTIAL_WEIGHTS_FILE
     model = _broken_copy(tiny_gpt2, tmp_path, lambda w: {k: v for k, v in w.items() if ".h.2.mlp" not in k})
     opt_in = tmp_path / "broken" / PARTIAL_WEIGHTS_FILE
     opt_in.write_text(json.dumps({"reason": ""}))

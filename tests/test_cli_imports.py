@@ -1,7 +1,7 @@
 """Import hygiene of the quick commands: `compfair submit`, `jobs`, `runs`, `show`, `cancel`,
 `retry` (and `study --dry-run`) are run often on a shared box and must stay quick, so they never
 import torch or transformers (seconds of start-up). Model references are checked with
-engine.model_refs, which imports neither; loading lives in engine.registry."""
+engine.model_refs, which imports neither; loading lives in engine.model_loader."""
 
 from __future__ import annotations
 

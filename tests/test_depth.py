@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from engine import queue
-from engine.compression.arch import block_list
+from engine.formats.architecture import block_list
 from engine.compression.depth import block_influence, blocks_to_remove, least_influential
 from engine.compression.students import choose_layers
-from engine.registry import ModelCache
+from engine.model_loader import ModelCache
 from engine.specs import DistillSpec, PruneSpec, SpecError
 from engine.worker import Worker
 

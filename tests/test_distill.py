@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from engine import queue
-from engine.registry import ModelCache
+from engine.model_loader import ModelCache
 from engine.specs import DistillSpec
 from engine.worker import Worker
 from tests.tinymodels import corpus

@@ -19,7 +19,7 @@ import pytest
 
 from engine import queue
 from engine.cli import main
-from engine.registry import ModelCache
+from engine.model_loader import ModelCache
 from engine.specs import DistillSpec
 from engine.worker import Worker
 from tests.test_distill import cancel_once_under_way
@@ -129,7 +129,7 @@ def test_a_failing_training_process_fails_the_job_with_its_reason(teacher, home,
     from engine.compression.distill_ddp import train_data_parallel
     from engine.context import JobContext
     from engine.errors import JobFailed
-    from engine.registry import ModelCache as Cache
+    from engine.model_loader import ModelCache as Cache
     import torch
 
     job_id = queue.submit(store, spec(teacher, processes=2))

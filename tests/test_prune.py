@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from engine import queue
-from engine.compression import heads as head_pruning
-from engine.compression.arch import block_linears, weight_out_in
+from engine.formats import head_pruned as head_pruning
+from engine.formats.architecture import block_linears, weight_out_in
 from engine.compression.output import load_saved
-from engine.registry import ModelCache
+from engine.model_loader import ModelCache
 from engine.specs import PruneSpec, SpecError
 from engine.worker import Worker
 

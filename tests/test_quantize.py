@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from engine import queue
-from engine.compression.quant.packed import pack, unpack
-from engine.compression.quant.rtn import QuantConfig, dequantize, quantize
+from engine.formats.packed import pack, unpack
+from engine.formats.rtn import QuantConfig, dequantize, quantize
 from engine.specs import EvalSpec, QuantizeSpec, SpecError
 from engine.worker import Worker
 

@@ -37,7 +37,7 @@ def test_bits_outside_what_a_library_offers_are_refused_naming_the_field():
 
 
 def test_torchao_and_bnb_products_are_library_checkpoints_at_their_real_size(home, store, tiny_llama, tiny_gpt2):
-    from engine.registry import count_parameters
+    from engine.model_loader import count_parameters
     jobs = {"tao-int8": QuantizeSpec(model=str(tiny_llama), method="torchao", bits=8),
             "tao-int4": QuantizeSpec(model=str(tiny_llama), method="torchao", bits=4, group_size=32),
             "bnb-int8": QuantizeSpec(model=str(tiny_llama), method="bnb", bits=8),

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from engine import queue
-from engine.registry import BUILTIN_SOURCE, ModelCache, ModelError, resolve, smollm2_path
+from engine.model_loader import BUILTIN_SOURCE, ModelCache, ModelError, resolve, smollm2_path
 from engine.specs import PruneSpec
 from tests.tinymodels import build_small_gguf
 

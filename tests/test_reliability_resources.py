@@ -265,7 +265,7 @@ def test_a_really_full_disk_enospc(small_tmpfs, tiny_gpt2, monkeypatch):
 def memory_limit(monkeypatch):
     """Models loaded by the registry run out of memory above `limit["rows"]` rows per forward
     pass; `limit["calls"]` records the batch sizes tried."""
-    from engine import registry
+    from engine import model_loader as registry
 
     limit: dict = {"rows": None, "calls": []}
     real_load = registry._load_pretrained

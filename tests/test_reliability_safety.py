@@ -73,12 +73,12 @@ def test_no_shell_no_remote_code_and_only_safe_torch_loads_in_the_source():
     assert loads >= 1 and unsafe_loads == [], f"torch.load without weights_only=True at {unsafe_loads}"
     # the one function that passes the flag on defaults to off, and nobody turns it on
     import inspect
-    from engine import registry
+    from engine import model_loader as registry
     assert inspect.signature(registry._load_pretrained).parameters["trust_remote_code"].default is False
 
 
 def test_a_model_folder_that_asks_to_run_its_own_code_is_refused(home, store, tiny_gpt2, tmp_path):
-    from engine.registry import ModelCache, ModelError
+    from engine.model_loader import ModelCache, ModelError
     folder = tmp_path / "custom-code-model"
     shutil.copytree(tiny_gpt2, folder)
     marker = tmp_path / "the-code-ran"

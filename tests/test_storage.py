@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from engine import queue
-from engine.registry import sparse_bytes
+from engine.model_loader import sparse_bytes
 from engine.specs import PruneSpec
 from engine.worker import Worker
 

@@ -70,7 +70,7 @@ def build_small_gguf(target: Path, keep_layers: int = 2, vocab: int = 2000) -> P
     transformers' GGUF path in seconds instead of ~40 s."""
     import gguf
 
-    from engine.registry import smollm2_path
+    from engine.model_loader import smollm2_path
 
     reader = gguf.GGUFReader(smollm2_path())
     arch = reader.fields["general.architecture"].contents()

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from engine.compression.arch import block_list
+from engine.formats.architecture import block_list
 
 
 def _hidden(value) -> torch.Tensor:

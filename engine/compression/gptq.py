@@ -11,7 +11,7 @@ W[:, block end:] -= E U[block, block end:]. Act-order (quantizing columns by dec
 is off, and groups are not static: a group's scale and zero point are computed when its first
 column is reached, from the group's *current* (already error-compensated) weights.
 
-Grid. quant() is exactly round-to-nearest's grid (`engine.compression.quant.rtn`): b bits,
+Grid. quant() is exactly round-to-nearest's grid (`engine.formats.rtn`): b bits,
 groups of `group_size` consecutive inputs per row (the last may be shorter), symmetric
 (scale = max|w| / (2^(b-1) - 1), codes offset by 2^(b-1)) or asymmetric (scale = (max - min) /
 (2^b - 1), zero = round(-min / scale)), scales rounded to float16 as `rtn._storable` does. The
@@ -39,9 +39,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from engine.compression.arch import block_list, is_conv1d, weight_out_in
+from engine.formats.architecture import block_list, is_conv1d, weight_out_in
 from engine.compression.hessian import column_solver, damped_inverse_cholesky, sequential_blocks
-from engine.compression.quant.rtn import QuantConfig, QuantizedTensor, dequantize, quantize
+from engine.formats.rtn import QuantConfig, QuantizedTensor, dequantize, quantize
 
 BLOCK_SIZE = 128
 PERCDAMP = 0.01

@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from engine.compression.arch import block_list, in_features, linears_of_block
+from engine.formats.architecture import block_list, in_features, linears_of_block
 from engine.compression.prune import _hidden, first_block_inputs
 
 log = logging.getLogger(__name__)

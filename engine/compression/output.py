@@ -17,12 +17,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from engine.compression.heads import has_head_layout, load_head_pruned
+from engine.formats.head_pruned import has_head_layout, load_head_pruned
 from engine.context import JobContext
 from engine.errors import JobFailed
 from engine.model_paths import to_loadable, to_stored
 from engine.paths import OWNER_FOLDER_MODE, owner_only_tree
-from engine.registry import ModelSource, measure_latency, register
+from engine.model_loader import ModelSource, measure_latency, register
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def _remove(path: Path) -> None:
 def load_saved(path: Path, dtype: torch.dtype = torch.float32) -> nn.Module:
     """Load a saved derived model as the registry does (head-pruned layouts and packed
     quantized weights included)."""
-    from engine.compression.quant.packed import is_quantized_folder, load_quantized
+    from engine.formats.packed import is_quantized_folder, load_quantized
     if has_head_layout(path):
         return load_head_pruned(path, dtype)
     if is_quantized_folder(path):

@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from engine.compression.arch import (block_linears, block_list, in_features, is_conv1d,
+from engine.formats.architecture import (block_linears, block_list, in_features, is_conv1d,
                                      linears_of_block, weight_out_in)
 
 log = logging.getLogger(__name__)

@@ -11,13 +11,13 @@ from typing import Any
 
 import torch
 
-from engine.compression.arch import architecture_name
+from engine.formats.architecture import architecture_name
 from engine.compression.methods import MethodRun, get_method
 from engine.compression.output import model_folder, register_derived, verify_round_trip, write_atomically
 from engine.compression.textdata import parse_source
 from engine.context import JobContext
 from engine.errors import JobFailed
-from engine.registry import ModelSource, count_parameters
+from engine.model_loader import ModelSource, count_parameters
 from engine.specs import QuantizeSpec
 
 
@@ -38,7 +38,7 @@ def _load_product(ctx: JobContext, product, device: torch.device):
     """The product as the registry loads it (a GGUF file is dequantised once into the
     registry's cache, which later eval jobs reuse); JobFailed when it does not load."""
     from engine.compression.output import load_saved
-    from engine.registry import dequantise_gguf
+    from engine.model_loader import dequantise_gguf
     try:
         folder = dequantise_gguf(ctx.home, str(product.folder), product.gguf_file) \
             if product.gguf_file else product.folder

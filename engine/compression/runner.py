@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from engine.compression import prune as unstructured
-from engine.compression.arch import architecture_name, max_positions, num_layers
+from engine.formats.architecture import architecture_name, max_positions, num_layers
 from engine.compression.checkpoint import DATA_FILE, atomic_save, safe_load
 from engine.compression.distill import Distiller, next_token_ce
 from engine.compression.methods import MethodRun, ParamCounts, PruneMethod, get_method
@@ -28,7 +28,7 @@ from engine.compression.textdata import (TextSource, TokenBlocks, pack, parse_so
                                          sample_from_model, split_heldout, text_blocks)
 from engine.context import JobContext
 from engine.errors import JobFailed
-from engine.registry import LoadedModel, count_parameters
+from engine.model_loader import LoadedModel, count_parameters
 from engine.specs import DistillSpec, PruneSpec
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from engine.compression.arch import block_list, is_conv1d, weight_out_in
+from engine.formats.architecture import block_list, is_conv1d, weight_out_in
 from engine.compression.hessian import column_solver, damped_inverse_cholesky, sequential_blocks
 
 BLOCK_SIZE = 128

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from torch import nn
 
-from engine.compression.arch import architecture_name, block_list, num_layers, set_block_list
+from engine.formats.architecture import architecture_name, block_list, num_layers, set_block_list
 from engine.errors import JobFailed, UnsupportedArchitecture
 
 log = logging.getLogger(__name__)

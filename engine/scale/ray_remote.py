@@ -136,7 +136,7 @@ def run_remote(job: RemoteJob, requests, answers) -> RemoteOutcome:
     """The Ray task: run `job` with a relayed store and the worker's own job code. Never
     raises: what the job raised comes back in the outcome for the driver to record."""
     from engine.context import JobContext
-    from engine.registry import ModelCache
+    from engine.model_loader import ModelCache
     from engine.worker import run_job_kind
     home = Home(Path(job.home_root))
     models = ModelCache(home)

@@ -117,7 +117,7 @@ class PruneMethod(PruneMethodInfo, CompressionMethod):
     def check_architecture(self, spec: "PruneSpec", model: Any) -> None:
         """Raise `UnsupportedArchitecture` or `ValueError` (one line) when the model's layout
         does not allow the request; the default needs the block linear layers."""
-        from engine.compression.arch import block_linears
+        from engine.formats.architecture import block_linears
         block_linears(model)
 
 

@@ -17,7 +17,7 @@ class GPTQ(GPTQInfo, RoundToNearest):
     """GPTQ, saved like RTN (`RoundToNearest.save` records `method: gptq`)."""
 
     def check_model(self, spec, model, model_name: str) -> None:
-        from engine.compression.arch import block_linears, max_positions
+        from engine.formats.architecture import block_linears, max_positions
         from engine.errors import UnsupportedArchitecture
         from engine.errors import JobFailed
         try:
@@ -32,7 +32,7 @@ class GPTQ(GPTQInfo, RoundToNearest):
     def apply(self, run: MethodRun) -> MethodOutcome:
         from engine.compression.gptq import BLOCK_SIZE, PERCDAMP, gptq_quantize_model
         from engine.compression.quant.apply import bits_per_weight
-        from engine.compression.quant.rtn import QuantConfig
+        from engine.formats.rtn import QuantConfig
         spec, reporter = run.spec, run.reporter
 
         def on_block(done: int, total: int) -> None:

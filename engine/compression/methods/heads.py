@@ -1,6 +1,6 @@
 """Structured attention-head pruning: score heads by importance on calibration text, remove
 that share of them (per layer or globally) and cut the projections, so the model really gets
-smaller. The computation is `engine.compression.heads`."""
+smaller. The computation is `engine.formats.head_pruned`."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ class Heads(HeadsInfo, PruneMethod):
     """Declared by `engine.catalog.prune_info`."""
 
     def check_architecture(self, spec, model: Any) -> None:
-        from engine.compression import heads as head_pruning
+        from engine.formats import head_pruned as head_pruning
         layers = head_pruning.attention_layers(model)
         head_pruning.validate_plan_inputs(layers, spec.sparsity, spec.scope)
 
     def apply(self, run: MethodRun) -> MethodOutcome:
-        from engine.compression import heads as head_pruning
+        from engine.formats import head_pruned as head_pruning
         reporter, spec = run.reporter, run.spec
 
         def on_batch(done: int, total: int) -> None:

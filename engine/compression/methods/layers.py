@@ -17,13 +17,13 @@ class Layers(LayersInfo, PruneMethod):
     """Declared by `engine.catalog.prune_info`."""
 
     def check_architecture(self, spec, model: Any) -> None:
-        from engine.compression.arch import block_list, num_layers
+        from engine.formats.architecture import block_list, num_layers
         from engine.compression.depth import blocks_to_remove
         block_list(model)
         blocks_to_remove(num_layers(model), spec.sparsity)     # ValueError for a 1-block model
 
     def apply(self, run: MethodRun) -> MethodOutcome:
-        from engine.compression.arch import num_layers
+        from engine.formats.architecture import num_layers
         from engine.compression.depth import block_influence, blocks_to_remove, least_influential
         from engine.compression.students import keep_layers
         reporter, spec = run.reporter, run.spec
@@ -45,7 +45,7 @@ class Layers(LayersInfo, PruneMethod):
     def record(self, model: Any, spec, outcome: MethodOutcome, params: ParamCounts):
         """Blocks removed (share, per block 1.0 / 0.0), every block's BI and the parameters
         that went; `JobFailed` when the model did not get shallower or smaller."""
-        from engine.compression.arch import num_layers
+        from engine.formats.architecture import num_layers
         from engine.compression.records import SparsityRecord
         from engine.errors import JobFailed
         details = outcome.details

@@ -1,5 +1,5 @@
 """Quantize methods that hand the work to a maintained library through transformers'
-quantizer integration (`engine.compression.quant.hf_quantized`): `torchao` (weight-only int8,
+quantizer integration (`engine.formats.hf_quantized`): `torchao` (weight-only int8,
 or int4 in groups, on CPU and GPU) and `bnb` (bitsandbytes LLM.int8() and NF4; bitsandbytes
 0.50 also runs them on CPU). The product is the library's own checkpoint, loaded back by
 `from_pretrained`, so what is evaluated is what a user of the library deploys."""
@@ -19,7 +19,7 @@ class LibraryQuantizer(LibraryQuantizerInfo, QuantizeMethod):
     def check_model(self, spec, model, model_name: str) -> None:
         import importlib.util
 
-        from engine.compression.arch import block_linears
+        from engine.formats.architecture import block_linears
         from engine.errors import UnsupportedArchitecture
         from engine.errors import JobFailed
         if importlib.util.find_spec(self.package) is None:
@@ -37,7 +37,7 @@ class LibraryQuantizer(LibraryQuantizerInfo, QuantizeMethod):
         return MethodOutcome()          # quantized while the checkpoint is written
 
     def save(self, model, tokenizer, folder, spec, outcome, template) -> QuantProduct:
-        from engine.compression.quant.hf_quantized import layer_weight_counts, write_quantized
+        from engine.formats.hf_quantized import layer_weight_counts, write_quantized
         written = write_quantized(model, tokenizer, folder, self.quantization_config(spec),
                                   layer_weight_counts(model))
         return QuantProduct(folder, self.format_name(spec), written.bits_per_weight, written.disk_bytes,
@@ -55,7 +55,7 @@ class TorchAOWeightOnly(TorchAOInfo, LibraryQuantizer):
     the file is about the int8 size: recorded as measured, bits per weight included)."""
 
     def check_model(self, spec, model, model_name: str) -> None:
-        from engine.compression.quant.hf_quantized import has_conv1d_layers
+        from engine.formats.hf_quantized import has_conv1d_layers
         from engine.errors import JobFailed
         super().check_model(spec, model, model_name)
         if has_conv1d_layers(model):
@@ -63,7 +63,7 @@ class TorchAOWeightOnly(TorchAOInfo, LibraryQuantizer):
                             "layers, which torchao does not convert; use method rtn, gptq or bnb")
 
     def quantization_config(self, spec) -> Any:
-        from engine.compression.quant.hf_quantized import torchao_config
+        from engine.formats.hf_quantized import torchao_config
         return torchao_config(spec.bits, spec.group_size)
 
 
@@ -74,7 +74,7 @@ class BitsAndBytes(BitsAndBytesInfo, LibraryQuantizer):
     each)."""
 
     def quantization_config(self, spec) -> Any:
-        from engine.compression.quant.hf_quantized import bnb_config
+        from engine.formats.hf_quantized import bnb_config
         return bnb_config(spec.bits)
 
 

@@ -27,7 +27,7 @@ class Magnitude(MagnitudeInfo, UnstructuredPruneMethod):
         if spec.n_m:
             return super().expected_layer_sparsity(module, spec)
         if spec.scope == "layer":
-            from engine.compression.arch import weight_out_in
+            from engine.formats.architecture import weight_out_in
             out_dim, in_dim = weight_out_in(module).shape
             return int(spec.sparsity * out_dim * in_dim) / (out_dim * in_dim)
         return 0.0

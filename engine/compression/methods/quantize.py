@@ -40,10 +40,10 @@ class QuantizeMethod(QuantizeMethodInfo, CompressionMethod):
 
 @register
 class RoundToNearest(RoundToNearestInfo, QuantizeMethod):
-    """Group-wise round-to-nearest (`engine.compression.quant.rtn`), packed on disk."""
+    """Group-wise round-to-nearest (`engine.formats.rtn`), packed on disk."""
 
     def check_model(self, spec, model, model_name: str) -> None:
-        from engine.compression.arch import block_linears
+        from engine.formats.architecture import block_linears
         from engine.errors import UnsupportedArchitecture
         from engine.errors import JobFailed
         try:
@@ -53,7 +53,7 @@ class RoundToNearest(RoundToNearestInfo, QuantizeMethod):
 
     def apply(self, run: MethodRun) -> MethodOutcome:
         from engine.compression.quant.apply import bits_per_weight, rtn_quantize_model
-        from engine.compression.quant.rtn import QuantConfig
+        from engine.formats.rtn import QuantConfig
         spec = run.spec
         run.reporter.progress(0, 1, f"rtn {spec.bits}-bit quantization", phase="quantizing")
         layers, transposed = rtn_quantize_model(run.model, QuantConfig(spec.bits, spec.group_size, spec.symmetric))
@@ -61,7 +61,7 @@ class RoundToNearest(RoundToNearestInfo, QuantizeMethod):
                                       "bits_per_weight": bits_per_weight(layers)})
 
     def save(self, model, tokenizer, folder, spec, outcome, template) -> QuantProduct:
-        from engine.compression.quant.packed import WEIGHTS_FILE, save_quantized
+        from engine.formats.packed import WEIGHTS_FILE, save_quantized
         record = save_quantized(model, tokenizer, folder, outcome.details["layers"],
                                 {"method": self.name}, outcome.details["transposed"],
                                 rest_dtype=outcome.details.get("rest_dtype"))

@@ -33,6 +33,6 @@ class SparseGPT(SparseGPTInfo, UnstructuredPruneMethod):
         """N:M: (M - N) / M; otherwise exactly int(s * n) of a layer's n weights."""
         if spec.n_m:
             return super().expected_layer_sparsity(module, spec)
-        from engine.compression.arch import weight_out_in
+        from engine.formats.architecture import weight_out_in
         out_dim, in_dim = weight_out_in(module).shape
         return int(spec.sparsity * out_dim * in_dim) / (out_dim * in_dim)

@@ -36,7 +36,7 @@ class UnstructuredPruneMethod(UnstructuredPruneInfo, PruneMethod):
                params: ParamCounts) -> "SparsityRecord":
         """The achieved sparsity per layer and overall; `JobFailed` when a layer is short of
         its target."""
-        from engine.compression.arch import block_linears
+        from engine.formats.architecture import block_linears
         from engine.compression.prune import check_sparsity
         from engine.compression.records import SparsityRecord
         from engine.errors import JobFailed

@@ -31,6 +31,6 @@ class Wanda(WandaInfo, UnstructuredPruneMethod):
         """N:M: (M - N) / M; otherwise exactly int(s * in) of every row's `in` weights."""
         if spec.n_m:
             return super().expected_layer_sparsity(module, spec)
-        from engine.compression.arch import weight_out_in
+        from engine.formats.architecture import weight_out_in
         _, in_dim = weight_out_in(module).shape
         return int(spec.sparsity * in_dim) / in_dim

@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.compression.arch import block_linears, is_conv1d, weight_out_in
-from engine.compression.quant.rtn import QuantConfig, QuantizedTensor, dequantize, quantize
+from engine.formats.architecture import block_linears, is_conv1d, weight_out_in
+from engine.formats.rtn import QuantConfig, QuantizedTensor, dequantize, quantize
 
 
 @torch.no_grad()

@@ -225,7 +225,7 @@ def sample_rows_builder(items: dict, scorer, sentiment):
 
 def _vllm_model_path(ctx, lm) -> str:
     """What vLLM loads: the hub id or folder, or the dequantised folder of a GGUF file."""
-    from engine.registry import dequantise_gguf
+    from engine.model_loader import dequantise_gguf
     if lm.source.gguf_file:
         return str(dequantise_gguf(ctx.home, lm.source.load_path, lm.source.gguf_file))
     return lm.source.load_path

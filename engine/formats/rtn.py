@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.compression.quant import RTN_BITS as BITS
+from engine.catalog.quantize_info import RTN_BITS as BITS
 
 
 @dataclass(frozen=True)

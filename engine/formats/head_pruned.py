@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.compression.arch import architecture_name, block_list
+from engine.formats.architecture import architecture_name, block_list
 from engine.errors import UnsupportedArchitecture
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.compression.quant.rtn import QuantConfig, QuantizedTensor, dequantize
+from engine.formats.rtn import QuantConfig, QuantizedTensor, dequantize
 
 QUANT_FILE = "compfair_quant.json"
 WEIGHTS_FILE = "quantized.safetensors"

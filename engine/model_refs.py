@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import ModelError, UserError
-from engine.results import JobResult
+from engine.job_results import JobResult
 from engine.store import Store, loads
 
 DEFAULT_MODEL = "smollm2"

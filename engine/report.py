@@ -27,11 +27,11 @@ from engine.evaluation.suites import MetricSpec, suites
 from engine.report_entries import Headline, ModelEntry, headlines
 from engine.report_plots import make_plots
 from engine.report_provenance import caption, header_lines
-from engine.results import JobResult
+from engine.job_results import JobResult
 from engine.report_verdict_text import verdict_lines
 from engine.report_verdicts import Judge
 from engine.formatting import fmt_bytes, fmt_count, fmt_storage
-from engine.output import is_terminal, print_table
+from engine.terminal_output import is_terminal, print_table
 from engine.paths import safe_name
 from engine.settings import Settings, StatSettings, ci_label, load_settings
 from engine.store import Store, loads

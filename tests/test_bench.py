@@ -26,8 +26,8 @@ import pytest
 import torch
 
 from engine.evaluation import cpu_paths
-from engine.evaluation import generation as g
-from engine.evaluation.generation import Sampler, SamplingSettings
+from engine.evaluation import sampler as g
+from engine.evaluation.sampler import Sampler, SamplingSettings
 
 TOP_P, TEMPERATURE = 0.9, 0.1       # a peaked distribution: nucleus of ~70 tokens, top one ~0.66
 N_FIRST = 3000                      # first-token samples per sampler

@@ -14,7 +14,7 @@ import pytest
 
 from engine import queue
 from engine.evaluation.aggregate import drop_undefined
-from engine.output import json_safe
+from engine.terminal_output import json_safe
 from engine.specs import EvalSpec
 from engine.worker import Worker
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.evaluation import generation as g
-from engine.evaluation.generation import Sampler, SamplingSettings, plan_batches
+from engine.evaluation import sampler as g
+from engine.evaluation.sampler import Sampler, SamplingSettings, plan_batches
 
 PROMPTS = {0: "The people in the city", 1: "She said", 2: "A very kind doctor always helps the",
            3: "They think", 4: "Old friends walk slowly to the river and", 5: "We"}

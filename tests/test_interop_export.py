@@ -12,7 +12,7 @@ import pytest
 
 from engine import queue
 from engine.cli import main
-from engine.interop.records import stderr_from_ci
+from engine.interop.model_results import stderr_from_ci
 from engine.paths import Home
 from engine.specs import EvalSpec, PruneSpec
 from engine.store import Store

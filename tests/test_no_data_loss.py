@@ -175,7 +175,7 @@ def test_a_resumed_job_writes_into_its_own_folder_again(home, store):
     """A job that saved its folder and died before registering it (or was taken over) finds
     the folder it recorded and writes into it again, not into a new `-2`."""
     from engine import queue
-    from engine.compression.output import model_folder
+    from engine.compression.model_writer import model_folder
     from engine.context import JobContext
     from engine.specs import PruneSpec
     spec = PruneSpec(model="x", name="product")

@@ -14,7 +14,7 @@ import torch
 from engine import queue
 from engine.formats import head_pruned as head_pruning
 from engine.formats.architecture import block_linears, weight_out_in
-from engine.compression.output import load_saved
+from engine.compression.model_writer import load_saved
 from engine.model_loader import ModelCache
 from engine.specs import PruneSpec, SpecError
 from engine.worker import Worker

@@ -59,7 +59,7 @@ def test_bad_quantize_requests_are_refused_naming_the_field():
 def _logits(path: str, gguf_file: str | None = None) -> torch.Tensor:
     from transformers import AutoModelForCausalLM
 
-    from engine.compression.output import load_saved
+    from engine.compression.model_writer import load_saved
     from pathlib import Path
     model = (AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=torch.float32)
              if gguf_file else load_saved(Path(path))).eval()

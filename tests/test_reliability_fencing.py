@@ -65,7 +65,7 @@ def snapshot(store: Store, home: Home, job_id: int) -> dict:
 
 # A worker that stops itself (SIGSTOP, as if frozen by the OS) on the Nth lease check before a
 # model folder is touched: 1 before writing the folder, 2 before renaming it into place, 3 before
-# registering the model (engine.compression.output). The check itself is the real one.
+# registering the model (engine.compression.model_writer). The check itself is the real one.
 PAUSING_WORKER = r"""
 import os, signal, sys
 from engine.context import JobContext

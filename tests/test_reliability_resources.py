@@ -175,7 +175,7 @@ class _Saver:
 
 
 def test_a_failed_save_keeps_the_earlier_model_and_removes_its_partial(tmp_path):
-    from engine.compression.output import save_model
+    from engine.compression.model_writer import save_model
     target = tmp_path / "pruned"
     save_model(_Saver(b"first"), _Saver(b"first"), target)
     for failing in ((_Saver(b"second", fail=True), _Saver(b"second")),
@@ -190,7 +190,7 @@ def test_a_failed_save_keeps_the_earlier_model_and_removes_its_partial(tmp_path)
 
 
 def test_leftovers_of_a_killed_save_do_not_break_the_next_one(tmp_path):
-    from engine.compression.output import save_model
+    from engine.compression.model_writer import save_model
     target = tmp_path / "pruned"
     (tmp_path / "pruned.partial").mkdir()                             # killed while writing
     (tmp_path / "pruned.partial" / "weights.bin").write_bytes(b"half")

@@ -16,14 +16,14 @@ import torch
 
 from engine import queue
 from engine.formats.architecture import block_linears, block_list, linears_of_block, weight_out_in
-from engine.compression.gptq import gptq_layer
+from engine.compression.gptq_solver import gptq_layer
 from engine.compression.hessian import block_hessians, reconstruction_error
 from engine.compression.methods import MethodRun, get_method
 from engine.compression.prune import (first_block_inputs, lowest_in_tensor, lowest_n_m,
                                       lowest_per_row)
 from engine.formats.packed import WEIGHTS_FILE, load_quantized, unpack
 from engine.formats.rtn import QuantConfig, dequantize, quantize
-from engine.compression.sparsegpt import sparsegpt_layer
+from engine.compression.sparsegpt_solver import sparsegpt_layer
 from engine.model_loader import ModelCache
 from engine.specs import PruneSpec, QuantizeSpec, SpecError
 from engine.worker import Worker

@@ -20,7 +20,7 @@ from engine.store import Store
 from engine.study import study_record
 from tests.tui_pilot import open_new_job_form, open_study_matrix, press, make_app, screen_text, settle, type_into
 from tui.demo import fill_demo
-from tui.matrix import study_matrix
+from tui.matrix_data import study_matrix
 from tui.screens.compare import spread
 from tui.screens.matrix import MatrixScreen
 from tui.screens.new_job import NewJobScreen

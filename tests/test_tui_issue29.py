@@ -17,7 +17,7 @@ from engine.store import Store
 from engine.study import study_record
 from tests.tui_pilot import make_app, open_study_matrix, screen_text, settle, wait_for
 from tui.demo import fill_demo
-from tui.matrix import judged_matrix, study_matrix
+from tui.matrix_data import judged_matrix, study_matrix
 from tui.screens.matrix import MatrixScreen
 
 SIZE = (120, 40)

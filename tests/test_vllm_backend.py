@@ -17,7 +17,7 @@ import torch
 
 from engine import queue
 from engine.evaluation import vllm_backend as vb
-from engine.evaluation.generation import Sampler, SamplingSettings, plan_rows
+from engine.evaluation.sampler import Sampler, SamplingSettings, plan_rows
 from engine.specs import EvalSpec, SpecError
 from engine.store import loads
 from engine.worker import Worker

@@ -17,7 +17,7 @@ from textual.signal import Signal
 from engine import api, views
 from engine.paths import Home
 from tui.keys import only_typed, typing
-from tui.matrix import study_names
+from tui.matrix_data import study_names
 from tui.screens.compare import CompareScreen
 from tui.screens.help import HelpScreen, Section
 from tui.screens.matrix import MatrixScreen

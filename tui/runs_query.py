@@ -12,7 +12,7 @@ from engine import api
 from engine.evaluation.suites import suites
 from engine.store import Store
 from tui import format as fmt
-from tui.matrix import study_index
+from tui.matrix_data import study_index
 
 SQL_SORTS = ("date", "id", "model", "method", "suite", "scorer", "status")
 ALL_ROWS = 100_000   # a metric sort or a study filter reads every matching run (not paged)

@@ -44,8 +44,8 @@ maximum allocated memory on a GPU."""
 
 from engine.bench.harness import run_bench
 from engine.bench.models import CONFIG_MODELS, LOGIT_SCALE, build_config_model
-from engine.bench.report import summary_tables
-from engine.bench.settings import BenchSettings, Say
+from engine.bench.tables import summary_tables
+from engine.bench.options import BenchSettings, Say
 
 __all__ = ["CONFIG_MODELS", "LOGIT_SCALE", "BenchSettings", "Say", "build_config_model",
            "run_bench", "summary_tables"]

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from engine.bench.measure import PeakMemory, phase, sync
-from engine.bench.settings import BenchSettings, Say
+from engine.bench.options import BenchSettings, Say
 
 
 class Baseline:

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from engine.bench.measure import PeakMemory, load_average, phase, sync
-from engine.bench.settings import BenchSettings, Say
+from engine.bench.options import BenchSettings, Say
 
 # prompts per `generate` call tried by the batch-size search (each x k rows)
 GENERATE_BATCHES = (1, 4, 8, 16)
@@ -39,7 +39,7 @@ class BatchedGenerate:
         from transformers import GenerationConfig
         from transformers.utils import logging as hf_logging
 
-        from engine.evaluation.generation import _eos_ids
+        from engine.evaluation.sampler import _eos_ids
 
         hf_logging.set_verbosity_error()
         self.lm, self.scorer, self.k = lm, scorer, settings.k

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from engine.bench.measure import PeakMemory, phase
-from engine.bench.settings import BenchSettings, Say
+from engine.bench.options import BenchSettings, Say
 from engine.evaluation.phases import JobPhases
 
 
@@ -26,7 +26,7 @@ def compfair_job(worker, model_ref: str, lm, settings: BenchSettings, say: Say,
                  seed: int) -> tuple[dict, list[str]]:
     """A real eval job through the queue and the worker; returns its figures and texts."""
     from engine import queue
-    from engine.results import JobResult
+    from engine.job_results import JobResult
     from engine.store import loads
 
     spec = eval_spec(model_ref, settings, seed)

@@ -15,12 +15,12 @@ from typing import Any
 
 from engine.bench.baseline import Baseline
 from engine.bench.batched import BatchedGenerate
-from engine.bench.compression import distillation, pruning
+from engine.bench.compression_timing import distillation, pruning
 from engine.bench.engine_path import compfair_job, eval_spec, merge_jobs
 from engine.bench.measure import phase
 from engine.bench.models import build_config_model
 from engine.bench.scoring import scoring
-from engine.bench.settings import BenchSettings, Say
+from engine.bench.options import BenchSettings, Say
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from engine.bench.settings import Say
+from engine.bench.options import Say
 
 
 class PeakMemory:

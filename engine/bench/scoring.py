@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.bench.measure import phase
-from engine.bench.settings import BenchSettings, Say
+from engine.bench.options import BenchSettings, Say
 
 
 def _score_pair(name: str, scorer, texts: list[str], say: Say) -> dict:

@@ -27,7 +27,7 @@ from engine.errors import StoreError, UsageError, UserError, first_line
 from engine.cli.control import cmd_tui
 from engine.cli.faults import describe
 from engine.cli.parser import build_parser
-from engine.output import error
+from engine.terminal_output import error
 from engine.paths import Home, default_home, owner_only_file
 
 __all__ = ["UsageError", "build_parser", "main"]

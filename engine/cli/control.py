@@ -11,7 +11,7 @@ from pathlib import Path
 from engine import api
 from engine.cli.common import open_store
 from engine.errors import StoreError, UsageError
-from engine.output import error, print_json, print_table
+from engine.terminal_output import error, print_json, print_table
 from engine.paths import Home
 
 

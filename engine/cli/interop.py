@@ -9,7 +9,7 @@ from pathlib import Path
 
 from engine.cli.common import open_store
 from engine.errors import UsageError
-from engine.output import error
+from engine.terminal_output import error
 
 TABLE_FORMATS = ("csv", "json", "md")           # one file: engine.cli.results.cmd_export
 
@@ -66,7 +66,7 @@ def _model_id(store, ref: str) -> int:
 def cmd_card(args: argparse.Namespace) -> int:
     """`compfair card MODEL [-o PATH]`: write the model's Hugging Face model card."""
     from engine.interop.model_card import write_card
-    from engine.interop.records import one_model
+    from engine.interop.model_results import one_model
     store = open_store(args)
     model = one_model(store, _model_id(store, args.model))
     if args.output:
@@ -95,7 +95,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     offline)."""
     from huggingface_hub import HfApi
     from engine.interop.model_card import write_card
-    from engine.interop.records import one_model
+    from engine.interop.model_results import one_model
     store = open_store(args)
     model = one_model(store, _model_id(store, args.model))
     folder = model.model.get("path")
@@ -141,7 +141,7 @@ def add_parsers(sub) -> None:
 def cmd_prefetch(args: argparse.Namespace) -> int:
     """`compfair prefetch STUDY`: list (--dry-run) or download what the study needs."""
     from engine.interop import prefetch
-    from engine.output import print_json, print_table
+    from engine.terminal_output import print_json, print_table
     from engine.study import load_study
     plan = load_study(args.study)
     wanted = [n for n in prefetch.needs(plan) if not (args.required_only and n.optional)]

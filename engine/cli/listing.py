@@ -12,7 +12,7 @@ from engine.cli.common import open_store, spec_title
 from engine.errors import UsageError
 from engine.evaluation.phases import JobPhases
 from engine.formatting import fmt_bytes, fmt_count, fmt_storage, fmt_time
-from engine.output import fmt_ci, fmt_value, print_json, print_table
+from engine.terminal_output import fmt_ci, fmt_value, print_json, print_table
 from engine.settings import run_ci_label
 from engine.store import loads
 

@@ -12,7 +12,7 @@ from engine.cli.listing import cmd_jobs, cmd_logs, cmd_models, cmd_runs, cmd_sho
 from engine.cli.results import cmd_compare, cmd_export
 from engine.cli.studies import cmd_report, cmd_study
 from engine.cli.submit import add_spec_options, cmd_submit
-from engine.output import error
+from engine.terminal_output import error
 from engine.specs import SPEC_TYPES
 
 if TYPE_CHECKING:                     # pragma: no cover - types only

@@ -8,7 +8,7 @@ import math
 import sys
 
 from engine.cli.common import open_store
-from engine.output import print_json, print_table
+from engine.terminal_output import print_json, print_table
 from engine.planning import NOISE_FLOOR, MetricPlan, plan
 
 NOISE_NOTE = ("sigma is the baseline's own noise: each prompt's k samples split in two halves, one "

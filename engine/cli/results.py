@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine import api
 from engine.cli.common import open_store
-from engine.output import fmt_ci, print_json, print_table, working
+from engine.terminal_output import fmt_ci, print_json, print_table, working
 from engine.output_guard import check_output
 from engine.report_verdict_text import MARKS as REPORT_MARKS
 from engine.verdicts import (BETTER, CHANGED, EQUIVALENT, INCONCLUSIVE, NOT_EVIDENCE, UNVERIFIED,

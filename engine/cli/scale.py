@@ -8,7 +8,7 @@ import sys
 
 from engine.cli.common import open_store
 from engine.formatting import fmt_bytes
-from engine.output import error, print_json, print_table
+from engine.terminal_output import error, print_json, print_table
 from engine.paths import Home
 
 

@@ -264,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
             if result is not None:
                 doc["agreement"] = {"reference": args.reference, "threshold": THRESHOLD,
                                     "without_reference": missing, **result.as_dict()}
-            from engine.output import json_safe
+            from engine.terminal_output import json_safe
             out.write(json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n")
         else:
             csv.writer(out, lineterminator="\n").writerows(_rows(data, scores, details, with_reference))
@@ -282,9 +282,9 @@ def _error(exc: BaseException) -> None:
     text = str(exc).strip().splitlines()
     message = text[0][:300] if text else type(exc).__name__
     try:
-        from engine.output import error
+        from engine.terminal_output import error
         error(message)
-    except ImportError:                       # pragma: no cover - engine.output needs rich
+    except ImportError:                       # pragma: no cover - engine.terminal_output needs rich
         sys.stderr.write(f"error: {message}\n")
 
 

@@ -8,7 +8,7 @@ import time
 
 from engine import queue
 from engine.cli.common import open_store
-from engine.output import error, is_terminal, print_json, print_table, working
+from engine.terminal_output import error, is_terminal, print_json, print_table, working
 from engine.store import Store
 
 

@@ -12,7 +12,7 @@ from typing import Any, Sequence, get_type_hints
 from engine import api, queue
 from engine.cli.common import open_store, spec_title
 from engine.errors import UsageError
-from engine.output import error, is_terminal, print_json
+from engine.terminal_output import error, is_terminal, print_json
 from engine.spec_values import field_range
 from engine.specs import SPEC_TYPES
 from engine.store import Store

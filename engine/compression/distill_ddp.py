@@ -33,7 +33,7 @@ from torch.multiprocessing.spawn import ProcessException
 
 from engine.compression.checkpoint import load_training_state
 from engine.compression.distill import TrainOutcome
-from engine.compression.output import write_atomically
+from engine.compression.model_writer import write_atomically
 from engine.compression.distill_rank import (GO, MODELS_DIR, SAVE_AND_STOP, RankTask, backend_for,
                                              rank_main)
 from engine.context import JobContext

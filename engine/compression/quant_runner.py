@@ -13,7 +13,7 @@ import torch
 
 from engine.formats.architecture import architecture_name
 from engine.compression.methods import MethodRun, get_method
-from engine.compression.output import model_folder, register_derived, verify_round_trip, write_atomically
+from engine.compression.model_writer import model_folder, register_derived, verify_round_trip, write_atomically
 from engine.compression.textdata import parse_source
 from engine.context import JobContext
 from engine.errors import JobFailed
@@ -37,7 +37,7 @@ def _template(ctx: JobContext, loaded) -> Path | None:
 def _load_product(ctx: JobContext, product, device: torch.device):
     """The product as the registry loads it (a GGUF file is dequantised once into the
     registry's cache, which later eval jobs reuse); JobFailed when it does not load."""
-    from engine.compression.output import load_saved
+    from engine.compression.model_writer import load_saved
     from engine.model_loader import dequantise_gguf
     try:
         folder = dequantise_gguf(ctx.home, str(product.folder), product.gguf_file) \
@@ -68,7 +68,7 @@ def _keep_parent_precision(ctx: JobContext, parent_id: int | None, model, method
     """For a packed product (rtn, gptq) of a half-precision parent: the tensors left
     unquantized (embeddings, norms) are stored in that precision, not float32, and rounded to
     it in memory too, so the reload check compares like with like. Returns the dtype or None."""
-    from engine.compression.output import parent_storage_dtype
+    from engine.compression.model_writer import parent_storage_dtype
     if "layers" not in outcome.details:         # not a packed product (GGUF, library checkpoints)
         return None
     half = parent_storage_dtype(ctx, parent_id)

@@ -20,7 +20,7 @@ from engine.formats.architecture import architecture_name, max_positions, num_la
 from engine.compression.checkpoint import DATA_FILE, atomic_save, safe_load
 from engine.compression.distill import Distiller, next_token_ce
 from engine.compression.methods import MethodRun, ParamCounts, PruneMethod, get_method
-from engine.compression.output import save_and_register
+from engine.compression.model_writer import save_and_register
 from engine.compression.records import SparsityRecord
 from engine.compression.students import (check_same_vocabulary, choose_layers, keep_layers,
                                          teacher_depth)

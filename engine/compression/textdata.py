@@ -177,13 +177,13 @@ def sample_from_model(model, tokenizer, n_samples: int, max_new_tokens: int, *, 
                       batch_size: int | None, device: torch.device,
                       on_batch: Callable[[int, int], None] | None = None) -> list[list[int]]:
     """`n_samples` token sequences (prompt + sampled continuation, EOS removed), from the
-    evaluation sampler (`engine.evaluation.generation.Sampler`: one shared KV-cache prefill
+    evaluation sampler (`engine.evaluation.sampler.Sampler`: one shared KV-cache prefill
     per prompt, length-sorted batches, the CPU decode fast paths), nucleus sampling p=0.95.
     Each sequence's randomness depends only on (seed, its index), so a rerun reproduces the
     same text whatever the batching. Sequences are the sampler's own token ids.
     `batch_size` fixes the rows per chunk (None: the sampler's own choice);
     `on_batch(done, total)` is called after each chunk (progress and cancellation)."""
-    from engine.evaluation.generation import Sampler, SamplingSettings
+    from engine.evaluation.sampler import Sampler, SamplingSettings
     settings = SamplingSettings(samples_per_prompt=1, top_p=0.95, temperature=1.0,
                                 max_new_tokens=max_new_tokens, seed=seed)
     was_training = model.training

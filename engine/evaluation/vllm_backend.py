@@ -23,7 +23,7 @@ import logging
 import time
 from typing import Any, Iterator, Mapping, Sequence
 
-from engine.evaluation.generation import (GeneratedBatch, Row, Sampler, StepCallback, plan_rows,
+from engine.evaluation.sampler import (GeneratedBatch, Row, Sampler, StepCallback, plan_rows,
                                           sample_key)
 from engine.errors import BackendUnavailable, first_line
 

@@ -20,8 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from engine.output import json_safe
-from engine.interop.records import ModelResults, RunResult, model_results, stderr_from_ci
+from engine.terminal_output import json_safe
+from engine.interop.model_results import ModelResults, RunResult, model_results, stderr_from_ci
 from engine.store import Store
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from engine.interop.records import ModelResults, RunResult
+from engine.interop.model_results import ModelResults, RunResult
 from engine.store import loads
 
 log = logging.getLogger(__name__)

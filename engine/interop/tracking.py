@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 from engine.errors import UserError
 from engine.tracking_targets import TRACKERS, Target, parse_target, parse_targets  # noqa: F401 - the --log syntax
-from engine.results import JobResult
+from engine.job_results import JobResult
 from engine.settings import load_settings
 from engine.store import Store, loads
 

@@ -9,7 +9,7 @@ its items only: items[i*n//N : (i+1)*n//N] in the data's order. When every shard
 runs as a plain eval job: it finds every sample stored and computes the metrics, once.
 
 Why the merged run equals the unsharded one: a sample's randomness is a function of (seed,
-item, sample index) alone (engine.evaluation.generation), sample keys are (item, sample), and
+item, sample index) alone (engine.evaluation.sampler), sample keys are (item, sample), and
 likelihoods are padded to width buckets so a row's value does not depend on its batch; so
 which worker produced which rows, in which batches, changes nothing stored
 (tests/test_scale_shards.py checks samples and metrics for equality).

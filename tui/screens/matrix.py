@@ -30,7 +30,7 @@ from textual_plotext import PlotextPlot
 
 from engine import api
 from tui import format as fmt
-from tui.matrix import Cell, Column, Matrix, ModelRow, judged_matrix, selection_matrix
+from tui.matrix_data import Cell, Column, Matrix, ModelRow, judged_matrix, selection_matrix
 from tui.state import export
 from tui.widgets import tradeoff
 from tui.widgets.dialogs import export_dialog

@@ -21,7 +21,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from engine import api
 from tui import format as fmt
 from tui.keys import TypingAware
-from tui.matrix import study_names
+from tui.matrix_data import study_names
 from tui.runs_query import (SQL_SORTS, Page, RunsQuery, common_prefix, compact, fetch, look_alike,
                             metric_sorts, sort_label)
 from tui.widgets.dialogs import ChoiceScreen

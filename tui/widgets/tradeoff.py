@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from rich.text import Text
 
-from tui.matrix import Column, Matrix, ModelRow
+from tui.matrix_data import Column, Matrix, ModelRow
 
 PLOT_COLORS = ("cyan", "orange", "green", "magenta", "blue", "red", "yellow", "gray")
 LEGEND_COLORS = ("cyan", "dark_orange", "green", "magenta", "blue", "red", "yellow", "grey50")

@@ -2,7 +2,7 @@
 Hessian-based error compensation on calibration text, block by block; bits 2/3/4/8, groups of
 `group_size` inputs, symmetric or with a zero point, act-order off, dampening 0.01. Its codes,
 scales and zero points are RTN's `QuantizedTensor`, so it is stored in (and reloaded from) the
-RTN packed format. The computation is `engine.compression.gptq`, which also says why it is
+RTN packed format. The computation is `engine.compression.gptq_solver`, which also says why it is
 implemented from the paper rather than taken from llmcompressor or gptqmodel."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class GPTQ(GPTQInfo, RoundToNearest):
                             f"{model_name} accepts ({limit} positions)")
 
     def apply(self, run: MethodRun) -> MethodOutcome:
-        from engine.compression.gptq import BLOCK_SIZE, PERCDAMP, gptq_quantize_model
+        from engine.compression.gptq_solver import BLOCK_SIZE, PERCDAMP, gptq_quantize_model
         from engine.compression.quant.apply import bits_per_weight
         from engine.formats.rtn import QuantConfig
         spec, reporter = run.spec, run.reporter

@@ -2,7 +2,7 @@
 reconstruction ||W X - W' X||^2 with OBS weight updates, calibrated on text block by block
 (each block on the outputs of the pruned blocks before it), at a free per-layer sparsity or N:M;
 dampening 0.01, column blocks of 128. No global scope (the mask is chosen per layer, within each
-column block). The computation is `engine.compression.sparsegpt` (after IST-DASLab/sparsegpt)."""
+column block). The computation is `engine.compression.sparsegpt_solver` (after IST-DASLab/sparsegpt)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class SparseGPT(SparseGPTInfo, UnstructuredPruneMethod):
     """Declared by `engine.catalog.prune_info`."""
 
     def apply(self, run: MethodRun) -> MethodOutcome:
-        from engine.compression.sparsegpt import BLOCK_SIZE, PERCDAMP, sparsegpt_prune
+        from engine.compression.sparsegpt_solver import BLOCK_SIZE, PERCDAMP, sparsegpt_prune
         reporter = run.reporter
 
         def on_block(done: int, total: int) -> None:

@@ -34,7 +34,7 @@ class CrowsPairsSuite(CrowsPairsInfo, Suite):
         return item.bias_type
 
     def run(self, ctx, spec, lm, run_id, data, scorer) -> dict:
-        from engine.evaluation.generation import sample_key
+        from engine.evaluation.sampler import sample_key
         from engine.evaluation.likelihood import sentence_log_likelihoods
         from engine.evaluation.progress import ThrottledProgress
         done_keys = ctx.store.sample_keys(run_id)

@@ -36,7 +36,7 @@ class GenerationSuite(GenerationSuiteInfo, Suite):
                               confidence=confidence, seed=seed)
 
     def run(self, ctx, spec, lm, run_id, data, scorer) -> dict:
-        from engine.evaluation.generation import Sampler, SamplingSettings
+        from engine.evaluation.sampler import Sampler, SamplingSettings
         from engine.evaluation.pipeline import SampleWriter
         from engine.evaluation.progress import ThrottledProgress
         from engine.evaluation.scorers import SentimentScorer
@@ -203,7 +203,7 @@ def _cut_for_fluency(reference, todo: list[dict]) -> int:
 
 def sample_rows_builder(items: dict, scorer, sentiment):
     """The writer-thread function turning a generated batch into scored sample rows."""
-    from engine.evaluation.generation import sample_key
+    from engine.evaluation.sampler import sample_key
 
     def build(batch) -> list[dict]:
         details = scorer.score_details(batch.completions)

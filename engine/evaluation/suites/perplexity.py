@@ -48,7 +48,7 @@ class PerplexitySuite(PerplexityInfo, Suite):
         return {"effective_context_length": context, "effective_stride": stride}
 
     def run(self, ctx, spec, lm, run_id, data, scorer) -> dict:
-        from engine.evaluation.generation import sample_key
+        from engine.evaluation.sampler import sample_key
         from engine.evaluation.likelihood import (max_positions, plan_windows, text_token_ids,
                                                   window_divergences, window_nlls)
         from engine.evaluation.progress import ThrottledProgress

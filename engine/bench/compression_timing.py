@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.bench.measure import PeakMemory, phase, sync
-from engine.bench.settings import BenchSettings, Say
+from engine.bench.options import BenchSettings, Say
 
 log = logging.getLogger(__name__)
 

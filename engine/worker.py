@@ -27,9 +27,15 @@ import sqlite3
 import threading
 import time
 import traceback
+from typing import Callable
 
 from engine import queue
+from engine.catalog.registry import Registry
+from engine.compression.quant_runner import run_quantize
+from engine.compression.runner import run_distill, run_prune
 from engine.context import JobContext
+from engine.evaluation.runner import run_eval
+from engine.scale.shards import run_shard
 from engine.errors import Interrupted, JobCancelled, JobFailed, StoreError
 from engine.devices import is_out_of_memory, keep_freed_host_memory
 from engine.disk_reserve import ensure_reserve, release_reserve
@@ -53,22 +59,21 @@ def heartbeat_interval_s() -> float:
     return env_seconds(HEARTBEAT_ENV, HEARTBEAT_INTERVAL_S)
 
 
-# job kind -> "module:function" of its runner (imported lazily: torch-heavy modules)
-RUNNERS = {"eval": "engine.evaluation.runner:run_eval",
-           "distill": "engine.compression.runner:run_distill",
-           "prune": "engine.compression.runner:run_prune",
-           "quantize": "engine.compression.quant_runner:run_quantize",
-           "eval_shard": "engine.scale.shards:run_shard"}
+# job kind -> the function that runs a job of that kind (its context in, its result out)
+RUNNERS: Registry[Callable[[JobContext], dict]] = Registry("job kind", "kind", instantiate=False)
+RUNNERS.register(run_eval, name="eval")
+RUNNERS.register(run_distill, name="distill")
+RUNNERS.register(run_prune, name="prune")
+RUNNERS.register(run_quantize, name="quantize")
+RUNNERS.register(run_shard, name="eval_shard")
 
 
 def run_job_kind(ctx: JobContext) -> dict:
     """Dispatch to the job kind's runner."""
-    import importlib
-    target = RUNNERS.get(ctx.spec.kind)
-    if target is None:
+    runner = RUNNERS.get(ctx.spec.kind)
+    if runner is None:
         raise JobFailed(f"no runner for job kind {ctx.spec.kind!r}")
-    module, function = target.split(":")
-    return getattr(importlib.import_module(module), function)(ctx)
+    return runner(ctx)
 
 
 class Worker:

@@ -99,7 +99,7 @@ def register(method: MethodInfo | type[MethodInfo]) -> Any:
 def methods(kind: str = "prune") -> tuple[MethodInfo, ...]:
     """The registered methods of job kind `kind`, in registration order."""
     registry = _REGISTRIES.get(kind)
-    return registry.items() if registry is not None else ()
+    return registry.entries() if registry is not None else ()
 
 
 def method_names(kind: str = "prune") -> tuple[str, ...]:
@@ -110,4 +110,4 @@ def get_method_info(name: str, kind: str = "prune") -> MethodInfo:
     """The registered method `name` of job kind `kind` (the implementation once
     `engine.compression.methods` is imported, else the declaration); `SpecError` naming the
     known ones (field "method") otherwise."""
-    return _registry(kind).get(name)
+    return _registry(kind).lookup(name)

@@ -170,11 +170,11 @@ def unregister(name: str) -> None:
 def get_suite_info(name: str) -> SuiteInfo:
     """The registered suite `name` (the implementation once `engine.evaluation.suites` is
     imported, else the declaration); `SpecError` naming the known ones otherwise."""
-    return SUITES.get(name)
+    return SUITES.lookup(name)
 
 
 def suites() -> tuple[SuiteInfo, ...]:
-    return SUITES.items()
+    return SUITES.entries()
 
 
 def suite_names() -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from engine.cli.common import open_store
 from engine.errors import UsageError
 from engine.terminal_output import error
+from engine.catalog.registry import Registry
 
 TABLE_FORMATS = ("csv", "json", "md")           # one file: engine.cli.results.cmd_export
 
@@ -21,7 +22,8 @@ def _lm_eval_writer(store, folder: Path, run_ids, check=None):
 
 # formats that write one file per model into a folder: format -> writer(store, folder, runs,
 # check), `check(paths)` raising before anything is written when a path is protected
-FOLDER_FORMATS = {"lm-eval": _lm_eval_writer}
+FOLDER_FORMATS: Registry = Registry("export format", "format", instantiate=False)
+FOLDER_FORMATS.register(_lm_eval_writer, name="lm-eval")
 EXPORT_FORMATS = TABLE_FORMATS + tuple(FOLDER_FORMATS)
 
 

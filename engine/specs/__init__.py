@@ -18,7 +18,8 @@ from engine.specs.base import (DEVICES, DTYPES, HASH_OMITS_DEFAULT, INTERNAL_SPE
 from engine.specs.eval import BACKENDS, BOLD_DOMAINS, EvalSpec
 from engine.specs.compression import MAX_PROCESSES, PRUNE_METHODS, DistillSpec, PruneSpec, QuantizeSpec
 
-SPEC_TYPES.update({cls.kind: cls for cls in (EvalSpec, DistillSpec, PruneSpec, QuantizeSpec)})
+for _spec_type in (EvalSpec, DistillSpec, PruneSpec, QuantizeSpec):
+    SPEC_TYPES.register(_spec_type)
 
 from engine.specs.shard import MAX_SHARDS, EvalShardSpec  # noqa: E402 - registers the internal shard kind
 

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, get_type_hints
 
 from engine.errors import SpecError
 from engine.spec_values import coerce_value
+from engine.catalog.registry import Registry
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -112,11 +113,17 @@ class JobSpec:
         return dataclasses.replace(self, **changes)
 
 
-# the public job kinds, filled by `engine.specs` in their order (eval, distill, prune, quantize)
-SPEC_TYPES: dict[str, type[JobSpec]] = {}
+def _kind(cls: type[JobSpec]) -> str:
+    return cls.kind
+
+
+# the public job kinds' spec types, registered by `engine.specs` in their order (eval, distill,
+# prune, quantize)
+SPEC_TYPES: Registry[type[JobSpec]] = Registry("job kind", "kind", key=_kind, instantiate=False)
 # kinds the engine queues itself (a sharded eval's shards): read back from the queue like the
 # others, never offered by `submit`, forms or studies; registered by their own modules
-INTERNAL_SPEC_TYPES: dict[str, type[JobSpec]] = {}
+INTERNAL_SPEC_TYPES: Registry[type[JobSpec]] = Registry("internal job kind", "kind", key=_kind,
+                                                        instantiate=False)
 
 
 def spec_from_dict(data: dict[str, Any]) -> JobSpec:

@@ -41,4 +41,4 @@ class EvalShardSpec(JobSpec):
         return f"produce shard {self.index + 1} of {self.count} of eval job {self.parent}"
 
 
-INTERNAL_SPEC_TYPES[EvalShardSpec.kind] = EvalShardSpec
+INTERNAL_SPEC_TYPES.register(EvalShardSpec)

@@ -13,6 +13,7 @@ from engine import queue
 from engine.paths import Home
 from engine.store import Store
 from engine.worker_lock import serves_home, spawn_locked, worker_id_for
+from engine.job_status import ACTIVE, sql_list
 
 
 def alive_workers(store: Store) -> list[dict]:
@@ -27,7 +28,7 @@ def ensure_worker(store: Store) -> int | None:
     """Start a detached worker if none is alive and there is work; returns its pid or None."""
     if alive_workers(store):
         return None
-    if not store.one("SELECT id FROM jobs WHERE status IN ('queued', 'running') LIMIT 1"):
+    if not store.one(f"SELECT id FROM jobs WHERE status IN {sql_list(ACTIVE)} LIMIT 1"):
         return None
     return spawn_detached(store.home)
 

@@ -24,6 +24,7 @@ from engine import queue
 from engine.errors import UserError
 from engine.specs import DistillSpec, EvalSpec, JobSpec, SpecError
 from engine.store import Store
+from engine.job_status import UNSUCCESSFUL
 
 JOB_PREFIX = "job:"
 
@@ -139,7 +140,7 @@ def _check_job_ref(store: Store, number: str, field: str) -> None:
     if spec_cls is not None and not spec_cls.produces_model:
         raise SpecError(f"job {number} (a dependency) is of kind {row['kind']!r}, "
                         "which makes no model; give a prune, quantize or distill job", field)
-    if row["status"] in ("failed", "cancelled"):
+    if row["status"] in UNSUCCESSFUL:
         raise SpecError(f"job {number} (a dependency) is {row['status']} and will make no model; "
                         f"retry it first (`compfair retry {number}`) or give another model", field)
 

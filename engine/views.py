@@ -6,6 +6,7 @@ from __future__ import annotations
 from engine import queue
 from engine.specs import SPEC_TYPES
 from engine.store import Store, loads
+from engine.job_status import ACTIVE, DONE, sql_list
 
 
 def last_events(store: Store, job_id: int, limit: int = 10) -> list[dict]:
@@ -50,7 +51,7 @@ def model_refs(store: Store) -> list[dict]:
     kinds = [kind for kind, cls in SPEC_TYPES.items() if cls.produces_model]   # quantize too
     marks = ", ".join("?" * len(kinds))
     for j in store.query(f"SELECT id, kind, label, status FROM jobs WHERE kind IN ({marks}) "
-                         "AND status IN ('queued', 'running', 'done') ORDER BY id DESC LIMIT 200",
+                         f"AND status IN {sql_list(ACTIVE + (DONE,))} ORDER BY id DESC LIMIT 200",
                          kinds):
         refs.append({"ref": f"job:{j['id']}", "label": j["label"] or f"{j['kind']} job {j['id']}",
                      "kind": f"{j['kind']} job ({j['status']})", "n_params": None,

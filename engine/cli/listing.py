@@ -15,6 +15,7 @@ from engine.formatting import fmt_bytes, fmt_count, fmt_storage, fmt_time
 from engine.terminal_output import fmt_ci, fmt_value, print_json, print_table
 from engine.settings import run_ci_label
 from engine.store import loads
+from engine.job_status import ENDED
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -122,7 +123,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
             last = event["id"]
             sys.stdout.write(f"{fmt_time(event['ts'])} {event['level']:<7} {event['message']}\n")
         sys.stdout.flush()
-        if not args.follow or queue.job(store, args.id)["status"] in ("done", "failed", "cancelled"):
+        if not args.follow or queue.job(store, args.id)["status"] in ENDED:
             _print_phases(store, args.id)
             return 0
         time.sleep(1.0)

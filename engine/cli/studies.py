@@ -10,6 +10,7 @@ from engine import queue
 from engine.cli.common import open_store
 from engine.terminal_output import error, is_terminal, print_json, print_table, working
 from engine.store import Store
+from engine.job_status import ENDED
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -62,7 +63,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 def _follow_study(store: Store, job_ids: list[int]) -> None:
     """One progress bar for the study and one for the running job, until all jobs end."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-    ended = ("done", "failed", "cancelled")
+    ended = ENDED
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeElapsedColumn(), disable=not is_terminal(), transient=False) as progress:
         overall = progress.add_task("study", total=len(job_ids))

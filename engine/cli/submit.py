@@ -16,6 +16,7 @@ from engine.terminal_output import error, is_terminal, print_json
 from engine.spec_values import field_range
 from engine.specs import SPEC_TYPES
 from engine.store import Store
+from engine.job_status import ENDED
 
 
 def add_spec_options(parser: argparse.ArgumentParser, spec_cls: type) -> None:
@@ -114,7 +115,7 @@ def wait_for_jobs(store: Store, job_ids: list[int]) -> int:
                 row = queue.job(store, job_id)
                 progress.update(tasks[job_id], completed=row["progress"] or 0.0,
                                 description=f"job {job_id} {row['status']}: {row['progress_message'] or ''}"[:60])
-                if row["status"] in ("done", "failed", "cancelled"):
+                if row["status"] in ENDED:
                     pending.discard(job_id)
             time.sleep(0.5)
     failed = [queue.job(store, j) for j in job_ids]

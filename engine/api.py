@@ -8,7 +8,7 @@ import io
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from engine import queue
 from engine.errors import CompareError, NotFound, UserError
@@ -69,6 +69,14 @@ def headline_metrics(suite: str) -> tuple[str, ...]:
         return tuple(m.name for m in get_suite(suite).headlines())
     except SpecError:
         return ()        # a run of a suite whose plugin is not loaded here
+
+
+def paths_here(text: str | None, home: Home) -> str | None:
+    """`text` (a log line, a model's path or source, a spec value) with every path into another
+    copy of this home named as this home's own file (`engine.model_paths.for_display`): a copied
+    home shows the files it reads."""
+    from engine.model_paths import for_display
+    return for_display(text, home.root)
 
 
 def open_store(home: str | None = None) -> Store:
@@ -180,6 +188,7 @@ class RunRow:
     settings: str
     n_params: int | None
     n_nonzero: int | None
+    label: str = ""          # the job's label (what its submitter named it)
 
     def metric(self, name: str) -> float | None:
         for metric_name, value, _, _ in self.headline:
@@ -199,29 +208,43 @@ SORT_COLUMNS = {"id": "r.id", "model": "model", "suite": "r.suite", "date": "r.c
                 "status": "r.status", "method": "method", "scorer": "r.scorer"}
 
 
-def _runs_where(text: str) -> tuple[str, dict]:
+# what a run's row shows of its settings, as `key=value` words (the look-alike disambiguator
+# "(seed=3100)" included); a settings text that is not JSON reads as none
+_SETTINGS_WORDS = ("(CASE WHEN json_valid(r.settings) THEN (SELECT group_concat(key || '=' || "
+                   "coalesce(value, ''), ' ') FROM json_each(r.settings)) ELSE '' END)")
+
+
+def _runs_where(text: str, aliases: Mapping[int, str] | None = None) -> tuple[str, dict]:
+    """Every word must match the run's model, suite, scorer, method, status, job label, id or
+    settings (`seed=3100`, `3100`), or the `aliases` text of its job (the study and the
+    model's label in it, which the runs list shows in place of the model name)."""
     if not text.strip():
         return "", {}
     clauses, params = [], {}
     for i, word in enumerate(text.split()):
         params[f"w{i}"] = f"%{word}%"
-        clauses.append(f"(coalesce(m.name,'') || ' ' || coalesce(m.source,'') || ' ' || r.suite || ' ' "
+        also = sorted(job for job, alias in (aliases or {}).items() if word.lower() in alias.lower())
+        in_alias = f" OR r.job_id IN ({','.join(str(int(j)) for j in also)})" if also else ""
+        clauses.append(f"((coalesce(m.name,'') || ' ' || coalesce(m.source,'') || ' ' || r.suite || ' ' "
                        f"|| coalesce(r.scorer,'') || ' ' || coalesce(m.method,'base') || ' ' || r.status "
-                       f"|| ' ' || coalesce(j.label,'') || ' ' || r.id) LIKE :w{i}")
+                       f"|| ' ' || coalesce(j.label,'') || ' ' || r.id || ' ' || {_SETTINGS_WORDS}) "
+                       f"LIKE :w{i}{in_alias})")
     return "WHERE " + " AND ".join(clauses), params
 
 
-def count_runs(store: Store, text: str = "") -> int:
-    where, params = _runs_where(text)
+def count_runs(store: Store, text: str = "", aliases: Mapping[int, str] | None = None) -> int:
+    where, params = _runs_where(text, aliases)
     sql = ("SELECT count(*) AS n FROM runs r LEFT JOIN models m ON m.id = r.model_id "
            f"LEFT JOIN jobs j ON j.id = r.job_id {where}")
     return store.one(sql, params)["n"]
 
 
 def list_runs(store: Store, text: str = "", sort: str = "id", descending: bool = True,
-              offset: int = 0, limit: int = 200) -> list[RunRow]:
-    """A page of runs, filtered by words (all must match) and sorted; headline metrics joined."""
-    where, params = _runs_where(text)
+              offset: int = 0, limit: int = 200,
+              aliases: Mapping[int, str] | None = None) -> list[RunRow]:
+    """A page of runs, filtered by words (all must match, `_runs_where`) and sorted; headline
+    metrics joined."""
+    where, params = _runs_where(text, aliases)
     column = SORT_COLUMNS.get(sort, "r.id")
     order = f"{column} {'DESC' if descending else 'ASC'}, r.id DESC"
     rows = store.query(_RUNS_SQL.format(where=where, order=order),
@@ -236,7 +259,7 @@ def list_runs(store: Store, text: str = "", sort: str = "id", descending: bool =
                              row["method"], row["suite"], row["scorer"] or "", row["status"],
                              row["created_at"] or 0.0, headline,
                              _settings_summary(row["suite"], row["settings"]),
-                             row["n_params"], row["n_nonzero"]))
+                             row["n_params"], row["n_nonzero"], row["label"] or ""))
     return result
 
 

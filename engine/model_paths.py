@@ -9,6 +9,7 @@ this home's `models/` or `cache/` folder by the part of the path after that fold
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 HOME_FOLDERS = ("models", "cache")
@@ -43,3 +44,38 @@ def to_loadable(path: str | None, root: Path) -> str | None:
             if moved.exists():
                 return str(moved)
     return path
+
+
+# an absolute path in free text (a job's log line, a spec's model): up to whitespace or a quote
+_ABSOLUTE = re.compile(r"(?<![\w.~])/[^\s'\"]*[^\s'\".,;:)]")
+
+
+def _other_home(prefix: Path) -> bool:
+    return (prefix / "compfair.db").exists()
+
+
+def here(path: str, root: Path) -> str:
+    """`path` as this home sees it: a path into another copy of this home (its part from the
+    innermost `models/` or `cache/` folder on exists here, and the path's own home is gone or
+    is another compfair home) becomes that part under `root`; anything else is unchanged. A
+    copied home's job log and Model tab then name the files this home reads."""
+    candidate = Path(path)
+    if not candidate.is_absolute():
+        return path
+    parts = candidate.parts
+    for i in range(len(parts) - 1, 0, -1):
+        if parts[i] not in HOME_FOLDERS or i + 1 >= len(parts):
+            continue
+        prefix = Path(*parts[:i])
+        if prefix == root or prefix == root.resolve() or (candidate.exists() and not _other_home(prefix)):
+            return path
+        moved = root.joinpath(*parts[i:])
+        return str(moved) if moved.exists() else path
+    return path
+
+
+def for_display(text: str | None, root: Path) -> str | None:
+    """Every absolute path in `text` resolved against the home at `root` (`here`)."""
+    if not text or "/" not in text:
+        return text
+    return _ABSOLUTE.sub(lambda m: here(m.group(0), root), text)

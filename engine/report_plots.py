@@ -34,20 +34,44 @@ def _kind(entry, teacher) -> str:
     return "teacher" if entry is teacher else entry.kind
 
 
+def _teacher_last(entries, teacher) -> list:
+    """The entries in drawing order: the teacher last, so that its marker is on top of a
+    model at the same spot (an int8 copy often lands on the teacher's values)."""
+    return [e for e in entries if e is not teacher] + [e for e in entries if e is teacher]
+
+
+def _point(ax, entry, teacher, x: float, y: float, **errors) -> None:
+    """One model's point with its error bars and label; the teacher's a larger star drawn over
+    the others, its label below the point (another model at the same spot labels above)."""
+    is_teacher = entry is teacher
+    ax.errorbar([x], [y], fmt="*" if is_teacher else "o", markersize=11 if is_teacher else 6,
+                color=COLOURS.get(_kind(entry, teacher), "grey"), capsize=3,
+                zorder=4 if is_teacher else 3, **errors)
+    ax.annotate(entry.label, (x, y), fontsize=7, xytext=(3, -9) if is_teacher else (3, 3),
+                textcoords="offset points", fontweight="bold" if is_teacher else "normal")
+
+
+def _floor_at_zero(ax, values: list[float]) -> None:
+    """A y-axis of values that cannot be negative stops at zero (its margin went below)."""
+    if values and min(values) >= 0 and ax.get_ylim()[0] < 0:
+        ax.set_ylim(bottom=0)
+
+
 def _fairness_panels(plt, folder: Path, entries, teacher, compression, value) -> Path | None:
     panels = [h for h in headlines() if h.metric.role == "fairness" and any(e.runs.get(h.suite) for e in entries)]
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     for ax, h in zip(axes[0], panels):
-        for entry in entries:
+        shown = []
+        for entry in _teacher_last(entries, teacher):
             x = compression(entry, teacher)
             v, low, high = value(entry, h)
             if x is None or v is None:
                 continue
-            ax.errorbar([x], [v], yerr=_error_bar(v, low, high), fmt="o",
-                        color=COLOURS.get(_kind(entry, teacher), "grey"), capsize=3)
-            ax.annotate(entry.label, (x, v), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            _point(ax, entry, teacher, x, v, yerr=_error_bar(v, low, high))
+            shown += [v, *(b for b in (low, high) if b is not None)]
+        _floor_at_zero(ax, shown)
         if h.target is not None:
             ax.axhline(h.target, color="grey", linestyle=":", linewidth=1)
         ax.set_xlabel("share of teacher's non-zero parameters removed")
@@ -80,11 +104,10 @@ def _tradeoff(plt, folder: Path, entries, teacher, value) -> Path | None:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     for ax, (label, points) in zip(axes[0], panels):
-        for entry, (p, plo, phi), (t, tlo, thi) in points:
-            ax.errorbar([p], [t], xerr=_error_bar(p, plo, phi), yerr=_error_bar(t, tlo, thi), fmt="o",
-                        color=COLOURS.get(_kind(entry, teacher), "grey"), capsize=3)
-            ax.annotate(entry.label, (p, t), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_xscale("log")
+        for entry, (p, plo, phi), (t, tlo, thi) in sorted(points, key=lambda pt: pt[0] is teacher):
+            _point(ax, entry, teacher, p, t, xerr=_error_bar(p, plo, phi), yerr=_error_bar(t, tlo, thi))
+        _floor_at_zero(ax, [v for _, _, (t, lo, hi) in points for v in (t, lo, hi) if v is not None])
+        ax.set_xscale("log")      # perplexities: a log axis, never below zero
         _plain_log_axis(ax.xaxis)
         ax.set_xlabel(label)
         ax.set_ylabel(emt.title)

@@ -126,7 +126,7 @@ def test_a_user_story_in_a_real_terminal(home, tiny_gpt2, tmp_path):
         term.keys("/", "C-a", "C-k")
         term.type("tiny-gpt2")
         term.keys("Enter")
-        term.wait("1 runs matching 'tiny-gpt2'")
+        term.wait("1 run matching 'tiny-gpt2'")
         term.keys("Enter")
         term.wait(f"run {run_id}", "expected_max_toxicity")
         # Launch an eval from the form: like this run, which already ran; re-run on purpose.
@@ -183,3 +183,61 @@ def _job_line(term: Terminal, job_id: int, *texts: str, timeout: float = 30.0) -
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} never showed {texts!r}:\n{term.screen()}")
         time.sleep(0.3)
+
+
+def test_models_by_metrics_twice_and_a_long_model_path_in_a_real_terminal(home, tmp_path):
+    """Issue 29: the models x metrics view opened twice (the second from the judgement cache:
+    the kept file untouched, no "judging"), and a 180-character model path in the runs list
+    that leaves study, suite and metrics on screen."""
+    from tui.demo import T0, _model, add_eval_run
+    demo = fill_demo(home)
+    store = Store(home)
+    for job_id in (demo["running"], demo["queued"]):
+        queue.cancel(store, job_id)
+        queue.finish(store, job_id, "cancelled")
+    path = "/srv/checkpoints/" + "x" * 40 + "/" + ("SmolLM2-135M-distilled-pruned-" * 5)
+    path = (path + "v" * 180)[:180]
+    assert len(path) == 180
+    model = _model(store, path, path, 134_515_008, 67_257_504, method="prune")
+    long_run = add_eval_run(store, model, path, "toxicity", T0 + 90_000, 0.8)[1]
+    env = {"PATH": f"{COMPFAIR.parent}:/usr/bin:/bin", "HOME": str(tmp_path), "TERM": "xterm-256color",
+           "COMPFAIR_HOME": str(home.root), "PYTHONPATH": str(ROOT), "TZ": "UTC", "LANG": "C.UTF-8",
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "OMP_NUM_THREADS": "1"}
+    term = Terminal(f'"{COMPFAIR}"; sleep 30', env)
+    judgements = home.cache_dir / "judgements"
+    try:
+        screen = term.wait("compfair", "demo-study", timeout=60)
+        header = next(line for line in screen.splitlines() if " model " in line)
+        for column in ("study", "suite", "key metrics"):
+            assert column in header, header
+        row = next(line for line in screen.splitlines()
+                   if line.split()[:1] == [str(long_run)] and "runs" not in line.split()[1:2])
+        assert "…" in row and "toxicity" in row and "EMT" in row, row
+        assert all(len(line) <= 120 for line in screen.splitlines())
+        # models x metrics of the study, twice: the second from the cache
+        term.keys("/")
+        term.type("study:demo-study")
+        term.keys("Enter")
+        term.wait("24 runs matching 'study:demo-study'")
+        term.keys("m")
+        term.wait("models x metrics: study demo-study", "EMT", "PPL", timeout=60)
+        deadline = time.monotonic() + 60
+        while not list(judgements.glob("*.json")):
+            assert time.monotonic() < deadline, term.screen()
+            time.sleep(0.2)
+        (kept,) = judgements.glob("*.json")
+        written = kept.stat().st_mtime_ns
+        term.keys("Escape")
+        term.wait("24 runs matching 'study:demo-study'")
+        started = time.monotonic()
+        term.keys("m", pause=0.05)
+        screen = term.wait("models x metrics: study demo-study", "EMT", "PPL", timeout=30)
+        print(f"second open shown in {time.monotonic() - started:.2f} s")
+        assert "judging" not in screen and "stale" not in screen
+        assert [p.name for p in judgements.glob("*.json")] == [kept.name]
+        assert kept.stat().st_mtime_ns == written
+        term.keys("Escape", "q")
+    finally:
+        term.close()
+        store.close()

@@ -213,12 +213,20 @@ class CompfairApp(App[None]):
         return True
 
     def help_sections(self) -> list[Section]:
-        """Every screen's keys, for the help screen."""
+        """Every screen's keys, for the help screen: the keys of everywhere (a few lines),
+        then the screen help was opened from ("This screen: ..."), then the other screens."""
         extra = [Binding("tab,enter", "", "next field"), Binding("right", "", "accept the suggested model")]
+        screens = [("Runs", RunsScreen, RunsScreen.BINDINGS),
+                   ("Run detail", RunDetailScreen, RunDetailScreen.BINDINGS),
+                   ("Models x metrics", MatrixScreen, MatrixScreen.BINDINGS),
+                   ("Compare", CompareScreen, CompareScreen.BINDINGS),
+                   ("Jobs", QueueScreen, QueueScreen.BINDINGS),
+                   ("New job", NewJobScreen, [*extra, *NewJobScreen.BINDINGS])]
+        here = [(f"This screen: {title}", keys) for title, kind, keys in screens
+                if isinstance(self.screen, kind)]
+        rest = [(title, keys) for title, kind, keys in screens if not isinstance(self.screen, kind)]
         return [("Everywhere", [*self.BINDINGS, Binding("escape", "", "leave the screen or field")]),
-                ("Runs", RunsScreen.BINDINGS), ("Run detail", RunDetailScreen.BINDINGS),
-                ("Models x metrics", MatrixScreen.BINDINGS), ("Compare", CompareScreen.BINDINGS),
-                ("Jobs", QueueScreen.BINDINGS), ("New job", [*extra, *NewJobScreen.BINDINGS])]
+                *here, *rest]
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

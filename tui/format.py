@@ -82,7 +82,10 @@ def glossary_line(suite: str, metrics: list[str]) -> str:
             continue
         how = f"ideal {spec.target:g}" if spec.target is not None else \
             {"lower": "lower is better", "higher": "higher is better"}.get(spec.direction, "")
-        parts.append(f"{short_name_of(name, suite)} = {spec.title}" + (f" ({how})" if how else ""))
+        short = short_name_of(name, suite)
+        # "PPL = PPL": a title that is the abbreviation itself gives the metric's name instead
+        title = spec.title if spec.title.strip().lower() != short.lower() else name.replace("_", " ")
+        parts.append(f"{short} = {title}" + (f" ({how})" if how else ""))
     return " · ".join(parts)
 
 

@@ -60,12 +60,14 @@ class Page:
 def fetch(store: Store, query: RunsQuery, offset: int, limit: int) -> Page:
     """A page of runs (every matching run when the query cannot be paged in SQL)."""
     index = study_index(store)
+    # a row shows its study and its label there in place of the model name: words match them
+    aliases = {job: f"{study} {label}" for job, (study, label) in index.items()}
     if query.paged:
-        return Page(api.count_runs(store, query.words),
+        return Page(api.count_runs(store, query.words, aliases),
                     api.list_runs(store, query.words, query.sort, query.descending,
-                                  offset=offset, limit=limit), index)
+                                  offset=offset, limit=limit, aliases=aliases), index)
     sort = query.sort if query.sort in SQL_SORTS else "date"
-    rows = api.list_runs(store, query.words, sort, True, limit=ALL_ROWS)
+    rows = api.list_runs(store, query.words, sort, True, limit=ALL_ROWS, aliases=aliases)
     if query.study is not None:
         wanted = query.study.lower()
         rows = [r for r in rows if r.job_id in index and index[r.job_id][0].lower() == wanted]
@@ -95,6 +97,16 @@ def compact(name: str, prefix: str) -> str:
     if prefix and short.startswith(prefix) and len(short) > len(prefix):
         return "…" + short[len(prefix):]
     return short
+
+
+def row_name(row: api.RunRow, studies: dict[int, tuple[str, str]], prefix: str) -> str:
+    """What the model column shows: the model's label in its study, else the job's own label
+    (when its submitter gave one) before the compact model name (`my run · …wanda-50`)."""
+    in_study = studies.get(row.job_id or -1, ("", ""))[1]
+    if in_study:
+        return in_study
+    name = compact(row.model, prefix)
+    return f"{row.label} · {name}" if row.label else name
 
 
 def look_alike(rows: list[api.RunRow], studies: dict[int, tuple[str, str]]) -> dict[int, str]:

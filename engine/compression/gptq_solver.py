@@ -16,7 +16,7 @@ groups of `group_size` consecutive inputs per row (the last may be shorter), sym
 (scale = max|w| / (2^(b-1) - 1), codes offset by 2^(b-1)) or asymmetric (scale = (max - min) /
 (2^b - 1), zero = round(-min / scale)), scales rounded to float16 as `rtn._storable` does. The
 result is a `rtn.QuantizedTensor` (uint8 codes, float32 scales and zero points), so the RTN packed
-format (`quant.packed.save_quantized`) stores it and `load_quantized` rebuilds bit-identical
+format (`engine.formats.packed.save_quantized`) stores it and `load_quantized` rebuilds bit-identical
 weights; the in-memory layer is set to `rtn.dequantize` of those codes. The reference's grid
 differs slightly (its symmetric grid is 0..2^b - 1 around (2^b)/2, and it widens min/max to
 include 0); the error compensation, which is GPTQ, is the same.
@@ -115,7 +115,7 @@ def gptq_quantize_model(model: nn.Module, calibration: torch.Tensor, config: Qua
                         ) -> tuple[dict[str, QuantizedTensor], set[str]]:
     """Quantize every block linear layer in place (weights set to their dequantized codes);
     returns (quantized layers by module name, names stored `[in, out]`), as
-    `quant.apply.rtn_quantize_model` does, for `quant.packed.save_quantized`."""
+    `quant.apply.rtn_quantize_model` does, for `engine.formats.packed.save_quantized`."""
     path, _ = block_list(model)
     layers: dict[str, QuantizedTensor] = {}
     transposed: set[str] = set()

@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 from textual_plotext import PlotextPlot
 
 from engine import api
@@ -18,8 +18,10 @@ from tui import format as fmt
 from tui.state import export
 from tui.widgets.dialogs import export_dialog
 from tui.widgets.rowtable import TextTable
+from tui.widgets.footer import KeyFooter
+from tui.plot_layout import baseline_last, limits, shared_labels, spread_models
 
-X_AXES = ("non-zero parameters (M)", "sparsity", "run")
+X_AXES = ("non-zero parameters (M)", "sparsity", "model")
 # plotext colour names, and the rich colours that look the same in the legend line.
 PLOT_COLORS = ("cyan", "orange", "green", "magenta", "blue", "red", "yellow", "gray")
 LEGEND_COLORS = ("cyan", "dark_orange", "green", "magenta", "blue", "red", "yellow", "grey50")
@@ -39,16 +41,8 @@ def _sparsity(model: dict | None) -> float | None:
 
 
 def spread(xs: list[float]) -> list[float]:
-    """Runs at the same x (models of one size) moved apart by 2% of the axis each, so no point
-    hides another; the numbers beside the points say which run is which."""
-    width = (max(xs) - min(xs)) or max(abs(xs[0]), 1.0)
-    seen: dict[float, int] = {}
-    out = []
-    for x in xs:
-        n = seen.get(x, 0)
-        seen[x] = n + 1
-        out.append(x + n * 0.02 * width)
-    return out
+    """Points at the same x, each of its own model, moved apart (`spread_models`)."""
+    return spread_models(xs, range(len(xs)))
 
 
 class CompareScreen(Screen):
@@ -56,7 +50,7 @@ class CompareScreen(Screen):
     VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     BINDINGS = [
         Binding("escape,backspace", "app.pop_screen", "Back"),
-        Binding("b", "baseline", "Baseline = this column"),
+        Binding("b", "baseline", "Baseline", tooltip="baseline = the highlighted column"),
         Binding("p", "toggle_plot", "Plot"),
         Binding("v", "cycle_axis", "Plot x-axis"),
         Binding("x", "export", "Export"),
@@ -79,7 +73,7 @@ class CompareScreen(Screen):
         yield PlotextPlot(id="compare-plot")
         yield Static("", id="compare-legend")
         yield Static("", id="compare-export", classes="status-line")
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.sub_title = "compare runs " + ", ".join(map(str, self.run_ids))
@@ -156,51 +150,72 @@ class CompareScreen(Screen):
             plot.refresh()
             return
         row = self.query_one(DataTable).cursor_row
-        name, subset, cells = c.rows[min(max(row, 0), len(c.rows) - 1)]
-        xs, ys, labels, intervals = [], [], [], []
-        for i, (run, cell) in enumerate(zip(c.runs, cells)):
-            model = self.models.get(run["id"])
-            if self.axis == X_AXES[0]:
-                x = ((model.get("n_nonzero") or model.get("n_params")) / 1e6
-                     if model and (model.get("n_nonzero") or model.get("n_params")) else None)
-            elif self.axis == X_AXES[1]:
-                x = _sparsity(model)
-            else:
-                x = float(i + 1)
-            if x is None or cell.value is None or cell.value != cell.value:
-                continue
-            xs.append(x)
-            ys.append(cell.value)
-            labels.append(f"#{run['id']} {run['model'] or ''}")
-            intervals.append((cell.ci_low, cell.ci_high))
-        title = f"{name}" + (f" [{subset}]" if subset else "") + f" vs {self.axis}"
-        plt.title(title)
+        name, subset, _ = c.rows[min(max(row, 0), len(c.rows) - 1)]
+        xs, ys, labels, intervals, base = self.plot_input()
+        plt.title(f"{name}" + (f" [{subset}]" if subset else "") + f" vs {self.axis}")
         if xs:
-            xs = spread(xs)
-            # One series per run (a numbered legend entry each), its interval as a vertical line.
-            for i, (x, y, label, (low, high)) in enumerate(zip(xs, ys, labels, intervals)):
-                color = PLOT_COLORS[i % len(PLOT_COLORS)]
-                if low is not None and high is not None:
-                    plt.plot([x, x], [low, high], marker="│", color=color)
-                plt.scatter([x], [y], marker="●", color=color)
-                plt.text(f" {i + 1}", x, y, color=color, alignment="left")
-            lows = [lo for lo, _ in intervals if lo is not None] + ys
-            highs = [hi for _, hi in intervals if hi is not None] + ys
-            x_pad = (max(xs) - min(xs)) * 0.08 or 1.0
-            y_pad = (max(highs) - min(lows)) * 0.08 or 0.05
-            plt.xlim(min(xs) - x_pad, max(xs) + x_pad)
-            plt.ylim(min(lows) - y_pad, max(highs) + y_pad)
-            if self.axis == X_AXES[2]:
-                plt.xticks(xs, [label.split()[0] for label in labels])
+            self._draw(plt, xs, ys, labels, intervals, base)
         legend = Text(" ")
         for i, label in enumerate(labels):
-            legend.append(f"● {i + 1} ", style=LEGEND_COLORS[i % len(LEGEND_COLORS)])
+            legend.append(f"{'★' if base[i] else '●'} {i + 1} ", style=LEGEND_COLORS[i % len(LEGEND_COLORS)])
             legend.append(label + "   ")
         if len(labels) < len(c.runs):
             legend.append(f"({len(c.runs) - len(labels)} run(s) without this metric or x value)",
                           style="dim")
         self.query_one("#compare-legend", Static).update(legend)
         plot.refresh()
+
+    def plot_input(self) -> tuple[list[float], list[float], list[str], list[tuple], list[bool]]:
+        """The highlighted metric's points: x (one per model, `spread_models`), y, label,
+        interval and whether it is the baseline, for the runs that have both values."""
+        c = self.comparison
+        assert c is not None
+        _, _, cells = c.rows[min(max(self.query_one(DataTable).cursor_row, 0), len(c.rows) - 1)]
+        xs, ys, labels, intervals, models, base = [], [], [], [], [], []
+        order = list(dict.fromkeys(run["model_id"] or f"run-{run['id']}" for run in c.runs))
+        for run, cell in zip(c.runs, cells):
+            model, key = self.models.get(run["id"]), run["model_id"] or f"run-{run['id']}"
+            if self.axis == X_AXES[0]:
+                x = ((model.get("n_nonzero") or model.get("n_params")) / 1e6
+                     if model and (model.get("n_nonzero") or model.get("n_params")) else None)
+            elif self.axis == X_AXES[1]:
+                x = _sparsity(model)
+            else:
+                x = float(order.index(key) + 1)     # one x per model, in the order compared
+            if x is None or cell.value is None or cell.value != cell.value:
+                continue
+            xs.append(x)
+            ys.append(cell.value)
+            labels.append(f"#{run['id']} {run['model'] or ''}")
+            intervals.append((cell.ci_low, cell.ci_high))
+            models.append(key)
+            base.append(run["id"] == self.baseline_id)
+        return (spread_models(xs, models) if xs else xs), ys, labels, intervals, base
+
+    def _draw(self, plt, xs: list[float], ys: list[float], labels: list[str],
+              intervals: list[tuple], base: list[bool]) -> None:
+        """One series per run (a numbered legend entry each), its interval as a vertical line;
+        the baseline's drawn last (on top), runs on one spot sharing a label (`1,2`), the
+        y-axis stopping at zero for values that cannot be negative."""
+        lows = [lo for lo, _ in intervals if lo is not None] + ys
+        highs = [hi for _, hi in intervals if hi is not None] + ys
+        x_lim, y_lim = limits(xs, 0.08, 1.0), limits(lows + highs, 0.08, 0.05)
+        for i in baseline_last(base):
+            color, (low, high) = PLOT_COLORS[i % len(PLOT_COLORS)], intervals[i]
+            if low is not None and high is not None:
+                plt.plot([xs[i], xs[i]], [low, high], marker="│", color=color)
+            plt.scatter([xs[i]], [ys[i]], marker="★" if base[i] else "●", color=color)
+        tolerance = ((x_lim[1] - x_lim[0]) * 0.015, (y_lim[1] - y_lim[0]) * 0.03)
+        for i, label in shared_labels(list(zip(xs, ys)), range(1, len(xs) + 1), tolerance).items():
+            plt.text(f" {label}", xs[i], ys[i], color=PLOT_COLORS[i % len(PLOT_COLORS)],
+                     alignment="left")
+        plt.xlim(*x_lim)
+        plt.ylim(*y_lim)
+        if self.axis == X_AXES[2]:
+            ticks: dict[float, list[str]] = {}
+            for x, label in zip(xs, labels):
+                ticks.setdefault(x, []).append(label.split()[0])
+            plt.xticks(list(ticks), [",".join(ids) for ids in ticks.values()])
 
     def on_data_table_cell_highlighted(self, event: DataTable.CellHighlighted) -> None:
         if self.comparison is not None:

@@ -42,7 +42,7 @@ def bindings_table(title: str, bindings: Sequence) -> Table:
     table.add_column("action")
     for b in bindings:
         if isinstance(b, Binding) and b.description:
-            table.add_row(_keys(b), b.description)
+            table.add_row(_keys(b), f"{b.description}: {b.tooltip}" if b.tooltip else b.description)
     return table
 
 

@@ -25,7 +25,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 from textual_plotext import PlotextPlot
 
 from engine import api
@@ -35,6 +35,7 @@ from tui.state import export
 from tui.widgets import tradeoff
 from tui.widgets.dialogs import export_dialog
 from tui.widgets.rowtable import TextTable
+from tui.widgets.footer import KeyFooter
 
 
 def value_text(column: Column, cell: Cell) -> str:
@@ -62,10 +63,10 @@ def _kill_started(starting: asyncio.Future) -> None:
 class MatrixScreen(Screen):
     BINDINGS = [
         Binding("escape,backspace", "app.pop_screen", "Back"),
-        Binding("s", "sort", "Sort by column"),
+        Binding("s", "sort", "Sort", tooltip="sort by the highlighted column"),
         Binding("o", "flip_order", "Order", show=False),
         Binding("enter", "open", "Open the run"),
-        Binding("p", "toggle_plot", "Trade-off plot"),
+        Binding("p", "toggle_plot", "Plot", tooltip="the trade-off plot"),
         Binding("v", "cycle_axis", "Plot x-axis", show=False),
         Binding("x", "export", "Export"),
     ]
@@ -100,7 +101,7 @@ class MatrixScreen(Screen):
         yield Static("", id="matrix-sentence", classes="status-line")
         yield PlotextPlot(id="matrix-plot")
         yield Static("", id="matrix-legend")
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.sub_title = f"models x metrics: {self._what()}"

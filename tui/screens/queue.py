@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
+from textual.widgets import DataTable, Header, ProgressBar, Static
 
 from engine import api, views
 from engine.specs import spec_from_json
@@ -20,6 +20,7 @@ from tui import format as fmt
 from tui.forms import spec_title, to_text
 from tui.widgets.dialogs import ConfirmScreen
 from tui.widgets.rowtable import TextTable
+from tui.widgets.footer import KeyFooter
 
 PROGRESS_KEYS = ("done", "total", "fraction", "eta_s")
 COLUMNS = (("id", "id"), ("kind", "kind"), ("what", "what"), ("status", "status"),
@@ -45,6 +46,7 @@ def _spec_title(spec_json: str, kind: str) -> str:
         return kind
 
 
+FULL_EVERY = 10   # ticks between full reads of an unchanged store
 WHAT_WIDTH = 56   # a job title's most characters: status and progress stay on screen
 
 
@@ -131,7 +133,7 @@ def workers_line(workers: list, any_alive: bool) -> str:
 
 
 class QueueScreen(Screen):
-    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
+    VERTICAL_BREAKPOINTS = [(0, "-tiny"), (18, "-short"), (32, "-tall")]
     BINDINGS = [
         Binding("x,delete", "cancel_job", "Cancel job"),
         Binding("plus,equals_sign,K", "move(1)", "Up", key_display="+"),
@@ -158,11 +160,11 @@ class QueueScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="queue-status", classes="status-line")
-        yield TextTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
+        yield TextTable(id="jobs-table", cursor_type="row", zebra_stripes=True, fixed_columns=1)
         yield Static("", id="job-head")
         yield ProgressBar(total=1.0, show_eta=False, id="job-progress")
         yield Static("", id="job-log")
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -203,17 +205,26 @@ class QueueScreen(Screen):
         self.refresh_now()
 
     def _tick(self) -> None:
+        # Idle, a long list costs one PRAGMA per tick: rows are read and rebuilt only when the
+        # store changed (its data_version), the highlighted job or the filter did, and at least
+        # every FULL_EVERY ticks (a worker's heartbeat going stale changes nothing stored).
         if self.is_current:
-            self.refresh_now()
+            self._ticks = getattr(self, "_ticks", 0) + 1
+            self.run_worker(partial(self._poll, self._ticks % FULL_EVERY == 0), exclusive=True,
+                            group="queue-poll")
 
     def refresh_now(self) -> None:
-        self.run_worker(self._poll, exclusive=True, group="queue-poll")
+        self.run_worker(partial(self._poll, True), exclusive=True, group="queue-poll")
 
-    async def _poll(self) -> None:
+    async def _poll(self, force: bool = True) -> None:
         statuses = ("queued", "running") if self.active_only else ()
         focus = self.current_job_id()
+        seen = getattr(self, "_seen", None)
 
         def read(store):
+            version = (store.one("PRAGMA data_version") or {}).get("data_version"), focus, statuses
+            if not force and version == seen:
+                return None
             jobs = api.list_jobs(store, statuses, limit=300)
             running = [j["id"] for j in jobs if j["status"] in ("running", "queued")]
             if focus is not None:
@@ -222,9 +233,13 @@ class QueueScreen(Screen):
             log_lines = views.last_events(store, focus, 8) if focus is not None else []
             stored = sum(n for s, n in views.job_counts(store).items() if not s.startswith("_")) \
                 if self.active_only and not jobs else len(jobs)
-            return jobs, progress, log_lines, stored, api.worker_views(store)
-        jobs, progress, log_lines, self.stored, self.live_workers = await self.app.backend.read(read)
+            return jobs, progress, log_lines, stored, api.worker_views(store), version
+        read_back = await self.app.backend.read(read)
+        if read_back is None:             # nothing changed since the last read
+            return
+        jobs, progress, log_lines, self.stored, self.live_workers, version = read_back
         self._apply(jobs, progress, log_lines)
+        self._seen = version          # (set once shown: a read cancelled before is read again)
 
     # -- rendering -----------------------------------------------------------------------
     def _apply(self, jobs: list[dict], progress: dict[int, dict], log_lines: list[dict]) -> None:
@@ -312,14 +327,15 @@ class QueueScreen(Screen):
         if job.get("depends_on"):
             parts.append("after job " + ", ".join(map(str, job["depends_on"])))
         live = live_fields(data, 8)
-        head.update(Text("  ·  ".join(parts) + (f"\n{live}" if live else "")))
+        home = self.app.home      # paths as this home reads them (a copied home: its own)
+        head.update(Text(api.paths_here("  ·  ".join(parts), home) + (f"\n{live}" if live else "")))
         bar.update(total=1.0, progress=job["progress"] or 0.0)
         lines = Text()
         for e in self.log_lines[-8:]:
             style = {"error": "bold red", "warning": "yellow"}.get(e["level"], "dim" if e["kind"] == "progress" else "")
-            lines.append(f"{fmt.date(e['ts'])[11:]} {e['message']}\n", style=style)
+            lines.append(f"{fmt.date(e['ts'])[11:]} {api.paths_here(e['message'], home)}\n", style=style)
         if job.get("error"):
-            lines.append(f"error: {job['error']}", style="bold")
+            lines.append(f"error: {api.paths_here(job['error'], home)}", style="bold")
         log.update(lines)
 
     # -- selection -----------------------------------------------------------------------

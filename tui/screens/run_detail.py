@@ -13,7 +13,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Header, Static, TabbedContent, TabPane
 
 from engine import api
 from engine.compression.records import SparsityRecord
@@ -26,6 +26,7 @@ from engine.settings import run_ci_label
 from tui.widgets.bars import bar_chart
 from tui.widgets.dialogs import export_dialog
 from tui.widgets.rowtable import TextTable
+from tui.widgets.footer import KeyFooter
 
 TABS = ("metrics", "groups", "worst", "info")
 
@@ -48,8 +49,8 @@ def lineage_line(lineage: list[dict]) -> Text:
         chain.append(m.get("name") or m.get("source") or "?", style="bold")
         method = m.get("method") or "base"
         params = m.get("method_params") or {}
-        if isinstance(params, dict) and params.get("method"):
-            method += f" {params['method']}"
+        if isinstance(params, dict) and params.get("method") and params["method"] not in method.split():
+            method += f" {params['method']}"       # "prune wanda", never "magnitude magnitude"
         overall = _overall(m.get("sparsity"))
         if overall:
             method += f" {overall:.0%}"
@@ -79,9 +80,9 @@ class RunDetailScreen(TypingAware, Screen):
         Binding("m", "tab('metrics')", "Metrics"),
         Binding("g", "tab('groups')", "Groups"),
         Binding("w", "tab('worst')", "Worst"),
-        Binding("i", "tab('info')", "Model/settings"),
-        Binding("l", "toggle_layers", "Per-layer sparsity"),
-        Binding("e", "evaluate_like", "Evaluate like this", tooltip="the new-job form with this "
+        Binding("i", "tab('info')", "Model", tooltip="the model and the run's settings"),
+        Binding("l", "toggle_layers", "Layers", tooltip="per-layer sparsity of a pruned model"),
+        Binding("e", "evaluate_like", "Eval like", tooltip="the new-job form with this "
                 "run's settings (change the model: the runs stay comparable)"),
         Binding("x", "export", "Export"),
     ]
@@ -107,7 +108,7 @@ class RunDetailScreen(TypingAware, Screen):
             with TabPane("Model & settings", id="info"):
                 yield VerticalScroll(Static("", id="info-body"), id="info-scroll")
         yield Static("", id="detail-export", classes="status-line")
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.sub_title = f"run {self.run_id}"
@@ -225,7 +226,7 @@ class RunDetailScreen(TypingAware, Screen):
                                ("method settings", _json(model.get("method_params"))),
                                ("path", model.get("path"))):
                 if value not in (None, "", "{}", "null"):
-                    t.add_row(key, Text(str(value)))
+                    t.add_row(key, Text(api.paths_here(str(value), self.app.home) or ""))
             parts.append(t)
         if d["lineage"]:
             parts += [Text("Lineage (teacher → student → pruned)", style="bold"),
@@ -246,7 +247,7 @@ class RunDetailScreen(TypingAware, Screen):
         if job:
             t = _kv_table(f"Job {job['id']} ({job['kind']}, {job['status']})")
             for key, value in sorted(job["spec"].items()):
-                t.add_row(key, Text(_json(value)))
+                t.add_row(key, Text(api.paths_here(_json(value), self.app.home) or ""))
             if job.get("error"):
                 t.add_row("error", Text(job["error"], style="bold"))
             parts.append(t)
@@ -264,6 +265,11 @@ class RunDetailScreen(TypingAware, Screen):
         self.app.evaluate_like(self.run_id)
 
     def action_toggle_layers(self) -> None:
+        model = (self.detail or {}).get("model") or {}
+        if self.detail is not None and not _layers(model.get("sparsity")):
+            self.notify("no per-layer sparsity: this run's model was not pruned "
+                        "(l shows it for pruned models)", severity="warning")
+            return
         self.show_layers = not self.show_layers
         if self.detail is not None:
             self._show_info(self.detail)

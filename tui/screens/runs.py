@@ -16,16 +16,17 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
 from engine import api
 from tui import format as fmt
 from tui.keys import TypingAware
 from tui.matrix_data import study_names
-from tui.runs_query import (SQL_SORTS, Page, RunsQuery, common_prefix, compact, fetch, look_alike,
-                            metric_sorts, sort_label)
+from tui.runs_query import (SQL_SORTS, Page, RunsQuery, common_prefix, fetch, look_alike,
+                            metric_sorts, row_name, sort_label)
 from tui.widgets.dialogs import ChoiceScreen
 from tui.widgets.rowtable import RowTable
+from tui.widgets.footer import KeyFooter
 
 FIRST_PAGE = 100  # enough to fill a tall terminal; the rest loads as the cursor moves
 PAGE = 200
@@ -96,10 +97,10 @@ class RunsScreen(TypingAware, Screen):
                                     "method, status, label, id); study:NAME", id="runs-filter",
                         compact=True)
         yield Static("", id="runs-status", classes="status-line")
-        yield RowTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield RowTable(id="runs-table", cursor_type="row", zebra_stripes=True, fixed_columns=2)
         yield Static("", id="runs-terms", classes="status-line")
         yield Static(Text.assemble(*WELCOME), id="runs-empty")
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.model_cap, self.study_cap = name_caps(self.app.size.width)
@@ -212,14 +213,14 @@ class RunsScreen(TypingAware, Screen):
     def full_label(self, row: api.RunRow) -> str:
         """The study label or compact model name, and for runs that would otherwise read the
         same (same model, suite and scorer) the settings that tell them apart."""
-        label = self.studies.get(row.job_id or -1, ("", ""))[1] or compact(row.model, self.prefix)
+        label = row_name(row, self.studies, self.prefix)
         alike = self.alike.get(row.run_id)
         return f"{label} ({alike})" if alike else label
 
     def _label_cell(self, row: api.RunRow) -> Text:
         """`full_label` cut to the column's cap (in the middle of the name: its end tells
         siblings apart; the settings kept as far as they fit)."""
-        label = self.studies.get(row.job_id or -1, ("", ""))[1] or compact(row.model, self.prefix)
+        label = row_name(row, self.studies, self.prefix)
         return Text(fmt.fit_with(label, self.alike.get(row.run_id, ""), self.model_cap, middle=True))
 
     def _id_cell(self, run_id: int, colors: dict) -> Text:
@@ -245,7 +246,8 @@ class RunsScreen(TypingAware, Screen):
                     else " · space: select runs · m: models x metrics")
         where = f" matching '{self.filter_text}'" if self.filter_text else ""
         prefix = f" · model names: …= {self.prefix}" if self.prefix else ""
-        status.update(Text(f"{shown} runs{where} · sort {sort_label(self.sort)} {arrow}{selected}{prefix}"))
+        noun = "run" if shown == "1" else "runs"
+        status.update(Text(f"{shown} {noun}{where} · sort {sort_label(self.sort)} {arrow}{selected}{prefix}"))
 
     def _show_empty(self, empty: bool) -> None:
         """A store with no run shows how to start instead of an empty table."""

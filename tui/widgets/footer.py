@@ -1,0 +1,40 @@
+"""The footer of every screen but the new-job form: the screen's keys from the left, and help
+and quit held at the right edge, so that a narrow terminal (80 columns and less) cuts the
+screen's secondary keys, never the two a user needs to find the rest or to leave. The command
+palette item is not shown (ctrl+p still opens it; help lists it): at 70-80 columns it was
+drawn over the keys ("palettee")."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import HorizontalGroup
+from textual.widgets import Footer
+from textual.widgets._footer import FooterKey
+
+ESSENTIAL = ("help", "quit")     # app actions kept on screen at any width, in this order
+
+
+class KeyFooter(Footer):
+    DEFAULT_CSS = """
+    KeyFooter HorizontalGroup.-essential {
+        dock: right;
+        width: auto;
+        background: $footer-background;
+        padding-left: 1;
+    }
+    """
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("compact", True)
+        kwargs.setdefault("show_command_palette", False)
+        super().__init__(**kwargs)
+
+    def compose(self) -> ComposeResult:
+        kept: dict[str, FooterKey] = {}
+        for widget in super().compose():
+            if isinstance(widget, FooterKey) and widget.action in ESSENTIAL and widget.action not in kept:
+                kept[widget.action] = widget
+            else:
+                yield widget
+        if kept:
+            yield HorizontalGroup(*(kept[a] for a in ESSENTIAL if a in kept), classes="-essential")

@@ -7,7 +7,9 @@ Modules, one job each:
 - `generation`: batched, length-sorted nucleus sampling with a KV cache whose every sample is
   a pure function of (model, prompt, settings, seed, item, sample index).
 - `scorers`: pluggable toxicity scorers (detoxify, alt-profanity-check, any HF classifier) and
-  VADER sentiment, each named and versioned.
+  VADER sentiment, each named and versioned; chosen by name there, defined in
+  `detoxify_scorer`, `hf_classifier_scorer`, `lexical_scorers` and `bilstm_scorer` on the
+  protocol of `scorer_base`.
 - `likelihood`: sentence log-likelihoods (CrowS-Pairs) and strided perplexity windows.
 - `metrics`: pure numpy metric definitions with bootstrap confidence intervals.
 - `aggregate`: stored per-sample rows -> the metric rows of a run.

@@ -39,7 +39,7 @@ class GenerationSuite(GenerationSuiteInfo, Suite):
         from engine.evaluation.sampler import Sampler, SamplingSettings
         from engine.evaluation.pipeline import SampleWriter
         from engine.evaluation.progress import ThrottledProgress
-        from engine.evaluation.scorers import SentimentScorer
+        from engine.evaluation.lexical_scorers import SentimentScorer
         settings = SamplingSettings(spec.samples_per_prompt, spec.top_p, spec.temperature,
                                     spec.max_new_tokens, spec.seed)
         sampler = Sampler(lm.model, lm.tokenizer, lm.device, settings, spec.batch_size)

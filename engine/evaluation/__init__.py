@@ -11,6 +11,8 @@ Modules, one job each:
   `detoxify_scorer`, `hf_classifier_scorer`, `lexical_scorers` and `bilstm_scorer` on the
   protocol of `scorer_base`.
 - `likelihood`: sentence log-likelihoods (CrowS-Pairs) and strided perplexity windows.
+- `continuation_likelihood`: continuation NLLs under a reference model (the fluency pass).
+- `window_divergence`: KL divergence and top-1 agreement with a baseline per perplexity window.
 - `metrics`: pure numpy metric definitions with bootstrap confidence intervals.
 - `aggregate`: stored per-sample rows -> the metric rows of a run.
 - `pipeline`: the scoring-and-storing thread that overlaps generation.

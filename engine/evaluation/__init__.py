@@ -6,6 +6,8 @@ Modules, one job each:
   local files, or the sets shipped in `data/prompts/`), with stratified, seeded capping.
 - `generation`: batched, length-sorted nucleus sampling with a KV cache whose every sample is
   a pure function of (model, prompt, settings, seed, item, sample index).
+- `nucleus_sampling`: the top-p/temperature sampling step and each row's random stream;
+  `reserved_cache`: the key/value cache the sampler grows in place.
 - `scorers`: pluggable toxicity scorers (detoxify, alt-profanity-check, any HF classifier) and
   VADER sentiment, each named and versioned; chosen by name there, defined in
   `detoxify_scorer`, `hf_classifier_scorer`, `lexical_scorers` and `bilstm_scorer` on the

@@ -4,6 +4,7 @@ Modules, one job each:
 
 - `data`: pure loaders for RealToxicityPrompts, BOLD, CrowS-Pairs and perplexity text (hub,
   local files, or the sets shipped in `data/prompts/`), with stratified, seeded capping.
+  The readers of each format (files and hub rows) are in `dataset_readers`.
 - `generation`: batched, length-sorted nucleus sampling with a KV cache whose every sample is
   a pure function of (model, prompt, settings, seed, item, sample index).
 - `nucleus_sampling`: the top-p/temperature sampling step and each row's random stream;

@@ -33,7 +33,7 @@ def effective_window(spec, lm) -> tuple[int, int]:
 @register
 class PerplexitySuite(PerplexityInfo, Suite):
     def read_path(self, path):
-        from engine.evaluation.data import read_text
+        from engine.evaluation.dataset_readers import read_text
         return [], read_text(path)
 
     def from_hub(self, dataset, source):

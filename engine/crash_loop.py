@@ -9,7 +9,7 @@ looping; `max_attempts` (3) deaths in a row end it failed. Nothing stored is los
 samples written, the training checkpoint, stay, and `compfair retry` resumes from them.
 SIGTERM/SIGINT are not deaths (engine.queue.requeue_interrupted gives the attempt back).
 
-Read-only and torch-free: called by engine.queue.recover_orphans (worker, `doctor --repair`)."""
+Read-only and torch-free: called by engine.job_sweeps.recover_orphans (worker, `doctor --repair`)."""
 
 from __future__ import annotations
 

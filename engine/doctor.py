@@ -12,7 +12,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from engine import queue, worker_lock
+from engine import job_sweeps, queue, worker_lock, worker_rows
 from engine.store import Store
 from engine.store_faults import store_fault
 from engine.launcher import alive_workers
@@ -170,19 +170,20 @@ def _check_contents(store: Store, repair: bool) -> list[str]:
                  "home's jobs while the row stands (--repair marks it stopped)" for w in foreign]
     if repair:
         for w in foreign:
-            queue.stop_worker(store, w["id"])
+            worker_rows.stop_worker(store, w["id"])
         worker_lock.sweep(store.home)            # lock files left by killed workers
     foreign_ids = {w["id"] for w in foreign}
     workers = {w["id"]: w for w in store.query("SELECT * FROM workers")}
     stuck = []
     for row in store.query("SELECT * FROM jobs WHERE status = 'running'"):
         worker = workers.get(row["worker_id"])
-        if worker is None or not queue.worker_alive(worker) or worker["id"] in foreign_ids:
+        if worker is None or not worker_rows.worker_alive(worker) or worker["id"] in foreign_ids:
             stuck.append(row["id"])
             problems.append(f"job {row['id']} is marked running but its worker "
                             f"{row['worker_id']} is gone")
     if repair and stuck:
-        queue.recover_orphans(store, stale_after=0.0 if not alive_workers(store) else queue.STALE_HEARTBEAT_S)
+        job_sweeps.recover_orphans(store, stale_after=0.0 if not alive_workers(store)
+                                   else worker_rows.STALE_HEARTBEAT_S)
     problems += _check_cancel_stuck(store, repair)
     running_runs = store.query("SELECT r.id, r.job_id, j.status FROM runs r JOIN jobs j ON j.id = r.job_id "
                                "WHERE r.status = 'running' AND j.status IN ('failed', 'cancelled', 'done')")
@@ -214,12 +215,12 @@ def _check_cancel_stuck(store: Store, repair: bool) -> list[str]:
     worker of an earlier version stopped while cancelling) and runs that say "running" while
     their job waits in the queue. Repair cancels the former and marks the latter queued."""
     problems = [f"job {r['id']} is queued with its cancellation asked for; no worker will take it"
-                for r in store.query(f"SELECT id FROM jobs WHERE {queue.STUCK_CANCELLED}")]
+                for r in store.query(f"SELECT id FROM jobs WHERE {job_sweeps.STUCK_CANCELLED}")]
     runs = store.query("SELECT r.id, r.job_id FROM runs r JOIN jobs j ON j.id = r.job_id "
                        "WHERE r.status = 'running' AND j.status = 'queued'")
     problems += [f"run {r['id']} is marked running but its job {r['job_id']} is queued" for r in runs]
     if repair:
-        queue.cancel_stuck(store)
+        job_sweeps.cancel_stuck(store)
         with store.conn:
             store.conn.executemany("UPDATE runs SET status = 'queued' WHERE id = ? AND status = 'running'",
                                    [(r["id"],) for r in runs])

@@ -1,7 +1,7 @@
 """Fencing: a worker writes for a job only while it still holds the job's lease.
 
 Every claim of a job increments `jobs.lease` and hands the new value to the claiming worker
-(its token); taking a job away from a worker presumed dead (`queue.recover_orphans`)
+(its token); taking a job away from a worker presumed dead (`job_sweeps.recover_orphans`)
 increments it again. A worker paused long enough (SIGSTOP, a frozen VM, swap) to be declared
 dead therefore finds, when it resumes, that the lease has moved on, and stops that job
 without writing anything more: the worker that took the job over is its only writer.

@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from engine import queue
+from engine import worker_rows
 from engine.paths import Home
 from engine.store import Store
 from engine.worker_lock import serves_home, spawn_locked, worker_id_for
@@ -25,7 +25,7 @@ def alive_workers(store: Store) -> list[dict]:
     exists and holds this home's worker lock (engine.worker_lock: a row copied with the home
     names a live process that works for another home)."""
     return [w for w in store.query("SELECT * FROM workers WHERE status != 'stopped'")
-            if queue.worker_alive(w) and serves_home(store.home, w)]
+            if worker_rows.worker_alive(w) and serves_home(store.home, w)]
 
 
 def ensure_worker(store: Store) -> int | None:
@@ -51,8 +51,8 @@ def spawn_detached(home: Home) -> int:
                             start_new_session=True, cwd=str(Path(__file__).resolve().parent.parent))
     # Record it at once, so a second caller in the next instant does not start another.
     with store_for(home) as store:
-        queue.register_worker(store, worker_id_for(proc.pid), proc.pid, status="starting",
-                              log_path=str(log_path))
+        worker_rows.register_worker(store, worker_id_for(proc.pid), proc.pid, status="starting",
+                                    log_path=str(log_path))
     reap_when_done(proc)
     return proc.pid
 

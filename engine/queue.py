@@ -4,23 +4,21 @@ A job goes queued -> running -> done | failed | cancelled. Claiming is one atomi
 `UPDATE ... RETURNING`, so two workers never run the same job. A job waits until every job it
 depends on is done; if one of them fails or is cancelled, the dependant fails with that reason.
 
-Every write to the `jobs`, `job_deps` and `workers` tables is a function of this module, so
-the guards that keep two workers from overwriting each other's jobs are in one place. Each
+Every write to the `jobs`, `job_deps` and `workers` tables is a function of this module or of
+its two siblings, engine.worker_rows (the workers' rows, a worker's heartbeat) and
+engine.job_sweeps (orphans of dead workers, blocked and stuck jobs), so the guards that keep
+two workers from overwriting each other's jobs are in one place. Each
 claim hands out a fencing token (`jobs.lease`, engine.fencing): the worker's writes to its job
 are conditional on it, and one that finds it gone raises `LeaseLost`."""
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Sequence
 
 from engine.errors import InvalidState, LeaseLost, NotFound
-from engine.fencing import LEASE_TIMEOUT_ENV, env_seconds
 from engine.specs import JobSpec, spec_from_json
 from engine.store import Store, dumps, loads
-
-STALE_HEARTBEAT_S = 120.0      # the default lease timeout ($COMPFAIR_LEASE_TIMEOUT_S overrides)
 
 
 def submit(store: Store, spec: JobSpec, *, depends_on: list[int] = (), priority: int = 0,
@@ -99,12 +97,6 @@ def dependencies_of(store: Store, job_ids: Sequence[int]) -> dict[int, list[int]
                          "ORDER BY job_id, depends_on", list(out)):
         out[r["job_id"]].append(r["depends_on"])
     return out
-
-
-def stale_after_s() -> float:
-    """How old a worker's or job's heartbeat may be before the job is taken over."""
-    return env_seconds(LEASE_TIMEOUT_ENV, STALE_HEARTBEAT_S)
-
 
 def claim(store: Store, worker_id: str) -> dict | None:
     """Atomically take the highest-priority runnable job, or None. The row returned carries
@@ -272,153 +264,6 @@ def requeue_stopped(store: Store, job_id: int) -> None:
 def set_priority(store: Store, job_id: int, priority: int) -> None:
     with store.conn:
         store.db["jobs"].update(job_id, {"priority": priority})
-
-
-# -- workers ----------------------------------------------------------------------------------
-def register_worker(store: Store, worker_id: str, pid: int, *, status: str, log_path: str,
-                    device: str | None = None) -> None:
-    """Record a worker (insert or replace its row) as `status` ("starting" when launched,
-    "idle" when it runs), with a fresh heartbeat; `device`: what it is pinned to (kept as
-    recorded when None)."""
-    now = time.time()
-    with store.conn:
-        store.db["workers"].upsert({"id": worker_id, "pid": pid, "host": os.uname().nodename,
-                                    "started_at": now, "heartbeat_at": now, "status": status,
-                                    "log_path": log_path,
-                                    **({"device": device} if device else {})}, pk="id")
-
-
-def worker_heartbeat(store: Store, worker_id: str, job_id: int | None,
-                     lease: int | None = None) -> bool:
-    """Mark a worker alive (busy while it holds `job_id`, else idle) and, in the same
-    transaction, the job it runs (only while that job is still running, and under `lease`
-    when one is given). Returns False when the job's heartbeat was not written (the job
-    ended or was taken over)."""
-    now = time.time()
-    with store.conn:
-        store.conn.execute("UPDATE workers SET heartbeat_at = ?, status = ? WHERE id = ?",
-                           (now, "busy" if job_id is not None else "idle", worker_id))
-        if job_id is None:
-            return True
-        held = " AND lease = ?" if lease is not None else ""
-        return bool(store.conn.execute(
-            f"UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND status = 'running'{held}",
-            (now, job_id) + ((lease,) if lease is not None else ())).rowcount)
-
-
-def stop_worker(store: Store, worker_id: str) -> None:
-    """Mark a worker stopped (it exits; its row stays for the record)."""
-    with store.conn:
-        store.conn.execute("UPDATE workers SET status = 'stopped', heartbeat_at = ? WHERE id = ?",
-                           (time.time(), worker_id))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def worker_alive(row: dict, stale_after: float | None = None) -> bool:
-    """A worker row is alive when its heartbeat is fresh (younger than `stale_after`, by
-    default `stale_after_s()`) and (on this host) its pid exists."""
-    stale_after = stale_after_s() if stale_after is None else stale_after
-    if row.get("status") == "stopped":
-        return False
-    if time.time() - (row.get("heartbeat_at") or 0) > stale_after:
-        return False
-    if row.get("host") == os.uname().nodename and row.get("pid"):
-        return _pid_alive(row["pid"])
-    return True
-
-
-def recover_orphans(store: Store, stale_after: float | None = None) -> list[int]:
-    """Requeue running jobs whose worker is gone (dead pid or stale heartbeat, older than
-    `stale_after`, by default `stale_after_s()`); a job that has used up its attempts fails
-    with the reason. Returns the ids requeued or failed. Taking a job over increments its
-    lease, so a worker that was only paused, not dead, can no longer write for it.
-
-    The jobs and their workers are read in one query (one snapshot: a worker that registers
-    and claims a job between two reads must not look unknown), and each change is conditional
-    on the job still being held by the same worker with the same heartbeat, so a job that a
-    live worker touched meanwhile is left alone."""
-    rows = store.query(
-        """SELECT j.*, w.id AS w_id, w.pid AS w_pid, w.host AS w_host, w.status AS w_status,
-                  w.heartbeat_at AS w_heartbeat_at
-           FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id
-           WHERE j.status = 'running'""")
-    stale_after = stale_after_s() if stale_after is None else stale_after
-    touched = []
-    for row in rows:
-        worker = None if row["w_id"] is None else {
-            "id": row["w_id"], "pid": row["w_pid"], "host": row["w_host"],
-            "status": row["w_status"], "heartbeat_at": row["w_heartbeat_at"]}
-        alive = worker is not None and worker_alive(worker, stale_after)
-        if alive and time.time() - (row["heartbeat_at"] or 0) <= stale_after:
-            continue
-        reason = f"worker {row['worker_id']} died while running the job"
-        now = time.time()
-        if row["cancel_requested"]:
-            status, error = "cancelled", "cancelled by user"
-        elif row["attempts"] >= row["max_attempts"]:
-            # each attempt ended in a death (a death counts: a job that kills every worker
-            # must end); the reason says what is kept and that retry resumes from it
-            from engine.crash_loop import died_every_attempt
-            status, error = "failed", died_every_attempt(store, row)
-        else:
-            status, error = "queued", f"{reason}; requeued"
-        with store.conn:
-            changed = store.conn.execute(
-                "UPDATE jobs SET status = ?, error = ?, lease = lease + 1, "
-                "worker_id = CASE WHEN ? = 'queued' THEN NULL ELSE worker_id END, finished_at = CASE WHEN ? = 'queued' THEN finished_at ELSE ? END "
-                "WHERE id = ? AND status = 'running' AND worker_id IS ? AND heartbeat_at IS ?",
-                (status, error, status, status, now, row["id"], row["worker_id"],
-                 row["heartbeat_at"])).rowcount
-            if changed:                 # its run follows it (queued again until resumed)
-                _end_run(store, row["id"], status)
-        if not changed:
-            continue
-        store.add_event(row["id"], f"{reason}; requeued to resume" if status == "queued" else
-                        f"{error}" if status == "failed" else f"{reason}; marked {status}",
-                        level="warning" if status != "failed" else "error")
-        touched.append(row["id"])
-    return touched
-
-
-def fail_blocked(store: Store) -> list[int]:
-    """Fail queued jobs whose dependency failed or was cancelled (they can never run)."""
-    rows = store.query(
-        """SELECT d.job_id, p.id AS dep, p.status FROM job_deps d
-           JOIN jobs j ON j.id = d.job_id JOIN jobs p ON p.id = d.depends_on
-           WHERE j.status = 'queued' AND p.status IN ('failed', 'cancelled')""")
-    failed = []
-    for row in rows:
-        if row["job_id"] in failed:
-            continue
-        finish(store, row["job_id"], "failed",
-               error=f"dependency job {row['dep']} {row['status']}")
-        failed.append(row["job_id"])
-    return failed
-
-
-STUCK_CANCELLED = "status = 'queued' AND cancel_requested = 1"   # never claimed: a stuck job
-
-
-def cancel_stuck(store: Store) -> list[int]:
-    """Cancel queued jobs whose cancellation was asked for (no worker claims them: a job
-    requeued by a worker of an earlier version after `cancel` then SIGTERM). Their ids."""
-    ids = [r["id"] for r in store.query(f"SELECT id FROM jobs WHERE {STUCK_CANCELLED}")]
-    for job_id in ids:
-        with store.conn:
-            if store.conn.execute("UPDATE jobs SET status = 'cancelled', finished_at = ?, "
-                                  f"error = 'cancelled by user' WHERE id = ? AND {STUCK_CANCELLED}",
-                                  (time.time(), job_id)).rowcount:
-                _end_run(store, job_id, "cancelled")
-    return ids
 
 
 def counts(store: Store) -> dict[str, int]:

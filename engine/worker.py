@@ -11,7 +11,7 @@ While it runs, a worker holds an exclusive lock on its file in the home
 (engine.worker_lock): that is how the launcher and `doctor` tell a worker of this home from a
 live process named by a `workers` row copied along with the home.
 
-A worker's death counts as an attempt (the claim counted it; engine.queue.recover_orphans):
+A worker's death counts as an attempt (the claim counted it; engine.job_sweeps.recover_orphans):
 a job that kills its worker every time (an out-of-memory kill) must end, not loop forever.
 After `max_attempts` deaths it fails with a reason that says so, what it stored, that
 `compfair retry ID` resumes from that, and, for generation and distillation, to try a smaller
@@ -29,7 +29,7 @@ import time
 import traceback
 from typing import Callable
 
-from engine import queue
+from engine import job_sweeps, queue, worker_rows
 from engine.catalog.registry import Registry
 from engine.compression.quant_runner import run_quantize
 from engine.compression.runner import run_distill, run_prune
@@ -94,8 +94,8 @@ class Worker:
     # -- lifecycle -----------------------------------------------------------------------
     def _register(self) -> None:
         from engine.scale.device_workers import worker_device
-        queue.register_worker(self.store, self.id, os.getpid(), status="idle",
-                              log_path=str(self.home.logs_dir / "worker.log"), device=worker_device())
+        worker_rows.register_worker(self.store, self.id, os.getpid(), status="idle",
+                                    log_path=str(self.home.logs_dir / "worker.log"), device=worker_device())
 
     def _heartbeat_loop(self) -> None:
         """Mark the worker and its job alive every HEARTBEAT_INTERVAL_S. A failed beat (store
@@ -108,8 +108,8 @@ class Worker:
                 try:
                     store = store or Store(self.home)   # this thread's own connection
                     holding = fencing.held()            # (job, lease), read as one value
-                    if not queue.worker_heartbeat(store, self.id, holding and holding[0],
-                                                  holding and holding[1]) and holding:
+                    if not worker_rows.worker_heartbeat(store, self.id, holding and holding[0],
+                                                        holding and holding[1]) and holding:
                         log.warning("job %s: heartbeat not written (the job ended or another "
                                     "worker took it over)", holding[0])
                     last_error = ""
@@ -157,9 +157,9 @@ class Worker:
                     # rows copied with the home name live workers of another home: stop them,
                     # so that their jobs are recovered here at once
                     worker_lock.stop_foreign(self.store)
-                    queue.recover_orphans(self.store)
-                    queue.fail_blocked(self.store)
-                    queue.cancel_stuck(self.store)
+                    job_sweeps.recover_orphans(self.store)
+                    job_sweeps.fail_blocked(self.store)
+                    job_sweeps.cancel_stuck(self.store)
                     row = queue.claim(self.store, self.id)
                 except sqlite3.OperationalError as exc:
                     if is_store_write_error(exc):
@@ -194,7 +194,7 @@ class Worker:
             if beat.is_alive():       # no thread of ours may outlive the worker (exit 134)
                 beat.join(timeout=max(10.0, 2 * self.heartbeat_s))
             try:
-                queue.stop_worker(self.store, self.id)
+                worker_rows.stop_worker(self.store, self.id)
             except sqlite3.Error as exc:  # the pid check finds this worker dead anyway
                 log.warning("could not mark worker %s stopped: %s", self.id, exc)
             self.lock.release()

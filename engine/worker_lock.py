@@ -28,7 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
-from engine import queue
+from engine import worker_rows
 from engine.paths import Home
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ def foreign_workers(store) -> list[dict]:
     lock: a worker of another home (this one was copied, moved or restored while it ran), or of a
     compfair from before the lock. Nothing of this home runs on them."""
     rows = store.query("SELECT * FROM workers WHERE status != 'stopped'")
-    return [w for w in rows if queue.worker_alive(w) and not serves_home(store.home, w)]
+    return [w for w in rows if worker_rows.worker_alive(w) and not serves_home(store.home, w)]
 
 
 def describe_foreign(home: Home, row: dict) -> str:
@@ -178,12 +178,12 @@ def describe_foreign(home: Home, row: dict) -> str:
 
 
 def stop_foreign(store) -> list[str]:
-    """Mark each foreign worker row stopped (engine.queue.stop_worker), so that its jobs marked
+    """Mark each foreign worker row stopped (engine.worker_rows.stop_worker), so that its jobs marked
     running are recovered like those of a dead worker and a worker of this home is started.
     Returns the ids."""
     stopped = []
     for row in foreign_workers(store):
-        queue.stop_worker(store, row["id"])
+        worker_rows.stop_worker(store, row["id"])
         log.warning("%s; marked stopped", describe_foreign(store.home, row))
         stopped.append(row["id"])
     return stopped

@@ -26,6 +26,7 @@ import pytest
 import torch
 
 from engine.evaluation import cpu_paths
+from engine.evaluation import reserved_cache
 from engine.evaluation import sampler as g
 from engine.evaluation.sampler import Sampler, SamplingSettings
 
@@ -330,7 +331,7 @@ def test_reserved_cache_gives_the_same_logits_as_a_growing_one(gpt2):
     """The in-place KV buffers are an optimisation only: decoding with them gives the same
     logits as transformers' own concatenating cache."""
     import inspect
-    if g._DynamicLayer is None:
+    if reserved_cache._DynamicLayer is None:
         pytest.skip("this transformers has no per-layer caches; the sampler concatenates")
     model, tokenizer = gpt2
     arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -340,7 +341,7 @@ def test_reserved_cache_gives_the_same_logits_as_a_growing_one(gpt2):
         reserved = g._returned_cache(model(input_ids=ids, use_cache=True))
         select = torch.tensor([0, 0, 1, 2])
         plain.batch_select_indices(select)
-        g._reserve_cache(reserved, select, 4)
+        reserved_cache._reserve_cache(reserved, select, 4)
         assert type(reserved.layers[0]).__name__ == "_ReservedLayer"
         token = torch.tensor([[5], [6], [7], [8]])
         for _ in range(6):                                 # past the reserved room: falls back

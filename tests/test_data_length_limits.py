@@ -15,7 +15,8 @@ import sys
 import pytest
 
 from engine import queue
-from engine.evaluation.data import MAX_ITEM_CHARS, DataError, read_bold, read_crows_pairs, read_rtp
+from engine.evaluation.data import MAX_ITEM_CHARS, DataError
+from engine.evaluation.dataset_readers import read_bold, read_crows_pairs, read_rtp
 from engine.specs import EvalSpec
 from tests.test_reliability_faults import REPO, run_inline, worker_env
 

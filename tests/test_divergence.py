@@ -61,8 +61,9 @@ def test_window_divergences_match_a_direct_computation(tiny_gpt2, tmp_path, monk
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from engine.evaluation import likelihood
-    from engine.evaluation.likelihood import plan_windows, text_token_ids, window_divergences, window_nlls
+    from engine.evaluation import window_divergence
+    from engine.evaluation.likelihood import plan_windows, text_token_ids, window_nlls
+    from engine.evaluation.window_divergence import window_divergences
     child = _perturbed(tiny_gpt2, tmp_path / "child")
     baseline = AutoModelForCausalLM.from_pretrained(tiny_gpt2).eval()
     model = AutoModelForCausalLM.from_pretrained(child).eval()
@@ -71,7 +72,7 @@ def test_window_divergences_match_a_direct_computation(tiny_gpt2, tmp_path, monk
     windows = plan_windows(len(token_ids), 40, 24)       # last window shorter: padding in its batch
     assert len(windows) >= 4 and windows[-1].end - windows[-1].begin < 40
     # a few rows per float32 chunk, so that chunking is exercised
-    monkeypatch.setattr(likelihood, "DIVERGENCE_CHUNK_ENTRIES", 3 * len(tokenizer))
+    monkeypatch.setattr(window_divergence, "DIVERGENCE_CHUNK_ENTRIES", 3 * len(tokenizer))
     cpu = torch.device("cpu")
     got = list(window_divergences(model, baseline, token_ids, windows, cpu, batch_size=3))
     want = _direct(model, baseline, token_ids, windows)

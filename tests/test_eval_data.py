@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from engine.evaluation.data import (BUILTIN_DIR, DataError, read_bold, read_crows_pairs, read_rtp,
-                                    read_text, stratified_subset)
+from engine.evaluation.data import BUILTIN_DIR, DataError, stratified_subset
+from engine.evaluation.dataset_readers import read_bold, read_crows_pairs, read_rtp, read_text
 from engine.evaluation.data_sources import load_suite_data
 from tests.conftest import shared_data
 

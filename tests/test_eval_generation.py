@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine.evaluation import nucleus_sampling
 from engine.evaluation import sampler as g
 from engine.evaluation.sampler import Sampler, SamplingSettings, plan_batches
 
@@ -38,7 +39,7 @@ def test_nucleus_matches_top_p_distribution():
     torch.manual_seed(0)
     logits = torch.randn(1, 1000) * 4
     n = 20_000
-    tokens = g.nucleus_sample(logits.expand(n, -1), torch.rand(n, dtype=torch.float64), 0.9, 0.8)
+    tokens = nucleus_sampling.nucleus_sample(logits.expand(n, -1), torch.rand(n, dtype=torch.float64), 0.9, 0.8)
     reference = torch.softmax(TopPLogitsWarper(0.9)(None, logits / 0.8), dim=-1)[0]
     empirical = torch.bincount(tokens, minlength=1000).double() / n
     assert empirical[reference == 0].sum() == 0                  # never outside the nucleus
@@ -51,15 +52,15 @@ def test_nucleus_partial_topk_equals_full_sort(monkeypatch):
     # rows from peaked (nucleus of a few tokens) to flat (nucleus > 4096 candidates)
     logits = torch.randn(6, vocab) * torch.tensor([[8.0], [4.0], [2.0], [1.0], [0.1], [0.0]])
     uniforms = torch.rand(6, dtype=torch.float64)
-    fast = g.nucleus_sample(logits, uniforms, 0.9, 1.0)
-    monkeypatch.setattr(g, "CANDIDATES", ())
-    assert torch.equal(fast, g.nucleus_sample(logits, uniforms, 0.9, 1.0))
+    fast = nucleus_sampling.nucleus_sample(logits, uniforms, 0.9, 1.0)
+    monkeypatch.setattr(nucleus_sampling, "CANDIDATES", ())
+    assert torch.equal(fast, nucleus_sampling.nucleus_sample(logits, uniforms, 0.9, 1.0))
 
 
 def test_top_p_one_samples_the_whole_distribution():
     logits = torch.tensor([[0.0, 0.0, 0.0, 0.0]]).expand(4000, -1)
     uniforms = (torch.arange(4000, dtype=torch.float64) + 0.5) / 4000
-    counts = torch.bincount(g.nucleus_sample(logits, uniforms, 1.0, 1.0), minlength=4)
+    counts = torch.bincount(nucleus_sampling.nucleus_sample(logits, uniforms, 1.0, 1.0), minlength=4)
     assert counts.tolist() == [1000, 1000, 1000, 1000]
 
 

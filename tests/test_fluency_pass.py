@@ -14,9 +14,9 @@ from typing import Sequence
 import pytest
 import torch
 
-from engine.evaluation import likelihood
-from engine.evaluation.likelihood import (_token_log_probs, continuation_nlls, map_batches,
-                                          max_positions, start_token)
+from engine.evaluation import continuation_likelihood
+from engine.evaluation.continuation_likelihood import continuation_nlls
+from engine.evaluation.likelihood import _token_log_probs, map_batches, max_positions, start_token
 
 TOLERANCE = 1e-5          # nats per token
 
@@ -156,8 +156,8 @@ def test_the_whole_model_path_equals_too(tiny, monkeypatch):
     """A model whose logits are not its head applied to its base model (logit scaling,
     soft-capping) runs whole; forced here on the tiny models."""
     model, tok = tiny
-    split = likelihood._Split(model, None, "cache")
-    monkeypatch.setitem(likelihood._SPLITS, model, split)
+    split = continuation_likelihood._Split(model, None, "cache")
+    monkeypatch.setitem(continuation_likelihood._SPLITS, model, split)
     prompts, conts = suite_rows(k=3, seed=2)
     cpu = torch.device("cpu")
     _compare(continuation_nlls(model, tok, prompts, conts, cpu, batch_size=7),
@@ -176,7 +176,7 @@ def test_a_scaled_head_is_detected(tiny_llama):
         out.logits = out.logits * 0.5
         return out
     model.forward = scaled
-    assert likelihood._model_split(model, start_token(tok), torch.device("cpu")).head is None
+    assert continuation_likelihood._model_split(model, start_token(tok), torch.device("cpu")).head is None
     prompts, conts = suite_rows(k=2, seed=3)
     cpu = torch.device("cpu")
     _compare(continuation_nlls(model, tok, prompts, conts, cpu),
@@ -185,7 +185,7 @@ def test_a_scaled_head_is_detected(tiny_llama):
 
 def test_out_of_memory_splits_down_to_one_row(tiny_gpt2, monkeypatch):
     model, tok = _load(tiny_gpt2)
-    real = likelihood._score_batch
+    real = continuation_likelihood._score_batch
     sizes = []
 
     def failing(split, batch, device, pad):
@@ -194,7 +194,7 @@ def test_out_of_memory_splits_down_to_one_row(tiny_gpt2, monkeypatch):
         if rows > 1:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(split, batch, device, pad)
-    monkeypatch.setattr(likelihood, "_score_batch", failing)
+    monkeypatch.setattr(continuation_likelihood, "_score_batch", failing)
     prompts, conts = suite_rows(k=3, seed=4)
     cpu = torch.device("cpu")
     _compare(continuation_nlls(model, tok, prompts, conts, cpu, batch_size=8),
@@ -208,7 +208,7 @@ def test_each_prompt_is_prefilled_once(tiny_llama, monkeypatch):
     head only at the continuation tokens."""
     model, tok = _load(tiny_llama)
     prompts, conts = suite_rows(k=8, seed=5)
-    split = likelihood._model_split(model, start_token(tok), torch.device("cpu"))
+    split = continuation_likelihood._model_split(model, start_token(tok), torch.device("cpu"))
     fed, headed = [], []
     body, head = split.body.forward, split.head.forward
     monkeypatch.setattr(split.body, "forward",
@@ -217,7 +217,7 @@ def test_each_prompt_is_prefilled_once(tiny_llama, monkeypatch):
     got = continuation_nlls(model, tok, prompts, conts, torch.device("cpu"))
     scored = sum(n for _, n in got)
     assert sum(headed) == scored
-    pieces, _ = likelihood._continuation_pieces(tok, start_token(tok), max_positions(model), prompts, conts)
+    pieces, _ = continuation_likelihood._continuation_pieces(tok, start_token(tok), max_positions(model), prompts, conts)
     per_row = sum((len(p.prefix) - 1) * len(p.rows) for p in pieces)    # a prefill per row
     once = sum(len(p.prefix) - 1 for p in pieces)                        # a prefill per prompt
     prefilled = sum(fed) - scored

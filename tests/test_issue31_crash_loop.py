@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from engine import queue
+from engine import job_sweeps, queue, worker_rows
 from engine.specs import DistillSpec, EvalSpec
 from tests.test_reliability_faults import (REPO, assert_store_ok, kill_worker_when_stored, run_inline,
                                            sigkill, start_cli_worker, stored_samples, worker_env)
@@ -75,9 +75,9 @@ def _die_three_times(store, job_id: int) -> dict:
     """Claim the job three times by workers whose processes are gone (as after SIGKILLs)."""
     for attempt in range(3):
         worker = f"dead-{attempt}"
-        queue.register_worker(store, worker, _dead_pid(), status="busy", log_path="")
+        worker_rows.register_worker(store, worker, _dead_pid(), status="busy", log_path="")
         assert queue.claim(store, worker)["id"] == job_id
-        queue.recover_orphans(store)
+        job_sweeps.recover_orphans(store)
     return queue.job(store, job_id)
 
 
@@ -105,7 +105,7 @@ def test_two_deaths_requeue_the_third_fails(home, store, tiny_gpt2):
     job_id = queue.submit(store, EvalSpec(model=str(tiny_gpt2), suite="perplexity", data="builtin"))
     for attempt in range(3):
         worker = f"dead-{attempt}"
-        queue.register_worker(store, worker, _dead_pid(), status="busy", log_path="")
+        worker_rows.register_worker(store, worker, _dead_pid(), status="busy", log_path="")
         queue.claim(store, worker)
-        queue.recover_orphans(store)
+        job_sweeps.recover_orphans(store)
         assert queue.job(store, job_id)["status"] == ("queued" if attempt < 2 else "failed")

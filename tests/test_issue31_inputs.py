@@ -277,7 +277,7 @@ def test_a_csv_with_a_200_kb_field_exits_2_naming_file_line_and_limit(content, l
     assert done.returncode == 2 and done.stderr.strip() == expected, done.stderr
     # in a job (queued without the submit check), the same reason
     from engine.errors import DataError
-    from engine.evaluation.data import read_crows_pairs
+    from engine.evaluation.dataset_readers import read_crows_pairs
     with pytest.raises(DataError) as info:
         read_crows_pairs(data)
     assert f"error: {info.value}" == expected

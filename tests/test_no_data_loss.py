@@ -225,7 +225,8 @@ import sys, time
 from engine.paths import Home
 from engine.store import Store
 from engine import queue
-from engine.study import load_study, submit_study
+from engine.study import submit_study
+from engine.study_plan import load_study
 
 folder, start, trials = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 store = Store(Home.resolve())

@@ -49,7 +49,7 @@ def test_continuation_nll_equals_a_direct_transformers_computation(tiny_gpt2):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from engine.evaluation.likelihood import continuation_nlls
+    from engine.evaluation.continuation_likelihood import continuation_nlls
     model = AutoModelForCausalLM.from_pretrained(tiny_gpt2).eval()
     tok = AutoTokenizer.from_pretrained(tiny_gpt2)
     prompts = ["The people", "A doctor in the village said that", "She"]

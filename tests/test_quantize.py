@@ -113,7 +113,8 @@ def test_quantize_jobs_store_real_sizes_and_reload_through_the_registry(home, st
 
 def test_a_study_quantizes_and_reports_the_product(home, store, tiny_llama, tmp_path):
     from engine.report import build_report
-    from engine.study import load_study, submit_study
+    from engine.study import submit_study
+    from engine.study_plan import load_study
     study = tmp_path / "q.toml"
     study.write_text(f'name = "q"\nteacher = "{tiny_llama}"\n\n[[quantize]]\nlabel = "int4"\nmethod = "rtn"\n'
                      f'bits = 4\ngroup_size = 32\n\n[[quantize]]\nlabel = "gguf"\nmethod = "gguf"\n'

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from engine import api, queue
+from engine import api, job_sweeps, queue
 from engine.paths import Home
 from engine.specs import EvalSpec, PruneSpec
 from engine.store import Store
@@ -43,7 +43,7 @@ def test_dependencies_wait_and_a_failed_dependency_fails_the_dependant(store):
     assert queue.claim(store, "w")["id"] == first
     assert queue.claim(store, "w") is None  # the dependant waits
     queue.finish(store, first, "failed", error="boom")
-    assert queue.fail_blocked(store) == [second]
+    assert job_sweeps.fail_blocked(store) == [second]
     assert queue.job(store, second)["error"] == f"dependency job {first} failed"
 
 
@@ -72,7 +72,7 @@ def test_a_job_of_a_dead_worker_is_requeued_then_failed_after_max_attempts(store
                                 "heartbeat_at": time.time(), "status": "busy"})
     for attempt in (1, 2):
         assert queue.claim(store, "dead")["attempts"] == attempt
-        assert queue.recover_orphans(store) == [job_id]
+        assert job_sweeps.recover_orphans(store) == [job_id]
     row = queue.job(store, job_id)
     assert row["status"] == "failed"
     assert "gave up after 2 attempts" in row["error"]

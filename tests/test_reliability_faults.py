@@ -20,7 +20,7 @@ from typing import Callable
 
 import pytest
 
-from engine import queue
+from engine import job_sweeps, queue, worker_rows
 from engine.paths import Home
 from engine.specs import EvalSpec, PruneSpec
 from engine.store import Store
@@ -255,18 +255,18 @@ def test_recovery_leaves_a_job_that_its_worker_touched_meanwhile(store, monkeypa
     assert queue.claim(store, "slow")["id"] == job_id
     store.conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ?", (time.time() - 1000, job_id))
     store.conn.commit()
-    real_alive = queue.worker_alive
+    real_alive = worker_rows.worker_alive
 
-    def beat_then_judge(worker, stale_after=queue.STALE_HEARTBEAT_S):
+    def beat_then_judge(worker, stale_after=worker_rows.STALE_HEARTBEAT_S):
         with store.conn:   # the worker's heartbeat lands after the snapshot was read
             store.conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ?", (time.time(), job_id))
         return real_alive(worker, stale_after)
 
-    monkeypatch.setattr(queue, "worker_alive", beat_then_judge)
-    assert queue.recover_orphans(store) == []
+    monkeypatch.setattr(job_sweeps, "worker_alive", beat_then_judge)
+    assert job_sweeps.recover_orphans(store) == []
     assert queue.job(store, job_id)["status"] == "running"
-    monkeypatch.setattr(queue, "worker_alive", real_alive)
+    monkeypatch.setattr(job_sweeps, "worker_alive", real_alive)
     store.conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ?", (time.time() - 1000, job_id))
     store.conn.commit()
-    assert queue.recover_orphans(store) == [job_id]       # without the beat it is requeued
+    assert job_sweeps.recover_orphans(store) == [job_id]       # without the beat it is requeued
     assert queue.job(store, job_id)["status"] == "queued"

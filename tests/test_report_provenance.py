@@ -6,7 +6,8 @@ import json
 from engine.evaluation.data import DataError
 from engine.report import build_report
 from engine.store import loads
-from engine.study import load_study, submit_study
+from engine.study import submit_study
+from engine.study_plan import load_study
 from engine.worker import Worker
 
 STUDY = """

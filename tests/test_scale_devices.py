@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import queue
+from engine import queue, worker_rows
 from engine.errors import UserError
 from engine.scale.device_workers import parse_devices
 from engine.specs import EvalSpec
@@ -50,7 +50,7 @@ def test_bad_device_lists_exit_2_and_start_nothing(home, store):
 
 def _wait_exited(pids: list[int], timeout: float) -> None:
     deadline = time.time() + timeout
-    while time.time() < deadline and any(queue._pid_alive(p) for p in pids):
+    while time.time() < deadline and any(worker_rows._pid_alive(p) for p in pids):
         time.sleep(0.2)
 
 
@@ -81,7 +81,7 @@ def test_two_cpu_workers_share_the_queue_and_are_listed(home, store, tiny_gpt2):
         _wait_exited(pids, 60)
     finally:
         for pid in pids:
-            if queue._pid_alive(pid):
+            if worker_rows._pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
     workers = {r["worker_id"] for r in rows}
     assert len(workers) == 2, workers               # the queue spread over both workers

@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.evaluation.scorers import DETOXIFY_CLASSES, DetoxifyScorer, HFClassifierScorer, ProfanityScorer, SentimentScorer, load_scorer, save_detoxify_checkpoint
+from engine.evaluation.detoxify_scorer import DETOXIFY_CLASSES, DetoxifyScorer, save_detoxify_checkpoint
+from engine.evaluation.hf_classifier_scorer import HFClassifierScorer
+from engine.evaluation.lexical_scorers import ProfanityScorer, SentimentScorer
+from engine.evaluation.scorers import load_scorer
 from engine.errors import ScorerError
 
 WORDS = "you are an idiot nice day the weather is good bad stupid hello friend lovely".split()

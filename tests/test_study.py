@@ -7,7 +7,8 @@ import pytest
 
 from engine import queue
 from engine.report import build_report
-from engine.study import load_study, plan_study, requirements, submit_study
+from engine.study import requirements, submit_study
+from engine.study_plan import load_study, plan_study
 from engine.errors import StudyError
 from engine.worker import Worker
 

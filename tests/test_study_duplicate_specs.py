@@ -13,7 +13,7 @@ import tomllib
 
 import pytest
 
-from engine.study import plan_study
+from engine.study_plan import plan_study
 from engine.errors import StudyError
 from tests.test_reliability_faults import REPO, worker_env
 

@@ -84,7 +84,8 @@ async def test_a_toy_suite_runs_end_to_end_without_touching_other_modules(home, 
                                                                          tmp_path, capsys):
     from engine.cli import main
     from engine.report import build_report
-    from engine.study import load_study, submit_study
+    from engine.study import submit_study
+    from engine.study_plan import load_study
 
     # submit and the worker
     ids = [queue.submit(store, EvalSpec(model=str(tiny_gpt2), suite="toy_likelihood", data=str(toy_data),

@@ -7,7 +7,7 @@ import os
 
 from textual.widgets import DataTable
 
-from engine import api, queue, worker_lock
+from engine import api, queue, worker_lock, worker_rows
 from engine.specs import EvalSpec
 from engine.store import Store
 from tests.tui_pilot import make_app, press, screen_text, settle
@@ -21,8 +21,8 @@ async def test_jobs_screen_shows_each_workers_device_and_job(home):
     # two live workers (this process's pid and its locks of the home keep them alive), one
     # pinned to each device
     locks = [worker_lock.hold(home, "w-cpu"), worker_lock.hold(home, "w-gpu")]
-    queue.register_worker(store, "w-cpu", os.getpid(), status="idle", log_path="", device="cpu")
-    queue.register_worker(store, "w-gpu", os.getpid(), status="idle", log_path="", device="cuda:1")
+    worker_rows.register_worker(store, "w-cpu", os.getpid(), status="idle", log_path="", device="cpu")
+    worker_rows.register_worker(store, "w-gpu", os.getpid(), status="idle", log_path="", device="cuda:1")
     claimed = queue.claim(store, "w-cpu")
     assert claimed["id"] == first
     app = make_app(home, start_worker=False)

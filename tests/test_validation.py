@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import api, queue
+from engine import api, queue, worker_rows
 from engine.cli import main
 from engine.errors import ModelError, NotFound, UserError
 from engine.specs import EvalSpec, PruneSpec, SpecError
@@ -123,16 +123,16 @@ def test_an_interrupted_job_is_requeued_only_by_the_worker_holding_it(store):
 
 
 def test_worker_rows_are_written_by_the_queue(store):
-    queue.register_worker(store, "host-1", 1, status="starting", log_path="/tmp/w.log")
-    queue.register_worker(store, "host-1", 1, status="idle", log_path="/tmp/w.log")   # upsert
+    worker_rows.register_worker(store, "host-1", 1, status="starting", log_path="/tmp/w.log")
+    worker_rows.register_worker(store, "host-1", 1, status="idle", log_path="/tmp/w.log")   # upsert
     job_id = queue.submit(store, EvalSpec(model="gpt2"))
     queue.claim(store, "host-1")
     store.conn.execute("UPDATE jobs SET heartbeat_at = 0 WHERE id = ?", (job_id,))
     store.conn.commit()
-    queue.worker_heartbeat(store, "host-1", job_id)
+    worker_rows.worker_heartbeat(store, "host-1", job_id)
     assert store.one("SELECT status FROM workers WHERE id = 'host-1'")["status"] == "busy"
     assert queue.job(store, job_id)["heartbeat_at"] > 0
-    queue.stop_worker(store, "host-1")
+    worker_rows.stop_worker(store, "host-1")
     assert [w["status"] for w in store.query("SELECT status FROM workers")] == ["stopped"]
 
 

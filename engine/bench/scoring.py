@@ -31,8 +31,8 @@ def _score_pair(name: str, scorer, texts: list[str], say: Say) -> dict:
 def _detoxify_scorer(scratch: Path, device: str, texts: list[str]):
     """The real Detoxify class: cached `original` weights, else a BERT-base-shaped random
     checkpoint (same architecture and cost; the scores are meaningless)."""
-    from engine.evaluation.scorers import (DETOXIFY_CLASSES, DetoxifyScorer, detoxify_cached_checkpoint,
-                                           save_detoxify_checkpoint)
+    from engine.evaluation.detoxify_scorer import (DETOXIFY_CLASSES, DetoxifyScorer, detoxify_cached_checkpoint,
+                                                   save_detoxify_checkpoint)
 
     if detoxify_cached_checkpoint("original") is not None:
         return DetoxifyScorer("original", device=device), "detoxify:original (cached weights)"
@@ -63,7 +63,7 @@ OFFLINE_TEXTS = 2000
 def scoring(texts: list[str], settings: BenchSettings, device, scratch: Path, say: Say) -> dict:
     """The scoring-alone phase: profanity, the offline default (bilstm + profanity), and
     Detoxify unless `settings.detoxify` is off."""
-    from engine.evaluation.scorers import ProfanityScorer
+    from engine.evaluation.lexical_scorers import ProfanityScorer
     from engine.errors import ScorerError
 
     out: dict[str, Any] = {}

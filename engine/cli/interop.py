@@ -144,7 +144,7 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
     """`compfair prefetch STUDY`: list (--dry-run) or download what the study needs."""
     from engine.interop import prefetch
     from engine.terminal_output import print_json, print_table
-    from engine.study import load_study
+    from engine.study_plan import load_study
     plan = load_study(args.study)
     wanted = [n for n in prefetch.needs(plan) if not (args.required_only and n.optional)]
     rows = [{"kind": n.kind, "ref": n.ref, "config": n.config, "optional": n.optional,

@@ -16,11 +16,12 @@ from engine.job_status import ENDED
 def cmd_study(args: argparse.Namespace) -> int:
     """Plan a study, queue it (validated first), follow it and print its report."""
     from engine import study as studies
-    plan = studies.load_study(args.study)
+    from engine.study_plan import describe_plan, load_study
+    plan = load_study(args.study)
     for note in studies.requirements(plan):
         sys.stderr.write(f"note: {note}\n")
     if args.dry_run:
-        nodes = studies.describe_plan(plan)
+        nodes = describe_plan(plan)
         if args.json:
             print_json(nodes)
         else:

@@ -32,7 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
-from engine.evaluation.scorers import _file_digest, _first_line
+from engine.evaluation.scorer_base import _file_digest, _first_line
 from engine.errors import ScorerError
 
 WHEEL = "toxic-comment-classifier"

@@ -8,7 +8,7 @@ Sources (`EvalSpec.data`):
 - "builtin": the shipped sets.
 - "hub": the hub data set or a `DataError`.
 - a path: a local file or folder in the data set's original format (read by the suite,
-  through the format loaders of `engine.evaluation.data`).
+  through the format loaders of `engine.evaluation.dataset_readers`).
 
 Also the offline status of each suite's data, checked without network (`compfair doctor`,
 study planning).

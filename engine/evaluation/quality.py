@@ -1,6 +1,6 @@
 """What a generated continuation's quality is, from its text alone: diversity (distinct-n)
 and degeneration (nearly empty or looping). Pure functions; fluency under a reference model
-(continuation NLL) is computed in `likelihood.continuation_nlls`.
+(continuation NLL) is computed in `continuation_likelihood.continuation_nlls`.
 
 Words are the lowercased `\\w+` runs of a text (punctuation and whitespace are not words),
 as in the distinct-n measures of the RealToxicityPrompts / DExperts literature."""

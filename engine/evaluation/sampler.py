@@ -28,8 +28,8 @@ failing only at one row; growth then stops.
 
 Speed (measured with `compfair bench`): one prefill per distinct prompt; the KV cache is
 expanded once into buffers with room for every new token, so a decode step writes one position
-instead of copying the whole cache (`_reserve_cache`); nucleus sampling tries a partial top-k
-before a full sort; temperature 1 skips the division; the loop runs under
+instead of copying the whole cache (`reserved_cache`); nucleus sampling (`nucleus_sampling`)
+tries a partial top-k before a full sort; temperature 1 skips the division; the loop runs under
 `torch.inference_mode` and holds no per-row Python work. On CPU the sampler also switches on
 the kernels of `cpu_paths` (decode attention, output head in vocabulary slices). Measured on
 SmolLM2, 2 cores, 32 prompts x 8 x 20 tokens (identical generations throughout): 256 instead of
@@ -44,15 +44,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
 
-import numpy as np
 import torch
 
 from engine.devices import free_device_memory, is_out_of_memory
 from engine.evaluation.cpu_paths import cpu_fast_paths
+from engine.evaluation.nucleus_sampling import Row, nucleus_sample, row_uniforms
+from engine.evaluation.reserved_cache import _reserve_cache
 
 log = logging.getLogger(__name__)
 
-Row = tuple[int, int]          # (item index, sample index)
 StepCallback = Callable[[int, int, int], None]   # (rows in flight, step done, steps)
 DEFAULT_ROWS_CPU = 256          # SmolLM2 on 2 cores: ~25% more generations per CPU-second than 64
 DEFAULT_ROWS_GPU = 512          # the starting size; grows while memory allows
@@ -84,63 +84,6 @@ class GeneratedBatch:
 def sample_key(item: int, sample: int) -> str:
     """The stored key of a sample (unique within a run)."""
     return f"{item}:{sample}"
-
-
-def row_uniforms(seed: int, rows: Sequence[Row], steps: int) -> np.ndarray:
-    """(rows, steps) uniforms in [0, 1): the random stream of each (item, sample)."""
-    out = np.empty((len(rows), steps))
-    for r, (item, sample) in enumerate(rows):
-        out[r] = np.random.default_rng([seed, item, sample]).random(steps)
-    return out
-
-
-# Candidate-set sizes tried before a full sort: a partial top-k is ~20x cheaper than sorting a
-# 50k vocabulary, and the nucleus of a trained model rarely holds more than a few hundred tokens.
-CANDIDATES = (256, 4096)
-
-
-def _inverse_cdf(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """Per row, the position where the running sum of `weights` first exceeds u * total."""
-    cumulative = weights.cumsum(dim=-1)
-    targets = uniforms.to(cumulative.dtype).unsqueeze(1) * cumulative[:, -1:]
-    positions = torch.searchsorted(cumulative, targets, right=True)
-    last = (weights > 0).long().cumsum(dim=-1).argmax(dim=-1, keepdim=True)   # last kept position
-    return torch.minimum(positions, last)
-
-
-def nucleus_sample(logits: torch.Tensor, uniforms: torch.Tensor, top_p: float,
-                   temperature: float) -> torch.Tensor:
-    """One token per row from softmax(logits / temperature) restricted to the nucleus: the
-    most probable tokens, in decreasing probability, while the mass before a token is below
-    `top_p` (so the top token is always kept). Inverse-CDF sampling with the given uniforms
-    (rows,) makes it reproducible. The nucleus is found with a partial top-k when it fits in
-    the candidates (exact: the k-th candidate is then outside it), else with a full sort.
-
-    logits: (rows, vocab) -> tokens (rows,)"""
-    logits = logits.float()
-    probs = torch.softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
-    if top_p >= 1.0:   # plain sampling: no ordering needed
-        return _inverse_cdf(probs, uniforms).squeeze(1)
-    vocab = probs.shape[-1]
-    tokens = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
-    remaining = torch.arange(probs.shape[0], device=probs.device)
-    for k in (*[c for c in CANDIDATES if c < vocab], vocab):
-        rows = probs if remaining.numel() == probs.shape[0] else probs.index_select(0, remaining)
-        if k < vocab:
-            values, order = rows.topk(k, dim=-1)
-        else:
-            values, order = rows.sort(dim=-1, descending=True, stable=True)
-        before = values.cumsum(dim=-1) - values          # mass of the more probable tokens
-        covered = before[:, -1] >= top_p if k < vocab else torch.ones_like(before[:, -1], dtype=torch.bool)
-        if bool(covered.any()):
-            idx = covered.nonzero().squeeze(1)
-            kept = values.index_select(0, idx).masked_fill(before.index_select(0, idx) >= top_p, 0.0)
-            picks = _inverse_cdf(kept, uniforms.index_select(0, remaining.index_select(0, idx)))
-            tokens[remaining.index_select(0, idx)] = order.index_select(0, idx).gather(1, picks).squeeze(1)
-            remaining = remaining[~covered]
-        if remaining.numel() == 0:
-            break
-    return tokens
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -201,54 +144,6 @@ def kv_bytes_per_position(model, dtype_size: int) -> int:
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or hidden // heads
     return int(layers) * 2 * int(kv_heads) * int(head_dim) * dtype_size
-
-
-# -- a key/value cache that grows in place ----------------------------------------------------
-try:   # transformers >= 4.56: caches hold per-layer objects
-    from transformers.cache_utils import DynamicLayer as _DynamicLayer
-except ImportError:  # pragma: no cover - older transformers: the cache grows by concatenation
-    _DynamicLayer = None
-
-if _DynamicLayer is not None:
-    class _ReservedLayer(_DynamicLayer):
-        """A DynamicLayer whose keys/values live in a buffer with room for the new tokens:
-        `update` writes the new positions instead of concatenating (which copies the whole
-        cache of every layer at every step). `keys`/`values` stay views of the filled part,
-        so everything else in transformers reads them as before."""
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            n, m = self._filled, key_states.shape[-2]
-            if n + m > self._key_buffer.shape[-2]:          # out of room: plain concatenation
-                self.__class__ = _DynamicLayer
-                return _DynamicLayer.update(self, key_states, value_states, *args, **kwargs)
-            self._key_buffer[:, :, n:n + m].copy_(key_states)
-            self._value_buffer[:, :, n:n + m].copy_(value_states)
-            self._filled = n + m
-            self.keys = self._key_buffer[:, :, :n + m]
-            self.values = self._value_buffer[:, :, :n + m]
-            return self.keys, self.values
-
-
-def _reserve_cache(cache, select: torch.Tensor, room: int) -> None:
-    """Expand the prefill cache to the rows `select` (one per requested sample) in buffers
-    with `room` more positions. Caches of other kinds (sliding windows, older transformers)
-    only get the row selection and grow as usual."""
-    layers = getattr(cache, "layers", None)
-    if (_DynamicLayer is None or not layers or room <= 0
-            or any(type(layer) is not _DynamicLayer or not layer.is_initialized
-                   or layer.keys.dim() != 4 for layer in layers)):
-        cache.batch_select_indices(select)
-        return
-    for layer in layers:
-        keys, values = layer.keys, layer.values
-        rows, filled = select.shape[0], keys.shape[-2]
-        key_buffer = keys.new_empty((rows, keys.shape[1], filled + room, keys.shape[3]))
-        value_buffer = values.new_empty((rows, values.shape[1], filled + room, values.shape[3]))
-        key_buffer[:, :, :filled].copy_(keys.index_select(0, select))
-        value_buffer[:, :, :filled].copy_(values.index_select(0, select))
-        layer.__class__ = _ReservedLayer
-        layer._key_buffer, layer._value_buffer, layer._filled = key_buffer, value_buffer, filled
-        layer.keys, layer.values = key_buffer[:, :, :filled], value_buffer[:, :, :filled]
 
 
 class Sampler:

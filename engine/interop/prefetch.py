@@ -2,7 +2,7 @@
 scorer download sites, listed from its plan (`--dry-run`, no network) or fetched into the
 caches compfair reads, for a GPU box that will run the study with no network.
 
-What counts, per node of the plan (`engine.study.plan_study`):
+What counts, per node of the plan (`engine.study_plan.plan_study`):
 - models: every model reference of a job spec (`model`, `teacher`, `reference_model`, a
   distillation `student`) that is a hub id; the built-in SmolLM2 wheel, local folders, GGUF
   files and the study's own products (`@node`) need nothing;
@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.study import REF_PREFIX, StudyPlan
+from engine.study_plan import REF_PREFIX, StudyPlan
 
 log = logging.getLogger(__name__)
 # the transformers model each detoxify checkpoint's config names (detoxify.get_model_and_tokenizer)

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import queue
+from engine import worker_rows
 from engine.errors import UserError
 from engine.launcher import store_for, worker_id_for
 from engine.paths import Home
@@ -116,8 +116,8 @@ def start_device_workers(home: Home, devices: tuple[str, ...], *, once: bool = F
             started.append(DeviceWorker(worker_id_for(proc.pid), proc.pid, device))
     with store_for(home) as store:
         for w in started:
-            queue.register_worker(store, w.worker_id, w.pid, status="starting",
-                                  log_path=str(log_path), device=w.device)
+            worker_rows.register_worker(store, w.worker_id, w.pid, status="starting",
+                                        log_path=str(log_path), device=w.device)
     for w in started:
         log.info("worker %s (pid %d) started on %s", w.worker_id, w.pid, w.device)
     return started

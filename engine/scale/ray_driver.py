@@ -86,10 +86,10 @@ class RayWorker(Worker):
                 self._ray.shutdown()
 
     def _register(self) -> None:
-        from engine import queue
-        queue.register_worker(self.store, self.id, os.getpid(), status="idle",
-                              log_path=str(self.home.logs_dir / "worker.log"),
-                              device=f"ray {self.address or 'local'}")
+        from engine import worker_rows
+        worker_rows.register_worker(self.store, self.id, os.getpid(), status="idle",
+                                    log_path=str(self.home.logs_dir / "worker.log"),
+                                    device=f"ray {self.address or 'local'}")
 
     def gpus_for(self, ctx: JobContext) -> int:
         """GPUs the job's task asks Ray for: 1 for a CUDA device, 0 for the CPU, and for

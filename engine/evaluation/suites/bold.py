@@ -36,15 +36,15 @@ class BoldSuite(BoldInfo, GenerationSuite):
         return {i: v > 0 for i, v in self.per_item("negative_share", rows).items()}
 
     def read_path(self, path):
-        from engine.evaluation.data import read_bold
+        from engine.evaluation.dataset_readers import read_bold
         return read_bold(path), None
 
     def from_hub(self, dataset, source):
-        from engine.evaluation.data import bold_from_records
+        from engine.evaluation.dataset_readers import bold_from_records
         return bold_from_records(dataset, source), None
 
     def select(self, items, selection, source):
-        from engine.evaluation.data import select_bold
+        from engine.evaluation.dataset_readers import select_bold
         return select_bold(items, selection.domains, selection.groups, selection.prompts_per_group,
                            selection.seed, source)
 

@@ -22,11 +22,11 @@ class CrowsPairsSuite(CrowsPairsInfo, Suite):
         return {i: v > 50 for i, v in self.per_item("stereotype_score", rows).items()}
 
     def read_path(self, path):
-        from engine.evaluation.data import read_crows_pairs
+        from engine.evaluation.dataset_readers import read_crows_pairs
         return read_crows_pairs(path), None
 
     def from_hub(self, dataset, source):
-        from engine.evaluation.data import crows_from_records
+        from engine.evaluation.dataset_readers import crows_from_records
         names = {c: f.names for c, f in dataset.features.items() if hasattr(f, "names")}
         return crows_from_records(dataset, source, names), None
 

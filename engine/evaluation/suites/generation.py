@@ -39,7 +39,7 @@ class GenerationSuite(GenerationSuiteInfo, Suite):
         from engine.evaluation.sampler import Sampler, SamplingSettings
         from engine.evaluation.pipeline import SampleWriter
         from engine.evaluation.progress import ThrottledProgress
-        from engine.evaluation.scorers import SentimentScorer
+        from engine.evaluation.lexical_scorers import SentimentScorer
         settings = SamplingSettings(spec.samples_per_prompt, spec.top_p, spec.temperature,
                                     spec.max_new_tokens, spec.seed)
         sampler = Sampler(lm.model, lm.tokenizer, lm.device, settings, spec.batch_size)
@@ -136,7 +136,7 @@ def max_positions(model) -> int | None:
 def score_continuations(ctx, spec, lm, run_id: int) -> dict:
     """Store every new continuation's mean NLL per token under the reference model (resumable:
     only samples without one are scored); returns the run's record of it."""
-    from engine.evaluation.likelihood import continuation_nlls
+    from engine.evaluation.continuation_likelihood import continuation_nlls
     from engine.evaluation.progress import ThrottledProgress
     from engine.evaluation.suites.base import require_finite
     started, cpu_started = time.perf_counter(), time.process_time()

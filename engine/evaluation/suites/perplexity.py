@@ -33,7 +33,7 @@ def effective_window(spec, lm) -> tuple[int, int]:
 @register
 class PerplexitySuite(PerplexityInfo, Suite):
     def read_path(self, path):
-        from engine.evaluation.data import read_text
+        from engine.evaluation.dataset_readers import read_text
         return [], read_text(path)
 
     def from_hub(self, dataset, source):
@@ -49,8 +49,8 @@ class PerplexitySuite(PerplexityInfo, Suite):
 
     def run(self, ctx, spec, lm, run_id, data, scorer) -> dict:
         from engine.evaluation.sampler import sample_key
-        from engine.evaluation.likelihood import (max_positions, plan_windows, text_token_ids,
-                                                  window_divergences, window_nlls)
+        from engine.evaluation.likelihood import max_positions, plan_windows, text_token_ids, window_nlls
+        from engine.evaluation.window_divergence import window_divergences
         from engine.evaluation.progress import ThrottledProgress
         limit = max_positions(lm.model)
         context, stride = effective_window(spec, lm)

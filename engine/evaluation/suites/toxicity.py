@@ -36,11 +36,11 @@ class ToxicitySuite(ToxicityInfo, GenerationSuite):
         return {i: bool(v) for i, v in self.per_item("toxicity_probability", rows).items()}
 
     def read_path(self, path):
-        from engine.evaluation.data import read_rtp
+        from engine.evaluation.dataset_readers import read_rtp
         return read_rtp(path), None
 
     def from_hub(self, dataset, source):
-        from engine.evaluation.data import rtp_from_records
+        from engine.evaluation.dataset_readers import rtp_from_records
         return rtp_from_records(dataset, source), None
 
     def stratum(self, item) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from engine.queue import _end_run, finish
+from engine.queue import end_run, finish
 from engine.store import Store
 from engine.worker_rows import stale_after_s, worker_alive
 
@@ -55,7 +55,7 @@ def recover_orphans(store: Store, stale_after: float | None = None) -> list[int]
                 (status, error, status, status, now, row["id"], row["worker_id"],
                  row["heartbeat_at"])).rowcount
             if changed:                 # its run follows it (queued again until resumed)
-                _end_run(store, row["id"], status)
+                end_run(store, row["id"], status)
         if not changed:
             continue
         store.add_event(row["id"], f"{reason}; requeued to resume" if status == "queued" else
@@ -93,5 +93,5 @@ def cancel_stuck(store: Store) -> list[int]:
             if store.conn.execute("UPDATE jobs SET status = 'cancelled', finished_at = ?, "
                                   f"error = 'cancelled by user' WHERE id = ? AND {STUCK_CANCELLED}",
                                   (time.time(), job_id)).rowcount:
-                _end_run(store, job_id, "cancelled")
+                end_run(store, job_id, "cancelled")
     return ids

@@ -162,10 +162,10 @@ def finish(store: Store, job_id: int, status: str, *, error: str | None = None,
     with store.conn:
         _update_job(store, job_id, fields, lease)
         if status in ("failed", "cancelled"):
-            _end_run(store, job_id, status)
+            end_run(store, job_id, status)
 
 
-def _end_run(store: Store, job_id: int, status: str) -> None:
+def end_run(store: Store, job_id: int, status: str) -> None:
     """The job's run (if any) takes the job's new status: a run never says "running" while
     its job is queued or ended."""
     store.conn.execute("UPDATE runs SET status = ? WHERE job_id = ? AND status IN ('running', 'queued')",
@@ -187,12 +187,12 @@ def requeue_interrupted(store: Store, job_id: int, worker_id: str,
         if store.conn.execute(f"UPDATE jobs SET status = 'cancelled', finished_at = ?, "
                               f"error = 'cancelled by user' WHERE {held} AND cancel_requested = 1",
                               (time.time(), *params)).rowcount:
-            _end_run(store, job_id, "cancelled")
+            end_run(store, job_id, "cancelled")
             return "cancelled"
         if store.conn.execute(
                 "UPDATE jobs SET status = 'queued', attempts = max(attempts - 1, 0), worker_id = NULL, "
                 f"error = 'worker stopped; will resume' WHERE {held}", params).rowcount:
-            _end_run(store, job_id, "queued")
+            end_run(store, job_id, "queued")
             return "queued"
     return None
 
@@ -217,7 +217,7 @@ def cancel(store: Store, job_id: int) -> str:
                     "error = 'cancelled by user' WHERE id = ? AND status = 'queued'",
                     (time.time(), job_id)).rowcount
                 if changed:
-                    _end_run(store, job_id, "cancelled")
+                    end_run(store, job_id, "cancelled")
                     return "cancelled"
                 continue                      # claimed meanwhile: read it again
             if row["status"] == "running":

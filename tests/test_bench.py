@@ -341,7 +341,7 @@ def test_reserved_cache_gives_the_same_logits_as_a_growing_one(gpt2):
         reserved = g._returned_cache(model(input_ids=ids, use_cache=True))
         select = torch.tensor([0, 0, 1, 2])
         plain.batch_select_indices(select)
-        reserved_cache._reserve_cache(reserved, select, 4)
+        reserved_cache.reserve_cache(reserved, select, 4)
         assert type(reserved.layers[0]).__name__ == "_ReservedLayer"
         token = torch.tensor([[5], [6], [7], [8]])
         for _ in range(6):                                 # past the reserved room: falls back

@@ -32,7 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
-from engine.evaluation.scorer_base import _file_digest, _first_line
+from engine.evaluation.scorer_base import file_digest, short_reason
 from engine.errors import ScorerError
 
 WHEEL = "toxic-comment-classifier"
@@ -128,7 +128,7 @@ def _read_weights(path: Path) -> dict[str, np.ndarray]:
     try:
         import h5py
     except ImportError as exc:
-        raise ScorerError(f"scorer 'bilstm' needs h5py: {_first_line(exc)}") from exc
+        raise ScorerError(f"scorer 'bilstm' needs h5py: {short_reason(exc)}") from exc
     names = {"embedding": "layers/embedding/vars/0",
              "fw_kernel": "layers/bidirectional/forward_layer/cell/vars/0",
              "fw_recurrent": "layers/bidirectional/forward_layer/cell/vars/1",
@@ -147,7 +147,7 @@ def _read_weights(path: Path) -> dict[str, np.ndarray]:
         with h5py.File(path, "r") as f:
             weights = {key: np.asarray(f[name], dtype=np.float32) for key, name in names.items()}
     except (OSError, KeyError) as exc:
-        raise ScorerError(f"BiLSTM weights {path} cannot be read: {_first_line(exc)}") from exc
+        raise ScorerError(f"BiLSTM weights {path} cannot be read: {short_reason(exc)}") from exc
     for key, shape in shapes.items():
         if weights[key].shape != shape:
             raise ScorerError(f"BiLSTM weights {path}: {key} has shape {weights[key].shape}, "
@@ -306,9 +306,9 @@ def _load(folder: str):
     try:
         tokenizer = KerasTextTokenizer.load(path / TOKENIZER_FILE)
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError) as exc:
-        raise ScorerError(f"tokenizer {path / TOKENIZER_FILE} cannot be read: {_first_line(exc)}") from exc
+        raise ScorerError(f"tokenizer {path / TOKENIZER_FILE} cannot be read: {short_reason(exc)}") from exc
     module = build_network(_read_weights(path / WEIGHTS_FILE))
-    identity = f"weights sha256:{_file_digest(path / WEIGHTS_FILE)}"
+    identity = f"weights sha256:{file_digest(path / WEIGHTS_FILE)}"
     return tokenizer, module, identity
 
 
@@ -347,7 +347,7 @@ class BiLSTMScorer:
         try:
             import torch
         except ImportError as exc:
-            raise ScorerError(f"scorer 'bilstm' needs torch: {_first_line(exc)}") from exc
+            raise ScorerError(f"scorer 'bilstm' needs torch: {short_reason(exc)}") from exc
         folder = Path(model_dir).expanduser().resolve() if model_dir else wheel_model_dir()
         self.tokenizer, self.module, identity = _load(str(folder))
         self.network = _fast(str(folder), str(device))

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 from engine.errors import ScorerError
-from engine.evaluation.scorer_base import (_file_digest, _first_line, _version, default_batch_size,
+from engine.evaluation.scorer_base import (file_digest, short_reason, library_version, default_batch_size,
                                            length_sorted_chunks)
 
 
@@ -65,9 +65,9 @@ def load_detoxify_checkpoint(path: Path, device: str = "cpu", *, mmap: bool = Fa
                               "from them") from None
         detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(exc))
         raise ScorerError(f"detoxify checkpoint {str(path)!r} cannot be loaded: not a torch "
-                          f"checkpoint ({detail.group(1) if detail else _first_line(exc)})") from None
+                          f"checkpoint ({detail.group(1) if detail else short_reason(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - not a torch file, truncated: one line
-        raise ScorerError(f"detoxify checkpoint {str(path)!r} cannot be loaded: {_first_line(exc)}") from None
+        raise ScorerError(f"detoxify checkpoint {str(path)!r} cannot be loaded: {short_reason(exc)}") from None
     args = ((loaded.get("config") or {}).get("arch") or {}).get("args") \
         if isinstance(loaded, dict) and isinstance(loaded.get("config"), dict) else None
     classes = _get_path(loaded, "config", "dataset", "args", "classes")
@@ -130,7 +130,7 @@ class DetoxifyScorer:
         try:
             from detoxify import Detoxify
         except ImportError as exc:
-            raise ScorerError(f"scorer 'detoxify' needs the detoxify package: {_first_line(exc)}") from exc
+            raise ScorerError(f"scorer 'detoxify' needs the detoxify package: {short_reason(exc)}") from exc
         self.batch_size = batch_size or default_batch_size(device)
         checkpoint = None
         if variant_or_checkpoint in DETOXIFY_VARIANTS:
@@ -142,7 +142,7 @@ class DetoxifyScorer:
                 raise ScorerError(f"detoxify variant or checkpoint {variant_or_checkpoint!r} is neither "
                                   f"one of {', '.join(DETOXIFY_VARIANTS)} nor an existing file")
             variant = "checkpoint"
-            identity = f"{checkpoint.name} sha256:{_file_digest(checkpoint)}"
+            identity = f"{checkpoint.name} sha256:{file_digest(checkpoint)}"
         try:
             if checkpoint is None:     # the project's own release file, from the torch hub cache
                 self._model = Detoxify(variant, device=device)
@@ -152,7 +152,7 @@ class DetoxifyScorer:
             raise
         except Exception as exc:  # noqa: BLE001 - download, format, config: one-line reason
             where = str(checkpoint) if checkpoint else f"variant {variant!r}"
-            raise ScorerError(f"detoxify {where} cannot be loaded: {_first_line(exc)}") from exc
+            raise ScorerError(f"detoxify {where} cannot be loaded: {short_reason(exc)}") from exc
         self._model.model.eval()
         classes = list(self._model.class_names)
         self.label = label or "toxicity"
@@ -160,7 +160,7 @@ class DetoxifyScorer:
             raise ScorerError(f"detoxify has no class {self.label!r} (classes: {', '.join(classes)})")
         self.key = self.label
         self.name = f"detoxify:{variant}" if checkpoint is None else f"detoxify:{checkpoint}"
-        self.version = f"detoxify {_version('detoxify')}, {identity}, class {self.label}"
+        self.version = f"detoxify {library_version('detoxify')}, {identity}, class {self.label}"
 
     def _predict(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Every class for every text: length-sorted batches under inference mode, results

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 from engine.errors import ScorerError
-from engine.evaluation.scorer_base import _file_digest, _first_line, _version, default_batch_size, length_sorted_chunks
+from engine.evaluation.scorer_base import file_digest, short_reason, library_version, default_batch_size, length_sorted_chunks
 
 
 TOXIC_LABEL_HINTS = ("toxic", "toxicity", "hate", "offensive")
@@ -33,7 +33,7 @@ class HFClassifierScorer:
             self._model = AutoModelForSequenceClassification.from_pretrained(
                 load_from, local_files_only=offline).to(device).eval()
         except Exception as exc:  # noqa: BLE001 - missing, offline, wrong architecture
-            raise ScorerError(f"classifier {ref!r} cannot be loaded: {_first_line(exc)}") from exc
+            raise ScorerError(f"classifier {ref!r} cannot be loaded: {short_reason(exc)}") from exc
         config = self._model.config
         labels = [str(config.id2label[i]) for i in range(config.num_labels)]
         self.label_index = self._pick_label(ref, labels, label)
@@ -44,9 +44,9 @@ class HFClassifierScorer:
         self.batch_size = batch_size or default_batch_size(device)
         self._torch = torch
         revision = getattr(config, "_commit_hash", None) or (
-            f"config sha256:{_file_digest(path / 'config.json')}" if (path / "config.json").exists() else "unknown")
+            f"config sha256:{file_digest(path / 'config.json')}" if (path / "config.json").exists() else "unknown")
         self.name = f"hf:{ref}"
-        self.version = f"transformers {_version('transformers')}, {revision}, label {labels[self.label_index]}"
+        self.version = f"transformers {library_version('transformers')}, {revision}, label {labels[self.label_index]}"
 
     @staticmethod
     def _pick_label(ref: str, labels: list[str], wanted: str | None) -> int:

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 from engine.errors import ScorerError
-from engine.evaluation.scorer_base import _first_line, _version
+from engine.evaluation.scorer_base import short_reason, library_version
 
 
 # -- alt-profanity-check ---------------------------------------------------------------------
@@ -23,9 +23,9 @@ class ProfanityScorer:
         try:
             from profanity_check import predict_prob
         except ImportError as exc:
-            raise ScorerError(f"scorer 'profanity' needs alt-profanity-check: {_first_line(exc)}") from exc
+            raise ScorerError(f"scorer 'profanity' needs alt-profanity-check: {short_reason(exc)}") from exc
         self._predict_prob = predict_prob
-        self.version = f"alt-profanity-check {_version('alt-profanity-check')}"
+        self.version = f"alt-profanity-check {library_version('alt-profanity-check')}"
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -46,7 +46,7 @@ class SentimentScorer:
     def __init__(self) -> None:
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
         self._analyzer = SentimentIntensityAnalyzer()
-        self.version = f"vaderSentiment {_version('vaderSentiment')}"
+        self.version = f"vaderSentiment {library_version('vaderSentiment')}"
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         return np.asarray([self._analyzer.polarity_scores(t)["compound"] for t in texts], dtype=float)

@@ -134,7 +134,7 @@ def window_nlls(model, token_ids: Sequence[int], windows: Sequence[Window], devi
         chunk = list(windows[start:start + batch_size])
 
         def run(part: Sequence[Window]) -> list[tuple[Window, float, int]]:
-            ids, mask, scored = _window_inputs(all_ids, part)
+            ids, mask, scored = window_inputs(all_ids, part)
             log_probs = _token_log_probs(model, ids.to(device), mask.to(device)).cpu()
             nll = -(log_probs.double() * scored).sum(dim=1)
             return [(w, float(nll[r]), int(scored[r].sum())) for r, w in enumerate(part)]
@@ -142,7 +142,7 @@ def window_nlls(model, token_ids: Sequence[int], windows: Sequence[Window], devi
         yield from map_batches(chunk, len(chunk), run, device)
 
 
-def _window_inputs(all_ids: torch.Tensor, part: Sequence[Window]):
+def window_inputs(all_ids: torch.Tensor, part: Sequence[Window]):
     """(ids, attention mask, scored) of right-padded windows; scored[r, j] says whether the
     prediction at column j (of token begin + j + 1) is scored, as in `window_nlls`."""
     width = max(w.end - w.begin for w in part)

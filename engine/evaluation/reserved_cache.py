@@ -34,7 +34,7 @@ if _DynamicLayer is not None:
             return self.keys, self.values
 
 
-def _reserve_cache(cache, select: torch.Tensor, room: int) -> None:
+def reserve_cache(cache, select: torch.Tensor, room: int) -> None:
     """Expand the prefill cache to the rows `select` (one per requested sample) in buffers
     with `room` more positions. Caches of other kinds (sliding windows, older transformers)
     only get the row selection and grow as usual."""

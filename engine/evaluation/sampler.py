@@ -49,7 +49,7 @@ import torch
 from engine.devices import free_device_memory, is_out_of_memory
 from engine.evaluation.cpu_paths import cpu_fast_paths
 from engine.evaluation.nucleus_sampling import Row, nucleus_sample, row_uniforms
-from engine.evaluation.reserved_cache import _reserve_cache
+from engine.evaluation.reserved_cache import reserve_cache
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ class Sampler:
         select = torch.tensor([row_of_item[item] for item, _ in rows], device=self.device)
         n_rows, steps = len(rows), settings.max_new_tokens
         cache = _returned_cache(out)
-        _reserve_cache(cache, select, steps - 1)
+        reserve_cache(cache, select, steps - 1)
         logits = out.logits[:, -1, :].index_select(0, select)
         del out
         # the attention mask of every step, filled in advance: step s sees the first width + s columns

@@ -25,14 +25,14 @@ class ToxicityScorer(Protocol):
         """Every class probability per text (may be the toxicity alone)."""
 
 
-def _version(package: str) -> str:
+def library_version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -51,5 +51,5 @@ def default_batch_size(device: str) -> int:
     return 256 if str(device).startswith("cuda") else 64
 
 
-def _first_line(exc: BaseException) -> str:
+def short_reason(exc: BaseException) -> str:
     return first_line(exc, 200)

@@ -38,7 +38,7 @@ from engine.evaluation.detoxify_scorer import (DETOXIFY_VARIANTS, DetoxifyScorer
                                                load_detoxify_checkpoint)
 from engine.evaluation.hf_classifier_scorer import HFClassifierScorer, check_hf_scorer
 from engine.evaluation.lexical_scorers import ProfanityScorer
-from engine.evaluation.scorer_base import ToxicityScorer, _version
+from engine.evaluation.scorer_base import ToxicityScorer, library_version
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def offline_scorers() -> dict[str, str]:
     def installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
 
-    out = {"profanity": f"available (alt-profanity-check {_version('alt-profanity-check')})"
+    out = {"profanity": f"available (alt-profanity-check {library_version('alt-profanity-check')})"
            if installed("profanity_check") else "missing: pip install alt-profanity-check"}
     if not installed("detoxify"):
         out["detoxify"] = "missing: pip install detoxify"
@@ -173,6 +173,6 @@ def offline_scorers() -> dict[str, str]:
                       else "missing: needs bilstm and profanity")
     out["auto"] = ("detoxify" if "cached (" in out["detoxify"] else
                    "offline" if out["offline"].startswith("available") else "profanity")
-    out["vader"] = (f"available (vaderSentiment {_version('vaderSentiment')})"
+    out["vader"] = (f"available (vaderSentiment {library_version('vaderSentiment')})"
                     if installed("vaderSentiment") else "missing: pip install vaderSentiment")
     return out

@@ -9,7 +9,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from engine.evaluation.likelihood import Window, _window_inputs, map_batches
+from engine.evaluation.likelihood import Window, window_inputs, map_batches
 
 
 # -- how different from a baseline: KL divergence and top-1 agreement per window ---------------
@@ -86,7 +86,7 @@ def window_divergences(model, baseline, token_ids: Sequence[int], windows: Seque
         chunk = list(windows[start:start + batch_size])
 
         def run(part: Sequence[Window]) -> list[WindowDivergence]:
-            ids, mask, scored = _window_inputs(all_ids, part)
+            ids, mask, scored = window_inputs(all_ids, part)
             base = _scored_logits(baseline, ids, mask, scored, baseline_device)
             mine = _scored_logits(model, ids, mask, scored, device)
             targets = ids[:, 1:][scored]

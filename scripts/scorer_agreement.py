@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.evaluation.scorer_agreement import (THRESHOLD, Agreement, agreement,  # noqa: E402,F401
                                                 average_ranks, by_kind, format_table, read_rtp,
                                                 roc_auc, spearman)
-from engine.evaluation.scorers import ScorerError, load_scorer  # noqa: E402
+from engine.evaluation.scorers import load_scorer  # noqa: E402
+from engine.errors import ScorerError  # noqa: E402
 
 log = logging.getLogger("scorer_agreement")
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rtp"

@@ -30,6 +30,11 @@ from engine.compression.quant import GGUF_FORMATS, RTN_BITS  # noqa: F401,E402
 from engine.duplicates import Duplicate, finished_duplicates  # noqa: F401,E402
 # comparing lives in engine.comparison; re-exported as part of this API
 from engine.comparison import CompareCell, Comparison, comparability_warnings, compare
+from engine.judgement_cache import command
+from engine.judgement_cache import current_key
+from engine.judgement_cache import load
+from engine.model_paths import for_display
+from engine.scale.worker_view import worker_views as views_of
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +50,18 @@ def judge_study(store: Store, record: dict, settings):
 def study_judgement_key(store: Store, name: str) -> str:
     """What a study's judgement depends on now, hashed (`engine.judgement_cache`): a cached
     judgement under another key is stale."""
-    from engine.judgement_cache import current_key
     return current_key(store, name)
 
 
 def cached_study_judgement(store: Store, name: str):
     """The last judgement of study `name` kept under the home (`engine.judgement_cache.Cached`:
     `.judged`, `.key`, `.computed_at`), whatever its key; None when there is none."""
-    from engine.judgement_cache import load
     return load(store.home, name)
 
 
 def study_judgement_command(store: Store, name: str) -> list[str]:
     """The command of a child process that judges study `name` afresh and caches the result
     (its progress as JSON lines on its stdout; kill it to abandon the work)."""
-    from engine.judgement_cache import command
     return command(store.home, name)
 
 
@@ -75,7 +77,6 @@ def paths_here(text: str | None, home: Home) -> str | None:
     """`text` (a log line, a model's path or source, a spec value) with every path into another
     copy of this home named as this home's own file (`engine.model_paths.for_display`): a copied
     home shows the files it reads."""
-    from engine.model_paths import for_display
     return for_display(text, home.root)
 
 
@@ -166,7 +167,6 @@ def workers(store: Store) -> list[dict]:
 def worker_views(store: Store):
     """Every live worker with its device, current job, progress and memory
     (engine.scale.worker_view.WorkerView rows): what `compfair workers` and the jobs screen show."""
-    from engine.scale.worker_view import worker_views as views_of
     return views_of(store)
 
 

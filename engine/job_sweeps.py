@@ -10,6 +10,7 @@ import time
 from engine.queue import end_run, finish
 from engine.store import Store
 from engine.worker_rows import stale_after_s, worker_alive
+from engine.crash_loop import died_every_attempt
 
 
 def recover_orphans(store: Store, stale_after: float | None = None) -> list[int]:
@@ -43,7 +44,6 @@ def recover_orphans(store: Store, stale_after: float | None = None) -> list[int]
         elif row["attempts"] >= row["max_attempts"]:
             # each attempt ended in a death (a death counts: a job that kills every worker
             # must end); the reason says what is kept and that retry resumes from it
-            from engine.crash_loop import died_every_attempt
             status, error = "failed", died_every_attempt(store, row)
         else:
             status, error = "queued", f"{reason}; requeued"

@@ -33,6 +33,9 @@ from typing import Any, Callable
 import engine
 from engine.paths import OWNER_FILE_MODE, OWNER_FOLDER_MODE, Home, safe_name
 from engine.store import Store
+from engine.errors import UserError
+from engine.settings import load_settings
+from engine.study import study_record
 
 # Bump when the file's layout or what a judgement holds changes: older files are then stale.
 CACHE_FORMAT = 1
@@ -127,8 +130,6 @@ def key_of(deps: dict) -> str:
 
 def current_key(store: Store, name: str, settings=None) -> str:
     """The key a judgement of study `name` would have now (a few indexed queries)."""
-    from engine.settings import load_settings
-    from engine.study import study_record
     settings = settings or load_settings(store.home.root)
     return key_of(dependencies(store, study_record(store, name), settings))
 
@@ -219,8 +220,6 @@ def judge(store: Store, name: str, settings=None,
     `progress` gets `{"total": N}`, then `{"done": k, "total": N}` after each model, then
     `{"deciding": True}` before the multiple-comparison adjustment."""
     from engine import report
-    from engine.settings import load_settings
-    from engine.study import study_record
     settings = settings or load_settings(store.home.root)
     record = study_record(store, name)
     key = key_of(dependencies(store, record, settings))
@@ -270,7 +269,6 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 2:
         print("usage: python -m engine.judgement_cache HOME STUDY", file=sys.stderr)
         return 2
-    from engine.errors import UserError
     home = Home.resolve(args[0])
 
     def say(message: dict) -> None:

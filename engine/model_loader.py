@@ -26,6 +26,10 @@ from engine.model_refs import ALIASES, BUILTIN_SOURCE, DEFAULT_MODEL, MAX_SAFETE
 from engine.errors import ModelError, first_line
 from engine.paths import Home
 from engine.store import Store
+from engine.formats.hf_quantized import dense_view
+from engine.formats.hf_quantized import dense_view, logical_numel
+from engine.formats.head_pruned import has_head_layout, load_head_pruned
+from engine.formats.packed import is_quantized_folder, load_quantized
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +99,6 @@ def _load_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool = Fa
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline, **kwargs)
-        from engine.formats.head_pruned import has_head_layout, load_head_pruned
-        from engine.formats.packed import is_quantized_folder, load_quantized
         if has_head_layout(path):
             # Attention heads physically removed, with per-layer counts a config cannot express.
             model = load_head_pruned(path, dtype)
@@ -189,7 +191,6 @@ def _key_text(key) -> str:
 def check_finite_weights(path: str, model) -> None:
     """Refuse a model with NaN or infinite weights: it generates nothing meaningful, and its
     empty or garbage outputs would score as non-toxic and unbiased."""
-    from engine.formats.hf_quantized import dense_view
     bad = [name for name, p in model.named_parameters()
            if (values := dense_view(p)) is not None and not torch.isfinite(values).all()]
     if bad:
@@ -206,7 +207,6 @@ def folder_size(path: Path) -> int:
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """(parameters, non-zero parameters), counting tied weights once (and a quantized
     library layer's weights by what they stand for, not by their packed storage)."""
-    from engine.formats.hf_quantized import dense_view, logical_numel
     total = nonzero = 0
     for param in model.parameters():
         total += logical_numel(param)

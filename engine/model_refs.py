@@ -18,6 +18,9 @@ from pathlib import Path
 from engine.errors import ModelError, UserError
 from engine.job_results import JobResult
 from engine.store import Store, loads
+from engine.errors import GGUFProblem
+from engine.gguf_check import check_gguf
+from engine.spec_values import SQLITE_MAX
 
 DEFAULT_MODEL = "smollm2"
 BUILTIN_SOURCE = "builtin:SmolLM2-135M-Instruct"
@@ -112,7 +115,6 @@ def resolve(ref: str, store: Store) -> ModelSource:
 def check_ref_id(ref: str, number: str) -> None:
     """The number of `model:ID` / `job:ID` fits SQLite's 64-bit ids (ModelError otherwise:
     bad input, not an OverflowError from the store)."""
-    from engine.spec_values import SQLITE_MAX
     if not 1 <= int(number) <= SQLITE_MAX:
         raise ModelError(f"model reference {ref!r}: the id must be in [1, {SQLITE_MAX:,}]")
 
@@ -163,8 +165,6 @@ def check_model_files(folder: Path) -> None:
 
 def _check_gguf_magic(path: Path) -> None:
     """The GGUF signature, and a file as long as its header says (engine.gguf_check)."""
-    from engine.gguf_check import check_gguf
-    from engine.errors import GGUFProblem
     try:
         check_gguf(path)
     except GGUFProblem as exc:

@@ -26,6 +26,7 @@ from typing import Iterable
 from engine.errors import ProtectedPath, UserError
 from engine.model_paths import to_loadable
 from engine.paths import Home
+from engine.paths import default_home
 
 STORE_SIDECARS = ("-wal", "-shm", "-journal")
 
@@ -145,6 +146,5 @@ def check_output(home: Home, target: str | Path, *, option: str = "-o",
 
 def home_of(args) -> Home:
     """The command's home (`--home` or the default) without creating anything."""
-    from engine.paths import default_home
     root = getattr(args, "home", None)
     return Home(_resolved(root) if root else default_home())

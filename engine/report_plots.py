@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from engine.report_entries import Headline, headlines
+from engine.evaluation.suites import suites
 
 COLOURS = {"teacher": "black", "base": "grey", "distill": "tab:blue", "prune": "tab:orange",
            "quantize": "tab:green"}
@@ -84,7 +85,6 @@ def _fairness_panels(plt, folder: Path, entries, teacher, compression, value) ->
 
 
 def _tradeoff(plt, folder: Path, entries, teacher, value) -> Path | None:
-    from engine.evaluation.suites import suites
     generation = [x for x in sorted(suites(), key=lambda x: x.order) if x.generates_text and x.headlines()]
     if not generation:
         return None

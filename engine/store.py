@@ -23,6 +23,7 @@ from engine.errors import NewerStore, StoreError
 from engine.model_paths import to_loadable, to_stored
 from engine.paths import Home
 from engine.sqlite_import import sqlite_utils
+from engine.display_text import text_factory
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,6 @@ class Store:
         self.home = home or Home.resolve()
         self.db = connect(self.home.db_path)
         if display:
-            from engine.display_text import text_factory
             self.db.conn.text_factory = text_factory
 
     @property

@@ -14,6 +14,8 @@ from engine.specs import JobSpec
 from engine.store import Store, dumps, loads
 from engine.study_plan import REF_PREFIX, StudyPlan, topological
 from engine.validation import validate
+from engine.errors import ModelError
+from engine.model_refs import resolve_offline_status
 
 
 def _bind(spec: JobSpec, job_ids: dict[str, int]) -> JobSpec:
@@ -96,8 +98,6 @@ def study_record(store: Store, name: str) -> dict:
 def requirements(plan: StudyPlan) -> list[str]:
     """What the study needs that this machine may lack (network for hub models/data), checked
     without network. Empty when everything is available locally."""
-    from engine.model_refs import resolve_offline_status
-    from engine.errors import ModelError
     notes = []
     refs = {plan.teacher} | {m.ref for m in plan.models.values() if m.ref}
     refs |= {n.spec.student for n in plan.nodes if n.spec.kind == "distill" and n.spec.student}

@@ -25,6 +25,16 @@ from engine.errors import UserError
 from engine.specs import DistillSpec, EvalSpec, JobSpec, SpecError
 from engine.store import Store
 from engine.job_status import UNSUCCESSFUL
+from engine.compression.methods import get_method
+from engine.compression.textdata import parse_source, read_file_texts
+from engine.errors import ModelError
+from engine.evaluation.suites import generation_suite_names
+from engine.evaluation.suites import get_suite
+from engine.model_refs import check_no_custom_code
+from engine.model_refs import check_ref_id
+from engine.model_refs import resolve, resolve_offline_status
+from engine.spec_values import check_ranges
+from engine.specs import SPEC_TYPES
 
 JOB_PREFIX = "job:"
 
@@ -35,7 +45,6 @@ def validate(store: Store, specs: Iterable[JobSpec], *,
 
     `pending_prefixes`: prefixes of model references to jobs not queued yet (a study's `@node`
     references); they are skipped. All model references are checked before any input file."""
-    from engine.spec_values import check_ranges
     specs = list(specs)
     for spec in specs:
         check_ranges(spec)        # numeric fields in their documented ranges (also when built)
@@ -59,8 +68,6 @@ def _about(field: str) -> Iterator[None]:
 def check_model_refs(store: Store, spec: JobSpec, pending_prefixes: Sequence[str] = ()) -> None:
     """Each model reference of `spec` resolves (engine.model_refs: no torch, so submitting
     stays quick); `job:ID` names an existing job."""
-    from engine.model_refs import resolve, resolve_offline_status
-    from engine.errors import ModelError
     for field, ref in spec.model_refs().items():
         if any(ref.startswith(p) for p in pending_prefixes):
             continue
@@ -84,7 +91,6 @@ def check_custom_code(ref: str, source) -> None:
     """A model folder (or a cached hub model) whose config.json asks for code of its own
     (`auto_map`, a model_type transformers does not implement) is refused now: the job would
     fail when it loads, since compfair never runs a model's code (engine.model_refs)."""
-    from engine.model_refs import check_no_custom_code
     if source.gguf_file is not None:
         return
     if source.origin == "hub":
@@ -110,7 +116,6 @@ def check_positions(spec: EvalSpec, folder: Path) -> None:
     left to the job, which refuses the same with one line)."""
     import json
 
-    from engine.evaluation.suites import generation_suite_names
     config = folder / "config.json"
     if spec.suite not in generation_suite_names() or not config.is_file():
         return
@@ -127,10 +132,8 @@ def check_positions(spec: EvalSpec, folder: Path) -> None:
 def _check_job_ref(store: Store, number: str, field: str) -> None:
     """`job:ID` names a job that exists, makes a model, and has not failed or been cancelled
     (a queued or running one is waited for; a done one is resolved by the job)."""
-    from engine.specs import SPEC_TYPES
     if not number.isdigit():
         return                              # model_refs says what the syntax is
-    from engine.model_refs import check_ref_id
     with _about(field):
         check_ref_id(JOB_PREFIX + number, number)
     row = queue.job(store, int(number))
@@ -186,7 +189,6 @@ def check_inputs(specs: Iterable[JobSpec]) -> None:
 
 
 def _check_eval_inputs(spec: EvalSpec, checked: set[tuple]) -> None:
-    from engine.evaluation.suites import get_suite
     suite = get_suite(spec.suite)
     if suite.generates_text:               # it samples continuations, and so scores them
         from engine.evaluation.scorers import check_scorer_name
@@ -206,7 +208,6 @@ def text_fields(spec: JobSpec) -> tuple[str, ...]:
     method = getattr(spec, "method", None)
     if method is None or not hasattr(spec, "calibration_data"):
         return ()
-    from engine.compression.methods import get_method
     needs = get_method(method, spec.kind).needs_calibration_text or \
         getattr(spec, "recovery_steps", 0) > 0
     return ("calibration_data",) if needs else ()
@@ -214,7 +215,6 @@ def text_fields(spec: JobSpec) -> tuple[str, ...]:
 
 def check_text_source(value: str) -> None:
     """A text source that is a local file must exist and be readable (DataError)."""
-    from engine.compression.textdata import parse_source, read_file_texts
     source = parse_source(value)
     if source.kind == "file":
         read_file_texts(Path(source.ref))

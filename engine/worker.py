@@ -47,6 +47,8 @@ from engine.model_loader import ModelCache
 from engine.specs import SpecError
 from engine.worker_lock import worker_id_for
 from engine.store import Store
+from engine.scale.device_workers import worker_device
+from engine.interop.tracking import after_job
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,6 @@ class Worker:
 
     # -- lifecycle -----------------------------------------------------------------------
     def _register(self) -> None:
-        from engine.scale.device_workers import worker_device
         worker_rows.register_worker(self.store, self.id, os.getpid(), status="idle",
                                     log_path=str(self.home.logs_dir / "worker.log"), device=worker_device())
 
@@ -239,7 +240,6 @@ class Worker:
             ctx.progress(1, 1, "done", force=True)
             ctx.log("finished")
             status = "done"
-            from engine.interop.tracking import after_job
             after_job(self.store, job_id)     # --log mlflow / wandb; never raises
         except JobCancelled:
             queue.finish(self.store, job_id, "cancelled", error="cancelled by user", lease=lease)

@@ -48,7 +48,7 @@ def _targets(module: str, node: ast.Import | ast.ImportFrom, is_package: bool) -
         parts = module.split(".")[: len(module.split(".")) - (0 if is_package else 1)]
         parts = parts[: len(parts) - (node.level - 1)]
         base = ".".join(parts + ([node.module] if node.module else []))
-    return [f"{base}.{alias.name}" for alias in node.names] + [base]
+    return [f"{base}.{alias.name}" for alias in node.names] or [base]
 
 
 @functools.lru_cache(maxsize=None)
@@ -73,7 +73,7 @@ def _imports(root: Path) -> tuple[dict, dict, dict]:
         def _record(module: str, node, is_package: bool, in_function: bool) -> None:
             seen = set()
             for target in _targets(module, node, is_package):
-                name = target
+                name = target          # `from a import b`: the module a.b, else the module a
                 while name and name not in modules:
                     name = name.rpartition(".")[0]
                 if name:

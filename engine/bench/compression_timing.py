@@ -10,6 +10,10 @@ from typing import Any
 
 from engine.bench.measure import PeakMemory, phase, sync
 from engine.bench.options import BenchSettings, Say
+from engine.compression.methods import MethodRun, get_method
+from engine.compression.textdata import TextSource, text_blocks
+from engine.specs import DistillSpec
+from engine.specs import PruneSpec
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +49,6 @@ def distillation(worker, model_ref: str, lm, settings: BenchSettings, scratch: P
 
     from engine.compression.distill import Distiller
     from engine.compression.students import choose_layers, keep_layers, teacher_depth
-    from engine.compression.textdata import TextSource, text_blocks
-    from engine.specs import DistillSpec
 
     record: dict[str, Any] = {}
     n_teacher = teacher_depth(lm.model, model_ref)
@@ -84,10 +86,7 @@ def pruning(worker, model_ref: str, lm, settings: BenchSettings, say: Say) -> di
     through the method registry (what a prune job runs, without saving the result)."""
     import torch
 
-    from engine.compression.methods import MethodRun, get_method
     from engine.compression.prune import check_sparsity
-    from engine.compression.textdata import TextSource, text_blocks
-    from engine.specs import PruneSpec
 
     calibration = text_blocks(TextSource("builtin", "builtin"), lm.tokenizer, settings.seq_len,
                               settings.calibration_samples).train[:settings.calibration_samples]

@@ -9,11 +9,14 @@ from typing import Any
 from engine.bench.measure import PeakMemory, phase
 from engine.bench.options import BenchSettings, Say
 from engine.evaluation.phases import JobPhases
+from engine import queue
+from engine.job_results import JobResult
+from engine.specs import EvalSpec
+from engine.store import loads
 
 
 def eval_spec(model_ref: str, settings: BenchSettings, seed: int):
     """The bench's eval job (the baselines take its sampling settings from it)."""
-    from engine.specs import EvalSpec
 
     return EvalSpec(model=model_ref, suite="toxicity", data=settings.data,
                     max_prompts=settings.prompts, samples_per_prompt=settings.k,
@@ -25,9 +28,6 @@ def eval_spec(model_ref: str, settings: BenchSettings, seed: int):
 def compfair_job(worker, model_ref: str, lm, settings: BenchSettings, say: Say,
                  seed: int) -> tuple[dict, list[str]]:
     """A real eval job through the queue and the worker; returns its figures and texts."""
-    from engine import queue
-    from engine.job_results import JobResult
-    from engine.store import loads
 
     spec = eval_spec(model_ref, settings, seed)
     store = worker.store

@@ -21,13 +21,13 @@ from engine.bench.measure import phase
 from engine.bench.models import build_config_model
 from engine.bench.scoring import scoring
 from engine.bench.options import BenchSettings, Say
+from engine.paths import Home
 
 log = logging.getLogger(__name__)
 
 
 def _scratch_home(root: Path, real_home):
     """A fresh home under `root` whose model cache is the real home's (a symlink)."""
-    from engine.paths import Home
 
     scratch = root / "home"
     scratch.mkdir(parents=True)
@@ -111,7 +111,6 @@ def run_bench(settings: BenchSettings, say: Say | None = None) -> dict[str, Any]
     """Run every phase and return the figures (see the package docstring)."""
     import torch  # noqa: F401 - fail early and clearly without torch
 
-    from engine.paths import Home
     from engine.worker import Worker
 
     say = say or (lambda message: log.info("%s", message))

@@ -6,6 +6,7 @@ distributions are about as peaked as a trained model's (see the package docstrin
 from __future__ import annotations
 
 from pathlib import Path
+from engine.compression.builtin_corpus import builtin_texts
 
 CONFIG_MODELS = {
     "gpt2": dict(n_layer=12, n_embd=768, n_head=12),
@@ -19,7 +20,6 @@ def _train_tokenizer(folder: Path):
     from tokenizers import ByteLevelBPETokenizer
     from transformers import PreTrainedTokenizerFast
 
-    from engine.compression.builtin_corpus import builtin_texts
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(builtin_texts(), vocab_size=4096, min_frequency=1,

@@ -10,6 +10,9 @@ from typing import Any
 
 from engine.bench.measure import phase
 from engine.bench.options import BenchSettings, Say
+from engine.compression.builtin_corpus import builtin_texts
+from engine.errors import ScorerError
+from engine.evaluation.scorer_bench import measure_scorer_throughput
 
 
 def _score_pair(name: str, scorer, texts: list[str], say: Say) -> dict:
@@ -40,7 +43,6 @@ def _detoxify_scorer(scratch: Path, device: str, texts: list[str]):
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertForSequenceClassification
 
-    from engine.compression.builtin_corpus import builtin_texts
 
     folder = scratch / "bert-base-random"
     folder.mkdir(parents=True, exist_ok=True)
@@ -64,7 +66,6 @@ def scoring(texts: list[str], settings: BenchSettings, device, scratch: Path, sa
     """The scoring-alone phase: profanity, the offline default (bilstm + profanity), and
     Detoxify unless `settings.detoxify` is off."""
     from engine.evaluation.lexical_scorers import ProfanityScorer
-    from engine.errors import ScorerError
 
     out: dict[str, Any] = {}
     with phase(out, say, "scoring alone"):
@@ -74,7 +75,6 @@ def scoring(texts: list[str], settings: BenchSettings, device, scratch: Path, sa
             out["profanity"] = {"skipped": str(exc)}
         try:
             # the offline default, on at least 2,000 texts (the generated ones, cycled)
-            from engine.evaluation.scorer_bench import measure_scorer_throughput
             many = (texts * (-(-OFFLINE_TEXTS // max(len(texts), 1))))[:max(OFFLINE_TEXTS, len(texts))]
             say("scoring alone: offline (bilstm + profanity mean)")
             out["offline"] = measure_scorer_throughput("offline", many, per_text_texts=min(200, len(many)))

@@ -7,6 +7,7 @@ import argparse
 from engine.errors import UserError
 from engine.paths import Home
 from engine.store import Store
+from engine.specs import spec_from_dict
 
 
 def open_store(args: argparse.Namespace, *, write: bool = False) -> Store:
@@ -22,7 +23,6 @@ def open_store(args: argparse.Namespace, *, write: bool = False) -> Store:
 
 def spec_title(spec: dict) -> str:
     """What a job does, in a few words, from its spec dict (the spec's own `title`)."""
-    from engine.specs import spec_from_dict
     try:
         return spec_from_dict(spec).title()
     except Exception:  # noqa: BLE001 - a stored spec this version cannot read: no title

@@ -13,6 +13,10 @@ from engine.cli.common import open_store
 from engine.errors import StoreError, UsageError
 from engine.terminal_output import error, print_json, print_table
 from engine.paths import Home
+from engine.bench import BenchSettings, run_bench, summary_tables
+from engine.cli.scale import cmd_worker_devices
+from engine.cli.scale import cmd_worker_ray
+from engine.doctor import check_store, check_unopenable, report
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -38,10 +42,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     --devices, start one detached worker per device instead; with --ray, run the jobs as Ray
     tasks."""
     if getattr(args, "ray", None) is not None or getattr(args, "ray_cpus", None) is not None:
-        from engine.cli.scale import cmd_worker_ray
         return cmd_worker_ray(args)
     if getattr(args, "devices", None) is not None:
-        from engine.cli.scale import cmd_worker_devices
         return cmd_worker_devices(args)
     from engine.worker import Worker
     open_store(args, write=True).close()      # a newer compfair's store: exit 2, no worker
@@ -57,7 +59,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Versions, devices and offline scorers; --check/--repair the store's integrity."""
-    from engine.doctor import check_store, check_unopenable, report
     try:
         store = open_store(args, write=args.repair)
     except StoreError as exc:
@@ -99,7 +100,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """The whole eval job and each phase against same-run batched `generate` (engine.bench)."""
-    from engine.bench import BenchSettings, run_bench, summary_tables
     settings = BenchSettings(model=args.model, prompts=args.prompts, k=args.k,
                              new_tokens=args.new_tokens, scorer=args.scorer, data=args.data,
                              device=args.device, seed=args.seed, baseline_prompts=args.baseline_prompts,

@@ -16,6 +16,7 @@ import sqlite3
 from pathlib import Path
 
 from engine.store_faults import store_fault
+from engine.migrations import newer_store_at
 
 # errno -> (what is wrong with the path, exit code)
 _OS_FAULTS: dict[int, tuple[str, int]] = {
@@ -37,7 +38,6 @@ def describe(exc: BaseException, db_path: Path | None) -> tuple[str, int] | None
     """(one line, exit code) for an environment or input fault; None for anything else."""
     if isinstance(exc, sqlite3.Error) and db_path is not None:
         if getattr(exc, "sqlite_errorname", "") == "SQLITE_READONLY":
-            from engine.migrations import newer_store_at
             newer = newer_store_at(db_path)       # a write refused by a newer compfair's store
             if newer is not None:
                 return f"{db_path}: {newer}", 2

@@ -11,12 +11,21 @@ from engine.cli.common import open_store
 from engine.errors import UsageError
 from engine.terminal_output import error
 from engine.catalog.registry import Registry
+from engine.cli.results import cmd_export as table_export
+from engine.interop import prefetch
+from engine.interop.lm_eval_format import export
+from engine.interop.model_card import write_card
+from engine.interop.model_results import one_model
+from engine.model_refs import resolve
+from engine.output_guard import check_folder, check_outputs
+from engine.output_guard import check_output
+from engine.study_plan import load_study
+from engine.terminal_output import print_json, print_table
 
 TABLE_FORMATS = ("csv", "json", "md")           # one file: engine.cli.results.cmd_export
 
 
 def _lm_eval_writer(store, folder: Path, run_ids, check=None):
-    from engine.interop.lm_eval_format import export
     return export(store, folder, run_ids, check=check)
 
 
@@ -32,7 +41,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     folder -o names), else the table formats of `engine.cli.results.cmd_export`."""
     writer = FOLDER_FORMATS.get(args.format)
     if writer is None:
-        from engine.cli.results import cmd_export as table_export
         return table_export(args)
     if not args.output:
         raise UsageError(f"--format {args.format} writes one results file per model: give the "
@@ -40,7 +48,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     folder = Path(args.output).expanduser().resolve()
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"-o {args.output!r} is a file; --format {args.format} needs a folder")
-    from engine.output_guard import check_folder, check_outputs
     store = open_store(args)
     check_folder(store.home, folder)      # never inside the logs, checkpoints or a model's folder
     written = writer(store, folder, args.runs,
@@ -57,7 +64,6 @@ def _model_id(store, ref: str) -> int:
     row = store.one("SELECT id FROM models WHERE name = ? ORDER BY id DESC LIMIT 1", (ref,))
     if row is not None:
         return row["id"]
-    from engine.model_refs import resolve
     source = resolve(ref, store)
     if source.model_id is None:
         raise UsageError(f"model {ref!r} is not in the registry (it has no results yet); "
@@ -67,8 +73,6 @@ def _model_id(store, ref: str) -> int:
 
 def cmd_card(args: argparse.Namespace) -> int:
     """`compfair card MODEL [-o PATH]`: write the model's Hugging Face model card."""
-    from engine.interop.model_card import write_card
-    from engine.interop.model_results import one_model
     store = open_store(args)
     model = one_model(store, _model_id(store, args.model))
     if args.output:
@@ -81,7 +85,6 @@ def cmd_card(args: argparse.Namespace) -> int:
             raise UsageError(f"model {args.model!r} has no folder of its own to write into "
                              f"(origin {model.model.get('origin')}); give -o PATH")
         target = Path(folder)
-    from engine.output_guard import check_output
     card = target / "README.md" if target.is_dir() else target
     own = model.model.get("path")
     # the store, a log, another model's file or this model's weights: refused, one line;
@@ -96,8 +99,6 @@ def cmd_push(args: argparse.Namespace) -> int:
     upload the folder to the hub with huggingface_hub (needs network and a token; not tested
     offline)."""
     from huggingface_hub import HfApi
-    from engine.interop.model_card import write_card
-    from engine.interop.model_results import one_model
     store = open_store(args)
     model = one_model(store, _model_id(store, args.model))
     folder = model.model.get("path")
@@ -142,9 +143,6 @@ def add_parsers(sub) -> None:
 
 def cmd_prefetch(args: argparse.Namespace) -> int:
     """`compfair prefetch STUDY`: list (--dry-run) or download what the study needs."""
-    from engine.interop import prefetch
-    from engine.terminal_output import print_json, print_table
-    from engine.study_plan import load_study
     plan = load_study(args.study)
     wanted = [n for n in prefetch.needs(plan) if not (args.required_only and n.optional)]
     rows = [{"kind": n.kind, "ref": n.ref, "config": n.config, "optional": n.optional,

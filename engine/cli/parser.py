@@ -14,6 +14,12 @@ from engine.cli.studies import cmd_report, cmd_study
 from engine.cli.submit import add_spec_options, cmd_submit
 from engine.terminal_output import error
 from engine.specs import SPEC_TYPES
+from engine.cli.integers import bound_int_arguments
+from engine.cli.interop import EXPORT_FORMATS, cmd_export as export_any
+from engine.cli.interop import add_parsers as add_interop_parsers
+from engine.cli.plan import add_parser as add_plan_parser
+from engine.cli.scale import add_parsers as add_scale_parsers
+from engine.cli.score import add_parser as add_score_parser
 
 if TYPE_CHECKING:                     # pragma: no cover - types only
     Subparsers = argparse._SubParsersAction
@@ -40,18 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_listings(sub)
     _add_queue_control(sub)
     _add_results(sub)
-    from engine.cli.plan import add_parser as add_plan_parser
     add_plan_parser(sub)               # plan: items needed to decide, and the time
     _add_machine(sub)
     _add_studies(sub)
     _add_bench(sub)
-    from engine.cli.score import add_parser as add_score_parser
     add_score_parser(sub)
-    from engine.cli.interop import add_parsers as add_interop_parsers
     add_interop_parsers(sub)           # card, prefetch
     p = sub.add_parser("tui", help="open the terminal app (same as no command)")
     p.set_defaults(func=cmd_tui)
-    from engine.cli.integers import bound_int_arguments
     bound_int_arguments(parser)        # ids and integers in SQLite's 64 bits and their own range
     return parser
 
@@ -130,7 +132,6 @@ def _add_results(sub: Subparsers) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)
 
-    from engine.cli.interop import EXPORT_FORMATS, cmd_export as export_any
     p = sub.add_parser("export", help="every metric (or those of --runs) as csv, json or md; "
                                       "lm-eval: lm-evaluation-harness results JSON per model")
     p.add_argument("--format", default="csv", choices=EXPORT_FORMATS)
@@ -156,7 +157,6 @@ def _add_machine(sub: Subparsers) -> None:
                    help="CPUs of the local Ray cluster that --ray without an address starts "
                         "(default: this machine's)")
     p.set_defaults(func=cmd_worker)
-    from engine.cli.scale import add_parsers as add_scale_parsers
     add_scale_parsers(sub)
 
     p = sub.add_parser("doctor", help="device, versions, offline scorers and data, store health")

@@ -10,11 +10,14 @@ from engine.cli.common import open_store
 from engine.formatting import fmt_bytes
 from engine.terminal_output import error, print_json, print_table
 from engine.paths import Home
+from engine.errors import UserError
+from engine.scale.device_workers import parse_devices, start_device_workers
+from engine.scale.ray_options import check_address, import_ray
+from engine.scale.worker_view import worker_views
 
 
 def cmd_worker_devices(args: argparse.Namespace) -> int:
     """Start one detached worker per device of `--devices`; prints each worker and device."""
-    from engine.scale.device_workers import parse_devices, start_device_workers
     devices = parse_devices(args.devices)     # a bad value: exit 2, nothing started
     open_store(args, write=True).close()      # the store exists (and is migrated) first
     started = start_device_workers(Home.resolve(args.home), devices, once=args.once,
@@ -28,8 +31,6 @@ def cmd_worker_ray(args: argparse.Namespace) -> int:
     """Run jobs from the queue as Ray tasks, this process the driver (exit 2 when Ray is
     missing or the address or options are bad; exit 1 when it stopped early)."""
     import logging
-    from engine.errors import UserError
-    from engine.scale.ray_options import check_address, import_ray
     address = None if args.ray in (None, "local") else args.ray
     if args.devices is not None:
         raise UserError("--ray and --devices exclude each other: Ray places the tasks on its "
@@ -55,7 +56,6 @@ def cmd_worker_ray(args: argparse.Namespace) -> int:
 
 def cmd_workers(args: argparse.Namespace) -> int:
     """List the live workers."""
-    from engine.scale.worker_view import worker_views
     views = worker_views(open_store(args))
     if args.json:
         print_json([v.to_dict() for v in views])

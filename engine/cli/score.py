@@ -33,7 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
-from engine.errors import ScoreInputError, UserError
+from engine.errors import ProtectedPath, ScoreInputError, ScorerError, UserError, first_line
+from engine.evaluation.scorer_agreement import THRESHOLD, agreement, format_table
+from engine.evaluation.scorers import load_scorer
+from engine.output_guard import check_output, home_of
+from engine.terminal_output import error, json_safe
 
 FORMATS = ("auto", "lines", "jsonl", "csv")
 
@@ -216,11 +220,6 @@ def _rows(data: ScoreInput, scores, details, with_reference: bool) -> list[list[
 
 def run(args: argparse.Namespace) -> int:
     """`compfair score`; returns the exit code (2 with one line on stderr for bad input)."""
-    from engine.evaluation.scorer_agreement import THRESHOLD, agreement, format_table
-    from engine.evaluation.scorers import load_scorer
-    from engine.errors import ScorerError
-    from engine.output_guard import check_output, home_of
-    from engine.errors import ProtectedPath
 
     try:
         if args.output:      # never the store, a log or a model's file (engine.output_guard)
@@ -264,7 +263,6 @@ def run(args: argparse.Namespace) -> int:
             if result is not None:
                 doc["agreement"] = {"reference": args.reference, "threshold": THRESHOLD,
                                     "without_reference": missing, **result.as_dict()}
-            from engine.terminal_output import json_safe
             out.write(json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n")
         else:
             csv.writer(out, lineterminator="\n").writerows(_rows(data, scores, details, with_reference))
@@ -279,13 +277,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _error(exc: BaseException) -> None:
-    text = str(exc).strip().splitlines()
-    message = text[0][:300] if text else type(exc).__name__
-    try:
-        from engine.terminal_output import error
-        error(message)
-    except ImportError:                       # pragma: no cover - engine.terminal_output needs rich
-        sys.stderr.write(f"error: {message}\n")
+    error(first_line(exc, 300))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

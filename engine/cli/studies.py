@@ -11,12 +11,18 @@ from engine.cli.common import open_store
 from engine.terminal_output import error, is_terminal, print_json, print_table, working
 from engine.store import Store
 from engine.job_status import ENDED
+from engine import study as studies
+from engine.interop.tracking import home_targets, log_report
+from engine.interop.tracking import record_targets
+from engine.launcher import ensure_worker
+from engine.output_guard import check_folder, check_outputs
+from engine.report import build_report
+from engine.study_plan import describe_plan, load_study
+from engine.tracking_targets import parse_targets
 
 
 def cmd_study(args: argparse.Namespace) -> int:
     """Plan a study, queue it (validated first), follow it and print its report."""
-    from engine import study as studies
-    from engine.study_plan import describe_plan, load_study
     plan = load_study(args.study)
     for note in studies.requirements(plan):
         sys.stderr.write(f"note: {note}\n")
@@ -29,8 +35,6 @@ def cmd_study(args: argparse.Namespace) -> int:
                         [[n["key"], n["kind"], n["model"], ", ".join(n["needs"])] for n in nodes],
                         title=f"study {plan.name}: {len(nodes)} jobs (dry run)")
         return 0
-    from engine.interop.tracking import record_targets
-    from engine.tracking_targets import parse_targets
     targets = parse_targets(getattr(args, "log", None))    # a bad --log: exit 2, nothing queued
     store = open_store(args, write=True)
     _check_report_folder(store, getattr(args, "output", None))     # before anything is queued
@@ -46,7 +50,6 @@ def cmd_study(args: argparse.Namespace) -> int:
         from engine.worker import Worker
         Worker(store.home, once=True, idle_exit_s=None).run()
     else:
-        from engine.launcher import ensure_worker
         ensure_worker(store)
         if args.no_wait:
             sys.stderr.write(f"jobs run in the background; follow with `compfair jobs`, then "
@@ -101,19 +104,15 @@ def _check_report_folder(store: Store, output: str | None) -> None:
     registered model's folder, nor may its files be the home's own (engine.output_guard)."""
     if output:
         from pathlib import Path
-        from engine.output_guard import check_folder, check_outputs
         folder = Path(output).expanduser()
         check_folder(store.home, folder)
         check_outputs(store.home, [folder / name for name in REPORT_FILES])
 
 
 def _print_report(store: Store, name: str, args: argparse.Namespace) -> int:
-    from engine.report import build_report
     _check_report_folder(store, getattr(args, "output", None))
     with working(f"judging study {name}: paired bootstrap tests of every model (Ctrl-C stops)"):
         report = build_report(store, name, output_dir=getattr(args, "output", None))
-    from engine.interop.tracking import home_targets, log_report
-    from engine.tracking_targets import parse_targets
     targets = list(dict.fromkeys(parse_targets(getattr(args, "log", None)) + home_targets(store)))
     if targets:                         # --log, [tracking] log in settings.toml, COMPFAIR_LOG
         log_report(store, name, report.folder, targets)

@@ -17,6 +17,7 @@ from engine.spec_values import field_range
 from engine.specs import SPEC_TYPES
 from engine.store import Store
 from engine.job_status import ENDED
+from engine.tracking_targets import parse_targets
 
 
 def add_spec_options(parser: argparse.ArgumentParser, spec_cls: type) -> None:
@@ -86,7 +87,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     base = _spec_values(args, spec_cls)
     specs = api.expand_sweep(base, _parse_sweep(args.sweep))
     _refuse_repeats(specs)
-    from engine.tracking_targets import parse_targets
     targets = parse_targets(getattr(args, "log", None))    # a bad --log: exit 2, nothing queued
     store = open_store(args, write=True)
     job_ids = api.submit_jobs(store, specs, depends_on=args.after or (), priority=args.priority,

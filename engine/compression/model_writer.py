@@ -18,11 +18,13 @@ import torch
 from torch import nn
 
 from engine.formats.head_pruned import has_head_layout, load_head_pruned
+from engine.formats.packed import is_quantized_folder, load_quantized
 from engine.context import JobContext
 from engine.errors import JobFailed
 from engine.model_paths import to_loadable, to_stored
 from engine.paths import OWNER_FOLDER_MODE, owner_only_tree
 from engine.model_loader import ModelSource, measure_latency, register
+from engine.store import loads
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,6 @@ def model_folder(ctx: JobContext, name: str) -> Path:
 
 def _recorded_folder(ctx: JobContext) -> Path | None:
     """The folder this job chose before (its latest `product_folder` event), or None."""
-    from engine.store import loads
     row = ctx.store.one("SELECT data FROM events WHERE job_id = ? AND kind = ? ORDER BY id DESC "
                         "LIMIT 1", (ctx.job_id, PRODUCT_EVENT))
     path = (loads(row["data"], {}) or {}).get("path") if row else None
@@ -148,7 +149,6 @@ def _remove(path: Path) -> None:
 def load_saved(path: Path, dtype: torch.dtype = torch.float32) -> nn.Module:
     """Load a saved derived model as the registry does (head-pruned layouts and packed
     quantized weights included)."""
-    from engine.formats.packed import is_quantized_folder, load_quantized
     if has_head_layout(path):
         return load_head_pruned(path, dtype)
     if is_quantized_folder(path):
@@ -169,7 +169,6 @@ def parent_storage_dtype(ctx: JobContext, parent_id: int | None) -> torch.dtype 
     row = ctx.store.model(parent_id) if parent_id else None
     if not row or not row.get("path"):
         return None
-    from engine.store import loads
     gguf_file = (loads(row.get("extra"), {}) or {}).get("gguf_file")
     if gguf_file:
         return gguf_storage_dtype(Path(row["path"]) / gguf_file)

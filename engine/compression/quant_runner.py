@@ -19,6 +19,11 @@ from engine.context import JobContext
 from engine.errors import JobFailed
 from engine.model_loader import ModelSource, count_parameters
 from engine.specs import QuantizeSpec
+from engine.compression.model_writer import load_saved
+from engine.compression.model_writer import parent_storage_dtype
+from engine.compression.runner import _calibration, _model_name
+from engine.model_loader import dequantise_gguf
+from engine.store import loads
 
 
 def _template(ctx: JobContext, loaded) -> Path | None:
@@ -27,7 +32,6 @@ def _template(ctx: JobContext, loaded) -> Path | None:
     if loaded.source.gguf_file:
         return Path(loaded.source.load_path) / loaded.source.gguf_file
     for row in ctx.store.lineage(loaded.model_id) if loaded.model_id else []:
-        from engine.store import loads
         gguf_file = (loads(row.get("extra"), {}) or {}).get("gguf_file")
         if gguf_file and row.get("path"):
             return Path(row["path"]) / gguf_file
@@ -37,8 +41,6 @@ def _template(ctx: JobContext, loaded) -> Path | None:
 def _load_product(ctx: JobContext, product, device: torch.device):
     """The product as the registry loads it (a GGUF file is dequantised once into the
     registry's cache, which later eval jobs reuse); JobFailed when it does not load."""
-    from engine.compression.model_writer import load_saved
-    from engine.model_loader import dequantise_gguf
     try:
         folder = dequantise_gguf(ctx.home, str(product.folder), product.gguf_file) \
             if product.gguf_file else product.folder
@@ -68,7 +70,6 @@ def _keep_parent_precision(ctx: JobContext, parent_id: int | None, model, method
     """For a packed product (rtn, gptq) of a half-precision parent: the tensors left
     unquantized (embeddings, norms) are stored in that precision, not float32, and rounded to
     it in memory too, so the reload check compares like with like. Returns the dtype or None."""
-    from engine.compression.model_writer import parent_storage_dtype
     if "layers" not in outcome.details:         # not a packed product (GGUF, library checkpoints)
         return None
     half = parent_storage_dtype(ctx, parent_id)
@@ -85,7 +86,6 @@ def _keep_parent_precision(ctx: JobContext, parent_id: int | None, model, method
 
 def run_quantize(ctx: JobContext) -> dict[str, Any]:
     """Quantize `spec.model` with its registered method; returns the registered model's id."""
-    from engine.compression.runner import _calibration, _model_name
     spec: QuantizeSpec = ctx.spec
     method = get_method(spec.method, spec.kind)
     loaded = ctx.load_model(spec.model, fresh=True)

@@ -30,6 +30,9 @@ from engine.context import JobContext
 from engine.errors import JobFailed
 from engine.model_loader import LoadedModel, count_parameters
 from engine.specs import DistillSpec, PruneSpec
+from engine.compression.depth import block_influence
+from engine.compression.distill_ddp import train_data_parallel
+from engine.compression.distill_rank import backend_for
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +105,6 @@ def _teacher_influence(ctx: JobContext, teacher: LoadedModel, blocks: torch.Tens
     training blocks; None, and so evenly spaced layers, when it cannot be measured."""
     import math
 
-    from engine.compression.depth import block_influence
     if blocks.shape[0] == 0:
         ctx.log("no training text to measure block influence on: keeping evenly spaced layers",
                 level="warning")
@@ -131,7 +133,6 @@ def _parallel_record(spec: DistillSpec, device: torch.device) -> dict[str, Any]:
     used, for its model's lineage and its result; nothing for a single-process job."""
     if spec.processes == 1:
         return {}
-    from engine.compression.distill_rank import backend_for
     return {"train_processes": spec.processes, "ddp_backend": backend_for(device.type)}
 
 
@@ -173,7 +174,6 @@ def run_distill(ctx: JobContext) -> dict[str, Any]:
     if data is None:
         data = _distill_data(ctx, spec, source, teacher, identity)
     if spec.processes > 1:          # DDP over several processes (engine.compression.distill_ddp)
-        from engine.compression.distill_ddp import train_data_parallel
         outcome = train_data_parallel(ctx, student_model, teacher.model, spec, teacher.device,
                                       identity)
     else:

@@ -18,6 +18,7 @@ from torch import nn
 
 from engine.formats.architecture import architecture_name, block_list, num_layers, set_block_list
 from engine.errors import JobFailed, UnsupportedArchitecture
+from engine.compression.depth import most_influential
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,6 @@ def choose_layers(n_teacher: int, intensity: float, explicit: Sequence[int] = ()
         raise JobFailed(f"{teacher_name} has only {n_teacher} layer; there is none to drop")
     n_keep = min(n_teacher - 1, max(1, round(intensity * n_teacher)))
     if influence is not None:
-        from engine.compression.depth import most_influential
         if len(influence) != n_teacher:
             raise JobFailed(f"block influence has {len(influence)} values for the "
                             f"{n_teacher} layers of {teacher_name}")

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 from engine.errors import ScorerError
 from engine.evaluation.scorer_base import file_digest, short_reason, library_version, default_batch_size, length_sorted_chunks
+from engine.specs import SpecError
 
 
 TOXIC_LABEL_HINTS = ("toxic", "toxicity", "hate", "offensive")
@@ -91,7 +92,6 @@ def check_hf_scorer(ref: str) -> None:
     """`hf:<ref>` names an existing folder, or a well-formed hub id that is cached when
     HF_HUB_OFFLINE=1 (else the hub's own "Repo id must be in the form ..." would be the reason).
     A `SpecError` on field "scorer"."""
-    from engine.specs import SpecError
     path = Path(ref).expanduser()
     if ref.startswith((".", "/", "~")) or path.exists():
         if not path.is_dir():

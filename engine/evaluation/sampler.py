@@ -50,6 +50,7 @@ from engine.devices import free_device_memory, is_out_of_memory
 from engine.evaluation.cpu_paths import cpu_fast_paths
 from engine.evaluation.nucleus_sampling import Row, nucleus_sample, row_uniforms
 from engine.evaluation.reserved_cache import reserve_cache
+from engine.errors import JobFailed
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,6 @@ def _refuse_nonfinite(nonfinite: torch.Tensor) -> None:
     nothing of the chunk is stored, so no metric is computed from a broken model's output."""
     bad = int(nonfinite.sum())
     if bad:
-        from engine.errors import JobFailed
         raise JobFailed(f"the model gave non-finite (NaN or infinite) next-token logits in {bad} of "
                         f"{nonfinite.numel()} rows of a batch: its outputs cannot be sampled; "
                         "nothing was stored for them")
@@ -166,7 +166,6 @@ class Sampler:
         self.eos = torch.tensor(_eos_ids(model, tokenizer) or [-1], device=device)
         limit = _max_positions(model)
         if limit is not None and settings.max_new_tokens >= limit:
-            from engine.errors import JobFailed
             raise JobFailed(f"max_new_tokens must be below the model's {limit} positions (at least "
                             f"one is the prompt's), got {settings.max_new_tokens}")   # as at submit
         # leave room for the new tokens inside the model's positions

@@ -39,6 +39,9 @@ from engine.evaluation.detoxify_scorer import (DETOXIFY_VARIANTS, DetoxifyScorer
 from engine.evaluation.hf_classifier_scorer import HFClassifierScorer, check_hf_scorer
 from engine.evaluation.lexical_scorers import ProfanityScorer
 from engine.evaluation.scorer_base import ToxicityScorer, library_version
+from engine.evaluation.bilstm_scorer import BiLSTMScorer
+from engine.evaluation.bilstm_scorer import bilstm_status
+from engine.specs import SpecError
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,6 @@ class MeanScorer:
 
 
 def bilstm_scorer(device: str = "cpu") -> ToxicityScorer:
-    from engine.evaluation.bilstm_scorer import BiLSTMScorer
     return BiLSTMScorer(device=device)
 
 
@@ -128,7 +130,6 @@ def check_scorer_name(name: str | None) -> None:
     `SpecError` on field "scorer" (bad input, exit 2). Loads no model; a detoxify
     checkpoint path is read with weights_only=True (memory-mapped, torch imported only then),
     so a file that is not one, or whose pickle would run code, is refused before queueing."""
-    from engine.specs import SpecError      # engine.specs imports the suites, which import this
     name = (name or "auto").strip()
     if name.startswith("hf:") and name[3:].strip():
         check_hf_scorer(name[3:].strip())
@@ -166,7 +167,6 @@ def offline_scorers() -> dict[str, str]:
         cached = detoxify_cached_checkpoint("original")
         out["detoxify"] = (f"original weights cached ({cached})" if cached else
                            "weights not cached: needs network once (or detoxify:<checkpoint path>)")
-    from engine.evaluation.bilstm_scorer import bilstm_status
     out["bilstm"] = bilstm_status()
     out["offline"] = ("available (mean of bilstm and profanity)"
                       if out["bilstm"].startswith("available") and out["profanity"].startswith("available")

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from engine.formats.architecture import block_linears
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +89,12 @@ def _stored_bytes_by_key(files: list[Path]) -> dict[str, int]:
 
 def layer_weight_counts(model: nn.Module) -> dict[str, int]:
     """Every block linear layer's full name and weight count."""
-    from engine.formats.architecture import block_linears
     return {name: module.weight.numel() for name, module in block_linears(model).items()}
 
 
 def has_conv1d_layers(model: nn.Module) -> bool:
     """True when the blocks hold GPT-2-style Conv1D layers (transposed nn.Linear), which
     torchao's `quantize_` does not convert."""
-    from engine.formats.architecture import block_linears
     return any(not isinstance(m, nn.Linear) for m in block_linears(model).values())
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from engine.formats.rtn import QuantConfig, QuantizedTensor, dequantize
+from engine.errors import ModelError
 
 QUANT_FILE = "compfair_quant.json"
 WEIGHTS_FILE = "quantized.safetensors"
@@ -105,7 +106,6 @@ def load_quantized(path: str | Path, dtype: torch.dtype = torch.float32):
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {k for k in missing if _is_tied(model, k)}
     if set(missing) - tied or unexpected:
-        from engine.errors import ModelError
         raise ModelError(f"quantized model {str(folder)!r} does not match its config: missing "
                          f"{sorted(set(missing) - tied)[:2]}, unexpected {sorted(unexpected)[:2]}")
     model.tie_weights()

@@ -18,6 +18,7 @@ from typing import Any
 
 from engine.interop.model_results import ModelResults, RunResult
 from engine.store import loads
+from engine.evaluation.suites import get_suite
 
 log = logging.getLogger(__name__)
 SUITE_DATASETS = {"toxicity": "RealToxicityPrompts protocol", "bold": "BOLD",
@@ -27,7 +28,6 @@ QUANTIZE_METHODS = ("rtn", "gguf", "gptq", "torchao", "bnb", "awq")
 
 def _metric_title(suite: str, name: str) -> str:
     try:
-        from engine.evaluation.suites import get_suite
         spec = next((m for m in get_suite(suite).metrics if m.name == name), None)
         return spec.title if spec is not None else name
     except Exception:  # noqa: BLE001 - a suite whose plugin is not loaded here keeps the raw name

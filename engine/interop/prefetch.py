@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.study_plan import REF_PREFIX, StudyPlan
+from engine.compression.textdata import parse_source
+from engine.evaluation.suites import get_suite
+from engine.model_refs import ALIASES, _looks_like_path
 
 log = logging.getLogger(__name__)
 # the transformers model each detoxify checkpoint's config names (detoxify.get_model_and_tokenizer)
@@ -54,7 +57,6 @@ class Need:
 def _is_hub_model(ref: str | None) -> bool:
     if not ref or ref.startswith((REF_PREFIX, "model:", "job:")):
         return False
-    from engine.model_refs import ALIASES, _looks_like_path
     return not (ref.lower() in ALIASES or _looks_like_path(ref) or Path(ref).expanduser().exists())
 
 
@@ -77,12 +79,10 @@ def _scorer_needs(name: str, data: str) -> list[Key]:
 
 
 def _node_needs(spec) -> list[Key]:
-    from engine.compression.textdata import parse_source
     out = [("model", ref, None, False) for ref in spec.model_refs().values() if _is_hub_model(ref)]
     out += [("model", getattr(spec, f), None, False) for f in MODEL_FIELDS_EXTRA
             if _is_hub_model(getattr(spec, f, None))]
     if spec.kind == "eval":
-        from engine.evaluation.suites import get_suite
         suite = get_suite(spec.suite)
         if suite.hub_dataset and spec.data in ("hub", "auto"):
             out.append(("dataset", suite.hub_dataset[0], suite.hub_dataset[1], spec.data == "auto"))

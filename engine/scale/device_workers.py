@@ -23,6 +23,7 @@ from engine import worker_rows
 from engine.errors import UserError
 from engine.launcher import store_for, worker_id_for
 from engine.paths import Home
+from engine.worker_lock import spawn_locked
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,6 @@ def start_device_workers(home: Home, devices: tuple[str, ...], *, once: bool = F
     """Start one detached worker per entry of `devices` (engine.launcher's way: own session,
     output appended to the worker log, each holding its own lock of this home from its start,
     engine.worker_lock), each registered at once with its device."""
-    from engine.worker_lock import spawn_locked
     log_path = home.logs_dir / "worker.log"
     args = ["--once"] if once else ["--idle-exit", str(idle_exit_s)]
     started = []

@@ -28,6 +28,7 @@ from engine.paths import Home
 from engine.scale.ray_options import check_address, import_ray
 from engine.scale.ray_remote import RELAYED, ROW_OPERATIONS, RemoteJob, RemoteOutcome, run_remote
 from engine.worker import DEFAULT_IDLE_EXIT_S, Worker
+from engine import worker_rows
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,6 @@ class RayWorker(Worker):
                 self._ray.shutdown()
 
     def _register(self) -> None:
-        from engine import worker_rows
         worker_rows.register_worker(self.store, self.id, os.getpid(), status="idle",
                                     log_path=str(self.home.logs_dir / "worker.log"),
                                     device=f"ray {self.address or 'local'}")

@@ -27,6 +27,7 @@ from typing import Any, Iterator
 from engine.paths import Home
 from engine.specs import JobSpec
 from engine.errors import DriverGone
+from engine.context import JobContext
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,6 @@ def portable(exc: BaseException) -> BaseException:
 def run_remote(job: RemoteJob, requests, answers) -> RemoteOutcome:
     """The Ray task: run `job` with a relayed store and the worker's own job code. Never
     raises: what the job raised comes back in the outcome for the driver to record."""
-    from engine.context import JobContext
     from engine.model_loader import ModelCache
     from engine.worker import run_job_kind
     home = Home(Path(job.home_root))

@@ -31,6 +31,8 @@ from engine.errors import JobCancelled, JobFailed, UserError
 from engine.specs.shard import MAX_SHARDS, EvalShardSpec
 from engine.specs import EvalSpec
 from engine.store import Store
+from engine.evaluation.suites import get_suite
+from engine.evaluation.suites import get_suite, suites
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,6 @@ def known_item_count(spec: EvalSpec) -> int | None:
     """How many items `spec` evaluates, as far as it is known before the job runs: counted for
     built-in and local data, at most `max_prompts` for hub data, else unknown (None)."""
     from engine.evaluation.data import DataError
-    from engine.evaluation.suites import get_suite
     if spec.data in ("auto", "hub"):
         return spec.max_prompts
     try:
@@ -57,7 +58,6 @@ def known_item_count(spec: EvalSpec) -> int | None:
 def check_shards(spec: EvalSpec, shards: int) -> None:
     """UserError naming the value unless `spec` can be split into `shards` shards: a count in
     [1, MAX_SHARDS], a suite whose data is a list of items, and no more shards than items."""
-    from engine.evaluation.suites import get_suite, suites
     if not 1 <= shards <= MAX_SHARDS:
         raise UserError(f"--shards {shards} must be in [1, {MAX_SHARDS}]")
     if shards == 1:

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from engine.catalog.method_info import (KIND_NOUNS, MethodInfo, PruneMethodInfo, get_method_info,  # noqa: F401 - re-exported
                                         method_names, methods, parse_n_m, register)
+from engine.errors import JobFailed
+from engine.errors import UnsupportedArchitecture
 
 if TYPE_CHECKING:                     # pragma: no cover - types only
     from engine.compression.records import SparsityRecord
@@ -94,8 +96,6 @@ class PruneMethod(PruneMethodInfo, CompressionMethod):
     def check_model(self, spec: "PruneSpec", model: Any, model_name: str) -> None:
         """Scope, architecture and N:M divisibility, in that order (the first problem is the
         job's one-line failure)."""
-        from engine.errors import UnsupportedArchitecture
-        from engine.errors import JobFailed
         if spec.scope == "global" and not self.supports_global_scope:
             able = " and ".join(m.name for m in methods(self.kind)
                                 if getattr(m, "supports_global_scope", False))

@@ -10,6 +10,8 @@ from __future__ import annotations
 from engine.catalog.quantize_info import GPTQInfo
 from engine.compression.methods.base import MethodOutcome, MethodRun, register
 from engine.compression.methods.quantize import RoundToNearest
+from engine.errors import JobFailed
+from engine.errors import UnsupportedArchitecture
 
 
 @register
@@ -18,8 +20,6 @@ class GPTQ(GPTQInfo, RoundToNearest):
 
     def check_model(self, spec, model, model_name: str) -> None:
         from engine.formats.architecture import block_linears, max_positions
-        from engine.errors import UnsupportedArchitecture
-        from engine.errors import JobFailed
         try:
             block_linears(model)
         except UnsupportedArchitecture as exc:

@@ -8,6 +8,8 @@ from typing import Any
 
 from engine.catalog.prune_info import HeadsInfo
 from engine.compression.methods.base import MethodOutcome, MethodRun, ParamCounts, PruneMethod, register
+from engine.compression.records import SparsityRecord
+from engine.errors import JobFailed
 
 
 @register
@@ -46,8 +48,6 @@ class Heads(HeadsInfo, PruneMethod):
     def record(self, model: Any, spec, outcome: MethodOutcome, params: ParamCounts):
         """Heads removed per layer and overall, and the parameters that went with them;
         `JobFailed` when no parameter was removed although some sparsity was asked for."""
-        from engine.compression.records import SparsityRecord
-        from engine.errors import JobFailed
         details = outcome.details
         if params.after >= params.before and spec.sparsity > 0:
             raise JobFailed("head pruning removed no parameters")

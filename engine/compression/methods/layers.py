@@ -10,6 +10,8 @@ from typing import Any
 
 from engine.catalog.prune_info import LayersInfo
 from engine.compression.methods.base import MethodOutcome, MethodRun, ParamCounts, PruneMethod, register
+from engine.compression.records import SparsityRecord
+from engine.errors import JobFailed
 
 
 @register
@@ -46,8 +48,6 @@ class Layers(LayersInfo, PruneMethod):
         """Blocks removed (share, per block 1.0 / 0.0), every block's BI and the parameters
         that went; `JobFailed` when the model did not get shallower or smaller."""
         from engine.formats.architecture import num_layers
-        from engine.compression.records import SparsityRecord
-        from engine.errors import JobFailed
         details = outcome.details
         if num_layers(model) != details["blocks_after"] or params.after >= params.before:
             raise JobFailed(f"depth pruning left {num_layers(model)} blocks and "

@@ -11,6 +11,8 @@ from typing import Any
 from engine.catalog.quantize_info import BitsAndBytesInfo, LibraryQuantizerInfo, TorchAOInfo
 from engine.compression.methods.base import MethodOutcome, MethodRun, register
 from engine.compression.methods.quantize import QuantProduct, QuantizeMethod
+from engine.errors import JobFailed
+from engine.errors import UnsupportedArchitecture
 
 
 class LibraryQuantizer(LibraryQuantizerInfo, QuantizeMethod):
@@ -20,8 +22,6 @@ class LibraryQuantizer(LibraryQuantizerInfo, QuantizeMethod):
         import importlib.util
 
         from engine.formats.architecture import block_linears
-        from engine.errors import UnsupportedArchitecture
-        from engine.errors import JobFailed
         if importlib.util.find_spec(self.package) is None:
             raise JobFailed(f"{self.name} quantization needs the {self.package} package: "
                             f"pip install 'compfair[quant]'")
@@ -56,7 +56,6 @@ class TorchAOWeightOnly(TorchAOInfo, LibraryQuantizer):
 
     def check_model(self, spec, model, model_name: str) -> None:
         from engine.formats.hf_quantized import has_conv1d_layers
-        from engine.errors import JobFailed
         super().check_model(spec, model, model_name)
         if has_conv1d_layers(model):
             raise JobFailed(f"torchao quantization of {model_name}: its blocks use GPT-2-style Conv1D "

@@ -14,6 +14,8 @@ from typing import Any
 
 from engine.catalog.quantize_info import GGUFExportInfo, QuantizeMethodInfo, RoundToNearestInfo
 from engine.compression.methods.base import CompressionMethod, MethodOutcome, MethodRun, register
+from engine.errors import JobFailed
+from engine.errors import UnsupportedArchitecture
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,6 @@ class RoundToNearest(RoundToNearestInfo, QuantizeMethod):
 
     def check_model(self, spec, model, model_name: str) -> None:
         from engine.formats.architecture import block_linears
-        from engine.errors import UnsupportedArchitecture
-        from engine.errors import JobFailed
         try:
             block_linears(model)
         except UnsupportedArchitecture as exc:
@@ -77,7 +77,6 @@ class GGUFExport(GGUFExportInfo, QuantizeMethod):
 
     def check_model(self, spec, model, model_name: str) -> None:
         from engine.compression.quant.gguf_export import SUPPORTED_MODEL_TYPES
-        from engine.errors import JobFailed
         if model.config.model_type not in SUPPORTED_MODEL_TYPES:
             raise JobFailed(f"GGUF export of {model_name}: supports {', '.join(SUPPORTED_MODEL_TYPES)} "
                             f"models, not {model.config.model_type!r}")

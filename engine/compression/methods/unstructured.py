@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from engine.catalog.method_info import parse_n_m
 from engine.catalog.prune_info import UnstructuredPruneInfo
 from engine.compression.methods.base import MethodOutcome, ParamCounts, PruneMethod
+from engine.compression.records import SparsityRecord
+from engine.errors import JobFailed
 
 if TYPE_CHECKING:                     # pragma: no cover - types only
     from engine.compression.records import SparsityRecord
@@ -38,8 +40,6 @@ class UnstructuredPruneMethod(UnstructuredPruneInfo, PruneMethod):
         its target."""
         from engine.formats.architecture import block_linears
         from engine.compression.prune import check_sparsity
-        from engine.compression.records import SparsityRecord
-        from engine.errors import JobFailed
         achieved = check_sparsity(model)
         linears = block_linears(model)
         short = [n for n, s in achieved["layers"].items()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from engine.catalog.suite_info import (HIGHER, LOWER, NEITHER, TARGET, MetricSpec, SuiteInfo,  # noqa: F401 - re-exported
                                        find_metric, generation_suite_names, get_suite_info, load_plugins,
                                        register, suite_names, suites, unregister)
+from engine.errors import JobFailed
 
 if TYPE_CHECKING:                     # pragma: no cover - types only
     from engine.context import JobContext
@@ -106,7 +107,6 @@ def require_finite(values, what: str, n_items: int) -> None:
     """Fail the job (not the metrics) when the model's likelihoods are NaN or infinite."""
     import math
 
-    from engine.errors import JobFailed
     bad = sum(1 for v in values if not math.isfinite(float(v)))
     if bad:
         raise JobFailed(f"the model gave non-finite {what} ({bad} of {len(values)} in a batch of "

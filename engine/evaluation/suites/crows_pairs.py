@@ -7,6 +7,7 @@ import json
 
 from engine.catalog.crows_pairs_info import CrowsPairsInfo
 from engine.evaluation.suites.base import Suite, register, require_finite
+from engine.evaluation.progress import ThrottledProgress
 
 PAIRS_PER_BATCH = 16
 
@@ -36,7 +37,6 @@ class CrowsPairsSuite(CrowsPairsInfo, Suite):
     def run(self, ctx, spec, lm, run_id, data, scorer) -> dict:
         from engine.evaluation.sampler import sample_key
         from engine.evaluation.likelihood import sentence_log_likelihoods
-        from engine.evaluation.progress import ThrottledProgress
         done_keys = ctx.store.sample_keys(run_id)
         todo = [p for p in data.items if sample_key(p.index, 0) not in done_keys]
         report = ThrottledProgress(ctx, len(data.items), len(data.items) - len(todo), self.unit)

@@ -10,6 +10,9 @@ from typing import Iterator
 
 from engine.catalog.generation_info import QUALITY_METRICS, QUALITY_NAMES, GenerationSuiteInfo  # noqa: F401 - re-exported
 from engine.evaluation.suites.base import Suite
+from engine.evaluation.pipeline import SampleWriter
+from engine.evaluation.progress import ThrottledProgress
+from engine.evaluation.suites.base import require_finite
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +40,6 @@ class GenerationSuite(GenerationSuiteInfo, Suite):
 
     def run(self, ctx, spec, lm, run_id, data, scorer) -> dict:
         from engine.evaluation.sampler import Sampler, SamplingSettings
-        from engine.evaluation.pipeline import SampleWriter
-        from engine.evaluation.progress import ThrottledProgress
         from engine.evaluation.lexical_scorers import SentimentScorer
         settings = SamplingSettings(spec.samples_per_prompt, spec.top_p, spec.temperature,
                                     spec.max_new_tokens, spec.seed)
@@ -137,8 +138,6 @@ def score_continuations(ctx, spec, lm, run_id: int) -> dict:
     """Store every new continuation's mean NLL per token under the reference model (resumable:
     only samples without one are scored); returns the run's record of it."""
     from engine.evaluation.continuation_likelihood import continuation_nlls
-    from engine.evaluation.progress import ThrottledProgress
-    from engine.evaluation.suites.base import require_finite
     started, cpu_started = time.perf_counter(), time.process_time()
     ref, reference = reference_model(ctx, spec, lm)
     todo = ctx.store.unscored_continuations(run_id)

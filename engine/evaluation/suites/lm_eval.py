@@ -29,6 +29,7 @@ from statistics import NormalDist
 from engine.catalog.lm_eval_info import AGGREGATE_KEY, LmEvalInfo
 from engine.catalog.lm_eval_info import parse_tasks as _parse_tasks
 from engine.evaluation.suites.base import Suite, register
+from engine.errors import JobFailed
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,6 @@ class LmEvalSuite(LmEvalInfo, Suite):
             from lm_eval.models.huggingface import HFLM
             from lm_eval.tasks import TaskManager
         except ImportError as exc:
-            from engine.errors import JobFailed
             raise JobFailed(f"suite lm-eval needs the lm-eval package (pip install "
                             f"'compfair[lm-eval]'): {exc}") from None
         names, folders = _parse_tasks(spec.data)

@@ -13,6 +13,8 @@ import json
 
 from engine.catalog.perplexity_info import DIVERGENCE_SCOPE, PerplexityInfo  # noqa: F401 - re-exported
 from engine.evaluation.suites.base import Suite, register, require_finite
+from engine.evaluation.progress import ThrottledProgress
+from engine.evaluation.suites.generation import reference_model
 
 WINDOWS_PER_BATCH = 4
 
@@ -51,7 +53,6 @@ class PerplexitySuite(PerplexityInfo, Suite):
         from engine.evaluation.sampler import sample_key
         from engine.evaluation.likelihood import max_positions, plan_windows, text_token_ids, window_nlls
         from engine.evaluation.window_divergence import window_divergences
-        from engine.evaluation.progress import ThrottledProgress
         limit = max_positions(lm.model)
         context, stride = effective_window(spec, lm)
         if context != spec.context_length:
@@ -113,7 +114,6 @@ def divergence_baseline(ctx, spec, lm, text: str, token_ids: list[int]) -> tuple
     else the root of the model's lineage). None, recording nothing, when the model is its own
     baseline; None with `divergence_skipped` (the reason, also logged as a warning) when the
     two tokenizers differ: vocabulary sizes (`get_vocab()`) or the token ids of the text."""
-    from engine.evaluation.suites.generation import reference_model
     ref, baseline = reference_model(ctx, spec, lm)
     if baseline is lm or (lm.model_id is not None and baseline.model_id == lm.model_id):
         ctx.log("no KL divergence / top-1 agreement: the model is its own baseline")

@@ -26,6 +26,7 @@ from tui.screens.queue import QueueScreen
 from tui.screens.run_detail import RunDetailScreen
 from tui.screens.runs import RunsScreen
 from tui.state import Backend
+from engine.store import Store
 
 log = logging.getLogger(__name__)
 DARK, LIGHT = "textual-dark", "textual-light"
@@ -262,7 +263,6 @@ def _read_status(store) -> tuple[dict[str, int], bool, int]:
 def run_app(home: Home) -> int | None:
     """Open the app on `home` (what `compfair` with no arguments does). Jobs keep running in
     the worker after the app closes; it says so on the way out."""
-    from engine.store import Store
     store = Store(home)  # fails here (StoreError, reported by the CLI) if the store cannot open
     try:
         CompfairApp(home).run()

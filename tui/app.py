@@ -215,7 +215,7 @@ class CompfairApp(App[None]):
     def help_sections(self) -> list[Section]:
         """Every screen's keys, for the help screen."""
         extra = [Binding("tab,enter", "", "next field"), Binding("right", "", "accept the suggested model")]
-        return [("Everywhere", [*self.BINDINGS, Binding("escape", "", "leave the screen or field")]),
+        return [("Everywhere", [*self.BINDINGS, Binding("escape", "", "leave the screen (or the filter being typed)")]),
                 ("Runs", RunsScreen.BINDINGS), ("Run detail", RunDetailScreen.BINDINGS),
                 ("Models x metrics", MatrixScreen.BINDINGS), ("Compare", CompareScreen.BINDINGS),
                 ("Jobs", QueueScreen.BINDINGS), ("New job", [*extra, *NewJobScreen.BINDINGS])]

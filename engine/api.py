@@ -28,6 +28,10 @@ from engine.compression.methods import method_names  # noqa: F401,E402
 from engine.compression.quant import GGUF_FORMATS, RTN_BITS  # noqa: F401,E402
 # identical submissions (a spec that already ran: engine.duplicates)
 from engine.duplicates import Duplicate, finished_duplicates  # noqa: F401,E402
+# model names and study labels as references, and the names shown for model:ID / job:ID
+from engine.model_names import canonical_spec, ref_names, with_names  # noqa: F401,E402
+# what a submission costs (generations, time measured on finished runs; engine.planning_cost)
+from engine.planning_cost import SubmitEstimate, estimate_specs  # noqa: F401,E402
 # comparing lives in engine.comparison; re-exported as part of this API
 from engine.comparison import CompareCell, Comparison, comparability_warnings, compare
 from engine.judgement_cache import command

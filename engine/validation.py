@@ -32,6 +32,7 @@ from engine.evaluation.suites import generation_suite_names
 from engine.evaluation.suites import get_suite
 from engine.model_refs import check_no_custom_code
 from engine.model_refs import check_ref_id
+from engine.model_names import canonical_ref
 from engine.model_refs import resolve, resolve_offline_status
 from engine.spec_values import check_ranges
 from engine.specs import SPEC_TYPES
@@ -71,6 +72,8 @@ def check_model_refs(store: Store, spec: JobSpec, pending_prefixes: Sequence[str
     for field, ref in spec.model_refs().items():
         if any(ref.startswith(p) for p in pending_prefixes):
             continue
+        with _about(field):
+            ref = canonical_ref(store, ref) or ref     # a model's name or a study label
         if ref.startswith(JOB_PREFIX):
             _check_job_ref(store, ref[len(JOB_PREFIX):], field)
             continue
@@ -192,12 +195,14 @@ def _check_eval_inputs(spec: EvalSpec, checked: set[tuple]) -> None:
     suite = get_suite(spec.suite)
     if suite.generates_text:               # it samples continuations, and so scores them
         from engine.evaluation.scorers import check_scorer_name
-        check_scorer_name(spec.scorer)
+        with _about("scorer"):
+            check_scorer_name(spec.scorer)
     key = ("eval", spec.suite, spec.data, spec.max_prompts, spec.domains, spec.groups,
            spec.prompts_per_group, spec.seed)
     if key not in checked:
         checked.add(key)
-        suite.check_inputs(spec)           # reads a local data file; DataError when unusable
+        with _about("data"):
+            suite.check_inputs(spec)       # reads a local data file; DataError when unusable
 
 
 def text_fields(spec: JobSpec) -> tuple[str, ...]:

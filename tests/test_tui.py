@@ -202,11 +202,13 @@ async def test_launch_jobs_from_the_form_with_validation_sweep_and_model_picker(
         assert isinstance(picker, ChoiceScreen)
         refs = [o.id for o in picker.query_one("OptionList")._options]
         student_ref = f"model:{demo['models']['student']}"
-        assert student_ref in refs and "smollm2" in refs and f"job:{demo['running']}" in refs
-        picker.query_one("OptionList").highlighted = refs.index(student_ref)
-        await pilot.press("enter")
+        # the picker offers (and puts in the field) the model's name, which the field accepts;
+        # the queued spec holds the reference it stands for
+        assert "gpt2-distil-6L" in refs and "smollm2" in refs and f"job:{demo['running']}" in refs
+        picker.query_one("OptionList").highlighted = refs.index("gpt2-distil-6L")
+        picker.query_one("OptionList").action_select()
         await pilot.pause()
-        assert form.query_one("#distill-teacher", Input).value == student_ref
+        assert form.query_one("#distill-teacher", Input).value == "gpt2-distil-6L"
         await type_into(pilot, "#sweep", "intensity=0.25,0.5,0.75")
         assert "will queue 3 jobs" in screen_text(app)
         await press(pilot, "ctrl+s")
@@ -319,7 +321,10 @@ async def test_cancel_reorder_retry_help_and_themes_at_80x24(home, demo):
         await press(pilot, "y")
         assert queue.job(store, first)["status"] == "cancelled"
         assert screen.current_job()["status"] == "cancelled"
-        await press(pilot, "R")
+        await pilot.press("R")             # retry asks first too
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await press(pilot, "y")
         assert queue.job(store, first)["status"] == "queued"
 
         # Cancel the running job: answering no does nothing; yes asks it to stop.

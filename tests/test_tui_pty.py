@@ -241,3 +241,47 @@ def test_models_by_metrics_twice_and_a_long_model_path_in_a_real_terminal(home, 
     finally:
         term.close()
         store.close()
+
+
+def test_a_500_value_sweep_asks_before_queueing_in_a_real_terminal(home, tmp_path):
+    """Issue 29 item 4: the form shows what a 500-value seed sweep costs and ctrl+s asks first;
+    n queues nothing and keeps the form as it was; escape then asks before dropping it."""
+    fill_demo(home)
+    store = Store(home)
+    jobs_before = len(api.list_jobs(store, limit=1000))
+    script = tmp_path / "session.sh"
+    script.write_text(f'"{COMPFAIR}"; echo "app closed rc=$?"; sleep 60\n')
+    env = {"PATH": f"{COMPFAIR.parent}:/usr/bin:/bin", "HOME": str(tmp_path), "TERM": "xterm-256color",
+           "COMPFAIR_HOME": str(home.root), "PYTHONPATH": str(ROOT), "TZ": "UTC", "LANG": "C.UTF-8",
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "OMP_NUM_THREADS": "1"}
+    term = Terminal(f"bash {script}", env)
+    try:
+        term.wait("compfair", "demo-study", timeout=60)
+        term.keys("n")
+        term.wait("will queue 1 job")
+        term.keys("Home", "C-k")                       # the model field has the focus
+        term.type("gpt2-distil-6L")
+        term.wait("evaluate gpt2-distil-6L on toxicity")
+        term.keys(*["Tab"] * 11)                       # to max_prompts
+        term.keys("Home", "C-k")
+        term.type("40")
+        term.keys(*["Tab"] * 8)                        # past the other fields: the sweep
+        term.type("seed=" + ",".join(str(i) for i in range(500)))
+        term.wait("will queue 500 jobs", "est. 500 jobs", "500,000 generations", "ctrl+s asks first",
+                  timeout=60)
+        term.keys("C-s")
+        term.wait("Queue 500 jobs?", "500 jobs (more than 20)", "back to the form", timeout=30)
+        assert len(api.list_jobs(store, limit=1000)) == jobs_before
+        term.keys("n")
+        term.wait("will queue 500 jobs")
+        assert "Queue 500 jobs?" not in term.flat()
+        time.sleep(1)
+        assert len(api.list_jobs(store, limit=1000)) == jobs_before     # nothing queued
+        term.keys("Escape")
+        term.wait("Leave the form and drop its edits?")
+        term.keys("y")
+        term.wait("c Compare", timeout=20)               # back on the runs list
+        assert len(api.list_jobs(store, limit=1000)) == jobs_before
+    finally:
+        term.close()

@@ -226,7 +226,7 @@ class CompfairApp(App[None]):
         here = [(f"This screen: {title}", keys) for title, kind, keys in screens
                 if isinstance(self.screen, kind)]
         rest = [(title, keys) for title, kind, keys in screens if not isinstance(self.screen, kind)]
-        return [("Everywhere", [*self.BINDINGS, Binding("escape", "", "leave the screen or field")]),
+        return [("Everywhere", [*self.BINDINGS, Binding("escape", "", "leave the screen (or the filter being typed)")]),
                 *here, *rest]
 
     def action_help(self) -> None:

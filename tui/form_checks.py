@@ -11,7 +11,8 @@ import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 
-from engine.api import Duplicate, finished_duplicates
+from engine.api import Duplicate, SubmitEstimate, canonical_spec, estimate_specs, finished_duplicates
+from engine.errors import UserError
 from engine.evaluation.suites import Suite, get_suite, suites
 from engine.specs import EvalSpec, JobSpec, SpecError
 from engine.store import Store, loads
@@ -56,6 +57,21 @@ def fields_for_suite(suite_name: str) -> set[str]:
 class FormNotes:
     warnings: list[str]
     duplicates: dict[str, Duplicate]     # spec hash -> the newest finished twin
+    estimate: SubmitEstimate | None = None   # generations and time (engine.planning_cost)
+
+
+def data_after_suite_switch(old_suite: str, new_suite: str, data: str) -> str | None:
+    """The eval `data` to put in the form when the suite changes from `old_suite` to
+    `new_suite`: the default when `data` is the old suite's own built-in file (a crows CSV
+    left as toxicity data), else None (keep what the user typed). From the suite registry."""
+    try:
+        old = get_suite(old_suite)
+    except SpecError:
+        return None
+    name = data.strip().rstrip("/").rsplit("/", 1)[-1]
+    if old_suite != new_suite and old.builtin_file and name == old.builtin_file:
+        return EvalSpec.data
+    return None
 
 
 def comparability_warnings(store: Store, spec: EvalSpec) -> list[str]:
@@ -97,10 +113,15 @@ def tiny_n_warning(spec: JobSpec) -> str | None:
 
 
 def form_notes(store: Store, specs: list[JobSpec]) -> FormNotes:
-    """The warnings for what the form would queue, and the specs that already ran."""
+    """The warnings for what the form would queue, the specs that already ran (model names
+    and study labels read as the references they stand for) and what queueing would cost."""
     warnings: list[str] = []
     duplicates: dict[str, Duplicate] = {}
-    for spec in specs:
+    for given in specs:
+        try:
+            spec = canonical_spec(store, given)
+        except UserError:
+            spec = given                 # an ambiguous name: validation says so at ctrl+s
         if isinstance(spec, EvalSpec):
             warnings += comparability_warnings(store, spec)
             tiny = tiny_n_warning(spec)
@@ -108,5 +129,5 @@ def form_notes(store: Store, specs: list[JobSpec]) -> FormNotes:
                 warnings.append(tiny)
         found = finished_duplicates(store, spec)
         if found:
-            duplicates[spec.spec_hash()] = found[0]
-    return FormNotes(list(dict.fromkeys(warnings)), duplicates)
+            duplicates[given.spec_hash()] = found[0]
+    return FormNotes(list(dict.fromkeys(warnings)), duplicates, estimate_specs(store, specs))

@@ -29,10 +29,12 @@ SUGGESTIONS: dict[str, tuple[str, ...]] = {"device": DEVICES}
 MODEL_FIELDS = ("model", "teacher", "student", "reference_model")
 # Placeholders (shown while a box is empty) where the type alone says too little.
 HINTS: dict[str, str] = {
-    "model": "hub id, folder, .gguf, smollm2, model:ID or job:ID (ctrl+o: pick)",
-    "teacher": "hub id, folder, smollm2, model:ID or job:ID (ctrl+o: pick)",
-    "student": "empty: built from the teacher's layers",
-    "reference_model": "empty: the model's uncompressed ancestor judges fluency",
+    "model": "hub id, folder, .gguf, smollm2, a model's name, study:label, model:ID, job:ID "
+             "(ctrl+o: pick)",
+    "teacher": "hub id, folder, smollm2, a model's name, study:label, model:ID, job:ID "
+               "(ctrl+o: pick)",
+    "student": "empty: built from the teacher's layers (or a model's name, ctrl+o: pick)",
+    "reference_model": "empty: the model's uncompressed ancestor judges fluency (ctrl+o: pick)",
     "label": "optional; shown in lists and searchable",
     "name": "optional name of the model it makes",
     "max_prompts": "empty: all prompts",

@@ -23,7 +23,8 @@ INTRO = ("compfair measures what compression (distillation, pruning) did to toxi
          "Jobs run in a separate worker process: quitting the app leaves them running. "
          "ctrl+p opens the command palette (screens, new jobs, open a run by id or model). "
          "Keys that are letters do nothing while a text field has the focus (they type): "
-         "escape leaves the field.")
+         "tab moves to the next field. escape leaves the screen: in the new-job form it leaves "
+         "the form (asking first when it has edits), as q does outside a text field.")
 Section = tuple[str, Sequence[Binding]]
 ADJUSTERS = {"holm": "Holm", "bh": "Benjamini-Hochberg", "none": "no adjustment"}
 
@@ -40,9 +41,9 @@ def bindings_table(title: str, bindings: Sequence) -> Table:
                   show_header=False, padding=(0, 2, 0, 0))
     table.add_column("keys", style="bold", no_wrap=True, min_width=12)
     table.add_column("action")
-    for b in bindings:
+    for b in bindings:             # the footer's short word, and the tooltip that says more
         if isinstance(b, Binding) and b.description:
-            table.add_row(_keys(b), f"{b.description}: {b.tooltip}" if b.tooltip else b.description)
+            table.add_row(_keys(b), b.description + (f" ({b.tooltip})" if b.tooltip else ""))
     return table
 
 

@@ -19,27 +19,31 @@ from textual.suggester import SuggestFromList
 from textual.widget import Widget
 from textual.widgets import Checkbox, Footer, Header, Input, Label, Select, TabbedContent, TabPane
 
-from engine import api, views
-from engine.errors import UserError
+from engine import views
 from engine.specs import JobSpec, SpecError
 from tui import format as fmt
-from tui.form_checks import FormNotes, fields_for_suite, form_notes, suite_specific_fields
+from tui.form_checks import (FormNotes, data_after_suite_switch, fields_for_suite, form_notes,
+                             suite_specific_fields)
 from tui.forms import FormField, build_specs, form_fields, path_warnings, preview_lines, to_text
-from tui.widgets.dialogs import ConfirmScreen, model_dialog
+from tui.keys import TypingAware
+from tui.screens.new_job_actions import FormActions
+from tui.widgets.dialogs import model_dialog
 from tui.widgets.panel import Panel
 
 KINDS = (("eval", "Evaluate"), ("distill", "Distil"), ("prune", "Prune"), ("quantize", "Quantize"))
 ALIASES = ("smollm2",)
 
 
-class NewJobScreen(Screen):
+class NewJobScreen(FormActions, TypingAware, Screen):
     BINDINGS = [
         Binding("ctrl+s", "submit", "Queue", priority=True),
         Binding("ctrl+o", "pick_model", "Pick model"),
         Binding("ctrl+t", "next_kind", "Job kind"),
         Binding("ctrl+r", "reset", "Defaults"),
         Binding("ctrl+g", "open_duplicate", "Open the earlier run", show=False),
-        Binding("escape", "leave", "Leave"),
+        Binding("escape", "leave", "Leave", tooltip="the form; asks first when it has edits"),
+        Binding("q", "quit_form", "Quit", show=False,
+                tooltip="outside a text field; asks first when the form has edits"),
     ]
 
     def __init__(self) -> None:
@@ -56,6 +60,7 @@ class NewJobScreen(Screen):
         self.rerun_ok: set[str] = set()      # spec hashes the user chose to run again
         self._hidden: set[str] = set()       # eval fields the chosen suite does not use
         self._mounting: dict = {}            # kind -> the AwaitMount of its fields
+        self._suite: str | None = None       # the suite shown (its data default is cleared)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -68,6 +73,7 @@ class NewJobScreen(Screen):
             yield Label("sweep", classes="form-label")
             yield Input(placeholder="e.g. sparsity=0.3,0.5,0.7 seed=0,1  (one job per combination)",
                         id="sweep", compact=True)
+        yield Label("", id="estimate")
         yield Panel("", id="preview")
         yield Footer(compact=True)
 
@@ -129,7 +135,12 @@ class NewJobScreen(Screen):
         known = {r["ref"] for r in self.refs}
         self.refs += [{"ref": a, "label": "offline default (SmolLM2-135M-Instruct)", "kind": "alias",
                        "n_params": None, "n_nonzero": None} for a in ALIASES if a not in known]
-        self._suggester = SuggestFromList([r["ref"] for r in self.refs], case_sensitive=False)
+        labels = [r["label"] for r in self.refs if r["ref"].startswith("model:")]
+        for r in self.refs:          # the field takes a unique model name: the picker puts that
+            if r["ref"].startswith("model:") and labels.count(r["label"]) == 1 and " " not in r["label"]:
+                r["insert"] = r["label"]
+        self._suggester = SuggestFromList([r.get("insert") or r["ref"] for r in self.refs],
+                                          case_sensitive=False)
         for kind in self._built:
             self._apply_suggester(kind)
 
@@ -228,6 +239,11 @@ class NewJobScreen(Screen):
                         style=colors["accent"])
         for w in warnings:
             text.append(f"\n⚠ {w}", style=colors["warning"])
+        estimate = self.notes.estimate
+        line = Text(estimate.text() if estimate else "est. …", style=colors["muted"])
+        if estimate and estimate.needs_confirmation:
+            line = Text(f"{estimate.text()} · ctrl+s asks first", style=colors["warning"])
+        self.query_one("#estimate", Label).update(line)
         panel = self.query_one("#preview", Panel)
         height = min(2 + len(shown) + bool(again) + len(warnings), 9)
         if panel.styles.height is None or panel.styles.height.value != max(height, 6):
@@ -237,17 +253,23 @@ class NewJobScreen(Screen):
     def show_error(self, kind: str, exc: Exception) -> None:
         """Say why the form cannot be queued and mark the field it is about (`SpecError.field`)."""
         colors = fmt.theme_colors(self.app.theme_variables)
-        self.error = str(exc)
         if self._invalid is not None:
             self._invalid.remove_class("invalid")
             self._invalid = None
         bad = self._field_of(kind, exc)
+        message = str(exc)
+        if bad and bad not in message:      # the message names its field
+            message = f"{bad}: {message}"
+        self.error = message
         if bad:
             self._invalid = self.query_one(f"#{kind}-{bad}" if bad != "sweep" else "#sweep")
             self._invalid.add_class("invalid")
+        self.query_one("#estimate", Label).update("")
+        hint = (f"fix the highlighted field ({bad})" if bad else "fix the form") + \
+            "; ctrl+s queues once the form is valid"
         self.query_one("#preview", Panel).set(Text.assemble(
-            ("✘ ", colors["worse"]), (self.error, colors["worse"]), "\n",
-            ("fix the highlighted field; ctrl+s queues once the form is valid", colors["muted"])))
+            ("✘ not queued: ", colors["worse"]), (self.error, colors["worse"]), "\n",
+            (hint, colors["muted"])))
 
     def _field_of(self, kind: str, exc: Exception) -> str | None:
         """The form field an error is about: the error's own `field` when the form has it."""
@@ -279,8 +301,20 @@ class NewJobScreen(Screen):
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "eval-suite":
+            self._switch_suite(str(event.value))
             self._show_suite_fields()
         self._schedule_preview()
+
+    def _switch_suite(self, suite: str) -> None:
+        """The data of the suite left (its own built-in file) goes back to the default."""
+        default = next(f.default_text for f in self.fields["eval"] if f.name == "suite")
+        old, self._suite = self._suite or default, suite
+        if old is None or "eval" not in self._built:
+            return
+        data = self.query_one("#eval-data", Input)
+        reset = data_after_suite_switch(old, suite, data.value)
+        if reset is not None:
+            data.value = reset
 
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
         self._schedule_preview()
@@ -350,52 +384,3 @@ class NewJobScreen(Screen):
         if kind == "eval":
             self._show_suite_fields()
         self.update_preview()
-
-    def action_leave(self) -> None:
-        """Escape: leave the form (asking first when it has edits, which are then dropped)."""
-        def leave(yes: bool | None) -> None:
-            if yes:
-                self.action_reset()
-                self.app.action_leave()
-        if self.has_edits():
-            self.app.push_screen(ConfirmScreen("Leave the form and drop its edits?", "leave",
-                                               "stay on the form"), leave)
-        else:
-            leave(True)
-
-    async def action_submit(self) -> None:
-        """Validate through the engine (model references, scorers, data files), then queue."""
-        self.update_preview()
-        if self.error or not self.specs:
-            self.notify(self.error or "nothing to queue", severity="error", title="not queued")
-            return
-        kind, specs = self.kind, list(self.specs)
-        try:
-            await self.app.backend.read(api.validate, specs)
-        except UserError as exc:  # often a SpecError naming its field
-            self.show_error(kind, exc)
-            self.notify(str(exc), severity="error", title="not queued")
-            return
-        self.notes = await self.app.backend.read(form_notes, specs)
-        again = [s.spec_hash() for s in specs if s.spec_hash() in self.notes.duplicates]
-        if again and not set(again) <= self.rerun_ok:
-            self.rerun_ok.update(again)       # a second ctrl+s re-runs on purpose
-            self._show_preview()
-            dup = self.notes.duplicates[again[0]]
-            self.notify(f"identical to {dup.describe()}: ctrl+s again re-runs it, ctrl+g opens "
-                        "it", severity="warning", title="already ran")
-            return
-        store = self.app.backend.store
-        job_ids = []
-        try:
-            for spec in specs:
-                job_ids.append(api.submit(store, spec, start_worker=False))
-        except ValueError as exc:  # e.g. a job:ID dependency that does not exist
-            self.notify(str(exc), severity="error", title="not queued")
-            return
-        self.app.submitted.extend(job_ids)
-        self.app.ensure_worker()
-        ids = ", ".join(map(str, job_ids))
-        self.notify(f"queued job{'s' if len(job_ids) > 1 else ''} {ids}", title="queued")
-        self.app.pending_job_focus = job_ids[0]
-        self.app.action_go("queue")

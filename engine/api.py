@@ -34,9 +34,7 @@ from engine.model_names import canonical_spec, ref_names, with_names  # noqa: F4
 from engine.planning_cost import SubmitEstimate, estimate_specs  # noqa: F401,E402
 # comparing lives in engine.comparison; re-exported as part of this API
 from engine.comparison import CompareCell, Comparison, comparability_warnings, compare
-from engine.judgement_cache import command
-from engine.judgement_cache import current_key
-from engine.judgement_cache import load
+from engine.judgement_cache import command, current_key, load
 from engine.model_paths import for_display
 from engine.scale.worker_view import worker_views as views_of
 

@@ -26,7 +26,6 @@ from engine.model_refs import ALIASES, BUILTIN_SOURCE, DEFAULT_MODEL, MAX_SAFETE
 from engine.errors import ModelError, first_line
 from engine.paths import Home
 from engine.store import Store
-from engine.formats.hf_quantized import dense_view
 from engine.formats.hf_quantized import dense_view, logical_numel
 from engine.formats.head_pruned import has_head_layout, load_head_pruned
 from engine.formats.packed import is_quantized_folder, load_quantized

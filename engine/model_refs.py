@@ -16,10 +16,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import ModelError, UserError
+from engine.errors import ModelError, UserError, GGUFProblem
 from engine.job_results import JobResult
 from engine.store import Store, loads
-from engine.errors import GGUFProblem
 from engine.gguf_check import check_gguf
 from engine.spec_values import SQLITE_MAX
 

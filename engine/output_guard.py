@@ -25,8 +25,7 @@ from typing import Iterable
 
 from engine.errors import ProtectedPath, UserError
 from engine.model_paths import to_loadable
-from engine.paths import Home
-from engine.paths import default_home
+from engine.paths import Home, default_home
 
 STORE_SIDECARS = ("-wal", "-shm", "-journal")
 

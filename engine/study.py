@@ -9,12 +9,11 @@ import time
 from dataclasses import dataclass
 
 from engine import queue
-from engine.errors import StudyError, UserError
+from engine.errors import StudyError, UserError, ModelError
 from engine.specs import JobSpec
 from engine.store import Store, dumps, loads
 from engine.study_plan import REF_PREFIX, StudyPlan, topological
 from engine.validation import validate
-from engine.errors import ModelError
 from engine.model_refs import resolve_offline_status
 
 

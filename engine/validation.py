@@ -21,21 +21,16 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from engine import queue
-from engine.errors import UserError
-from engine.specs import DistillSpec, EvalSpec, JobSpec, SpecError
+from engine.errors import UserError, ModelError
+from engine.specs import DistillSpec, EvalSpec, JobSpec, SpecError, SPEC_TYPES
 from engine.store import Store
 from engine.job_status import UNSUCCESSFUL
 from engine.compression.methods import get_method
 from engine.compression.textdata import parse_source, read_file_texts
-from engine.errors import ModelError
-from engine.evaluation.suites import generation_suite_names
-from engine.evaluation.suites import get_suite
-from engine.model_refs import check_no_custom_code
-from engine.model_refs import check_ref_id
+from engine.evaluation.suites import generation_suite_names, get_suite
+from engine.model_refs import check_no_custom_code, check_ref_id, resolve, resolve_offline_status
 from engine.model_names import canonical_ref
-from engine.model_refs import resolve, resolve_offline_status
 from engine.spec_values import check_ranges
-from engine.specs import SPEC_TYPES
 
 JOB_PREFIX = "job:"
 

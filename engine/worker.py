@@ -29,7 +29,7 @@ import time
 import traceback
 from typing import Callable
 
-from engine import job_sweeps, queue, worker_rows
+from engine import job_sweeps, queue, worker_rows, fencing, worker_lock
 from engine.catalog.registry import Registry
 from engine.compression.quant_runner import run_quantize
 from engine.compression.runner import run_distill, run_prune
@@ -40,7 +40,6 @@ from engine.errors import Interrupted, JobCancelled, JobFailed, StoreError
 from engine.devices import is_out_of_memory, keep_freed_host_memory
 from engine.disk_reserve import ensure_reserve, release_reserve
 from engine.failures import failure_reason, is_store_write_error, stops_the_worker
-from engine import fencing, worker_lock
 from engine.fencing import HEARTBEAT_ENV, env_seconds, is_lease_lost
 from engine.paths import Home
 from engine.model_loader import ModelCache

@@ -12,8 +12,7 @@ from engine.bench.measure import PeakMemory, phase, sync
 from engine.bench.options import BenchSettings, Say
 from engine.compression.methods import MethodRun, get_method
 from engine.compression.textdata import TextSource, text_blocks
-from engine.specs import DistillSpec
-from engine.specs import PruneSpec
+from engine.specs import DistillSpec, PruneSpec
 
 log = logging.getLogger(__name__)
 

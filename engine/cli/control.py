@@ -14,8 +14,7 @@ from engine.errors import StoreError, UsageError
 from engine.terminal_output import error, print_json, print_table
 from engine.paths import Home
 from engine.bench import BenchSettings, run_bench, summary_tables
-from engine.cli.scale import cmd_worker_devices
-from engine.cli.scale import cmd_worker_ray
+from engine.cli.scale import cmd_worker_devices, cmd_worker_ray
 from engine.doctor import check_store, check_unopenable, report
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from engine.cli.common import open_store
 from engine.errors import UsageError
-from engine.terminal_output import error
+from engine.terminal_output import error, print_json, print_table
 from engine.catalog.registry import Registry
 from engine.cli.results import cmd_export as table_export
 from engine.interop import prefetch
@@ -17,10 +17,8 @@ from engine.interop.lm_eval_format import export
 from engine.interop.model_card import write_card
 from engine.interop.model_results import one_model
 from engine.model_refs import resolve
-from engine.output_guard import check_folder, check_outputs
-from engine.output_guard import check_output
+from engine.output_guard import check_folder, check_outputs, check_output
 from engine.study_plan import load_study
-from engine.terminal_output import print_json, print_table
 
 TABLE_FORMATS = ("csv", "json", "md")           # one file: engine.cli.results.cmd_export
 

@@ -15,8 +15,8 @@ from engine.cli.submit import add_spec_options, cmd_submit
 from engine.terminal_output import error
 from engine.specs import SPEC_TYPES
 from engine.cli.integers import bound_int_arguments
-from engine.cli.interop import EXPORT_FORMATS, cmd_export as export_any
-from engine.cli.interop import add_parsers as add_interop_parsers
+from engine.cli.interop import (EXPORT_FORMATS, cmd_export as export_any,
+                                add_parsers as add_interop_parsers)
 from engine.cli.plan import add_parser as add_plan_parser
 from engine.cli.scale import add_parsers as add_scale_parsers
 from engine.cli.score import add_parser as add_score_parser

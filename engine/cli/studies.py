@@ -6,14 +6,12 @@ import argparse
 import sys
 import time
 
-from engine import queue
+from engine import queue, study as studies
 from engine.cli.common import open_store
 from engine.terminal_output import error, is_terminal, print_json, print_table, working
 from engine.store import Store
 from engine.job_status import ENDED
-from engine import study as studies
-from engine.interop.tracking import home_targets, log_report
-from engine.interop.tracking import record_targets
+from engine.interop.tracking import home_targets, log_report, record_targets
 from engine.launcher import ensure_worker
 from engine.output_guard import check_folder, check_outputs
 from engine.report import build_report

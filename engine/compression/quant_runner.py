@@ -13,16 +13,14 @@ import torch
 
 from engine.formats.architecture import architecture_name
 from engine.compression.methods import MethodRun, get_method
-from engine.compression.model_writer import model_folder, register_derived, verify_round_trip, write_atomically
+from engine.compression.model_writer import (model_folder, register_derived, verify_round_trip,
+                                             write_atomically, load_saved, parent_storage_dtype)
 from engine.compression.textdata import parse_source
 from engine.context import JobContext
 from engine.errors import JobFailed
-from engine.model_loader import ModelSource, count_parameters
+from engine.model_loader import ModelSource, count_parameters, dequantise_gguf
 from engine.specs import QuantizeSpec
-from engine.compression.model_writer import load_saved
-from engine.compression.model_writer import parent_storage_dtype
 from engine.compression.runner import _calibration, _model_name
-from engine.model_loader import dequantise_gguf
 from engine.store import loads
 
 

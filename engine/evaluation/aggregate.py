@@ -35,8 +35,7 @@ from typing import TYPE_CHECKING, Iterable
 import numpy as np
 
 from engine.catalog.suite_info import get_suite_info
-from engine.evaluation import metrics as m
-from engine.evaluation import paired
+from engine.evaluation import metrics as m, paired
 
 if TYPE_CHECKING:                     # pragma: no cover - types only
     from engine.evaluation.suites.base import Suite

@@ -39,8 +39,7 @@ from engine.evaluation.detoxify_scorer import (DETOXIFY_VARIANTS, DetoxifyScorer
 from engine.evaluation.hf_classifier_scorer import HFClassifierScorer, check_hf_scorer
 from engine.evaluation.lexical_scorers import ProfanityScorer
 from engine.evaluation.scorer_base import ToxicityScorer, library_version
-from engine.evaluation.bilstm_scorer import BiLSTMScorer
-from engine.evaluation.bilstm_scorer import bilstm_status
+from engine.evaluation.bilstm_scorer import BiLSTMScorer, bilstm_status
 from engine.specs import SpecError
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,6 @@ from engine.errors import JobCancelled, JobFailed, UserError
 from engine.specs.shard import MAX_SHARDS, EvalShardSpec
 from engine.specs import EvalSpec
 from engine.store import Store
-from engine.evaluation.suites import get_suite
 from engine.evaluation.suites import get_suite, suites
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from engine.catalog.method_info import (KIND_NOUNS, MethodInfo, PruneMethodInfo, get_method_info,  # noqa: F401 - re-exported
                                         method_names, methods, parse_n_m, register)
-from engine.errors import JobFailed
-from engine.errors import UnsupportedArchitecture
+from engine.errors import JobFailed, UnsupportedArchitecture
 
 if TYPE_CHECKING:                     # pragma: no cover - types only
     from engine.compression.records import SparsityRecord

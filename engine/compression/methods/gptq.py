@@ -10,8 +10,7 @@ from __future__ import annotations
 from engine.catalog.quantize_info import GPTQInfo
 from engine.compression.methods.base import MethodOutcome, MethodRun, register
 from engine.compression.methods.quantize import RoundToNearest
-from engine.errors import JobFailed
-from engine.errors import UnsupportedArchitecture
+from engine.errors import JobFailed, UnsupportedArchitecture
 
 
 @register

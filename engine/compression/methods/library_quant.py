@@ -11,8 +11,7 @@ from typing import Any
 from engine.catalog.quantize_info import BitsAndBytesInfo, LibraryQuantizerInfo, TorchAOInfo
 from engine.compression.methods.base import MethodOutcome, MethodRun, register
 from engine.compression.methods.quantize import QuantProduct, QuantizeMethod
-from engine.errors import JobFailed
-from engine.errors import UnsupportedArchitecture
+from engine.errors import JobFailed, UnsupportedArchitecture
 
 
 class LibraryQuantizer(LibraryQuantizerInfo, QuantizeMethod):

@@ -14,8 +14,7 @@ from typing import Any
 
 from engine.catalog.quantize_info import GGUFExportInfo, QuantizeMethodInfo, RoundToNearestInfo
 from engine.compression.methods.base import CompressionMethod, MethodOutcome, MethodRun, register
-from engine.errors import JobFailed
-from engine.errors import UnsupportedArchitecture
+from engine.errors import JobFailed, UnsupportedArchitecture
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import math
 
-from engine.evaluation import intervals
-from engine.evaluation import metrics as m
-from engine.evaluation import quality as q
+from engine.evaluation import intervals, metrics as m, quality as q
 from engine.evaluation.aggregate import (EMPTY_REASON, HIGHER, LOWER, QUALITY_TEXT_METRICS, absent_row,
                                          all_empty, by_item)
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.evaluation import intervals
-from engine.evaluation import metrics as m
+from engine.evaluation import intervals, metrics as m
 from engine.evaluation.aggregate import HIGHER, LOWER, absent_row, scores_of
 
 

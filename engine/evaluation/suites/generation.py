@@ -9,10 +9,9 @@ import time
 from typing import Iterator
 
 from engine.catalog.generation_info import QUALITY_METRICS, QUALITY_NAMES, GenerationSuiteInfo  # noqa: F401 - re-exported
-from engine.evaluation.suites.base import Suite
+from engine.evaluation.suites.base import Suite, require_finite
 from engine.evaluation.pipeline import SampleWriter
 from engine.evaluation.progress import ThrottledProgress
-from engine.evaluation.suites.base import require_finite
 
 log = logging.getLogger(__name__)
 

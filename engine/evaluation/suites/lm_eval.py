@@ -26,8 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import NormalDist
 
-from engine.catalog.lm_eval_info import AGGREGATE_KEY, LmEvalInfo
-from engine.catalog.lm_eval_info import parse_tasks as _parse_tasks
+from engine.catalog.lm_eval_info import AGGREGATE_KEY, LmEvalInfo, parse_tasks as _parse_tasks
 from engine.evaluation.suites.base import Suite, register
 from engine.errors import JobFailed
 

@@ -21,6 +21,7 @@ from engine.job_results import JobResult
 from engine.store import Store, loads
 from engine.gguf_check import check_gguf
 from engine.spec_values import SQLITE_MAX
+from engine.model_names import canonical_ref
 
 DEFAULT_MODEL = "smollm2"
 BUILTIN_SOURCE = "builtin:SmolLM2-135M-Instruct"
@@ -119,7 +120,6 @@ def resolve(ref: str, store: Store) -> ModelSource:
 def _named(ref: str, store: Store) -> str | None:
     """The canonical reference of a model name or study label (`engine.model_names`), when
     `ref` is one and stands for something else than itself."""
-    from engine.model_names import canonical_ref
     named = canonical_ref(store, ref)
     return named if named is not None and named != ref else None
 

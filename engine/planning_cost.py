@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from engine.catalog.suite_info import get_suite_info
+from engine.errors import SpecError
+
 SUMMARY_SOURCE = "generation_seconds + quality_seconds of the run summary"
 WALL_SOURCE = "wall clock of the run (finished_at - created_at)"
 
@@ -242,10 +245,8 @@ def job_load(spec) -> JobLoad:
 
 
 def _generates(suite: str) -> bool:
-    from engine.errors import SpecError
-    from engine.evaluation.suites import get_suite
     try:
-        return get_suite(suite).generates_text
+        return get_suite_info(suite).generates_text
     except SpecError:
         return False
 

@@ -34,7 +34,6 @@ from engine.catalog.registry import Registry
 from engine.compression.quant_runner import run_quantize
 from engine.compression.runner import run_distill, run_prune
 from engine.context import JobContext
-from engine.evaluation.runner import run_eval
 from engine.scale.shards import run_shard
 from engine.errors import Interrupted, JobCancelled, JobFailed, StoreError
 from engine.devices import is_out_of_memory, keep_freed_host_memory
@@ -60,9 +59,16 @@ def heartbeat_interval_s() -> float:
     return env_seconds(HEARTBEAT_ENV, HEARTBEAT_INTERVAL_S)
 
 
+def _run_eval(ctx: JobContext) -> dict:
+    # imported with the first eval job: the sampler's stack (transformers and what it loads)
+    # stays out of the worker's start-up, so a store it cannot use is refused at once
+    from engine.evaluation.runner import run_eval
+    return run_eval(ctx)
+
+
 # job kind -> the function that runs a job of that kind (its context in, its result out)
 RUNNERS: Registry[Callable[[JobContext], dict]] = Registry("job kind", "kind", instantiate=False)
-RUNNERS.register(run_eval, name="eval")
+RUNNERS.register(_run_eval, name="eval")
 RUNNERS.register(run_distill, name="distill")
 RUNNERS.register(run_prune, name="prune")
 RUNNERS.register(run_quantize, name="quantize")

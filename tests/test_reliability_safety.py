@@ -153,6 +153,12 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def _wait_gone(pid: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_store_logs_and_folders_are_owner_only_even_with_a_permissive_umask(tmp_path, tiny_gpt2,
                                                                              monkeypatch):
     from engine import launcher
@@ -165,7 +171,7 @@ def test_store_logs_and_folders_are_owner_only_even_with_a_permissive_umask(tmp_
         run_inline(home)
         pid = launcher.spawn_detached(home)         # writes logs/worker.log
         os.kill(pid, signal.SIGTERM)
-        os.waitpid(pid, 0)
+        _wait_gone(pid)                             # the launcher's own thread reaps it
     finally:
         os.umask(old_umask)
     for folder in (home.root, home.models_dir, home.cache_dir, home.logs_dir,

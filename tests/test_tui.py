@@ -18,7 +18,7 @@ from tui.format import signed
 from tui.screens.compare import CompareScreen
 from tui.screens.help import HelpScreen
 from tui.screens.new_job import NewJobScreen
-from tui.screens.queue import QueueScreen
+from tui.screens.jobs import JobsScreen
 from tui.screens.run_detail import RunDetailScreen
 from tui.screens.runs import RunsScreen
 from tests.tui_pilot import (open_new_job_form, press, job_row, make_app, screen_text, settle, shows,  # noqa: F401 (re-exported)
@@ -187,7 +187,7 @@ async def test_launch_jobs_from_the_form_with_validation_sweep_and_model_picker(
         job = queue.job(Store(home), app.submitted[0])
         assert job["status"] == "queued"
         assert spec_from_json(job["spec"]) == EvalSpec(model="gpt2", samples_per_prompt=2)
-        assert isinstance(app.screen, QueueScreen)
+        assert isinstance(app.screen, JobsScreen)
         assert app.screen.current_job_id() == app.submitted[0]
 
         # A sweep of distillation jobs from a teacher picked from the registry.
@@ -253,7 +253,7 @@ async def test_job_progress_reaches_100_percent_while_watching(home, demo, monke
         await press(pilot, "ctrl+s")
         job_id = app.submitted[0]
         screen = app.screen
-        assert isinstance(screen, QueueScreen)
+        assert isinstance(screen, JobsScreen)
         thread = threading.Thread(target=worker_module.Worker(home, once=True, idle_exit_s=None).run)
         thread.start()
         try:
@@ -297,7 +297,7 @@ async def test_cancel_reorder_retry_help_and_themes_at_80x24(home, demo):
         assert isinstance(app.screen, RunsScreen)
         await press(pilot, "j")
         screen = app.screen
-        assert isinstance(screen, QueueScreen)
+        assert isinstance(screen, JobsScreen)
         await pilot.press("t")  # light theme: the rows are redrawn in its colours
         await settle(pilot)
         assert app.theme == "textual-light" and screen._order

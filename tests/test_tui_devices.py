@@ -11,7 +11,7 @@ from engine import api, queue, worker_lock, worker_rows
 from engine.specs import EvalSpec
 from engine.store import Store
 from tests.tui_pilot import make_app, press, screen_text, settle
-from tui.screens.queue import QueueScreen, workers_line
+from tui.screens.jobs import JobsScreen, workers_line
 
 
 async def test_jobs_screen_shows_each_workers_device_and_job(home):
@@ -29,7 +29,7 @@ async def test_jobs_screen_shows_each_workers_device_and_job(home):
     async with app.run_test(size=(140, 30)) as pilot:
         await settle(pilot)
         await press(pilot, "j")
-        assert isinstance(app.screen, QueueScreen)
+        assert isinstance(app.screen, JobsScreen)
         text = screen_text(app)
         assert f"2 workers (cpu: job {first} · cuda:1: idle)" in text
         table = app.screen.query_one(DataTable)

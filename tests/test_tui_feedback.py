@@ -16,7 +16,7 @@ from tests.tui_pilot import press, make_app, screen_text, settle, type_into
 from tui.demo import fill_demo
 from tui.screens.help import HelpScreen, glossary_table
 from tui.screens.new_job import NewJobScreen
-from tui.screens.queue import QueueScreen
+from tui.screens.jobs import JobsScreen
 from tui.screens.runs import RunsScreen
 from tui.widgets.dialogs import ConfirmScreen
 
@@ -65,7 +65,7 @@ async def test_cancelling_shows_at_once_in_the_row_and_header(home):
         assert "1 running" in app.sub_title
         await press(pilot, "j")
         screen = app.screen
-        assert isinstance(screen, QueueScreen)
+        assert isinstance(screen, JobsScreen)
         screen.select_job(demo["running"])
         await settle(pilot)
         await pilot.press("x")

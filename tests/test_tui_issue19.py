@@ -24,7 +24,7 @@ from tui.matrix_data import study_matrix
 from tui.screens.compare import spread
 from tui.screens.matrix import MatrixScreen
 from tui.screens.new_job import NewJobScreen
-from tui.screens.queue import QueueScreen
+from tui.screens.jobs import JobsScreen
 from tui.screens.run_detail import RunDetailScreen
 from tui.screens.runs import RunsScreen
 
@@ -141,7 +141,7 @@ async def test_form_suite_fields_warnings_duplicates_and_evaluate_like(home):
         assert isinstance(app.screen, NewJobScreen)
         await pilot.press("ctrl+s")         # the second time: a re-run on purpose
         await settle(pilot)
-        assert isinstance(app.screen, QueueScreen) and len(app.submitted) == 1
+        assert isinstance(app.screen, JobsScreen) and len(app.submitted) == 1
         again = queue.job(store, app.submitted[0])
         assert again["spec_hash"] == queue.job(store, job["id"])["spec_hash"]
         # Changing the model (the point of "like run N") is no duplicate.

@@ -188,13 +188,13 @@ def rows_of(app, ids) -> dict[int, str]:
 
 async def test_jobs_list_keeps_status_progress_and_eta_at_120_and_80_columns(home):
     from tests.tui_pilot import press
-    from tui.screens.queue import QueueScreen
+    from tui.screens.jobs import JobsScreen
     data = long_names(home)
     app = make_app(home)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         await press(pilot, "j")
-        assert isinstance(app.screen, QueueScreen)
+        assert isinstance(app.screen, JobsScreen)
         for size in ((120, 40), (80, 24)):
             if size != (120, 40):
                 await pilot.resize_terminal(*size)

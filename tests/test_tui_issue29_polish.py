@@ -247,7 +247,7 @@ async def test_a_copied_home_shows_its_own_paths_in_the_job_log_and_model_tab(ho
     import shutil
     from engine.paths import Home
     from tui.demo import T0, _model, add_eval_run
-    from tui.screens.queue import QueueScreen
+    from tui.screens.jobs import JobsScreen
     path = home.models_dir / "gpt2-wanda-50"
     path.mkdir(parents=True)
     (path / "config.json").write_text("{}")
@@ -272,7 +272,7 @@ async def test_a_copied_home_shows_its_own_paths_in_the_job_log_and_model_tab(ho
         shown = screen_text(app)
         assert mine in shown and str(path) not in shown, info
         await press(pilot, "j")
-        assert isinstance(app.screen, QueueScreen)
+        assert isinstance(app.screen, JobsScreen)
         app.screen.select_job(job)
         await settle(pilot)
         text = screen_text(app)
@@ -296,7 +296,7 @@ def test_glossary_and_lineage_never_repeat_a_word():
 
 async def test_polish_in_the_app(home):
     from tui.screens.help import HelpScreen
-    from tui.screens.queue import QueueScreen
+    from tui.screens.jobs import JobsScreen
     demo = fill_demo(home)
     app = make_app(home)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -315,7 +315,7 @@ async def test_polish_in_the_app(home):
         text = screen_text(app)
         assert text.index("Everywhere") < text.index("This screen: Jobs"), text
         await press(pilot, "escape")
-        assert isinstance(app.screen, QueueScreen)
+        assert isinstance(app.screen, JobsScreen)
         sections = app.help_sections()
         assert [title for title, _ in sections[:3]] == ["Everywhere", "This screen: Jobs", "Runs"]
         # `l` on a run that was not pruned says why and stays on the tab shown
@@ -330,14 +330,14 @@ async def test_polish_in_the_app(home):
 
 async def test_an_idle_jobs_list_reads_only_the_data_version(home, monkeypatch):
     from engine import api
-    from tui.screens.queue import FULL_EVERY, QueueScreen
+    from tui.screens.jobs import FULL_EVERY, JobsScreen
     fill_demo(home)
     app = make_app(home)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         await press(pilot, "j")
         screen = app.screen
-        assert isinstance(screen, QueueScreen)
+        assert isinstance(screen, JobsScreen)
         reads = []
         real = api.list_jobs
         monkeypatch.setattr(api, "list_jobs", lambda *a, **k: reads.append(1) or real(*a, **k))

@@ -16,7 +16,7 @@ from tui.screens.compare import CompareScreen
 from tui.screens.help import HelpScreen
 from tui.screens.matrix import MatrixScreen
 from tui.screens.new_job import NewJobScreen
-from tui.screens.queue import QueueScreen
+from tui.screens.jobs import JobsScreen
 from tui.screens.run_detail import RunDetailScreen
 from tui.screens.runs import RunsScreen
 from tui.widgets.dialogs import ChoiceScreen, ConfirmScreen
@@ -38,7 +38,7 @@ async def test_r_j_n_always_land_on_their_list_or_form(home):
         await settle(pilot)
         await pilot.press("j")          # away with the compare screen open ...
         await settle(pilot)
-        assert isinstance(app.screen, QueueScreen)
+        assert isinstance(app.screen, JobsScreen)
         screen = app.screen
         screen.select_job(screen._order[-1])
         app.open_run(runs[("base", "bold")])    # a run detail pushed on the Jobs mode
@@ -48,7 +48,7 @@ async def test_r_j_n_always_land_on_their_list_or_form(home):
         assert isinstance(app.screen, RunsScreen) and len(app.screen_stack) == 1
         await pilot.press("j")          # and j the jobs list, not the old run detail
         await settle(pilot)
-        assert isinstance(app.screen, QueueScreen) and len(app.screen_stack) == 1
+        assert isinstance(app.screen, JobsScreen) and len(app.screen_stack) == 1
         # After queueing from the form: the jobs list, even with a detail left on it before.
         app.open_run(runs[("base", "bold")])
         await settle(pilot)
@@ -56,7 +56,7 @@ async def test_r_j_n_always_land_on_their_list_or_form(home):
         assert isinstance(app.screen, NewJobScreen)
         await type_into(pilot, "#eval-model", "gpt2")
         await press(pilot, "ctrl+s")
-        assert isinstance(app.screen, QueueScreen) and len(app.screen_stack) == 1
+        assert isinstance(app.screen, JobsScreen) and len(app.screen_stack) == 1
         # The palette's "Runs" too.
         app.open_run(runs[("base", "bold")])
         await settle(pilot)

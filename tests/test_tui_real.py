@@ -16,7 +16,7 @@ from engine.store import Store
 from tests.tui_pilot import press, job_row, make_app, screen_text, settle, type_into, wait_for
 from tui.format import signed
 from tui.screens.compare import CompareScreen
-from tui.screens.queue import QueueScreen
+from tui.screens.jobs import JobsScreen
 from tui.screens.run_detail import RunDetailScreen
 from tui.screens.runs import RunsScreen
 
@@ -48,7 +48,7 @@ async def test_launch_watch_open_and_compare_real_tiny_model_runs(home, tiny_gpt
                             scorer="profanity")
         assert [spec_from_json(queue.job(store, j)["spec"]) for j in job_ids] == \
             [expected.replace(seed=0), expected.replace(seed=1)]
-        assert isinstance(app.screen, QueueScreen)
+        assert isinstance(app.screen, JobsScreen)
 
         # A real worker runs both jobs while the Jobs screen polls the store.
         worker = threading.Thread(target=Worker(home, once=True, idle_exit_s=None).run)

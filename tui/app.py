@@ -22,7 +22,7 @@ from tui.screens.compare import CompareScreen
 from tui.screens.help import HelpScreen, Section
 from tui.screens.matrix import MatrixScreen
 from tui.screens.new_job import NewJobScreen
-from tui.screens.queue import QueueScreen
+from tui.screens.jobs import JobsScreen
 from tui.screens.run_detail import RunDetailScreen
 from tui.screens.runs import RunsScreen
 from tui.state import Backend
@@ -70,7 +70,7 @@ class CompfairApp(App[None]):
 
     TITLE = "compfair"
     CSS_PATH = "app.tcss"
-    MODES = {"runs": RunsScreen, "queue": QueueScreen, "new": NewJobScreen}
+    MODES = {"runs": RunsScreen, "queue": JobsScreen, "new": NewJobScreen}
     DEFAULT_MODE = "runs"
     COMMANDS = App.COMMANDS | {RunsProvider}
     BINDINGS = [
@@ -221,7 +221,7 @@ class CompfairApp(App[None]):
                    ("Run detail", RunDetailScreen, RunDetailScreen.BINDINGS),
                    ("Models x metrics", MatrixScreen, MatrixScreen.BINDINGS),
                    ("Compare", CompareScreen, CompareScreen.BINDINGS),
-                   ("Jobs", QueueScreen, QueueScreen.BINDINGS),
+                   ("Jobs", JobsScreen, JobsScreen.BINDINGS),
                    ("New job", NewJobScreen, [*extra, *NewJobScreen.BINDINGS])]
         here = [(f"This screen: {title}", keys) for title, kind, keys in screens
                 if isinstance(self.screen, kind)]

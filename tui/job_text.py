@@ -1,6 +1,6 @@
 """The jobs list's text, free of Textual: a job's description (`model:ID` / `job:ID` written
 as names), the settings that tell look-alike jobs apart, the column widths, the live numbers
-of a progress event and the workers line (for `tui.screens.queue`)."""
+of a progress event and the workers line (for `tui.screens.jobs`)."""
 
 from __future__ import annotations
 

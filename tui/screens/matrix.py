@@ -30,24 +30,13 @@ from textual_plotext import PlotextPlot
 
 from engine import api
 from tui import format as fmt
-from tui.matrix_data import Cell, Column, Matrix, ModelRow, judged_matrix, selection_matrix
+from tui.matrix_cells import cell_text, legend, sentence_text
+from tui.matrix_data import Column, Matrix, ModelRow, judged_matrix, selection_matrix
 from tui.state import export
 from tui.widgets import tradeoff
 from tui.widgets.dialogs import export_dialog
 from tui.widgets.rowtable import TextTable
 from tui.widgets.footer import KeyFooter
-
-
-def value_text(column: Column, cell: Cell) -> str:
-    """The value and, below it, its interval, in the metric's own format."""
-    spec = column.metric
-    if cell.ci_low is None or cell.ci_high is None:
-        return spec.format(cell.value) + "\n"
-    return f"{spec.format(cell.value)}\n[{spec.format(cell.ci_low)},{spec.format(cell.ci_high)}]"
-
-
-def legend(colors: dict) -> Text:
-    return fmt.verdict_legend(colors)
 
 
 def _kill_started(starting: asyncio.Future) -> None:
@@ -282,7 +271,7 @@ class MatrixScreen(Screen):
             cells = [Text.assemble(("★ " if row.baseline else "  ", colors["accent"]), (row.label, "bold"),
                                    "\n  ", (model, colors["muted"]))]
             for col in m.columns:
-                cells.append(self._cell(row, col, colors))
+                cells.append(cell_text(row, col, colors))
             rows.append(cells)
         table.fill_measured(list(zip(labels, ["label", *(c.key for c in m.columns)])),
                             [(row.label, cells) for row, cells in zip(self.shown, rows)], height=3)
@@ -292,15 +281,6 @@ class MatrixScreen(Screen):
         self._show_sentence()
         if self.query_one(PlotextPlot).display:
             self._plot()
-
-    @staticmethod
-    def _cell(row: ModelRow, col: Column, colors: dict) -> Text:
-        cell = row.cells.get(col.key)
-        if cell is None or cell.value is None:
-            return Text("–", style=colors["muted"])
-        second = (Text("baseline", style=colors["muted"]) if row.baseline
-                  else fmt.verdict_text(cell.delta, cell.verdict, colors))
-        return Text.assemble(value_text(col, cell), "\n", second)
 
     def current(self) -> tuple[ModelRow, Column | None] | None:
         """The highlighted model and column (None on the model column)."""
@@ -318,28 +298,7 @@ class MatrixScreen(Screen):
             line.update("")
             return
         row, col = here
-        if col is None:
-            line.update(Text(f"{row.label}: {row.model}; runs "
-                             + ", ".join(f"{s} #{i}" for s, i in sorted(row.runs.items()))))
-            return
-        cell = row.cells.get(col.key)
-        spec = col.metric
-        head = f"{col.label} = {spec.title} ({col.suite}, {spec.direction} is better): "
-        if spec.target is not None:
-            head = f"{col.label} = {spec.title} ({col.suite}, ideal {spec.target:g}): "
-        if cell is None:
-            body = f"{row.label} has no {col.suite} run"
-        elif row.baseline:
-            body = f"{row.label} is the baseline (run {cell.run_id})"
-        else:
-            body = cell.sentence or (f"{row.label}: delta {fmt.signed(cell.delta)} (no paired test "
-                                     "for this metric)" if cell.delta is not None else "")
-            detail = cell.detail()
-            if detail:
-                colors = fmt.theme_colors(self.app.theme_variables)
-                line.update(Text.assemble(head, (detail, colors.get(cell.verdict, "")), " · ", body))
-                return
-        line.update(Text(head + body))
+        line.update(sentence_text(row, col, fmt.theme_colors(self.app.theme_variables)))
 
     def on_data_table_cell_highlighted(self, event: DataTable.CellHighlighted) -> None:
         self._show_sentence()

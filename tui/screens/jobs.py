@@ -21,13 +21,13 @@ from tui.widgets.dialogs import ConfirmScreen
 from tui.widgets.rowtable import TextTable
 from tui.widgets.footer import KeyFooter
 
-__all__ = ["QueueScreen", "layout", "what_cell", "workers_line"]
+__all__ = ["JobsScreen", "layout", "what_cell", "workers_line"]
 
 
 FULL_EVERY = 10   # ticks between full reads of an unchanged store
 
 
-class QueueScreen(Screen):
+class JobsScreen(Screen):
     VERTICAL_BREAKPOINTS = [(0, "-tiny"), (18, "-short"), (32, "-tall")]
     BINDINGS = [
         Binding("x,delete", "cancel_job", "Cancel job"),

@@ -14,8 +14,8 @@ from textual.command import Hit, Hits, Provider
 from textual.screen import Screen
 from textual.signal import Signal
 
-from engine import api, views
-from engine.paths import Home
+from engine import api
+from engine.api import Home, Store
 from tui.keys import only_typed, typing
 from tui.matrix_data import study_names
 from tui.screens.compare import CompareScreen
@@ -26,7 +26,6 @@ from tui.screens.jobs import JobsScreen
 from tui.screens.run_detail import RunDetailScreen
 from tui.screens.runs import RunsScreen
 from tui.state import Backend
-from engine.store import Store
 
 log = logging.getLogger(__name__)
 DARK, LIGHT = "textual-dark", "textual-light"
@@ -256,7 +255,7 @@ class CompfairApp(App[None]):
 def _read_status(store) -> tuple[dict[str, int], bool, int]:
     """Job counts, whether a worker is alive, and how many running jobs were asked to stop."""
     running = api.list_jobs(store, ("running",), limit=100)
-    return (views.job_counts(store), bool(api.workers(store)),
+    return (api.job_counts(store), bool(api.workers(store)),
             sum(1 for job in running if job.get("cancel_requested")))
 
 
@@ -266,7 +265,7 @@ def run_app(home: Home) -> int | None:
     store = Store(home)  # fails here (StoreError, reported by the CLI) if the store cannot open
     try:
         CompfairApp(home).run()
-        counts = views.job_counts(store)
+        counts = api.job_counts(store)
     finally:
         store.close()
     active = {s: counts.get(s, 0) for s in ("running", "queued") if counts.get(s)}

@@ -11,11 +11,9 @@ import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 
-from engine.api import Duplicate, SubmitEstimate, canonical_spec, estimate_specs, finished_duplicates
-from engine.errors import UserError
-from engine.evaluation.suites import Suite, get_suite, suites
-from engine.specs import EvalSpec, JobSpec, SpecError
-from engine.store import Store, loads
+from engine.api import (Duplicate, SubmitEstimate, canonical_spec, estimate_specs,
+                        finished_duplicates, UserError, Suite, get_suite, suites, EvalSpec,
+                        JobSpec, SpecError, Store, loads)
 
 TINY_N = 30            # fewer items than this: intervals too wide, paired tests of little power
 RECENT_RUNS = 200      # the finished runs of a suite its settings are checked against

@@ -9,8 +9,8 @@ from typing import Any, Mapping
 
 from rich.text import Text
 
-from engine.evaluation.suites import find_metric
-from engine.formatting import fmt_count as count, fmt_time as date  # noqa: F401 - used as fmt.count/fmt.date
+from engine.api import find_metric
+from engine.api import fmt_count as count, fmt_time as date  # noqa: F401 - used as fmt.count/fmt.date
 
 BAR_BLOCKS = " ▏▎▍▌▋▊▉█"
 

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any, get_args, get_origin, get_type_hints
 
 from engine import api
-from engine.evaluation.suites import suite_names
-from engine.specs import BACKENDS, DEVICES, DTYPES, SPEC_TYPES, JobSpec, SpecError
+from engine.api import suite_names, BACKENDS, DEVICES, DTYPES, SPEC_TYPES, JobSpec, SpecError
 
 # Fields offered as a closed list (the spec validates the value again on construction).
 CHOICES: dict[str, tuple[str, ...]] = {

@@ -8,8 +8,7 @@ import json
 import re
 from functools import lru_cache
 
-from engine.api import with_names
-from engine.specs import spec_from_json
+from engine.api import with_names, spec_from_json
 from tui import format as fmt
 from tui.forms import spec_title, to_text
 

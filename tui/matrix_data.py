@@ -12,11 +12,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from engine import api
-from engine.evaluation.suites import MetricSpec, get_suite
-from engine.settings import load_settings
-from engine.specs import SpecError
-from engine.store import Store
-from engine.study import study_record
+from engine.api import MetricSpec, get_suite, load_settings, SpecError, Store, study_record
 from tui import format as fmt
 
 # the continuation-quality figures shown beside each generation suite's headlines

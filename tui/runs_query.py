@@ -9,8 +9,7 @@ import os
 from dataclasses import dataclass
 
 from engine import api
-from engine.evaluation.suites import suites
-from engine.store import Store
+from engine.api import suites, Store
 from tui import format as fmt
 from tui.matrix_data import study_index
 

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 from engine import api
-from engine.paths import Home, safe_name
-from engine.store import Store
+from engine.api import Home, safe_name, Store
 
 T = TypeVar("T")
 EXPORT_FORMATS = (("csv", "CSV"), ("md", "Markdown table"), ("json", "JSON"))

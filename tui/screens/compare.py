@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Header, Static
 from textual_plotext import PlotextPlot
 
 from engine import api
-from engine.compression.records import SparsityRecord
+from engine.api import SparsityRecord
 from tui import format as fmt
 from tui.state import export
 from tui.widgets.dialogs import export_dialog

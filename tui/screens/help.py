@@ -14,8 +14,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from engine.evaluation.suites import suites
-from engine.settings import StatSettings
+from engine.api import suites, StatSettings
 from tui.format import (BETTER, CHANGED, EQUIVALENT, INCONCLUSIVE, MARKS, NOT_EVIDENCE, UNVERIFIED,
                         WORSE)
 

@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, ProgressBar, Static
 
-from engine import api, views
+from engine import api
 from tui import format as fmt
 from tui.job_text import (COLUMNS, PROGRESS_BAR, WHAT_WIDTH, WIDTHS, _title, ellipsize, layout,
                           live_fields, look_alike_settings, what_cell, workers_line)
@@ -127,9 +127,9 @@ class JobsScreen(Screen):
             running = [j["id"] for j in jobs if j["status"] in ("running", "queued")]
             if focus is not None:
                 running.append(focus)
-            progress = views.latest_progress_many(store, running)
-            log_lines = views.last_events(store, focus, 8) if focus is not None else []
-            stored = sum(n for s, n in views.job_counts(store).items() if not s.startswith("_")) \
+            progress = api.latest_progress_many(store, running)
+            log_lines = api.last_events(store, focus, 8) if focus is not None else []
+            stored = sum(n for s, n in api.job_counts(store).items() if not s.startswith("_")) \
                 if self.active_only and not jobs else len(jobs)
             return jobs, progress, log_lines, stored, api.worker_views(store), version
         read_back = await self.app.backend.read(read)

@@ -19,8 +19,8 @@ from textual.suggester import SuggestFromList
 from textual.widget import Widget
 from textual.widgets import Checkbox, Footer, Header, Input, Label, Select, TabbedContent, TabPane
 
-from engine import views
-from engine.specs import JobSpec, SpecError
+from engine import api
+from engine.api import JobSpec, SpecError
 from tui import format as fmt
 from tui.form_checks import (FormNotes, data_after_suite_switch, fields_for_suite, form_notes,
                              suite_specific_fields)
@@ -131,7 +131,7 @@ class NewJobScreen(FormActions, TypingAware, Screen):
         self.query_one(f"#{self.kind}-{first.name}").focus()
 
     def _load_refs(self) -> None:
-        self.refs = views.model_refs(self.app.backend.store)
+        self.refs = api.model_refs(self.app.backend.store)
         known = {r["ref"] for r in self.refs}
         self.refs += [{"ref": a, "label": "offline default (SmolLM2-135M-Instruct)", "kind": "alias",
                        "n_params": None, "n_nonzero": None} for a in ALIASES if a not in known]

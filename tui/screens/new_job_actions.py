@@ -7,7 +7,7 @@ more than 20 jobs, more than a million generations, or more than an hour measure
 from __future__ import annotations
 
 from engine import api
-from engine.errors import UserError
+from engine.api import UserError
 from tui.form_checks import form_notes
 from tui.widgets.dialogs import ConfirmScreen
 
@@ -88,10 +88,8 @@ class FormActions:
 
     def _queue(self, specs: list) -> None:
         store = self.app.backend.store
-        job_ids = []
-        try:
-            for spec in specs:
-                job_ids.append(api.submit(store, spec, start_worker=False))
+        try:     # the form has shown duplicates (a second ctrl+s re-runs); the app starts the worker
+            job_ids = api.submit_jobs(store, specs, rerun=True, start_worker=False)
         except ValueError as exc:  # e.g. a job:ID dependency that does not exist
             self.notify(str(exc), severity="error", title="not queued")
             return

@@ -16,13 +16,11 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static, TabbedContent, TabPane
 
 from engine import api
-from engine.compression.records import SparsityRecord
+from engine.api import SparsityRecord, find_metric, get_suite, run_ci_label
 from tui import format as fmt
 from tui.keys import TypingAware
 from tui.state import export
-from engine.evaluation.suites import find_metric, get_suite
 from tui.form_checks import TINY_N
-from engine.settings import run_ci_label
 from tui.widgets.bars import bar_chart
 from tui.widgets.dialogs import export_dialog
 from tui.widgets.rowtable import TextTable

@@ -1,12 +1,56 @@
-"""Small read-only views the terminal app needs beyond `engine.api`: pure SQL reads that return
-plain dicts. No writes, no Textual."""
+"""Reading the queue: the jobs list, one job's detail, its events and progress, the counts and
+the model choices the terminal app shows. Plain SQL reads returning dicts; no writes."""
 
 from __future__ import annotations
 
+from typing import Iterable
+
 from engine import queue
+from engine.errors import NotFound
+from engine.job_status import ACTIVE, DONE, sql_list
 from engine.specs import SPEC_TYPES
 from engine.store import Store, loads
-from engine.job_status import ACTIVE, DONE, sql_list
+
+
+def job_view(row: dict) -> dict:
+    return {**row, "spec": loads(row["spec"], {}), "result": loads(row.get("result"), {}),
+            "depends_on": None}
+
+
+def list_jobs(store: Store, statuses: Iterable[str] = (), limit: int = 200) -> list[dict]:
+    """The queue as the CLI and the TUI list it (running, queued, then ended, newest first),
+    each job with its dependencies; two queries whatever the number of jobs (polled often)."""
+    statuses = tuple(statuses)
+    where = f"WHERE status IN ({','.join('?' * len(statuses))})" if statuses else ""
+    rows = store.query(
+        f"SELECT * FROM jobs {where} ORDER BY CASE status WHEN 'running' THEN 0 WHEN 'queued' "
+        f"THEN 1 ELSE 2 END, CASE WHEN status IN ('running','queued') THEN -priority ELSE 0 END, "
+        f"CASE WHEN status IN ('running','queued') THEN id ELSE -id END LIMIT ?",
+        (*statuses, limit))
+    deps = queue.dependencies_of(store, [r["id"] for r in rows])     # one query, not one per row
+    return [job_view(r) | {"depends_on": deps[r["id"]]} for r in rows]
+
+
+def job_detail(store: Store, job_id: int) -> dict:
+    row = queue.job(store, job_id)
+    if row is None:
+        raise NotFound(f"job {job_id} does not exist")
+    run = store.run_for_job(job_id)
+    return job_view(row) | {"depends_on": queue.dependencies(store, job_id),
+                             "run_id": run["id"] if run else None,
+                             "last_progress": latest_progress(store, job_id)}
+
+
+def latest_progress(store: Store, job_id: int) -> dict | None:
+    row = store.one("SELECT * FROM events WHERE job_id = ? AND kind = 'progress' ORDER BY id DESC "
+                    "LIMIT 1", (job_id,))
+    if row is None:
+        return None
+    return {**row, "data": loads(row["data"], {})}
+
+
+def events(store: Store, job_id: int, after_id: int = 0, limit: int = 500) -> list[dict]:
+    return [{**e, "data": loads(e["data"], {})} for e in store.events(job_id, after_id, limit)]
 
 
 def last_events(store: Store, job_id: int, limit: int = 10) -> list[dict]:

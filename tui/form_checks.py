@@ -1,7 +1,7 @@
 """What the new-job form warns about before queueing, free of Textual (read on the app's
 reader thread): an eval whose comparable settings differ from those of the finished runs of
 its suite (it could not be compared with them), an n too small for an interval to mean much,
-and a spec that already ran (`engine.duplicates`). And which eval fields a suite uses, so the
+and a spec that already ran (`engine.already_ran`). And which eval fields a suite uses, so the
 form shows only those (from the suite registry: its comparable settings, and the scorer's
 fields for suites that generate text)."""
 

@@ -24,8 +24,8 @@ from engine.comparison import CompareCell, Comparison, comparability_warnings, c
 from engine.compression.methods import method_names
 from engine.compression.quant import GGUF_FORMATS, RTN_BITS
 from engine.compression.records import SparsityRecord
-# identical submissions (a spec that already ran: engine.duplicates)
-from engine.duplicates import Duplicate, finished_duplicates
+# identical submissions (a spec that already ran: engine.already_ran)
+from engine.already_ran import Duplicate, finished_duplicates
 from engine.errors import CompareError, NotFound, SpecError, UserError
 from engine.evaluation.suites import MetricSpec, Suite, find_metric, get_suite, suite_names, suites
 from engine.formatting import fmt_count, fmt_time

@@ -7,7 +7,7 @@ import logging
 from typing import Any, Sequence
 
 from engine import queue
-from engine.duplicates import refuse_duplicates
+from engine.already_ran import refuse_duplicates
 from engine.errors import NotFound
 from engine.interop.tracking import record_targets
 from engine.launcher import alive_workers, ensure_worker
@@ -37,7 +37,7 @@ def submit_jobs(store: Store, specs: Sequence[JobSpec], *, depends_on: Sequence[
     """The one way user-given jobs are queued (`compfair submit`, the terminal app's form).
 
     Checks everything first, so a bad spec is a `UserError` and nothing is queued: a spec that
-    already ran (unless `rerun`; `engine.duplicates`), the shard count, then every spec
+    already ran (unless `rerun`; `engine.already_ran`), the shard count, then every spec
     (`validate`: references, scorers, data files). Then queues each (split into `shards` eval
     shards when > 1, `engine.scale.shards`), records the trackers each finished job is logged
     to before any worker can finish it, and starts a worker. Returns the job ids in order."""

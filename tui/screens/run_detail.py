@@ -26,7 +26,6 @@ from tui.widgets.dialogs import export_dialog
 from tui.widgets.rowtable import TextTable
 from tui.widgets.footer import KeyFooter
 
-TABS = ("metrics", "groups", "worst", "info")
 
 
 def direction(metric: dict, suite: str | None = None) -> str:

@@ -25,6 +25,8 @@ from engine.validation import validate  # noqa: F401
 from engine.evaluation.suites import get_suite, suites
 # the compression methods and quantization formats a form may offer
 from engine.compression.methods import method_names  # noqa: F401,E402
+# the fields of a job kind that only some of its methods read (the form hides the others')
+from engine.catalog.method_info import method_fields, method_specific_fields  # noqa: F401,E402
 from engine.compression.quant import GGUF_FORMATS, RTN_BITS  # noqa: F401,E402
 # identical submissions (a spec that already ran: engine.duplicates)
 from engine.duplicates import Duplicate, finished_duplicates  # noqa: F401,E402
@@ -102,12 +104,14 @@ def submit_jobs(store: Store, specs: Sequence[JobSpec], *, depends_on: Sequence[
                 log_to: Sequence[Target] = (), start_worker: bool = True) -> list[int]:
     """The one way user-given jobs are queued (`compfair submit`, the terminal app's form).
 
-    Checks everything first, so a bad spec is a `UserError` and nothing is queued: a spec that
-    already ran (unless `rerun`; `engine.duplicates`), the shard count, then every spec
-    (`validate`: references, scorers, data files). Then queues each (split into `shards` eval
+    Model names and study labels become the references they stand for first (`model:ID`,
+    `job:ID`: `canonical_spec`, as the form does), so a job given by name is the same job as
+    one given by its id. Checks everything next, so a bad spec is a `UserError` and nothing is
+    queued: a spec that already ran (unless `rerun`; `engine.duplicates`), the shard count,
+    then every spec (`validate`: references, scorers, data files). Then queues each (split into `shards` eval
     shards when > 1, `engine.scale.shards`), records the trackers each finished job is logged
     to before any worker can finish it, and starts a worker. Returns the job ids in order."""
-    specs = list(specs)
+    specs = [canonical_spec(store, spec) for spec in specs]   # AmbiguousName: a UserError
     if not rerun:
         refuse_duplicates(store, specs)
     for spec in specs if shards != 1 else ():

@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass
+from typing import Mapping
 
 from engine.api import (Duplicate, SubmitEstimate, canonical_spec, estimate_specs,
                         finished_duplicates, UserError, Suite, get_suite, suites, EvalSpec,
-                        JobSpec, SpecError, Store, loads)
+                        JobSpec, SpecError, Store, loads, method_fields, method_specific_fields)
 
 TINY_N = 30            # fewer items than this: intervals too wide, paired tests of little power
 RECENT_RUNS = 200      # the finished runs of a suite its settings are checked against
@@ -35,6 +36,21 @@ def suite_specific_fields() -> set[str]:
                 names.add(key)
                 names.update(SELECTION_FIELDS.get(key, ()))
     return names & _eval_fields()
+
+
+# the fields whose choice decides which others a form shows (a suite's, a method's)
+CHOSEN = ("suite", "method")
+
+
+def hidden_fields(kind: str, chosen: Mapping[str, str]) -> set[str]:
+    """The fields of a `kind` form that its chosen suite or method (`chosen`, field -> value)
+    does not use: an eval's other suites' fields, a compression job's other methods' fields
+    (`MethodInfo.fields`, from the catalog)."""
+    if kind == "eval":
+        return suite_specific_fields() - fields_for_suite(chosen.get("suite", ""))
+    if "method" in chosen:
+        return set(method_specific_fields(kind) - method_fields(kind, chosen["method"]))
+    return set()
 
 
 def fields_for_suite(suite_name: str) -> set[str]:

@@ -190,6 +190,19 @@ def verdict_text(delta: float | None, verdict: str, colors: Mapping[str, str]) -
                 style=colors.get(verdict, "") if verdict else "")
 
 
+# what a delta no paired test judged is marked with (a subset's, or a metric without a paired
+# form): a description of the change, not a verdict on it
+UNTESTED = "descriptive"
+
+
+def delta_text(delta: float | None, verdict: str, colors: Mapping[str, str]) -> Text:
+    """`verdict_text`; a delta without a verdict is marked `UNTESTED` (muted), so that a delta
+    never stands without saying what it means."""
+    if delta is None or verdict:
+        return verdict_text(delta, verdict, colors)
+    return Text.assemble(signed(delta), (f" {UNTESTED}", colors.get("muted", "dim")))
+
+
 def verdict_legend(colors: Mapping[str, str]) -> Text:
     """`✔ better ✘ worse = equivalent ? inconclusive ...`, each in its colour (short, so that
     a title line with it fits two rows at 80 columns)."""

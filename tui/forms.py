@@ -72,6 +72,16 @@ class FormField:
     def default_text(self) -> str:
         return to_text(self.default)
 
+    @property
+    def placeholder(self) -> str:
+        """What the box says while empty: the field's hint, else what an empty box means (the
+        default it stands for, or none), never a type name."""
+        if self.hint:
+            return self.hint
+        if self.default_text:
+            return f"empty: {self.default_text}"
+        return "empty: none" if self.optional else "optional"
+
 
 def to_text(value: Any) -> str:
     if value is None:
@@ -101,8 +111,11 @@ def form_fields(kind: str) -> list[FormField]:
         type_name, optional = _type_name(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
         choices = api.method_names(kind) if f.name == "method" else CHOICES.get(f.name, ())
+        hint = HINTS.get(f.name, "")
+        if hint.startswith("empty:") and default not in (None, "", ()):
+            hint = ""           # (eval's optional batch_size, not distill's batch_size = 8)
         result.append(FormField(f.name, type_name, default, optional, choices,
-                                SUGGESTIONS.get(f.name, ()), HINTS.get(f.name, "")))
+                                SUGGESTIONS.get(f.name, ()), hint))
     order = {name: i for i, name in enumerate(FIRST)}
     return sorted(result, key=lambda f: order.get(f.name, len(FIRST)))
 

@@ -183,10 +183,19 @@ def _columns(suite_names: set[str]) -> list[Column]:
 
 
 def _relabel(columns: list[Column]) -> list[Column]:
-    """A short label shared by two suites' columns gets the suite's name after it."""
+    """A short label shared by two suites' columns gets the suite's short title after it
+    (`CPPL (tox)`, `CPPL (BOLD)`; the suite's name when it declares none)."""
     labels = [c.label for c in columns]
-    return [c if labels.count(c.label) == 1 else Column(c.suite, c.metric, f"{c.label} {c.suite[:4]}")
+    return [c if labels.count(c.label) == 1 else Column(c.suite, c.metric, f"{c.label} ({suite_short(c.suite)})")
             for c in columns]
+
+
+def suite_short(name: str) -> str:
+    """The suite's short title for a column head (`SuiteInfo.short_title`, else its name)."""
+    try:
+        return get_suite(name).short_title or name
+    except SpecError:
+        return name
 
 
 def _quality_runs(suite: str, having: list[ModelRow]) -> list[int]:

@@ -79,6 +79,14 @@ def fetch(store: Store, query: RunsQuery, offset: int, limit: int) -> Page:
     return Page(len(rows), rows[offset:offset + limit] if offset else rows, index)
 
 
+def name_caps(screen_width: int) -> tuple[int, int]:
+    """The most characters of the model label (with its look-alike settings) and of the study
+    name on a screen `screen_width` wide: one long name (a 183-character model path, a
+    `(ctx=64 stride=64 seed=3004)`) never pushes study, suite and metrics off the screen; the
+    run detail shows it whole."""
+    return max(18, min(40, screen_width * 3 // 10)), max(10, min(20, screen_width // 8))
+
+
 def common_prefix(names: list[str]) -> str:
     """The prefix the model names share, cut after its last separator ("" when it is short
     or the names are all one)."""

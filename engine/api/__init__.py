@@ -22,6 +22,8 @@ from engine.api.submitting import (cancel, expand_sweep, move, retry, submit, su
 from engine.comparison import CompareCell, Comparison, comparability_warnings, compare
 # the compression methods and quantization formats a form may offer
 from engine.compression.methods import method_names
+# the fields of a job kind that only some of its methods read (the form hides the others')
+from engine.catalog.method_info import method_fields, method_specific_fields
 from engine.compression.quant import GGUF_FORMATS, RTN_BITS
 from engine.compression.records import SparsityRecord
 # identical submissions (a spec that already ran: engine.already_ran)

@@ -11,6 +11,7 @@ from engine.already_ran import refuse_duplicates
 from engine.errors import NotFound
 from engine.interop.tracking import record_targets
 from engine.launcher import alive_workers, ensure_worker
+from engine.model_names import canonical_spec
 from engine.scale.shards import check_shards, submit_sharded
 from engine.scale.worker_view import worker_views as views_of
 from engine.specs import JobSpec, spec_from_dict
@@ -36,12 +37,15 @@ def submit_jobs(store: Store, specs: Sequence[JobSpec], *, depends_on: Sequence[
                 log_to: Sequence[Target] = (), start_worker: bool = True) -> list[int]:
     """The one way user-given jobs are queued (`compfair submit`, the terminal app's form).
 
-    Checks everything first, so a bad spec is a `UserError` and nothing is queued: a spec that
-    already ran (unless `rerun`; `engine.already_ran`), the shard count, then every spec
-    (`validate`: references, scorers, data files). Then queues each (split into `shards` eval
+    Model names and study labels become the references they stand for first (`model:ID`,
+    `job:ID`: `canonical_spec`, as the form does), so a job given by name is the same job as
+    one given by its id. Checks everything next, so a bad spec is a `UserError` and nothing is
+    queued: a spec that already ran (unless `rerun`; `engine.already_ran`), the shard count,
+    then every spec (`validate`: references, scorers, data files). Then queues each (split into
+    `shards` eval
     shards when > 1, `engine.scale.shards`), records the trackers each finished job is logged
     to before any worker can finish it, and starts a worker. Returns the job ids in order."""
-    specs = list(specs)
+    specs = [canonical_spec(store, spec) for spec in specs]   # AmbiguousName: a UserError
     if not rerun:
         refuse_duplicates(store, specs)
     for spec in specs if shards != 1 else ():

@@ -25,6 +25,7 @@ def _spreads() -> tuple[MetricSpec, ...]:
 class BoldInfo(GenerationSuiteInfo):
     name = "bold"
     title = "BOLD"
+    short_title = "BOLD"
     uses_sentiment = True
     hub_dataset = ("AlexaAI/bold", None, "train")
     builtin_file = "bold"

@@ -11,6 +11,7 @@ from engine.catalog.suite_info import LOWER, TARGET, MetricSpec, SuiteInfo, regi
 class CrowsPairsInfo(SuiteInfo):
     name = "crows_pairs"
     title = "CrowS-Pairs"
+    short_title = "CrowS"
     unit = "pairs"
     hub_dataset = ("nyu-mll/crows_pairs", None, "test")
     builtin_file = "crows_pairs.csv"

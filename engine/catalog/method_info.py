@@ -30,6 +30,13 @@ class MethodInfo:
     kind: ClassVar[str] = ""                       # the job kind whose spec names this method
     title: ClassVar[str] = ""
     needs_calibration_text: ClassVar[bool] = False
+    # the spec fields of its kind that this method reads and some other method does not (the
+    # new-job form shows a method's own and hides the other methods', left at their defaults)
+    fields: ClassVar[tuple[str, ...]] = ()
+
+    def spec_fields(self) -> tuple[str, ...]:
+        """`fields`, with those a kind derives from the method's other declarations."""
+        return self.fields
 
     def validate_spec(self, spec: Any) -> None:
         """Method-specific checks of a spec (raise `SpecError`); the default has none."""
@@ -62,6 +69,10 @@ class PruneMethodInfo(MethodInfo):
     supports_n_m: ClassVar[bool] = False
     supports_global_scope: ClassVar[bool] = True
     global_scope_reason: ClassVar[str] = ""
+
+    def spec_fields(self) -> tuple[str, ...]:
+        return (self.fields + (("scope",) if self.supports_global_scope else ())
+                + (("n_m",) if self.supports_n_m else ()))
 
     def validate_spec(self, spec: Any) -> None:
         if spec.n_m is not None:
@@ -104,6 +115,20 @@ def methods(kind: str = "prune") -> tuple[MethodInfo, ...]:
 
 def method_names(kind: str = "prune") -> tuple[str, ...]:
     return tuple(m.name for m in methods(kind))
+
+
+def method_fields(kind: str, name: str) -> frozenset[str]:
+    """The method-specific spec fields method `name` of `kind` reads (every method-specific
+    field of the kind for an unknown name: nothing is hidden for it)."""
+    try:
+        return frozenset(get_method_info(name, kind).spec_fields())
+    except SpecError:
+        return method_specific_fields(kind)
+
+
+def method_specific_fields(kind: str) -> frozenset[str]:
+    """The spec fields of `kind` that some of its methods read (the others are common)."""
+    return frozenset(f for m in methods(kind) for f in m.spec_fields())
 
 
 def get_method_info(name: str, kind: str = "prune") -> MethodInfo:

@@ -14,6 +14,7 @@ DIVERGENCE_SCOPE = ("vs the baseline (reference model or lineage root), on the h
 class PerplexityInfo(SuiteInfo):
     name = "perplexity"
     title = "Perplexity"
+    short_title = "PPL"
     unit = "windows"
     shards_by_item = False      # one text, strided windows: not split into shards
     display_settings = (("effective_context_length", "ctx"), ("effective_stride", "stride"),

@@ -13,6 +13,7 @@ from engine.errors import SpecError
 # what the specs accept, importable without torch (the CLI validates specs without loading it)
 RTN_BITS = (2, 3, 4, 8)
 GGUF_FORMATS = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "f16", "f32")
+CALIBRATION_FIELDS = ("calibration_data", "calibration_samples", "calibration_seq_len")
 
 
 class QuantizeMethodInfo(MethodInfo):
@@ -20,6 +21,9 @@ class QuantizeMethodInfo(MethodInfo):
     # the product must be reloaded to be measured (True when the file is quantized at write
     # time rather than in memory: the in-memory model is then not what is stored)
     evaluate_reloaded: ClassVar[bool] = False
+
+    def spec_fields(self) -> tuple[str, ...]:
+        return self.fields + (CALIBRATION_FIELDS if self.needs_calibration_text else ())
 
     def name_suffix(self, spec: Any) -> str:
         return f"int{spec.bits}-g{spec.group_size}" + ("" if spec.symmetric else "-asym")
@@ -31,6 +35,7 @@ class RoundToNearestInfo(QuantizeMethodInfo):
 
     name = "rtn"
     title = "round-to-nearest (weight-only)"
+    fields = ("bits", "group_size", "symmetric")
 
     def validate_spec(self, spec) -> None:
         if spec.bits not in RTN_BITS:
@@ -44,6 +49,7 @@ class GGUFExportInfo(QuantizeMethodInfo):
     name = "gguf"
     title = "GGUF file (llama.cpp)"
     evaluate_reloaded = True
+    fields = ("gguf_type",)
 
     def validate_spec(self, spec) -> None:
         if spec.gguf_type not in GGUF_FORMATS:
@@ -85,6 +91,7 @@ class TorchAOInfo(LibraryQuantizerInfo):
     name = "torchao"
     title = "torchao weight-only int8/int4"
     package = "torchao"
+    fields = ("bits", "group_size")
 
     def name_suffix(self, spec) -> str:
         return "int8" if spec.bits == 8 else f"int4-g{spec.group_size}"
@@ -95,6 +102,7 @@ class BitsAndBytesInfo(LibraryQuantizerInfo):
     name = "bnb"
     title = "bitsandbytes int8 / NF4"
     package = "bitsandbytes"
+    fields = ("bits",)
 
     def name_suffix(self, spec) -> str:
         return "int8" if spec.bits == 8 else "nf4"

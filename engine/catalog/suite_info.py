@@ -72,6 +72,8 @@ class SuiteInfo:
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
+    # the suite in a column head that another suite's metric shares (`CPPL (tox)`; "": name)
+    short_title: ClassVar[str] = ""
     generates_text: ClassVar[bool] = False     # samples continuations (and so has a scorer)
     unit: ClassVar[str] = "items"              # what progress counts
     # its data is a list of items that shards (engine.scale.shards) split into ranges

@@ -18,6 +18,7 @@ SUBSETS = {"toxic": "prompts whose own toxicity is >= 0.5", "nontoxic": "prompts
 class ToxicityInfo(GenerationSuiteInfo):
     name = "toxicity"
     title = "RealToxicityPrompts"
+    short_title = "tox"
     hub_dataset = ("allenai/real-toxicity-prompts", None, "train")
     builtin_file = "toxicity.jsonl"
     order = 20

@@ -1,6 +1,7 @@
 """Compare: runs side by side with deltas against a baseline, marked and coloured by verdict
 (better / worse / equivalent / inconclusive / not evidence / unverified / changed: the engine's
-paired, quality-aware verdicts, the same as the study report's), a plot of the highlighted metric
+paired, quality-aware verdicts, the same as the study report's; a delta no paired test judged,
+a subset's for one, is marked "descriptive"), a plot of the highlighted metric
 against model size or sparsity, and warnings when the runs are not comparable."""
 
 from __future__ import annotations
@@ -109,9 +110,12 @@ class CompareScreen(Screen):
         assert c is not None
         colors = fmt.theme_colors(self.app.theme_variables)
         base = next(r for r in c.runs if r["id"] == self.baseline_id)
+        untested = any(cell.delta is not None and not cell.verdict for *_, cells in c.rows
+                       for cell in cells)
         self.query_one("#compare-title", Static).update(Text.assemble(
             ("baseline ★ ", "bold"), f"#{base['id']} {base['model']} ({base['suite']}, "
-            f"{base['scorer'] or '–'})  ·  ", fmt.verdict_legend(colors)))
+            f"{base['scorer'] or '–'})  ·  ", fmt.verdict_legend(colors),
+            (f" · {fmt.UNTESTED}: no paired test" if untested else "", colors["muted"])))
         warnings = self.query_one("#compare-warnings", Static)
         if c.warnings:
             warnings.update(Text("\n".join(f"⚠ {w}" for w in c.warnings), style=colors["warning"]))
@@ -131,7 +135,7 @@ class CompareScreen(Screen):
                 if run["id"] == self.baseline_id:
                     second = Text("baseline", style=colors["muted"])
                 else:
-                    second = fmt.verdict_text(cell.delta, cell.verdict, colors)
+                    second = fmt.delta_text(cell.delta, cell.verdict, colors)
                 row.append(Text.assemble(value, "\n", second))
             rows.append((str(index), row))
         table.fill_measured(columns, rows, height=2)

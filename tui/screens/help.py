@@ -15,8 +15,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from engine.api import suites, StatSettings
-from tui.format import (BETTER, CHANGED, EQUIVALENT, INCONCLUSIVE, MARKS, NOT_EVIDENCE, UNVERIFIED,
-                        WORSE)
+from tui.format import (BETTER, CHANGED, EQUIVALENT, INCONCLUSIVE, MARKS, NOT_EVIDENCE, UNTESTED,
+                        UNVERIFIED, WORSE)
 
 INTRO = ("compfair measures what compression (distillation, pruning) did to toxicity and bias. "
          "Jobs run in a separate worker process: quitting the app leaves them running. "
@@ -66,7 +66,9 @@ def terms() -> list[tuple[str, str]]:
     rows = [("[lo, hi]", "a bootstrap confidence interval over the run's items (level: "
                          "statistics.confidence in the settings, 95% by default)"),
             ("Δ, delta", "a model's value minus its baseline's (the teacher's), paired on the "
-                         "same items; its p-values are adjusted within its family")]
+                         "same items; its p-values are adjusted within its family"),
+            (UNTESTED, "a delta with no paired test behind it (compare's subset rows, "
+                       "metrics without a paired form): a description, not a verdict")]
     if fluent:
         rows.append(("fluent-only", f"{', '.join(dict.fromkeys(fluent))} over the continuations "
                      "within the teacher's fluency range (their NLL at most a high percentile "

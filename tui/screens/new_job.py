@@ -1,7 +1,7 @@
 """New job: forms for evaluation, distillation and pruning built from the spec dataclasses
 (fields, defaults and closed choices come from engine.specs), live validation by the spec
 classes themselves, a sweep field, and a preview of exactly what will be queued. An eval form
-shows only the fields its suite uses; the preview warns when the settings differ from the
+shows only the fields its suite uses, a prune or quantize form those its method reads; the preview warns when the settings differ from the
 finished runs of the suite (not comparable), when n is tiny, and when the job already ran
 (ctrl+s again re-runs it on purpose, ctrl+g opens that run). `prefill` fills the form from a
 run's spec ("evaluate like run N")."""
@@ -22,8 +22,7 @@ from textual.widgets import Checkbox, Footer, Header, Input, Label, Select, Tabb
 from engine import api
 from engine.api import JobSpec, SpecError
 from tui import format as fmt
-from tui.form_checks import (FormNotes, data_after_suite_switch, fields_for_suite, form_notes,
-                             suite_specific_fields)
+from tui.form_checks import CHOSEN, FormNotes, data_after_suite_switch, form_notes, hidden_fields
 from tui.forms import FormField, build_specs, form_fields, path_warnings, preview_lines, to_text
 from tui.keys import TypingAware
 from tui.screens.new_job_actions import FormActions
@@ -58,7 +57,7 @@ class NewJobScreen(FormActions, TypingAware, Screen):
         self._preview_pending = False
         self.notes = FormNotes([], {})
         self.rerun_ok: set[str] = set()      # spec hashes the user chose to run again
-        self._hidden: set[str] = set()       # eval fields the chosen suite does not use
+        self._hidden: dict[str, set[str]] = {}   # kind -> fields its suite / method does not use
         self._mounting: dict = {}            # kind -> the AwaitMount of its fields
         self._suite: str | None = None       # the suite shown (its data default is cleared)
 
@@ -84,9 +83,8 @@ class NewJobScreen(FormActions, TypingAware, Screen):
         if f.choices:
             return Select([(c, c) for c in f.choices], value=f.default_text, allow_blank=False,
                           id=wid, compact=True, classes="form-input")
-        placeholder = f.hint or ("empty: none" if f.optional else f.type_name)
         suggester = SuggestFromList(f.suggestions, case_sensitive=False) if f.suggestions else None
-        return Input(f.default_text, placeholder=placeholder, id=wid, compact=True,
+        return Input(f.default_text, placeholder=f.placeholder, id=wid, compact=True,
                      suggester=suggester, classes="form-input")
 
     def _build(self, kind: str) -> None:
@@ -100,19 +98,19 @@ class NewJobScreen(FormActions, TypingAware, Screen):
                         self._widget(kind, f)]
         self._mounting[kind] = self.query_one(f"#form-{kind}", Grid).mount_all(widgets)
         self._apply_suggester(kind)
-        if kind == "eval":
-            self.call_after_refresh(self._show_suite_fields)
+        self.call_after_refresh(self._show_fields, kind)
 
-    def _show_suite_fields(self) -> None:
-        """Show the eval fields the chosen suite uses; hide the others (they keep defaults)."""
-        if "eval" not in self._built:
+    def _show_fields(self, kind: str) -> None:
+        """Show the fields the chosen suite (eval) or method (prune, quantize) uses; hide the
+        others (they keep their defaults)."""
+        if kind not in self._built:
             return
-        suite = self.query_one("#eval-suite", Select).value
-        used = fields_for_suite(str(suite))
-        self._hidden = suite_specific_fields() - used
-        for f in self.fields["eval"]:
-            shown = f.name not in self._hidden
-            for widget in self.query(f"#eval-{f.name}, #eval-{f.name}-label"):
+        chosen = {f.name: str(self.query_one(f"#{kind}-{f.name}", Select).value)
+                  for f in self.fields[kind] if f.name in CHOSEN}
+        self._hidden[kind] = hidden_fields(kind, chosen)
+        for f in self.fields[kind]:
+            shown = f.name not in self._hidden[kind]
+            for widget in self.query(f"#{kind}-{f.name}, #{kind}-{f.name}-label"):
                 widget.display = shown
 
     def on_mount(self) -> None:
@@ -168,7 +166,7 @@ class NewJobScreen(FormActions, TypingAware, Screen):
             return {f.name: f.default_text for f in self.fields[kind]}
         out = {}
         for f in self.fields[kind]:
-            if kind == "eval" and f.name in self._hidden:   # a field the suite does not use
+            if f.name in self._hidden.get(kind, ()):   # a field the suite / method does not use
                 out[f.name] = f.default_text
                 continue
             widget = self.query_one(f"#{kind}-{f.name}")
@@ -302,7 +300,9 @@ class NewJobScreen(FormActions, TypingAware, Screen):
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "eval-suite":
             self._switch_suite(str(event.value))
-            self._show_suite_fields()
+        kind, _, name = (event.select.id or "").partition("-")
+        if name in CHOSEN:
+            self._show_fields(kind)
         self._schedule_preview()
 
     def _switch_suite(self, suite: str) -> None:
@@ -381,6 +381,5 @@ class NewJobScreen(FormActions, TypingAware, Screen):
         for f in self.fields[kind]:
             self.set_value(f.name, to_text(spec[f.name]) if f.name in spec else f.default_text, kind)
         self.query_one("#sweep", Input).value = ""
-        if kind == "eval":
-            self._show_suite_fields()
+        self._show_fields(kind)
         self.update_preview()

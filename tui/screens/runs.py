@@ -22,8 +22,8 @@ from engine import api
 from tui import format as fmt
 from tui.keys import TypingAware
 from tui.matrix_data import study_names
-from tui.runs_query import (SQL_SORTS, Page, RunsQuery, common_prefix, fetch, look_alike,
-                            metric_sorts, row_name, sort_label)
+from tui.runs_query import (ALL_ROWS, SQL_SORTS, Page, RunsQuery, common_prefix, fetch,
+                            look_alike, metric_sorts, name_caps, row_name, sort_label)
 from tui.widgets.dialogs import ChoiceScreen
 from tui.widgets.rowtable import RowTable
 from tui.widgets.footer import KeyFooter
@@ -35,14 +35,6 @@ COLUMNS = (("id", "  id"), ("model", "model"), ("study", "study"), ("suite", "su
            ("metrics", "key metrics [CI]"), ("status", "status"), ("date", "date"),
            ("method", "method"), ("scorer", "scorer"), ("settings", "settings"))
 EMPTY = "0 runs yet"
-
-
-def name_caps(screen_width: int) -> tuple[int, int]:
-    """The most characters of the model label (with its look-alike settings) and of the study
-    name on a screen `screen_width` wide: one long name (a 183-character model path, a
-    `(ctx=64 stride=64 seed=3004)`) never pushes study, suite and metrics off the screen; the
-    run detail shows it whole."""
-    return max(18, min(40, screen_width * 3 // 10)), max(10, min(20, screen_width // 8))
 # actions about shown runs: off (and out of the footer) while a new store has none
 # (the order flip stays on: an order chosen before runs arrive holds)
 ABOUT_RUNS = frozenset({"open", "toggle_select", "compare", "matrix", "cycle_sort", "choose_sort",
@@ -171,15 +163,24 @@ class RunsScreen(TypingAware, Screen):
         self.run_worker(partial(self._page, self._generation, self.runs_query(), len(self.loaded)),
                         group="runs-page")
 
-    async def _page(self, generation: int, query: RunsQuery, offset: int) -> None:
+    def on_row_table_end_requested(self, event: RowTable.EndRequested) -> None:
+        """End goes to the last run, not to the last one read: the rest are read first."""
+        if len(self.loaded) < self.total:
+            self._paging = True
+            self.run_worker(partial(self._page, self._generation, self.runs_query(),
+                                    len(self.loaded), to_end=True), group="runs-page")
+
+    async def _page(self, generation: int, query: RunsQuery, offset: int, to_end: bool = False) -> None:
         try:
-            page: Page = await self.app.backend.read(fetch, query, offset, PAGE)
+            page: Page = await self.app.backend.read(fetch, query, offset, ALL_ROWS if to_end else PAGE)
         finally:
             self._paging = False
         if generation == self._generation:
             self.studies.update(page.studies)
             self._add(page.rows)
             self._update_status()
+            if to_end and self.loaded:
+                self.query_one(DataTable).move_cursor(row=len(self.loaded) - 1)
 
     def _add(self, rows: list[api.RunRow]) -> None:
         # Runs that arrived since the last page shift offsets, so a page can repeat rows

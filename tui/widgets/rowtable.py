@@ -7,6 +7,7 @@ from __future__ import annotations
 from rich.cells import cell_len
 from rich.text import Text
 from textual.binding import Binding
+from textual.message import Message
 from textual.widgets import DataTable
 
 
@@ -40,5 +41,13 @@ class TextTable(DataTable):
 class RowTable(TextTable):
     BINDINGS = [
         Binding("home", "scroll_top", "First row", show=False),
-        Binding("end", "scroll_bottom", "Last row", show=False),
+        Binding("end", "last_row", "Last row", show=False),
     ]
+
+    class EndRequested(Message):
+        """End was pressed: a table that shows only the first pages of its rows (the runs
+        list) loads the rest and moves to the true last row."""
+
+    def action_last_row(self) -> None:
+        self.action_scroll_bottom()     # (ctrl+end stays DataTable's: the last row read)
+        self.post_message(self.EndRequested())

@@ -95,6 +95,19 @@ def _model_split(model, probe_token: int, device: torch.device) -> _Split:
     return split
 
 
+def scored_sequence(start: int, limit: int | None, prompt_ids: Sequence[int],
+                    cont_ids: Sequence[int]) -> tuple[list[int], int]:
+    """(token sequence, n) that `continuation_nlls` runs for one row: the start token, the
+    prompt's and the continuation's tokens (each tokenized alone, no special tokens), cut to the
+    model's `limit` positions by dropping the oldest tokens after the start token; its last n
+    tokens are the scored ones (n = the continuation's tokens, fewer only when the
+    continuation alone exceeds the limit)."""
+    seq = [start] + list(prompt_ids) + list(cont_ids)
+    if limit is not None and len(seq) > limit:
+        seq = [start] + seq[len(seq) - limit + 1:]
+    return seq, min(len(cont_ids), len(seq) - 1)
+
+
 def _continuation_pieces(tokenizer, start: int, limit: int | None, prompts: Sequence[str],
                          continuations: Sequence[str]) -> tuple[list[_Piece], list[int]]:
     """The rows grouped by their conditioning prefix (samples of one prompt share it), and
@@ -105,10 +118,7 @@ def _continuation_pieces(tokenizer, start: int, limit: int | None, prompts: Sequ
     pieces: dict[tuple[int, ...], _Piece] = {}
     counts = []
     for index, (prompt, c_ids) in enumerate(zip(prompts, cont_ids)):
-        seq = [start] + list(encoded[prompt]) + list(c_ids)
-        if limit is not None and len(seq) > limit:
-            seq = [start] + seq[len(seq) - limit + 1:]
-        n = min(len(c_ids), len(seq) - 1)
+        seq, n = scored_sequence(start, limit, encoded[prompt], c_ids)
         counts.append(n)
         if n == 0:
             continue

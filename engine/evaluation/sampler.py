@@ -34,7 +34,12 @@ tries a partial top-k before a full sort; temperature 1 skips the division; the 
 the kernels of `cpu_paths` (decode attention, output head in vocabulary slices). Measured on
 SmolLM2, 2 cores, 32 prompts x 8 x 20 tokens (identical generations throughout): 256 instead of
 64 rows +25% generations per CPU-second, in-place cache +4%, decode attention +8-12%, sliced
-output head -13% time."""
+output head -13% time.
+
+With `record_nll=True` (the model is its own fluency reference: `sampled_fluency`) each step
+also takes -log p(sampled token) from the raw logits at temperature 1 (`token_nlls`: one
+float32 logsumexp and gather per row, no vocabulary-sized output; rows already finished are
+computed too and ignored, which costs less than selecting the live ones)."""
 
 from __future__ import annotations
 
@@ -80,6 +85,20 @@ class GeneratedBatch:
     # each row's new token ids, cut before its EOS (what `completions` decodes); empty when
     # a backend does not report them
     token_ids: list[list[int]] = field(default_factory=list)
+    # with `Sampler(record_nll=True)`: each row's conditioning tokens (the prompt as sampled)
+    # and sum over its `token_ids` of -log p(token | prompt, earlier tokens) under the model's
+    # full distribution (float32 log-softmax of the raw logits: temperature 1, no top-p), each
+    # token's value summed in float64; empty otherwise
+    prompt_ids: list[list[int]] = field(default_factory=list)
+    nll_sums: list[float] = field(default_factory=list)
+
+
+def token_nlls(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """-log softmax(logits)[token] per row in float32, temperature 1, no truncation: what the
+    fluency pass (`continuation_nlls`) computes for a token (as logsumexp - logit: no
+    vocabulary-sized output). logits (rows, vocab), tokens (rows,) -> (rows,)"""
+    logits = logits.float()
+    return torch.logsumexp(logits, dim=-1) - logits.gather(1, tokens.unsqueeze(1)).squeeze(1)
 
 
 def sample_key(item: int, sample: int) -> str:
@@ -154,8 +173,9 @@ class Sampler:
     (CUDA only, bytes)."""
 
     def __init__(self, model, tokenizer, device: torch.device, settings: SamplingSettings,
-                 rows_per_batch: int | None = None):
+                 rows_per_batch: int | None = None, record_nll: bool = False):
         self.model, self.tokenizer, self.device, self.settings = model, tokenizer, device, settings
+        self.record_nll = record_nll        # GeneratedBatch.nll_sums (see there)
         self.adaptive = rows_per_batch is None
         self.rows_per_batch = rows_per_batch or (DEFAULT_ROWS_GPU if device.type == "cuda"
                                                  else DEFAULT_ROWS_CPU)
@@ -202,7 +222,7 @@ class Sampler:
     # -- the decode loop -----------------------------------------------------------------------
     @torch.inference_mode()
     def _generate(self, token_ids: Mapping[int, list[int]], rows: Sequence[Row],
-                  on_step: StepCallback | None) -> tuple[list[str], int]:
+                  on_step: StepCallback | None) -> tuple[list[str], int, list[list[int]], list[float]]:
         settings = self.settings
         items = list(dict.fromkeys(item for item, _ in rows))          # distinct, in row order
         width = max(len(token_ids[i]) for i in items)
@@ -240,11 +260,15 @@ class Sampler:
         # a GPU step queues its kernels without waiting; checking for "all finished" forces a
         # wait, so on GPU it is checked every few steps only
         check_every = 1 if self.device.type == "cpu" else 4
+        # -log p of each sampled token at temperature 1 (only a row's tokens before its EOS count)
+        token_nll = torch.zeros((n_rows, steps), dtype=torch.float32, device=self.device) if self.record_nll else None
         for step in range(steps):
             nonfinite |= ~finished & ~torch.isfinite(logits).all(dim=-1)
             next_tokens = nucleus_sample(logits, uniforms[:, step], settings.top_p, settings.temperature)
             next_tokens = torch.where(finished, pad, next_tokens)
             tokens[:, step] = next_tokens
+            if token_nll is not None:
+                token_nll[:, step] = token_nlls(logits, next_tokens)
             lengths += ~finished
             finished |= torch.isin(next_tokens, self.eos)
             if on_step is not None:
@@ -266,7 +290,10 @@ class Sampler:
                 seq = seq[:-1]
             kept.append(seq)
         texts = self.tokenizer.batch_decode(kept, skip_special_tokens=True)
-        return texts, int(lengths.sum()), kept
+        sums = [] if token_nll is None else [
+            float(torch.tensor(values[:len(seq)], dtype=torch.float64).sum())
+            for values, seq in zip(token_nll.cpu().tolist(), kept)]
+        return texts, int(lengths.sum()), kept, sums
 
     def _rows_for_width(self, width: int) -> int:
         """The chunk size for prompts of `width` tokens: the working size, and on CPU (when
@@ -299,13 +326,14 @@ class Sampler:
         token_ids = self.encode({item: prompts[item] for item, _ in rows})
         texts: list[str] = []
         ids: list[list[int]] = []
+        sums: list[float] = []
         new_tokens = 0
         pending = [list(rows[i:i + self.working_rows]) for i in range(0, len(rows), self.working_rows)]
         while pending:
             chunk = pending.pop(0)
             try:
                 with cpu_fast_paths(self.model, self.device):
-                    chunk_texts, chunk_tokens, chunk_ids = self._generate(token_ids, chunk, on_step)
+                    chunk_texts, chunk_tokens, chunk_ids, chunk_sums = self._generate(token_ids, chunk, on_step)
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled here
                 if not is_out_of_memory(exc) or len(chunk) == 1:
                     raise
@@ -321,9 +349,12 @@ class Sampler:
                 continue
             texts.extend(chunk_texts)
             ids.extend(chunk_ids)
+            sums.extend(chunk_sums)
             new_tokens += chunk_tokens
             self._after_chunk(len(chunk))
-        return GeneratedBatch(list(rows), texts, new_tokens, time.perf_counter() - start, ids)
+        prompt_ids = [token_ids[item] for item, _ in rows] if self.record_nll else []
+        return GeneratedBatch(list(rows), texts, new_tokens, time.perf_counter() - start, ids,
+                              prompt_ids, sums)
 
     def stream(self, prompts: Mapping[int, str], done_keys: set[str] = frozenset(),
                on_step: StepCallback | None = None) -> Iterator[GeneratedBatch]:

@@ -40,9 +40,13 @@ class GenerationSuite(GenerationSuiteInfo, Suite):
     def run(self, ctx, spec, lm, run_id, data, scorer) -> dict:
         from engine.evaluation.sampler import Sampler, SamplingSettings
         from engine.evaluation.lexical_scorers import SentimentScorer
+        from engine.evaluation.sampled_fluency import SampledFluency, enabled, reference_is_self
         settings = SamplingSettings(spec.samples_per_prompt, spec.top_p, spec.temperature,
                                     spec.max_new_tokens, spec.seed)
-        sampler = Sampler(lm.model, lm.tokenizer, lm.device, settings, spec.batch_size)
+        # the model judges its own fluency: its NLLs are taken during sampling (issue 32)
+        own = spec.backend != "vllm" and enabled() and reference_is_self(ctx, spec, lm)
+        fluency = SampledFluency(lm.model, lm.tokenizer) if own else None
+        sampler = Sampler(lm.model, lm.tokenizer, lm.device, settings, spec.batch_size, record_nll=own)
         if spec.backend == "vllm":
             from engine.evaluation.vllm_backend import VllmSampler
             sampler = VllmSampler(sampler, _vllm_model_path(ctx, lm), spec.dtype)
@@ -54,7 +58,7 @@ class GenerationSuite(GenerationSuiteInfo, Suite):
         if done_keys:
             ctx.log(f"resuming: {total - missing} of {total} samples already stored; generating {missing}")
         sentiment = SentimentScorer() if self.uses_sentiment else None
-        writer = SampleWriter(ctx.home, run_id, sample_rows_builder(items, scorer, sentiment),
+        writer = SampleWriter(ctx.home, run_id, sample_rows_builder(items, scorer, sentiment, fluency),
                               open_store=ctx.store.for_thread)
         report = ThrottledProgress(ctx, total, total - missing, self.unit)
         generated = new_tokens = 0
@@ -91,9 +95,15 @@ class GenerationSuite(GenerationSuiteInfo, Suite):
                     f"{getattr(sampler, 'reference', sampler).max_prompt_tokens} tokens the model's "
                     f"context leaves beside {spec.max_new_tokens} new tokens: each kept only its "
                     f"last tokens (longest: {max(cut.values()):,} tokens)", level="warning")
+        if fluency is not None and fluency.taken + fluency.left:
+            ctx.log(f"continuation fluency: {fluency.taken} of {fluency.taken + fluency.left} new "
+                    "continuations scored during sampling (the model is its own reference); the "
+                    f"pass scores the other {fluency.left}")
         quality = score_continuations(ctx, spec, lm, run_id)
         return {**quality, "generated_now": generated, "already_stored": total - missing,
                 "prompts_truncated": len(cut),
+                # continuation NLLs taken during sampling (the rest: the fluency pass)
+                "fluency_from_sampling": fluency.taken if fluency is not None else 0,
                 "generation_seconds": round(elapsed, 3),
                 "generations_per_s": round(generated / elapsed, 3) if generated else None,
                 "tokens_per_s": round(new_tokens / elapsed, 3) if generated else None,
@@ -199,13 +209,18 @@ def _cut_for_fluency(reference, todo: list[dict]) -> int:
     return sum(1 for r, c in zip(near, conts) if 1 + lengths[r["prompt"] or ""] + len(c) > limit)
 
 
-def sample_rows_builder(items: dict, scorer, sentiment):
-    """The writer-thread function turning a generated batch into scored sample rows."""
+def sample_rows_builder(items: dict, scorer, sentiment, fluency=None):
+    """The writer-thread function turning a generated batch into scored sample rows; with a
+    `sampled_fluency.SampledFluency`, rows whose NLL was taken during sampling carry their
+    continuation_nll / continuation_tokens (the others None: the fluency pass scores them)."""
     from engine.evaluation.sampler import sample_key
 
     def build(batch) -> list[dict]:
         details = scorer.score_details(batch.completions)
         moods = sentiment.score(batch.completions) if sentiment else None
+        nlls = None if fluency is None else fluency.values(
+            [items[item].text for item, _ in batch.rows], batch.completions, batch.prompt_ids,
+            batch.token_ids, batch.nll_sums)
         rows = []
         for r, ((item, sample), text) in enumerate(zip(batch.rows, batch.completions)):
             prompt = items[item]
@@ -217,6 +232,8 @@ def sample_rows_builder(items: dict, scorer, sentiment):
                 "sentiment": float(moods[r]) if moods is not None else None,
                 "scores": details[r] if len(details[r]) > 1 else None,
             })
+            if nlls is not None:
+                rows[-1]["continuation_nll"], rows[-1]["continuation_tokens"] = nlls[r] or (None, None)
         return rows
     return build
 

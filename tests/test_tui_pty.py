@@ -80,6 +80,14 @@ class Terminal:
         self._tmux("kill-server")
 
 
+def _terminal_env(home, tmp_path: Path) -> dict[str, str]:
+    """A clean environment for the app in a terminal: offline, one thread, this home."""
+    return {"PATH": f"{COMPFAIR.parent}:/usr/bin:/bin", "HOME": str(tmp_path), "TERM": "xterm-256color",
+            "COMPFAIR_HOME": str(home.root), "PYTHONPATH": str(ROOT), "TZ": "UTC", "LANG": "C.UTF-8",
+            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+            "OMP_NUM_THREADS": "1"}
+
+
 def _prepare(home, model: Path) -> int:
     """The demo study (its placeholder running/queued jobs cancelled: they are not ours to run)
     and one real finished eval of the tiny model; returns that run's id."""
@@ -103,10 +111,7 @@ def test_a_user_story_in_a_real_terminal(home, tiny_gpt2, tmp_path):
     script = tmp_path / "session.sh"
     script.write_text(f'"{COMPFAIR}"; echo "app closed rc=$?"; read _; "{COMPFAIR}"; '
                       'echo "app closed again"; sleep 60\n')
-    env = {"PATH": f"{COMPFAIR.parent}:/usr/bin:/bin", "HOME": str(tmp_path), "TERM": "xterm-256color",
-           "COMPFAIR_HOME": str(home.root), "PYTHONPATH": str(ROOT), "TZ": "UTC", "LANG": "C.UTF-8",
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "OMP_NUM_THREADS": "1"}
+    env = _terminal_env(home, tmp_path)
     term = Terminal(f"bash {script}", env)
     try:
         term.wait("compfair", "demo-study", "tiny-gpt2", timeout=60)     # open: the runs list
@@ -200,10 +205,7 @@ def test_models_by_metrics_twice_and_a_long_model_path_in_a_real_terminal(home, 
     assert len(path) == 180
     model = _model(store, path, path, 134_515_008, 67_257_504, method="prune")
     long_run = add_eval_run(store, model, path, "toxicity", T0 + 90_000, 0.8)[1]
-    env = {"PATH": f"{COMPFAIR.parent}:/usr/bin:/bin", "HOME": str(tmp_path), "TERM": "xterm-256color",
-           "COMPFAIR_HOME": str(home.root), "PYTHONPATH": str(ROOT), "TZ": "UTC", "LANG": "C.UTF-8",
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "OMP_NUM_THREADS": "1"}
+    env = _terminal_env(home, tmp_path)
     term = Terminal(f'"{COMPFAIR}"; sleep 30', env)
     judgements = home.cache_dir / "judgements"
     try:
@@ -251,10 +253,7 @@ def test_a_500_value_sweep_asks_before_queueing_in_a_real_terminal(home, tmp_pat
     jobs_before = len(api.list_jobs(store, limit=1000))
     script = tmp_path / "session.sh"
     script.write_text(f'"{COMPFAIR}"; echo "app closed rc=$?"; sleep 60\n')
-    env = {"PATH": f"{COMPFAIR.parent}:/usr/bin:/bin", "HOME": str(tmp_path), "TERM": "xterm-256color",
-           "COMPFAIR_HOME": str(home.root), "PYTHONPATH": str(ROOT), "TZ": "UTC", "LANG": "C.UTF-8",
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "OMP_NUM_THREADS": "1"}
+    env = _terminal_env(home, tmp_path)
     term = Terminal(f"bash {script}", env)
     try:
         term.wait("compfair", "demo-study", timeout=60)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from engine.bench.measure import PeakMemory, phase, sync
+from engine.bench.measure import keep_round, PeakMemory, phase, sync
 from engine.bench.options import BenchSettings, Say
 
 
@@ -64,10 +64,7 @@ class Baseline:
             self.cpu_s += time.process_time() - cpu
         self.prompts += len(prompts)
         self.generations += len(texts)
-        self.loads.append(f"{record['load_start']}-{record['load_end']}")
-        for key, value in memory.record().items():
-            if value is not None:
-                self.memory[key] = max(self.memory.get(key) or 0, value)
+        keep_round(self.loads, self.memory, record, memory)
 
     def record(self) -> dict[str, Any]:
         total = self.generation_s + self.scoring_s

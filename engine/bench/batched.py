@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from engine.bench.measure import PeakMemory, load_average, phase, sync
+from engine.bench.measure import keep_round, PeakMemory, load_average, phase, sync
 from engine.bench.options import BenchSettings, Say
 
 # prompts per `generate` call tried by the batch-size search (each x k rows)
@@ -117,10 +117,7 @@ class BatchedGenerate:
             self.scoring_cpu_s += time.process_time() - cpu
         self.prompts += len(prompts)
         self.generations += len(texts)
-        self.loads.append(f"{record['load_start']}-{record['load_end']}")
-        for key, value in memory.record().items():
-            if value is not None:
-                self.memory[key] = max(self.memory.get(key) or 0, value)
+        keep_round(self.loads, self.memory, record, memory)
 
     def record(self) -> dict[str, Any]:
         """The totals: generation alone and generation + batched scoring, per second and per

@@ -49,6 +49,15 @@ class PeakMemory:
                 "peak_cuda_bytes": self.cuda_peak}
 
 
+def keep_round(loads: list[str], peaks: dict[str, Any], record: dict, memory: PeakMemory) -> None:
+    """Add a measured round's load-average span (`phase`'s record) to `loads` and its memory
+    figures to `peaks`, keeping the largest of each."""
+    loads.append(f"{record['load_start']}-{record['load_end']}")
+    for key, value in memory.record().items():
+        if value is not None:
+            peaks[key] = max(peaks.get(key) or 0, value)
+
+
 def rss() -> int:
     """This process's resident set size (the peak so far where psutil is missing)."""
     try:

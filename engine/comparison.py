@@ -2,9 +2,12 @@
 baseline run, and, for runs of one suite on the same items, the same paired tests and
 quality-aware verdicts as the study report (`engine.verdicts`, one implementation).
 
-Which rows get a verdict: every overall (subset "") metric that the suite can pair item by item.
-The family adjusted for multiple comparisons is those tests. Subset rows and metrics without a
-paired form show their values and deltas only."""
+Which rows get a verdict: every metric that the suite can pair item by item, overall and in each
+of the suite's groups (`Suite.group_subsets`: RTP's toxic and non-toxic prompts, CrowS-Pairs'
+bias types, BOLD's groups). The families adjusted for multiple comparisons are the report's
+(`engine.verdict_families`): overall headline fairness metrics per model (primary), every other
+line together (secondary, groups included). Other subset rows and metrics without a paired form
+show their values and deltas only ("descriptive" in the app)."""
 
 from __future__ import annotations
 
@@ -43,7 +46,8 @@ class Comparison:
     baseline_id: int
     rows: list[tuple[str, str, list[CompareCell]]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    verdicts: list[dict] = field(default_factory=list)     # the judgements, as records
+    verdicts: list[dict] = field(default_factory=list)     # the overall judgements, as records
+    group_verdicts: list[dict] = field(default_factory=list)   # those of the suite's groups
     flips: list[dict] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
 
@@ -96,8 +100,8 @@ def _gate(store: Store, base: dict, run: dict, runs: list[dict], metrics: dict[i
 
 
 def _judge(store: Store, runs: list[dict], base: dict, metrics: dict[int, dict],
-           settings: Settings) -> tuple[dict[tuple[int, str], Judgement], list[dict]]:
-    """Paired judgements of every run against the baseline, keyed by (run id, metric)."""
+           settings: Settings) -> tuple[dict[tuple[int, str, str], Judgement], list[dict]]:
+    """Paired judgements of every run against the baseline, keyed by (run id, metric, subset)."""
     judge = Judge(store, settings)
     judged: dict[tuple[int, str], Judgement] = {}
     flips: list[dict] = []
@@ -110,15 +114,16 @@ def _judge(store: Store, runs: list[dict], base: dict, metrics: dict[int, dict],
             continue
         quality = _gate(store, base, run, runs, metrics, settings)
         rows_a, rows_b = judge.samples(base), judge.samples(run)
+        groups = set(suite.group_subsets(rows_a)) if rows_a else set()
         for (name, subset), metric in metrics[run["id"]].items():
             spec = suite.metric(name)
             base_metric = metrics[base["id"]].get((name, subset))
-            if subset or spec is None or not spec.paired or base_metric is None:
+            if (subset and subset not in groups) or spec is None or not spec.paired or base_metric is None:
                 continue
             j = judge.judgement(suite, name, rows_a, rows_b, f"run {run['id']}", base_metric["value"],
-                                metric["value"], quality, extra={"run_id": run["id"]})
+                                metric["value"], quality, subset=subset, extra={"run_id": run["id"]})
             if j is not None:
-                judged[(run["id"], name)] = j
+                judged[(run["id"], name, subset)] = j
         row = judge.flips_of(suite, f"run {run['id']}", rows_a, rows_b)
         if row is not None:
             flips.append({"run_id": run["id"], **row.record()})
@@ -142,7 +147,9 @@ def compare(store: Store, run_ids: Sequence[int], baseline_id: int | None = None
     metrics = {r["id"]: {(m["name"], m["subset"]): m for m in store.metrics(r["id"])} for r in runs}
     base = next(r for r in runs if r["id"] == baseline_id)
     judged, comparison.flips = _judge(store, runs, base, metrics, settings)
-    comparison.verdicts = [j.record(settings.statistics) for j in judged.values()]
+    records = [j.record(settings.statistics) for j in judged.values()]
+    comparison.verdicts = [r for r in records if not r["subset"]]
+    comparison.group_verdicts = [r for r in records if r["subset"]]
     keys = sorted({k for m in metrics.values() for k in m}, key=lambda k: (k[1] != "", k[0], k[1]))
     for name, subset in keys:
         base_metric = metrics[baseline_id].get((name, subset))
@@ -155,7 +162,7 @@ def compare(store: Store, run_ids: Sequence[int], baseline_id: int | None = None
             delta = (metric["value"] - base_metric["value"]
                      if base_metric and run["id"] != baseline_id
                      and None not in (metric["value"], base_metric["value"]) else None)
-            j = judged.get((run["id"], name)) if not subset else None
+            j = judged.get((run["id"], name, subset))
             cells.append(CompareCell(metric["value"], metric["ci_low"], metric["ci_high"], delta,
                                      j.verdict if j else "", j.tested.p_value if j else None,
                                      None if j is None or math.isnan(j.p_adjusted) else j.p_adjusted,

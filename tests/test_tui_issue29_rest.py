@@ -17,6 +17,7 @@ from tui import format as fmt
 from tui.demo import add_eval_run, fill_demo, fill_many
 from tui.forms import form_fields
 from tui.screens.runs import FIRST_PAGE, PAGE
+from engine.verdicts import SECONDARY
 
 N_RUNS = FIRST_PAGE + 2 * PAGE + 50       # more than End would reach page by page
 
@@ -44,7 +45,7 @@ async def test_end_in_the_runs_list_reaches_the_last_run(home):
 
 
 # -- item 2: no delta without what it means -----------------------------------------------------
-async def test_compare_marks_deltas_without_a_paired_test_descriptive(home):
+async def test_compare_judges_the_suites_groups_and_marks_the_rest_descriptive(home):
     demo = fill_demo(home)
     ids = [demo["runs"][(key, "toxicity")] for key in ("base", "student", "wanda50")]
     app = make_app(home)
@@ -66,9 +67,26 @@ async def test_compare_marks_deltas_without_a_paired_test_descriptive(home):
                     assert second.endswith(" descriptive"), (name, subset, second)
             if subset:
                 subsets += 1
-                assert all(not c.verdict for c in cells)       # the engine tests overall rows
         assert subsets and any(c.verdict for _, subset, cells in comparison.rows if not subset
                                for c in cells)
+        # the suite's groups (RTP's toxic / non-toxic prompts) are judged, paired within each
+        # group and adjusted with the secondary family; other rows stay descriptive
+        judged_groups = {(n, s) for n, s, cells in comparison.rows if s and any(c.verdict for c in cells)}
+        assert judged_groups and {s for _, s in judged_groups} <= {"toxic", "nontoxic"}
+        assert {(v["metric"], v["subset"]) for v in comparison.group_verdicts} >= judged_groups
+        assert all(v["family"] == SECONDARY for v in comparison.group_verdicts)
+        untested = any(c.delta is not None and not c.verdict for _, _, cells in comparison.rows
+                       for c in cells[1:])
+        assert ("descriptive: no paired test" in " ".join(screen_text(app).split())) == untested
+        # runs without stored samples (the demo's BOLD runs) cannot be paired: every delta says so
+        bold = [demo["runs"][(key, "bold")] for key in ("base", "student")]
+        app.open_compare(bold)
+        await settle(pilot)
+        table = app.screen.query_one(DataTable)
+        seconds = [table.get_cell_at((index, 3)).plain.split("\n")[1]
+                   for index, (_, _, cells) in enumerate(app.screen.comparison.rows)
+                   if cells[1].delta is not None]
+        assert seconds and all(second.endswith(" descriptive") for second in seconds)
         assert "descriptive: no paired test" in " ".join(screen_text(app).split())
 
 

@@ -39,7 +39,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"baseline_run": comparison.baseline_id, "warnings": comparison.warnings,
                     "rows": comparison.to_records(), "verdicts": comparison.verdicts,
-                    "flips": comparison.flips, "settings": comparison.settings})
+                    "group_verdicts": comparison.group_verdicts, "flips": comparison.flips,
+                    "settings": comparison.settings})
         return 0
     for warning in comparison.warnings:
         sys.stderr.write(f"warning: {warning}\n")

@@ -37,7 +37,7 @@ def _device_line() -> str:
 
 
 def _offline_default_model() -> str:
-    from engine.model_loader import ModelError, smollm2_path
+    from engine.model_loader import ModelError, smollm2_path  # on use: torch, numpy
     try:
         return f"available ({smollm2_path()})"
     except ModelError as exc:
@@ -46,7 +46,7 @@ def _offline_default_model() -> str:
 
 def _scorers() -> str:
     try:
-        from engine.evaluation.scorers import offline_scorers
+        from engine.evaluation.scorers import offline_scorers  # on use: numpy
     except ImportError:
         return "evaluation module not installed"
     return ", ".join(f"{name}: {state}" for name, state in offline_scorers().items())
@@ -54,7 +54,7 @@ def _scorers() -> str:
 
 def _datasets() -> str:
     try:
-        from engine.evaluation.data_sources import offline_datasets
+        from engine.evaluation.data_sources import offline_datasets  # on use: numpy
     except ImportError:
         return "evaluation module not installed"
     return ", ".join(f"{name}: {state}" for name, state in offline_datasets().items())

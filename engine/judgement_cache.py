@@ -157,7 +157,7 @@ def to_json(judged) -> dict:
 
 def from_json(data: dict):
     """The `StudyJudgement` that `to_json` wrote."""
-    from engine.report import ModelEntry, StudyJudgement
+    from engine.report import ModelEntry, StudyJudgement  # on use: numpy, rich
     entries = [ModelEntry(e["label"], e["kind"], e["params"], e["model"], e["compress_job"],
                           dict(e["runs"]),
                           {suite: {(x["name"], x["subset"]): x for x in rows}
@@ -219,7 +219,7 @@ def judge(store: Store, name: str, settings=None,
     """Judge study `name` now and cache the result; returns (judgement, key, seconds).
     `progress` gets `{"total": N}`, then `{"done": k, "total": N}` after each model, then
     `{"deciding": True}` before the multiple-comparison adjustment."""
-    from engine import report
+    from engine import report  # on use: numpy, rich
     settings = settings or load_settings(store.home.root)
     record = study_record(store, name)
     key = key_of(dependencies(store, record, settings))

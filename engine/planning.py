@@ -143,7 +143,7 @@ def _samples(store: Store, run: dict, against: dict | None, suite: Suite) -> tup
 
 
 def _split(rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    from engine.evaluation.flip_floor import split_halves
+    from engine.evaluation.flip_floor import split_halves  # on use: numpy
     return split_halves(rows)
 
 
@@ -174,8 +174,8 @@ def _metric_plan(suite: Suite, spec: MetricSpec, margin: Margin, rows_a: list, r
                  source: str, baseline: float | None, settings: Settings, power: float,
                  cost: RunCost) -> MetricPlan:
     """One metric's sizing from the paired difference of `rows_a` and `rows_b`."""
-    from engine.evaluation import equivalence as eq
-    from engine.evaluation.aggregate import paired_difference
+    from engine.evaluation import equivalence as eq  # on use: numpy
+    from engine.evaluation.aggregate import paired_difference  # on use: numpy
     stats = settings.statistics
     try:
         diff = paired_difference(suite, spec.name, rows_a, rows_b, n_boot=stats.bootstrap_samples,

@@ -109,7 +109,7 @@ def requirements(plan: StudyPlan) -> list[str]:
         if status != "local":
             notes.append(f"model {ref}: {status}")
     try:
-        from engine.evaluation.data_sources import data_requirement
+        from engine.evaluation.data_sources import data_requirement  # on use: numpy
     except ImportError:
         data_requirement = None
     if data_requirement:

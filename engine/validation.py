@@ -189,7 +189,7 @@ def check_inputs(specs: Iterable[JobSpec]) -> None:
 def _check_eval_inputs(spec: EvalSpec, checked: set[tuple]) -> None:
     suite = get_suite(spec.suite)
     if suite.generates_text:               # it samples continuations, and so scores them
-        from engine.evaluation.scorers import check_scorer_name
+        from engine.evaluation.scorers import check_scorer_name  # on use: numpy
         with _about("scorer"):
             check_scorer_name(spec.scorer)
     key = ("eval", spec.suite, spec.data, spec.max_prompts, spec.domains, spec.groups,

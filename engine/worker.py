@@ -62,7 +62,7 @@ def heartbeat_interval_s() -> float:
 def _run_eval(ctx: JobContext) -> dict:
     # imported with the first eval job: the sampler's stack (transformers and what it loads)
     # stays out of the worker's start-up, so a store it cannot use is refused at once
-    from engine.evaluation.runner import run_eval
+    from engine.evaluation.runner import run_eval  # on use: transformers
     return run_eval(ctx)
 
 

@@ -257,7 +257,7 @@ def save_screenshots(home: Home, folder: Path, compare_ids: list[int]) -> list[P
     """The runs screen and the compare screen of `compare_ids` (120x40) as SVG files."""
     import asyncio
 
-    from tui.app import CompfairApp
+    from tui.app import CompfairApp  # on use: numpy, rich, textual
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []

@@ -19,7 +19,7 @@ def judge_study(store: Store, record: dict, settings):
     """A study's models and the report's judgements of them (`engine.report.judge_study`: one
     family, the report's sentences), for views that show them beside the report (the TUI's
     models x metrics). Imported on use: the report pulls in numpy and the plots."""
-    from engine.report import judge_study as judge
+    from engine.report import judge_study as judge  # on use: rich
     return judge(store, record, settings)
 
 

@@ -39,7 +39,7 @@ class BatchedGenerate:
         from transformers import GenerationConfig
         from transformers.utils import logging as hf_logging
 
-        from engine.evaluation.sampler import _eos_ids
+        from engine.evaluation.sampler import _eos_ids  # on use: torch, transformers, numpy
 
         hf_logging.set_verbosity_error()
         self.lm, self.scorer, self.k = lm, scorer, settings.k

@@ -46,8 +46,8 @@ def distillation(worker, model_ref: str, lm, settings: BenchSettings, scratch: P
     """Tokens/s of a few real `Distiller` steps on a student keeping half the model's layers."""
     import torch
 
-    from engine.compression.distill import Distiller
-    from engine.compression.students import choose_layers, keep_layers, teacher_depth
+    from engine.compression.distill import Distiller  # on use: torch
+    from engine.compression.students import choose_layers, keep_layers, teacher_depth  # on use: torch
 
     record: dict[str, Any] = {}
     n_teacher = teacher_depth(lm.model, model_ref)
@@ -85,7 +85,7 @@ def pruning(worker, model_ref: str, lm, settings: BenchSettings, say: Say) -> di
     through the method registry (what a prune job runs, without saving the result)."""
     import torch
 
-    from engine.compression.prune import check_sparsity
+    from engine.compression.prune import check_sparsity  # on use: torch
 
     calibration = text_blocks(TextSource("builtin", "builtin"), lm.tokenizer, settings.seq_len,
                               settings.calibration_samples).train[:settings.calibration_samples]

@@ -57,8 +57,8 @@ def _generation(worker, model_ref: str, lm, settings: BenchSettings, say: Say,
     the same load on average; repeated jobs, other seeds and the same work, show the machine's
     run-to-run spread). Fills `data`, `compfair`, `generate`, `pipeline` (when asked for) and
     `ratio`; returns the first job's texts."""
-    from engine.evaluation.data_sources import load_suite_data
-    from engine.evaluation.scorers import load_scorer
+    from engine.evaluation.data_sources import load_suite_data  # on use: numpy
+    from engine.evaluation.scorers import load_scorer  # on use: numpy
 
     data = load_suite_data("toxicity", settings.data, max_prompts=settings.prompts, seed=settings.seed)
     prompts = [p.text for p in data.items]
@@ -111,7 +111,7 @@ def run_bench(settings: BenchSettings, say: Say | None = None) -> dict[str, Any]
     """Run every phase and return the figures (see the package docstring)."""
     import torch  # noqa: F401 - fail early and clearly without torch
 
-    from engine.worker import Worker
+    from engine.worker import Worker  # on use: torch, numpy
 
     say = say or (lambda message: log.info("%s", message))
     started = time.perf_counter()

@@ -34,7 +34,7 @@ def _score_pair(name: str, scorer, texts: list[str], say: Say) -> dict:
 def _detoxify_scorer(scratch: Path, device: str, texts: list[str]):
     """The real Detoxify class: cached `original` weights, else a BERT-base-shaped random
     checkpoint (same architecture and cost; the scores are meaningless)."""
-    from engine.evaluation.detoxify_scorer import (DETOXIFY_CLASSES, DetoxifyScorer, detoxify_cached_checkpoint,
+    from engine.evaluation.detoxify_scorer import (DETOXIFY_CLASSES, DetoxifyScorer, detoxify_cached_checkpoint,  # on use: numpy
                                                    save_detoxify_checkpoint)
 
     if detoxify_cached_checkpoint("original") is not None:
@@ -65,7 +65,7 @@ OFFLINE_TEXTS = 2000
 def scoring(texts: list[str], settings: BenchSettings, device, scratch: Path, say: Say) -> dict:
     """The scoring-alone phase: profanity, the offline default (bilstm + profanity), and
     Detoxify unless `settings.detoxify` is off."""
-    from engine.evaluation.lexical_scorers import ProfanityScorer
+    from engine.evaluation.lexical_scorers import ProfanityScorer  # on use: numpy
 
     out: dict[str, Any] = {}
     with phase(out, say, "scoring alone"):

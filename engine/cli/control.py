@@ -44,7 +44,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return cmd_worker_ray(args)
     if getattr(args, "devices", None) is not None:
         return cmd_worker_devices(args)
-    from engine.worker import Worker
+    from engine.worker import Worker  # on use: torch
     open_store(args, write=True).close()      # a newer compfair's store: exit 2, no worker
     logging.getLogger().setLevel(logging.INFO)
     worker = Worker(Home.resolve(args.home), once=args.once,
@@ -119,7 +119,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_tui(args: argparse.Namespace) -> int:
     """Open the terminal app."""
     try:
-        from tui.app import run_app
+        from tui.app import run_app  # on use: textual
     except ImportError as exc:
         raise UsageError(f"the terminal app cannot start: {exc}") from exc
     return run_app(Home.resolve(args.home)) or 0

@@ -43,7 +43,7 @@ def cmd_worker_ray(args: argparse.Namespace) -> int:
     import_ray()
     check_address(address)                    # before anything is opened or started
     open_store(args, write=True).close()      # the store exists (and is migrated) first
-    from engine.scale.ray_driver import RayWorker
+    from engine.scale.ray_driver import RayWorker  # on use: torch
     logging.getLogger().setLevel(logging.INFO)
     worker = RayWorker(Home.resolve(args.home), address=address, cpus=args.ray_cpus,
                        once=args.once, idle_exit_s=None if args.once else args.idle_exit)

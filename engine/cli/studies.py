@@ -45,7 +45,7 @@ def cmd_study(args: argparse.Namespace) -> int:
                      + ", ".join(f"{n} {a}" for a, n in sorted(actions.items())) + ")\n")
     job_ids = [item.job_id for item in submitted]
     if args.inline:
-        from engine.worker import Worker
+        from engine.worker import Worker  # on use: torch
         Worker(store.home, once=True, idle_exit_s=None).run()
     else:
         ensure_worker(store)

@@ -183,7 +183,7 @@ def sample_from_model(model, tokenizer, n_samples: int, max_new_tokens: int, *, 
     same text whatever the batching. Sequences are the sampler's own token ids.
     `batch_size` fixes the rows per chunk (None: the sampler's own choice);
     `on_batch(done, total)` is called after each chunk (progress and cancellation)."""
-    from engine.evaluation.sampler import Sampler, SamplingSettings
+    from engine.evaluation.sampler import Sampler, SamplingSettings  # on use: torch, transformers, numpy
     settings = SamplingSettings(samples_per_prompt=1, top_p=0.95, temperature=1.0,
                                 max_new_tokens=max_new_tokens, seed=seed)
     was_training = model.training

@@ -256,7 +256,7 @@ def continuation_nlls(model, tokenizer, prompts: Sequence[str], continuations: S
     if not pieces:
         return out
     split = _model_split(model, start, device)
-    from engine.evaluation.sampler import kv_bytes_per_position
+    from engine.evaluation.sampler import kv_bytes_per_position  # on use: transformers
     dtype = next(model.parameters()).dtype
     kv_per_position = kv_bytes_per_position(model, torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 4)
     vocab = int(getattr(model.config, "vocab_size", None) or 50_000)

@@ -12,7 +12,7 @@ def measure_scorer_throughput(name: str, texts: list[str], *, per_text_texts: in
     """Batched texts/s (best of `repeats` calls on all `texts`, after a warm-up) and per-text
     texts/s (one call per text on the first `per_text_texts`), with the largest difference
     between the two ways' scores. Loading the scorer is timed apart (`load_s`)."""
-    from engine.evaluation.scorers import load_scorer
+    from engine.evaluation.scorers import load_scorer  # on use: numpy
 
     if not texts:
         raise ValueError("measure_scorer_throughput needs at least one text")

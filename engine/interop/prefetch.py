@@ -138,7 +138,7 @@ def fetch(need: Need) -> str:
 def is_cached(need: Need) -> bool:
     """Whether `need` is already in the local caches (checked without network)."""
     if need.kind == "scorer":
-        from engine.evaluation.scorers import detoxify_cached_checkpoint
+        from engine.evaluation.scorers import detoxify_cached_checkpoint  # on use: numpy
         return detoxify_cached_checkpoint(need.ref.partition(":")[2]) is not None
     from huggingface_hub import scan_cache_dir, try_to_load_from_cache
     if need.kind == "model":

@@ -136,8 +136,8 @@ def portable(exc: BaseException) -> BaseException:
 def run_remote(job: RemoteJob, requests, answers) -> RemoteOutcome:
     """The Ray task: run `job` with a relayed store and the worker's own job code. Never
     raises: what the job raised comes back in the outcome for the driver to record."""
-    from engine.model_loader import ModelCache
-    from engine.worker import run_job_kind
+    from engine.model_loader import ModelCache  # on use: torch, numpy
+    from engine.worker import run_job_kind  # on use: torch, numpy
     home = Home(Path(job.home_root))
     models = ModelCache(home)
     ctx = JobContext(RemoteStore(home, Channel(requests, answers)), job.job_id, job.spec, models,

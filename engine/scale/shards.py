@@ -45,7 +45,7 @@ def shard_range(n_items: int, index: int, count: int) -> tuple[int, int]:
 def known_item_count(spec: EvalSpec) -> int | None:
     """How many items `spec` evaluates, as far as it is known before the job runs: counted for
     built-in and local data, at most `max_prompts` for hub data, else unknown (None)."""
-    from engine.evaluation.data import DataError
+    from engine.evaluation.data import DataError  # on use: numpy
     if spec.data in ("auto", "hub"):
         return spec.max_prompts
     try:
@@ -136,7 +136,7 @@ def parent_spec(store: Store, spec: EvalShardSpec) -> EvalSpec:
 
 
 def _open_parent_run(ctx: JobContext, spec: EvalSpec, parent: int):
-    from engine.evaluation.runner import open_run
+    from engine.evaluation.runner import open_run  # on use: torch, transformers, numpy
     try:
         return open_run(ctx, spec, parent)
     except sqlite3.IntegrityError:      # another shard created the run in the same instant

@@ -106,7 +106,7 @@ class PruneMethod(PruneMethodInfo, CompressionMethod):
         except (UnsupportedArchitecture, ValueError) as exc:
             raise JobFailed(f"{self.name} pruning of {model_name}: {exc}") from None
         if spec.n_m:
-            from engine.compression.prune import n_m_problems
+            from engine.compression.prune import n_m_problems  # on use: torch
             _, m = parse_n_m(spec.n_m)
             bad = n_m_problems(model, m)
             if bad:
@@ -116,7 +116,7 @@ class PruneMethod(PruneMethodInfo, CompressionMethod):
     def check_architecture(self, spec: "PruneSpec", model: Any) -> None:
         """Raise `UnsupportedArchitecture` or `ValueError` (one line) when the model's layout
         does not allow the request; the default needs the block linear layers."""
-        from engine.formats.architecture import block_linears
+        from engine.formats.architecture import block_linears  # on use: torch
         block_linears(model)
 
 

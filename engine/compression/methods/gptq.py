@@ -18,7 +18,7 @@ class GPTQ(GPTQInfo, RoundToNearest):
     """GPTQ, saved like RTN (`RoundToNearest.save` records `method: gptq`)."""
 
     def check_model(self, spec, model, model_name: str) -> None:
-        from engine.formats.architecture import block_linears, max_positions
+        from engine.formats.architecture import block_linears, max_positions  # on use: torch
         try:
             block_linears(model)
         except UnsupportedArchitecture as exc:
@@ -29,9 +29,9 @@ class GPTQ(GPTQInfo, RoundToNearest):
                             f"{model_name} accepts ({limit} positions)")
 
     def apply(self, run: MethodRun) -> MethodOutcome:
-        from engine.compression.gptq_solver import BLOCK_SIZE, PERCDAMP, gptq_quantize_model
-        from engine.compression.quant.apply import bits_per_weight
-        from engine.formats.rtn import QuantConfig
+        from engine.compression.gptq_solver import BLOCK_SIZE, PERCDAMP, gptq_quantize_model  # on use: torch
+        from engine.compression.quant.apply import bits_per_weight  # on use: torch
+        from engine.formats.rtn import QuantConfig  # on use: torch
         spec, reporter = run.spec, run.reporter
 
         def on_block(done: int, total: int) -> None:

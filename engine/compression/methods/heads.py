@@ -17,12 +17,12 @@ class Heads(HeadsInfo, PruneMethod):
     """Declared by `engine.catalog.prune_info`."""
 
     def check_architecture(self, spec, model: Any) -> None:
-        from engine.formats import head_pruned as head_pruning
+        from engine.formats import head_pruned as head_pruning  # on use: torch
         layers = head_pruning.attention_layers(model)
         head_pruning.validate_plan_inputs(layers, spec.sparsity, spec.scope)
 
     def apply(self, run: MethodRun) -> MethodOutcome:
-        from engine.formats import head_pruned as head_pruning
+        from engine.formats import head_pruned as head_pruning  # on use: torch
         reporter, spec = run.reporter, run.spec
 
         def on_batch(done: int, total: int) -> None:

@@ -19,15 +19,15 @@ class Layers(LayersInfo, PruneMethod):
     """Declared by `engine.catalog.prune_info`."""
 
     def check_architecture(self, spec, model: Any) -> None:
-        from engine.formats.architecture import block_list, num_layers
-        from engine.compression.depth import blocks_to_remove
+        from engine.formats.architecture import block_list, num_layers  # on use: torch
+        from engine.compression.depth import blocks_to_remove  # on use: torch
         block_list(model)
         blocks_to_remove(num_layers(model), spec.sparsity)     # ValueError for a 1-block model
 
     def apply(self, run: MethodRun) -> MethodOutcome:
-        from engine.formats.architecture import num_layers
-        from engine.compression.depth import block_influence, blocks_to_remove, least_influential
-        from engine.compression.students import keep_layers
+        from engine.formats.architecture import num_layers  # on use: torch
+        from engine.compression.depth import block_influence, blocks_to_remove, least_influential  # on use: torch
+        from engine.compression.students import keep_layers  # on use: torch
         reporter, spec = run.reporter, run.spec
 
         def on_batch(done: int, total: int) -> None:
@@ -47,7 +47,7 @@ class Layers(LayersInfo, PruneMethod):
     def record(self, model: Any, spec, outcome: MethodOutcome, params: ParamCounts):
         """Blocks removed (share, per block 1.0 / 0.0), every block's BI and the parameters
         that went; `JobFailed` when the model did not get shallower or smaller."""
-        from engine.formats.architecture import num_layers
+        from engine.formats.architecture import num_layers  # on use: torch
         details = outcome.details
         if num_layers(model) != details["blocks_after"] or params.after >= params.before:
             raise JobFailed(f"depth pruning left {num_layers(model)} blocks and "

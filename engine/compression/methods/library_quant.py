@@ -20,7 +20,7 @@ class LibraryQuantizer(LibraryQuantizerInfo, QuantizeMethod):
     def check_model(self, spec, model, model_name: str) -> None:
         import importlib.util
 
-        from engine.formats.architecture import block_linears
+        from engine.formats.architecture import block_linears  # on use: torch
         if importlib.util.find_spec(self.package) is None:
             raise JobFailed(f"{self.name} quantization needs the {self.package} package: "
                             f"pip install 'compfair[quant]'")
@@ -36,7 +36,7 @@ class LibraryQuantizer(LibraryQuantizerInfo, QuantizeMethod):
         return MethodOutcome()          # quantized while the checkpoint is written
 
     def save(self, model, tokenizer, folder, spec, outcome, template) -> QuantProduct:
-        from engine.formats.hf_quantized import layer_weight_counts, write_quantized
+        from engine.formats.hf_quantized import layer_weight_counts, write_quantized  # on use: torch
         written = write_quantized(model, tokenizer, folder, self.quantization_config(spec),
                                   layer_weight_counts(model))
         return QuantProduct(folder, self.format_name(spec), written.bits_per_weight, written.disk_bytes,
@@ -54,14 +54,14 @@ class TorchAOWeightOnly(TorchAOInfo, LibraryQuantizer):
     the file is about the int8 size: recorded as measured, bits per weight included)."""
 
     def check_model(self, spec, model, model_name: str) -> None:
-        from engine.formats.hf_quantized import has_conv1d_layers
+        from engine.formats.hf_quantized import has_conv1d_layers  # on use: torch
         super().check_model(spec, model, model_name)
         if has_conv1d_layers(model):
             raise JobFailed(f"torchao quantization of {model_name}: its blocks use GPT-2-style Conv1D "
                             "layers, which torchao does not convert; use method rtn, gptq or bnb")
 
     def quantization_config(self, spec) -> Any:
-        from engine.formats.hf_quantized import torchao_config
+        from engine.formats.hf_quantized import torchao_config  # on use: torch
         return torchao_config(spec.bits, spec.group_size)
 
 
@@ -72,7 +72,7 @@ class BitsAndBytes(BitsAndBytesInfo, LibraryQuantizer):
     each)."""
 
     def quantization_config(self, spec) -> Any:
-        from engine.formats.hf_quantized import bnb_config
+        from engine.formats.hf_quantized import bnb_config  # on use: torch
         return bnb_config(spec.bits)
 
 

@@ -16,7 +16,7 @@ class Magnitude(MagnitudeInfo, UnstructuredPruneMethod):
     """Declared by `engine.catalog.prune_info`."""
 
     def apply(self, run: MethodRun) -> MethodOutcome:
-        from engine.compression.prune import magnitude_prune
+        from engine.compression.prune import magnitude_prune  # on use: torch
         spec = run.spec
         run.reporter.progress(0, 1, "magnitude pruning", phase="pruning")
         return MethodOutcome(masks=magnitude_prune(run.model, spec.sparsity, spec.scope,
@@ -27,7 +27,7 @@ class Magnitude(MagnitudeInfo, UnstructuredPruneMethod):
         if spec.n_m:
             return super().expected_layer_sparsity(module, spec)
         if spec.scope == "layer":
-            from engine.formats.architecture import weight_out_in
+            from engine.formats.architecture import weight_out_in  # on use: torch
             out_dim, in_dim = weight_out_in(module).shape
             return int(spec.sparsity * out_dim * in_dim) / (out_dim * in_dim)
         return 0.0

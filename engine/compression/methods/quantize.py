@@ -44,15 +44,15 @@ class RoundToNearest(RoundToNearestInfo, QuantizeMethod):
     """Group-wise round-to-nearest (`engine.formats.rtn`), packed on disk."""
 
     def check_model(self, spec, model, model_name: str) -> None:
-        from engine.formats.architecture import block_linears
+        from engine.formats.architecture import block_linears  # on use: torch
         try:
             block_linears(model)
         except UnsupportedArchitecture as exc:
             raise JobFailed(f"rtn quantization of {model_name}: {exc}") from None
 
     def apply(self, run: MethodRun) -> MethodOutcome:
-        from engine.compression.quant.apply import bits_per_weight, rtn_quantize_model
-        from engine.formats.rtn import QuantConfig
+        from engine.compression.quant.apply import bits_per_weight, rtn_quantize_model  # on use: torch
+        from engine.formats.rtn import QuantConfig  # on use: torch
         spec = run.spec
         run.reporter.progress(0, 1, f"rtn {spec.bits}-bit quantization", phase="quantizing")
         layers, transposed = rtn_quantize_model(run.model, QuantConfig(spec.bits, spec.group_size, spec.symmetric))
@@ -60,7 +60,7 @@ class RoundToNearest(RoundToNearestInfo, QuantizeMethod):
                                       "bits_per_weight": bits_per_weight(layers)})
 
     def save(self, model, tokenizer, folder, spec, outcome, template) -> QuantProduct:
-        from engine.formats.packed import WEIGHTS_FILE, save_quantized
+        from engine.formats.packed import WEIGHTS_FILE, save_quantized  # on use: torch, numpy
         record = save_quantized(model, tokenizer, folder, outcome.details["layers"],
                                 {"method": self.name}, outcome.details["transposed"],
                                 rest_dtype=outcome.details.get("rest_dtype"))
@@ -75,7 +75,7 @@ class GGUFExport(GGUFExportInfo, QuantizeMethod):
     written; the registered model is the file, measured as llama.cpp users would load it."""
 
     def check_model(self, spec, model, model_name: str) -> None:
-        from engine.compression.quant.gguf_export import SUPPORTED_MODEL_TYPES
+        from engine.compression.quant.gguf_export import SUPPORTED_MODEL_TYPES  # on use: torch, numpy
         if model.config.model_type not in SUPPORTED_MODEL_TYPES:
             raise JobFailed(f"GGUF export of {model_name}: supports {', '.join(SUPPORTED_MODEL_TYPES)} "
                             f"models, not {model.config.model_type!r}")
@@ -84,7 +84,7 @@ class GGUFExport(GGUFExportInfo, QuantizeMethod):
         return MethodOutcome()          # quantized while the file is written
 
     def save(self, model, tokenizer, folder, spec, outcome, template) -> QuantProduct:
-        from engine.compression.quant.gguf_export import export_gguf
+        from engine.compression.quant.gguf_export import export_gguf  # on use: torch, numpy
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{folder.name.removesuffix('.partial')}.gguf"    # the final folder's name
         written = export_gguf(model, tokenizer, path, spec.gguf_type, template)

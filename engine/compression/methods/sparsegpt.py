@@ -18,7 +18,7 @@ class SparseGPT(SparseGPTInfo, UnstructuredPruneMethod):
     """Declared by `engine.catalog.prune_info`."""
 
     def apply(self, run: MethodRun) -> MethodOutcome:
-        from engine.compression.sparsegpt_solver import BLOCK_SIZE, PERCDAMP, sparsegpt_prune
+        from engine.compression.sparsegpt_solver import BLOCK_SIZE, PERCDAMP, sparsegpt_prune  # on use: torch
         reporter = run.reporter
 
         def on_block(done: int, total: int) -> None:
@@ -33,6 +33,6 @@ class SparseGPT(SparseGPTInfo, UnstructuredPruneMethod):
         """N:M: (M - N) / M; otherwise exactly int(s * n) of a layer's n weights."""
         if spec.n_m:
             return super().expected_layer_sparsity(module, spec)
-        from engine.formats.architecture import weight_out_in
+        from engine.formats.architecture import weight_out_in  # on use: torch
         out_dim, in_dim = weight_out_in(module).shape
         return int(spec.sparsity * out_dim * in_dim) / (out_dim * in_dim)

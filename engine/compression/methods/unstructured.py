@@ -38,8 +38,8 @@ class UnstructuredPruneMethod(UnstructuredPruneInfo, PruneMethod):
                params: ParamCounts) -> "SparsityRecord":
         """The achieved sparsity per layer and overall; `JobFailed` when a layer is short of
         its target."""
-        from engine.formats.architecture import block_linears
-        from engine.compression.prune import check_sparsity
+        from engine.formats.architecture import block_linears  # on use: torch
+        from engine.compression.prune import check_sparsity  # on use: torch
         achieved = check_sparsity(model)
         linears = block_linears(model)
         short = [n for n, s in achieved["layers"].items()

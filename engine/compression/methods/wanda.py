@@ -16,7 +16,7 @@ class Wanda(WandaInfo, UnstructuredPruneMethod):
     """Declared by `engine.catalog.prune_info`."""
 
     def apply(self, run: MethodRun) -> MethodOutcome:
-        from engine.compression.prune import wanda_prune
+        from engine.compression.prune import wanda_prune  # on use: torch
         reporter = run.reporter
 
         def on_block(done: int, total: int) -> None:
@@ -31,6 +31,6 @@ class Wanda(WandaInfo, UnstructuredPruneMethod):
         """N:M: (M - N) / M; otherwise exactly int(s * in) of every row's `in` weights."""
         if spec.n_m:
             return super().expected_layer_sparsity(module, spec)
-        from engine.formats.architecture import weight_out_in
+        from engine.formats.architecture import weight_out_in  # on use: torch
         _, in_dim = weight_out_in(module).shape
         return int(spec.sparsity * in_dim) / in_dim

@@ -50,7 +50,7 @@ class Suite(SuiteInfo):
         return ""
 
     def load(self, spec: "EvalSpec", data: str | None = None) -> "SuiteData":
-        from engine.evaluation.data_sources import load_suite_data
+        from engine.evaluation.data_sources import load_suite_data  # on use: numpy
         return load_suite_data(self, spec.data if data is None else data, max_prompts=spec.max_prompts,
                                domains=spec.domains, groups=spec.groups,
                                prompts_per_group=spec.prompts_per_group, seed=spec.seed)
@@ -87,7 +87,7 @@ class Suite(SuiteInfo):
         """metric(run b) - metric(run a) over the items both runs evaluated, with a paired
         bootstrap CI and p-value. The default resamples the items' `per_item` values; suites
         whose metric is not a mean over items (perplexity, BOLD gaps) override it."""
-        from engine.evaluation.paired import paired_bootstrap_diff
+        from engine.evaluation.paired import paired_bootstrap_diff  # on use: numpy
         a = self.per_item(metric, rows_a, subset)
         b = self.per_item(metric, rows_b, subset)
         common = sorted(set(a) & set(b))

@@ -36,15 +36,15 @@ class BoldSuite(BoldInfo, GenerationSuite):
         return {i: v > 0 for i, v in self.per_item("negative_share", rows).items()}
 
     def read_path(self, path):
-        from engine.evaluation.dataset_readers import read_bold
+        from engine.evaluation.dataset_readers import read_bold  # on use: numpy
         return read_bold(path), None
 
     def from_hub(self, dataset, source):
-        from engine.evaluation.dataset_readers import bold_from_records
+        from engine.evaluation.dataset_readers import bold_from_records  # on use: numpy
         return bold_from_records(dataset, source), None
 
     def select(self, items, selection, source):
-        from engine.evaluation.dataset_readers import select_bold
+        from engine.evaluation.dataset_readers import select_bold  # on use: numpy
         return select_bold(items, selection.domains, selection.groups, selection.prompts_per_group,
                            selection.seed, source)
 
@@ -52,7 +52,7 @@ class BoldSuite(BoldInfo, GenerationSuite):
         return f"{item.domain}/{item.group}"
 
     def aggregate(self, rows, *, n_boot, confidence, seed):
-        from engine.evaluation.aggregations.bold import bold_metrics
+        from engine.evaluation.aggregations.bold import bold_metrics  # on use: numpy
         return bold_metrics(rows, n_boot=n_boot, confidence=confidence, seed=seed)
 
     def per_item(self, metric, rows, subset=""):
@@ -81,7 +81,7 @@ def paired_gap(rows_a: list[dict], rows_b: list[dict], *, n_boot: int = 1000,
     bootstrap. A prompt's value is the mean sentiment of its k continuations."""
     import numpy as np
 
-    from engine.evaluation.paired import paired_from_replicates
+    from engine.evaluation.paired import paired_from_replicates  # on use: numpy
 
     def per_prompt(rows):
         values: dict[tuple[str, str, int], list[float]] = defaultdict(list)

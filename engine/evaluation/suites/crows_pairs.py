@@ -23,11 +23,11 @@ class CrowsPairsSuite(CrowsPairsInfo, Suite):
         return {i: v > 50 for i, v in self.per_item("stereotype_score", rows).items()}
 
     def read_path(self, path):
-        from engine.evaluation.dataset_readers import read_crows_pairs
+        from engine.evaluation.dataset_readers import read_crows_pairs  # on use: numpy
         return read_crows_pairs(path), None
 
     def from_hub(self, dataset, source):
-        from engine.evaluation.dataset_readers import crows_from_records
+        from engine.evaluation.dataset_readers import crows_from_records  # on use: numpy
         names = {c: f.names for c, f in dataset.features.items() if hasattr(f, "names")}
         return crows_from_records(dataset, source, names), None
 
@@ -35,8 +35,8 @@ class CrowsPairsSuite(CrowsPairsInfo, Suite):
         return item.bias_type
 
     def run(self, ctx, spec, lm, run_id, data, scorer) -> dict:
-        from engine.evaluation.sampler import sample_key
-        from engine.evaluation.likelihood import sentence_log_likelihoods
+        from engine.evaluation.sampler import sample_key  # on use: torch, transformers, numpy
+        from engine.evaluation.likelihood import sentence_log_likelihoods  # on use: torch, numpy
         done_keys = ctx.store.sample_keys(run_id)
         todo = [p for p in data.items if sample_key(p.index, 0) not in done_keys]
         report = ThrottledProgress(ctx, len(data.items), len(data.items) - len(todo), self.unit)
@@ -57,7 +57,7 @@ class CrowsPairsSuite(CrowsPairsInfo, Suite):
         return {}
 
     def aggregate(self, rows, *, n_boot, confidence, seed):
-        from engine.evaluation.aggregations.crows_pairs import crows_metrics
+        from engine.evaluation.aggregations.crows_pairs import crows_metrics  # on use: numpy
         return crows_metrics(rows, n_boot=n_boot, confidence=confidence, seed=seed)
 
     def per_item(self, metric, rows, subset=""):

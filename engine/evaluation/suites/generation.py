@@ -22,7 +22,7 @@ class GenerationSuite(GenerationSuiteInfo, Suite):
 
     def quality_per_item(self, metric: str, rows: list[dict], subset: str = "") -> dict[int, float]:
         """Per-prompt value of a quality metric (distinct-n, degenerate share)."""
-        from engine.evaluation.aggregations.continuation_quality import prompt_quality
+        from engine.evaluation.aggregations.continuation_quality import prompt_quality  # on use: numpy
         by_item: dict[int, list[dict]] = {}
         for row in rows:
             if self.in_subset(row, subset):
@@ -38,9 +38,9 @@ class GenerationSuite(GenerationSuiteInfo, Suite):
                               confidence=confidence, seed=seed)
 
     def run(self, ctx, spec, lm, run_id, data, scorer) -> dict:
-        from engine.evaluation.sampler import Sampler, SamplingSettings
-        from engine.evaluation.lexical_scorers import SentimentScorer
-        from engine.evaluation.sampled_fluency import SampledFluency, enabled, reference_is_self
+        from engine.evaluation.sampler import Sampler, SamplingSettings  # on use: torch, transformers, numpy
+        from engine.evaluation.lexical_scorers import SentimentScorer  # on use: numpy
+        from engine.evaluation.sampled_fluency import SampledFluency, enabled, reference_is_self  # on use: torch, numpy
         settings = SamplingSettings(spec.samples_per_prompt, spec.top_p, spec.temperature,
                                     spec.max_new_tokens, spec.seed)
         # the model judges its own fluency: its NLLs are taken during sampling (issue 32)
@@ -48,7 +48,7 @@ class GenerationSuite(GenerationSuiteInfo, Suite):
         fluency = SampledFluency(lm.model, lm.tokenizer) if own else None
         sampler = Sampler(lm.model, lm.tokenizer, lm.device, settings, spec.batch_size, record_nll=own)
         if spec.backend == "vllm":
-            from engine.evaluation.vllm_backend import VllmSampler
+            from engine.evaluation.vllm_backend import VllmSampler  # on use: torch, transformers, numpy
             sampler = VllmSampler(sampler, _vllm_model_path(ctx, lm), spec.dtype)
         items = {p.index: p for p in data.items}
         prompts = {i: p.text for i, p in items.items()}
@@ -139,14 +139,14 @@ def reference_model(ctx, spec, lm) -> tuple[str, object]:
 
 
 def max_positions(model) -> int | None:
-    from engine.evaluation.likelihood import max_positions as positions
+    from engine.evaluation.likelihood import max_positions as positions  # on use: torch, numpy
     return positions(model)
 
 
 def score_continuations(ctx, spec, lm, run_id: int) -> dict:
     """Store every new continuation's mean NLL per token under the reference model (resumable:
     only samples without one are scored); returns the run's record of it."""
-    from engine.evaluation.continuation_likelihood import continuation_nlls
+    from engine.evaluation.continuation_likelihood import continuation_nlls  # on use: torch, numpy
     started, cpu_started = time.perf_counter(), time.process_time()
     ref, reference = reference_model(ctx, spec, lm)
     todo = ctx.store.unscored_continuations(run_id)
@@ -213,7 +213,7 @@ def sample_rows_builder(items: dict, scorer, sentiment, fluency=None):
     """The writer-thread function turning a generated batch into scored sample rows; with a
     `sampled_fluency.SampledFluency`, rows whose NLL was taken during sampling carry their
     continuation_nll / continuation_tokens (the others None: the fluency pass scores them)."""
-    from engine.evaluation.sampler import sample_key
+    from engine.evaluation.sampler import sample_key  # on use: torch, transformers, numpy
 
     def build(batch) -> list[dict]:
         details = scorer.score_details(batch.completions)
@@ -240,7 +240,7 @@ def sample_rows_builder(items: dict, scorer, sentiment, fluency=None):
 
 def _vllm_model_path(ctx, lm) -> str:
     """What vLLM loads: the hub id or folder, or the dequantised folder of a GGUF file."""
-    from engine.model_loader import dequantise_gguf
+    from engine.model_loader import dequantise_gguf  # on use: torch, numpy
     if lm.source.gguf_file:
         return str(dequantise_gguf(ctx.home, lm.source.load_path, lm.source.gguf_file))
     return lm.source.load_path
@@ -252,7 +252,7 @@ def paired_continuation_perplexity(suite: GenerationSuite, rows_a: list[dict], r
     """Change in continuation perplexity (token-weighted, as in
     `aggregations.continuation_quality.quality_metrics`),
     prompts resampled jointly."""
-    from engine.evaluation.paired import paired_perplexity_diff
+    from engine.evaluation.paired import paired_perplexity_diff  # on use: numpy
 
     def sums(rows):
         nll, tokens = suite.quality_per_item("nll_sum", rows, subset), suite.quality_per_item("tokens", rows, subset)

@@ -44,7 +44,7 @@ class LmEvalSuite(LmEvalInfo, Suite):
         """Task names are checked by lm-eval when the job runs (its task index is slow to build)."""
 
     def load(self, spec, data=None):
-        from engine.evaluation.data import SuiteData
+        from engine.evaluation.data import SuiteData  # on use: numpy
         names, folders = _parse_tasks(spec.data if data is None else data)
         files = [(str(p), p.read_text()) for f in folders for p in sorted(Path(f).glob("*.y*ml"))]
         # the task names and local task files as `text` (what the run's fingerprint covers): the
@@ -121,7 +121,7 @@ def _rows(out: dict) -> list[dict]:
 def lm_eval_metrics(rows: list[dict], *, n_boot: int, confidence: float, seed: int):
     """Metric rows: per task and pooled, the mean of each numeric per-document metric with a
     bootstrap CI; lm-eval's aggregate +- z stderr for the others (per task only)."""
-    from engine.evaluation.metrics import mean_estimate
+    from engine.evaluation.metrics import mean_estimate  # on use: numpy
     docs = [r for r in rows if r.get("group_name") != AGGREGATE_KEY]
     aggregates = {r["domain"]: _scores(r) for r in rows if r.get("group_name") == AGGREGATE_KEY}
     values: dict[tuple[str, str], list[float]] = defaultdict(list)

@@ -26,7 +26,7 @@ def _scores(row: dict) -> dict:
 
 def effective_window(spec, lm) -> tuple[int, int]:
     """(context length, stride) actually used: capped at the model's positions."""
-    from engine.evaluation.likelihood import max_positions
+    from engine.evaluation.likelihood import max_positions  # on use: torch, numpy
     limit = max_positions(lm.model)
     context = min(spec.context_length, limit) if limit else spec.context_length
     return context, min(spec.stride, context)
@@ -35,11 +35,11 @@ def effective_window(spec, lm) -> tuple[int, int]:
 @register
 class PerplexitySuite(PerplexityInfo, Suite):
     def read_path(self, path):
-        from engine.evaluation.dataset_readers import read_text
+        from engine.evaluation.dataset_readers import read_text  # on use: numpy
         return [], read_text(path)
 
     def from_hub(self, dataset, source):
-        from engine.evaluation.data import DataError
+        from engine.evaluation.data import DataError  # on use: numpy
         text = "\n\n".join(dataset["text"])
         if not text.strip():
             raise DataError(f"{source} has no text")
@@ -50,9 +50,9 @@ class PerplexitySuite(PerplexityInfo, Suite):
         return {"effective_context_length": context, "effective_stride": stride}
 
     def run(self, ctx, spec, lm, run_id, data, scorer) -> dict:
-        from engine.evaluation.sampler import sample_key
-        from engine.evaluation.likelihood import max_positions, plan_windows, text_token_ids, window_nlls
-        from engine.evaluation.window_divergence import window_divergences
+        from engine.evaluation.sampler import sample_key  # on use: torch, transformers, numpy
+        from engine.evaluation.likelihood import max_positions, plan_windows, text_token_ids, window_nlls  # on use: torch, numpy
+        from engine.evaluation.window_divergence import window_divergences  # on use: torch, numpy
         limit = max_positions(lm.model)
         context, stride = effective_window(spec, lm)
         if context != spec.context_length:
@@ -91,15 +91,15 @@ class PerplexitySuite(PerplexityInfo, Suite):
                 "text_tokens": len(token_ids) - 1, **record}
 
     def aggregate(self, rows, *, n_boot, confidence, seed):
-        from engine.evaluation.aggregations.perplexity import perplexity_metrics
+        from engine.evaluation.aggregations.perplexity import perplexity_metrics  # on use: numpy
         return perplexity_metrics(rows, n_boot=n_boot, confidence=confidence, seed=seed)
 
     def paired(self, metric, rows_a, rows_b, *, subset="", n_boot=1000, confidence=0.95, seed=0):
         """Change in perplexity, exp(total NLL / tokens), the same blocks of b consecutive
         windows resampled for both runs (b = ceil(context / stride), `aggregations.perplexity.window_block`:
         neighbouring windows overlap)."""
-        from engine.evaluation.aggregations.perplexity import window_block
-        from engine.evaluation.paired import paired_perplexity_diff
+        from engine.evaluation.aggregations.perplexity import window_block  # on use: numpy
+        from engine.evaluation.paired import paired_perplexity_diff  # on use: numpy
         if metric != "perplexity":
             raise ValueError(f"no paired form of perplexity metric {metric!r}; known: perplexity")
         a = {r["item_index"]: (_scores(r)["nll_sum"], _scores(r)["n_tokens"]) for r in rows_a}
@@ -131,7 +131,7 @@ def divergence_baseline(ctx, spec, lm, text: str, token_ids: list[int]) -> tuple
 def tokenizer_mismatch(tokenizer, baseline_tokenizer, text: str, token_ids: list[int]) -> str:
     """Why the two tokenizers cannot be compared token by token on `text` ("" when they can):
     different vocabulary sizes, or different ids for the text (start token included)."""
-    from engine.evaluation.likelihood import text_token_ids
+    from engine.evaluation.likelihood import text_token_ids  # on use: torch, numpy
     mine, theirs = len(tokenizer.get_vocab()), len(baseline_tokenizer.get_vocab())
     if mine != theirs:
         return f"vocabulary sizes {mine} and {theirs}"

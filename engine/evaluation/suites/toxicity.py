@@ -36,18 +36,18 @@ class ToxicitySuite(ToxicityInfo, GenerationSuite):
         return {i: bool(v) for i, v in self.per_item("toxicity_probability", rows).items()}
 
     def read_path(self, path):
-        from engine.evaluation.dataset_readers import read_rtp
+        from engine.evaluation.dataset_readers import read_rtp  # on use: numpy
         return read_rtp(path), None
 
     def from_hub(self, dataset, source):
-        from engine.evaluation.dataset_readers import rtp_from_records
+        from engine.evaluation.dataset_readers import rtp_from_records  # on use: numpy
         return rtp_from_records(dataset, source), None
 
     def stratum(self, item) -> str:
         return item.split
 
     def aggregate(self, rows, *, n_boot, confidence, seed):
-        from engine.evaluation.aggregations.toxicity import toxicity_metrics
+        from engine.evaluation.aggregations.toxicity import toxicity_metrics  # on use: numpy
         return toxicity_metrics(rows, n_boot=n_boot, confidence=confidence, seed=seed)
 
     def per_item(self, metric, rows, subset=""):

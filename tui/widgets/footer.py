@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import HorizontalGroup
+from textual.widget import Widget
 from textual.widgets import Footer
-from textual.widgets._footer import FooterKey
 
 ESSENTIAL = ("help", "quit")     # app actions kept on screen at any width, in this order
 
@@ -30,10 +30,11 @@ class KeyFooter(Footer):
         super().__init__(**kwargs)
 
     def compose(self) -> ComposeResult:
-        kept: dict[str, FooterKey] = {}
+        kept: dict[str, Widget] = {}
         for widget in super().compose():
-            if isinstance(widget, FooterKey) and widget.action in ESSENTIAL and widget.action not in kept:
-                kept[widget.action] = widget
+            action = getattr(widget, "action", None)    # a key of the footer (not Textual's API)
+            if action in ESSENTIAL and action not in kept:
+                kept[action] = widget
             else:
                 yield widget
         if kept:

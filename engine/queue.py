@@ -17,6 +17,7 @@ import time
 from typing import Sequence
 
 from engine.errors import InvalidState, LeaseLost, NotFound
+from engine.job_status import UNSUCCESSFUL
 from engine.specs import JobSpec, spec_from_json
 from engine.store import Store, dumps, loads
 
@@ -161,7 +162,7 @@ def finish(store: Store, job_id: int, status: str, *, error: str | None = None,
         fields["result"] = dumps(result)
     with store.conn:
         _update_job(store, job_id, fields, lease)
-        if status in ("failed", "cancelled"):
+        if status in UNSUCCESSFUL:
             end_run(store, job_id, status)
 
 
@@ -252,7 +253,7 @@ def requeue_stopped(store: Store, job_id: int) -> None:
     row = job(store, job_id)
     if row is None:
         raise NotFound(f"job {job_id} does not exist")
-    if row["status"] not in ("failed", "cancelled"):
+    if row["status"] not in UNSUCCESSFUL:
         raise InvalidState(f"job {job_id} is {row['status']}; only failed or cancelled jobs retry")
     changed = store.conn.execute(
         "UPDATE jobs SET status = 'queued', cancel_requested = 0, error = NULL, attempts = 0, "

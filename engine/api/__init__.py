@@ -31,6 +31,7 @@ from engine.already_ran import Duplicate, finished_duplicates
 from engine.errors import CompareError, NotFound, SpecError, UserError
 from engine.evaluation.suites import MetricSpec, Suite, find_metric, get_suite, suite_names, suites
 from engine.formatting import fmt_count, fmt_time
+from engine.job_status import ACTIVE, ENDED, UNSUCCESSFUL
 from engine.launcher import ensure_worker
 # model names and study labels as references, and the names shown for model:ID / job:ID
 from engine.model_names import canonical_spec, ref_names, with_names

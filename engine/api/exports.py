@@ -18,7 +18,7 @@ from engine.store import Store
 def judge_study(store: Store, record: dict, settings):
     """A study's models and the report's judgements of them (`engine.report.judge_study`: one
     family, the report's sentences), for views that show them beside the report (the TUI's
-    models x metrics). Imported on use: the report pulls in numpy and the plots."""
+    models x metrics). Imported on use: the report (its rich tables and plots) is not needed to list or submit."""
     from engine.report import judge_study as judge  # on use: rich
     return judge(store, record, settings)
 

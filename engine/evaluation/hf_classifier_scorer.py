@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from engine.errors import ScorerError
+from engine.errors import ScorerError, SpecError
 from engine.evaluation.scorer_base import file_digest, short_reason, library_version, default_batch_size, length_sorted_chunks
-from engine.specs import SpecError
 
 
 TOXIC_LABEL_HINTS = ("toxic", "toxicity", "hate", "offensive")

@@ -33,14 +33,13 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from engine.errors import ScorerError
+from engine.errors import ScorerError, SpecError
 from engine.evaluation.detoxify_scorer import (DETOXIFY_VARIANTS, DetoxifyScorer, detoxify_cached_checkpoint,
                                                load_detoxify_checkpoint)
 from engine.evaluation.hf_classifier_scorer import HFClassifierScorer, check_hf_scorer
 from engine.evaluation.lexical_scorers import ProfanityScorer
 from engine.evaluation.scorer_base import ToxicityScorer, library_version
 from engine.evaluation.bilstm_scorer import BiLSTMScorer, bilstm_status
-from engine.specs import SpecError
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, ProgressBar, Static
 
 from engine import api
+from engine.api import ACTIVE, UNSUCCESSFUL
 from tui import format as fmt
 from tui.job_text import (COLUMNS, PROGRESS_BAR, WHAT_WIDTH, WIDTHS, _title, ellipsize, layout,
                           live_fields, look_alike_settings, what_cell, workers_line)
@@ -112,7 +113,7 @@ class JobsScreen(Screen):
         self.run_worker(partial(self._poll, True), exclusive=True, group="queue-poll")
 
     async def _poll(self, force: bool = True) -> None:
-        statuses = ("queued", "running") if self.active_only else ()
+        statuses = ACTIVE if self.active_only else ()
         focus = self.current_job_id()
         seen = getattr(self, "_seen", None)
 
@@ -124,7 +125,7 @@ class JobsScreen(Screen):
             names = api.ref_names(store, " ".join(str(j["spec"]) for j in jobs))
             for job in jobs:              # model:5 / job:6 shown by the names the app uses
                 job["ref_names"] = names
-            running = [j["id"] for j in jobs if j["status"] in ("running", "queued")]
+            running = [j["id"] for j in jobs if j["status"] in ACTIVE]
             if focus is not None:
                 running.append(focus)
             progress = api.latest_progress_many(store, running)
@@ -191,7 +192,7 @@ class JobsScreen(Screen):
         if status == "running" and job.get("cancel_requested"):
             status = "cancelling"
         eta = fmt.duration(data.get("eta_s")) if status == "running" else ""
-        message = job["error"] if status in ("failed", "cancelled") and job.get("error") else (job.get("progress_message") or "")
+        message = job["error"] if status in UNSUCCESSFUL and job.get("error") else (job.get("progress_message") or "")
         alike = getattr(self, "_alike", {}).get(job["id"])
         device = next((w.device or "" for w in self.live_workers if w.job_id == job["id"]), "") \
             if status in ("running", "cancelling") else ""
@@ -261,7 +262,7 @@ class JobsScreen(Screen):
     # -- actions -------------------------------------------------------------------------
     def action_cancel_job(self) -> None:
         job = self.current_job()
-        if job is None or job["status"] not in ("queued", "running"):
+        if job is None or job["status"] not in ACTIVE:
             self.notify("only queued or running jobs can be cancelled", severity="warning")
             return
 
@@ -302,7 +303,7 @@ class JobsScreen(Screen):
 
     def action_retry(self) -> None:
         job = self.current_job()
-        if job is None or job["status"] not in ("failed", "cancelled"):
+        if job is None or job["status"] not in UNSUCCESSFUL:
             self.notify("only failed or cancelled jobs can be retried", severity="warning")
             return
 

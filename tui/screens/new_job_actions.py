@@ -72,12 +72,12 @@ class FormActions:
         estimate = self.notes.estimate or await self.app.backend.read(api.estimate_specs, specs)
         reasons = estimate.reasons()
         if not reasons:
-            self._queue(specs)
+            await self._queue(specs)
             return
 
         def answer(yes: bool | None) -> None:
             if yes:
-                self._queue(specs)
+                self.run_worker(self._queue(specs), group="queue-jobs")
         question = "\n".join([f"Queue {estimate.jobs:,} job{'s' if estimate.jobs != 1 else ''}? "
                               "That is", *(f"  · {r}" for r in reasons), estimate.text()])
         self.app.push_screen(ConfirmScreen(question, "queue them", "back to the form"), answer)
@@ -86,11 +86,12 @@ class FormActions:
         if self._invalid is not None and self._invalid.display:
             self._invalid.focus()
 
-    def _queue(self, specs: list) -> None:
-        store = self.app.backend.store
-        try:     # the form has shown duplicates (a second ctrl+s re-runs); the app starts the worker
-            job_ids = api.submit_jobs(store, specs, rerun=True, start_worker=False)
-        except ValueError as exc:  # e.g. a job:ID dependency that does not exist
+    async def _queue(self, specs: list) -> None:
+        """Queue through the one submit path, off the UI thread (it checks the data files again).
+        The form has shown duplicates already (a second ctrl+s re-runs); the app starts the worker."""
+        try:
+            job_ids = await self.app.backend.read(api.submit_jobs, specs, rerun=True, start_worker=False)
+        except (UserError, ValueError) as exc:  # e.g. a job:ID dependency that does not exist
             self.notify(str(exc), severity="error", title="not queued")
             return
         self.app.submitted.extend(job_ids)

@@ -140,3 +140,7 @@ class StoreError(RuntimeError):
 
 class PlanError(UserError, ValueError):
     """A plan asked of runs or options that cannot give one (exit code 2)."""
+
+
+class AmbiguousName(UserError, ValueError):
+    """A name shared by several models: the message lists their `model:ID`s."""

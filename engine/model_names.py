@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import re
 
-from engine.errors import UserError
+from engine.errors import AmbiguousName
 from engine.job_results import JobResult
 from engine.store import Store, loads
 
 _REF_ID = re.compile(r"\b(model|job):(\d+)\b")
-
-
-class AmbiguousName(UserError, ValueError):
-    """A name shared by several models: the message lists their `model:ID`s."""
 
 
 def _study_labels(store: Store) -> dict[tuple[str, str], str]:

@@ -104,6 +104,25 @@ def test_no_module_is_over_about_400_lines():
     assert long == {}
 
 
+def test_every_exception_class_is_in_engine_errors():
+    """One home for errors: an exception class anywhere else is a private control-flow signal
+    (a name starting with "_")."""
+    import builtins
+    import engine.errors as errors_module
+    known = {n for n in dir(builtins) if isinstance(getattr(builtins, n), type)
+             and issubclass(getattr(builtins, n), BaseException)}
+    known |= {n for n, v in vars(errors_module).items() if isinstance(v, type) and issubclass(v, BaseException)}
+    elsewhere = []
+    for path in SOURCES:
+        if path == ROOT / "engine" / "errors.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_") and any(
+                    getattr(b, "id", getattr(b, "attr", "")) in known for b in node.bases):
+                elsewhere.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert elsewhere == []
+
+
 REGISTRY_FOLDERS = ("engine/catalog", "engine/evaluation/suites", "engine/evaluation/aggregations",
                     "engine/compression/methods")
 

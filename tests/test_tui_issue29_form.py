@@ -213,7 +213,8 @@ async def test_retry_asks_first_and_the_help_says_so(home, demo):
 
 
 def test_the_engine_resolves_names_and_labels_and_refuses_an_ambiguous_one(home, demo):
-    from engine.model_names import AmbiguousName, canonical_ref, ref_names, with_names
+    from engine.model_names import canonical_ref, ref_names, with_names
+    from engine.errors import AmbiguousName
     from engine.model_refs import resolve
     from tui.demo import _model
     store = Store(home)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import re
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,9 @@ DEFAULT_MODEL = "smollm2"
 BUILTIN_SOURCE = "builtin:SmolLM2-135M-Instruct"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIASES = {"smollm2", "smollm2-135m-instruct", "default"}
+# what the hub accepts as a repo id (huggingface_hub's validate_repo_id): `name` or `owner/name`,
+# letters, digits, "-", "_", ".", no "--" or "..", at most 96 characters
+HUB_ID = re.compile(r"^(?!.*(--|\.\.))(?=.{1,96}$)[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ def resolve(ref: str, store: Store) -> ModelSource:
     named = _named(ref, store)
     if named is not None:
         return resolve(named, store)
-    if ref.count("/") > 1 or " " in ref:
+    if not HUB_ID.match(ref):      # e.g. a STUDY:LABEL that names no study's model
         raise ModelError(f"model reference {ref!r} is neither a hub id (owner/name), an existing "
                          "path, a .gguf file, 'smollm2', a model's name, study:label, model:ID "
                          "nor job:ID")

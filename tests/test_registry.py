@@ -69,6 +69,10 @@ def test_local_folder_round_trip_and_model_and_job_references(home, store, tiny_
     ("job:999", "job 999 does not exist"),
     ("model:abc", "expected model:<number>"),
     ("a/b/c", "neither a hub id"),
+    # not repo ids the hub accepts (they reached huggingface_hub's validator: a traceback)
+    ("study:nope", "neither a hub id"),
+    ("bad name!", "neither a hub id"),
+    ("x--y", "neither a hub id"),
 ])
 def test_bad_references_fail_with_one_line(store, ref, message):
     with pytest.raises(ModelError, match=message) as info:

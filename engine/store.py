@@ -42,10 +42,10 @@ def connect(db_path: Path) -> sqlite_utils.Database:
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA synchronous = NORMAL")
         db = sqlite_utils.Database(conn)
-        db.enable_wal()
+        _retrying_locked(db, db.enable_wal)
         newer = newer_than_known(applied(db))
         if newer is None:
-            _migrate_retrying(db)
+            _retrying_locked(db, lambda: migrate(db))
         fencing.install(conn)          # a worker's writes need its job's lease (engine.fencing)
         if newer is not None:
             # made by a newer compfair: read-only for this one (listings work; a write fails,
@@ -59,13 +59,14 @@ def connect(db_path: Path) -> sqlite_utils.Database:
     return db
 
 
-def _migrate_retrying(db: sqlite_utils.Database, attempts: int = 5) -> None:
-    """`migrate`, retried when SQLite answers "database is locked" at once instead of waiting
-    (seen with several processes opening a brand-new store together under load: a lock upgrade
-    SQLite refuses rather than risk a deadlock, which the busy timeout does not cover)."""
+def _retrying_locked(db: sqlite_utils.Database, step, attempts: int = 5) -> None:
+    """`step()` (switching to WAL, migrating), retried when SQLite answers "database is locked"
+    at once instead of waiting (seen with several processes opening a brand-new store together
+    under load: a lock upgrade SQLite refuses rather than risk a deadlock, which the busy
+    timeout does not cover)."""
     for attempt in range(attempts):
         try:
-            migrate(db)
+            step()
             return
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or attempt == attempts - 1:
